@@ -1,0 +1,84 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+func newInstallCmd() *cobra.Command {
+	var opts installer.InstallOptions
+	var noService bool
+	var pull string
+	cmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install CARTO from a customer package and bring it up",
+		Long: `Imports the customer package (customer.env, key.json) into the config dir,
+writes appliance.yaml, renders .env and docker-compose.yml, pulls every image
+and starts the stack in dependency order, waiting until it is healthy.
+Nothing changes until the settings are valid and every image is present.
+Re-running it converges: only what changed is recreated.`,
+		Args: cobra.NoArgs,
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			if !noService {
+				return usageError{fmt.Errorf("the systemd agent is not available in this version: run install with --no-service")}
+			}
+			return validatePull(pull)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Paths = pathsFrom(cmd)
+			opts.Pull = stack.PullPolicy(pull)
+			return runConverge(cmd, func(o installer.Options) (*installer.Result, error) {
+				o.Paths, o.Pull = opts.Paths, opts.Pull
+				opts.Options = o
+				return installer.Install(cmd.Context(), opts)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
+	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
+	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
+	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")
+	f.StringVar(&opts.Registry, "registry", "", "image registry base path, e.g. a private mirror (default gcr.io/carto-onprem-artifacts)")
+	f.IntVar(&opts.HTTPPort, "http-port", 0, "host port for HTTP (default 80)")
+	f.IntVar(&opts.HTTPSPort, "https-port", 0, "host port for HTTPS (default 443)")
+	f.StringVar(&opts.BindAddress, "bind-address", "", "host address the router listens on (default 0.0.0.0)")
+	f.StringVar(&opts.Project, "project", "", "compose project name (default carto)")
+	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
+	return cmd
+}
+
+func validatePull(p string) error {
+	switch stack.PullPolicy(p) {
+	case stack.PullMissing, stack.PullAlways, stack.PullNever:
+		return nil
+	}
+	return usageError{fmt.Errorf("--pull %q: use missing, always or never", p)}
+}
+
+// runConverge runs install or config apply with progress on stderr and the
+// result on stdout.
+func runConverge(cmd *cobra.Command, fn func(installer.Options) (*installer.Result, error)) error {
+	pr := newProgress(os.Stderr)
+	res, err := fn(installer.Options{Reporter: pr, Progress: pr.Pulls()})
+	pr.Close()
+	out := cmd.OutOrStdout()
+	if res != nil {
+		for _, w := range res.Warnings {
+			fmt.Fprintln(os.Stderr, "Warning:", w)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nCARTO %s is up at %s\n\n", res.Version, res.URL)
+	if res.Status != nil {
+		printStatus(out, res.Status)
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+// Command carto-appliance installs, supervises and upgrades CARTO
+// Self-Hosted on a Linux VM through the Docker Engine API.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Exit codes (SPEC §2).
+const (
+	exitOK        = 0
+	exitError     = 1
+	exitUsage     = 2
+	exitInterrupt = 130
+)
+
+// usageError marks errors in how the command was called.
+type usageError struct{ error }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:]))
+}
+
+// run executes one command line and maps its error to the documented exit
+// code; it is the only place that decides one.
+func run(ctx context.Context, args []string) int {
+	root := newRootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(os.Stderr, "interrupted")
+		return exitInterrupt
+	}
+	fmt.Fprintln(os.Stderr, "Error:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return exitUsage
+	}
+	return exitError
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "carto-appliance",
+		Short: "Install, supervise and upgrade CARTO Self-Hosted on this VM",
+		// Errors are printed once by run(); usage is shown only for usage
+		// errors (SetFlagErrorFunc below), not after every failure.
+		SilenceErrors: true,
+		SilenceUsage:  true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w\n%s", err, c.UsageString())}
+	})
+	root.PersistentFlags().String("config-dir", "", "configuration directory (default /opt/carto)")
+	root.PersistentFlags().String("state-dir", "", "state directory (default /var/lib/carto-appliance)")
+	root.AddCommand(
+		newInstallCmd(),
+		newStatusCmd(),
+		newLogsCmd(),
+		newEnvCmd(),
+		newConfigCmd(),
+		newUninstallCmd(),
+		newVersionCmd(),
+	)
+	return root
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"text/tabwriter"
+
+	"github.com/moby/moby/client/pkg/jsonmessage"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+func pathsFrom(cmd *cobra.Command) installer.Paths {
+	cfg, _ := cmd.Flags().GetString("config-dir")
+	state, _ := cmd.Flags().GetString("state-dir")
+	return installer.Paths{ConfigDir: cfg, StateDir: state}
+}
+
+// progress renders the core's events as lines and the image pulls' JSON
+// stream with Docker's own renderer: bars on a terminal, plain lines
+// otherwise. Close waits for the pull renderer to finish.
+type progress struct {
+	out  io.Writer
+	mu   sync.Mutex
+	pw   *io.PipeWriter
+	done chan struct{}
+}
+
+func newProgress(out *os.File) *progress {
+	pr, pw := io.Pipe()
+	p := &progress{out: out, pw: pw, done: make(chan struct{})}
+	isTTY := term.IsTerminal(int(out.Fd()))
+	go func() {
+		defer close(p.done)
+		// The stream carries no error the core has not already returned;
+		// drain it whatever happens so that writers never block.
+		if err := jsonmessage.DisplayJSONMessagesStream(pr, lockedWriter{p}, out.Fd(), isTTY, nil); err != nil {
+			io.Copy(io.Discard, pr)
+		}
+	}()
+	return p
+}
+
+type lockedWriter struct{ p *progress }
+
+func (w lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.out.Write(b)
+}
+
+// Pulls is the writer for the pull stream.
+func (p *progress) Pulls() io.Writer { return p.pw }
+
+// Report prints one event.
+func (p *progress) Report(ev stack.Event) {
+	if ev.Action == stack.ActionPulling || ev.Action == stack.ActionPulled {
+		return // the pull stream shows these
+	}
+	line := fmt.Sprintf(" %-22s %s", ev.Service, ev.Action)
+	if ev.Detail != "" && ev.Action != stack.ActionFailed {
+		line += " " + ev.Detail
+	}
+	lockedWriter{p}.Write([]byte(line + "\n"))
+}
+
+func (p *progress) Close() {
+	p.pw.Close()
+	<-p.done
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printStatus(w io.Writer, st *installer.Status) {
+	health := "healthy"
+	if !st.Healthy {
+		health = "NOT healthy"
+	}
+	fmt.Fprintf(w, "CARTO %s (%s layout) at %s: %s\n\n", orDash(st.Version), st.Layout, st.URL, health)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SERVICE\tSTATE\tHEALTH\tRESTARTS\tIMAGE")
+	for _, s := range st.Services {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, s.State, s.Health, s.Restarts, s.Image)
+	}
+	tw.Flush()
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testServer(t *testing.T, env map[string]string) (*server, *httptest.Server) {
+	t.Helper()
+	s := newServer(config{Image: "maps-api", Version: "2025.11.3", Mode: modeServer, Args: []string{"node", "index.js"}}, true)
+	s.getenv = func(k string) string { return env[k] }
+	s.environ = func() []string {
+		var kv []string
+		for k, v := range env {
+			kv = append(kv, k+"="+v)
+		}
+		return kv
+	}
+	s.exit = func(int) { t.Error("exit called") }
+	ts := httptest.NewServer(s.handler())
+	t.Cleanup(ts.Close)
+	return s, ts
+}
+
+func do(t *testing.T, method, url string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestHealthFollowsControl(t *testing.T) {
+	_, ts := testServer(t, nil)
+	steps := []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/health", 200, "ok"},
+		{"POST", "/control/unhealthy", 200, "ok"},
+		{"GET", "/health", 503, "unhealthy\n"},
+		{"POST", "/control/healthy", 200, "ok"},
+		{"GET", "/health", 200, "ok"},
+		{"GET", "/control/unhealthy", 405, ""},
+	}
+	for _, st := range steps {
+		status, body := do(t, st.method, ts.URL+st.path)
+		if status != st.status || (st.body != "" && body != st.body) {
+			t.Errorf("%s %s = %d %q, want %d %q", st.method, st.path, status, body, st.status, st.body)
+		}
+	}
+}
+
+func TestStartsUnhealthyWhenToldTo(t *testing.T) {
+	s := newServer(config{Image: "maps-api"}, false)
+	ts := httptest.NewServer(s.handler())
+	defer ts.Close()
+	if status, _ := do(t, "GET", ts.URL+"/health"); status != 503 {
+		t.Errorf("/health = %d, want 503", status)
+	}
+}
+
+func TestEnvAndWhoami(t *testing.T) {
+	_, ts := testServer(t, map[string]string{"SELFHOSTED_DOMAIN": "carto.example.test", "EMPTY": ""})
+	_, body := do(t, "GET", ts.URL+"/env")
+	var env map[string]string
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		t.Fatal(err)
+	}
+	if env["SELFHOSTED_DOMAIN"] != "carto.example.test" || len(env) != 2 {
+		t.Errorf("/env = %v", env)
+	}
+
+	_, body = do(t, "GET", ts.URL+"/whoami")
+	var w Whoami
+	if err := json.Unmarshal([]byte(body), &w); err != nil {
+		t.Fatal(err)
+	}
+	if w.Image != "maps-api" || w.Version != "2025.11.3" || strings.Join(w.Args, " ") != "node index.js" || w.Hostname == "" {
+		t.Errorf("/whoami = %+v", w)
+	}
+}
+
+func TestFile(t *testing.T) {
+	_, ts := testServer(t, nil)
+	p := filepath.Join(t.TempDir(), "key.json")
+	os.WriteFile(p, []byte(`{"type":"service_account"}`), 0o600)
+	for _, c := range []struct {
+		query  string
+		status int
+		body   string
+	}{
+		{"?path=" + url.QueryEscape(p), 200, `{"type":"service_account"}`},
+		{"?path=" + url.QueryEscape(p+".missing"), 404, ""},
+		{"", 400, ""},
+	} {
+		status, body := do(t, "GET", ts.URL+"/file"+c.query)
+		if status != c.status || (c.body != "" && body != c.body) {
+			t.Errorf("/file%s = %d %q, want %d %q", c.query, status, body, c.status, c.body)
+		}
+	}
+}
+
+func TestAnyOtherPathEchoes(t *testing.T) {
+	_, ts := testServer(t, nil)
+	status, body := do(t, "POST", ts.URL+"/api/v3/maps/public/x?y=1")
+	var e Echo
+	if err := json.Unmarshal([]byte(body), &e); err != nil {
+		t.Fatal(err)
+	}
+	if status != 200 || e != (Echo{Image: "maps-api", Version: "2025.11.3", Path: "/api/v3/maps/public/x"}) {
+		t.Errorf("echo = %d %+v", status, e)
+	}
+}
+
+func TestControlExitAnswersThenExits(t *testing.T) {
+	s, ts := testServer(t, nil)
+	codes := make(chan int, 1)
+	s.exit = func(code int) { codes <- code }
+	if status, _ := do(t, "POST", ts.URL+"/control/exit?code=7"); status != 200 {
+		t.Fatalf("status %d", status)
+	}
+	select {
+	case c := <-codes:
+		if c != 7 {
+			t.Errorf("exit(%d), want 7", c)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no exit")
+	}
+	if status, _ := do(t, "POST", ts.URL+"/control/exit?code=x"); status != 400 {
+		t.Errorf("bad code: status %d, want 400", status)
+	}
+}
+
+// fakeRedis answers one RESP command per connection: +OK to AUTH, +PONG
+// to PING.
+func fakeRedis(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					switch strings.TrimSpace(line) {
+					case "PING":
+						io.WriteString(c, "+PONG\r\n")
+					case "AUTH":
+						io.WriteString(c, "+OK\r\n")
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestRedisPing(t *testing.T) {
+	host, port, _ := net.SplitHostPort(fakeRedis(t))
+	for _, env := range []map[string]string{
+		{"REDIS_HOST": host, "REDIS_PORT": port},
+		{"REDIS_HOST": host, "REDIS_PORT": port, "REDIS_PASSWORD": "s3cret"},
+	} {
+		_, ts := testServer(t, env)
+		if status, body := do(t, "GET", ts.URL+"/redis"); status != 200 || body != "+PONG" {
+			t.Errorf("%v: /redis = %d %q", env, status, body)
+		}
+	}
+	_, ts := testServer(t, nil)
+	if status, _ := do(t, "GET", ts.URL+"/redis"); status != 503 {
+		t.Errorf("/redis without REDIS_HOST = %d, want 503", status)
+	}
+}
+
+func TestDBWithoutSettingsIsUnavailable(t *testing.T) {
+	_, ts := testServer(t, nil)
+	if status, body := do(t, "GET", ts.URL+"/db"); status != 503 {
+		t.Errorf("/db = %d %q, want 503", status, body)
+	}
+}
+
+func TestFetch(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "hello from "+r.URL.Path)
+	}))
+	defer upstream.Close()
+	_, ts := testServer(t, nil)
+
+	_, body := do(t, "GET", ts.URL+"/fetch?url="+url.QueryEscape(upstream.URL+"/x"))
+	var res FetchResult
+	if err := json.Unmarshal([]byte(body), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != 200 || res.Body != "hello from /x" || res.Error != "" {
+		t.Errorf("/fetch = %+v", res)
+	}
+
+	upstream.Close()
+	status, body := do(t, "GET", ts.URL+"/fetch?url="+url.QueryEscape(upstream.URL+"/x"))
+	if status != http.StatusBadGateway || !strings.Contains(body, "error") {
+		t.Errorf("/fetch of a closed server = %d %q", status, body)
+	}
+}
+
+func TestCacheProxiesToUpstream(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "maps "+r.URL.Path)
+	}))
+	defer upstream.Close()
+	s, _ := testServer(t, nil)
+	h, err := s.cacheHandler(upstream.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+
+	resp, err := http.Get(ts.URL + "/api/v3/maps/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "maps /api/v3/maps/x" || resp.Header.Get("X-Cache") != "standin" {
+		t.Errorf("proxied: %q, X-Cache %q", b, resp.Header.Get("X-Cache"))
+	}
+	if status, body := do(t, "GET", ts.URL+"/health"); status != 200 || body != "ok" {
+		t.Errorf("cache /health = %d %q", status, body)
+	}
+	upstream.Close()
+	if status, _ := do(t, "GET", ts.URL+"/x"); status != http.StatusBadGateway {
+		t.Errorf("upstream down: %d, want 502", status)
+	}
+}
+
+func TestConfigFromEnv(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		env  map[string]string
+		args []string
+		want config
+	}{
+		{"defaults", nil, []string{"/standin"}, config{Image: "standin", Version: "dev", Mode: modeServer}},
+		{"service with args", map[string]string{"STANDIN_IMAGE": "maps-api", "STANDIN_VERSION": "1"},
+			[]string{"/standin", "node", "x.js"}, config{Image: "maps-api", Version: "1", Mode: modeServer, Args: []string{"node", "x.js"}}},
+		{"workspace-db image", map[string]string{"STANDIN_IMAGE": "workspace-db"}, []string{"/standin"},
+			config{Image: "workspace-db", Version: "dev", Mode: modeMigrate}},
+		{"template entrypoint", map[string]string{"STANDIN_IMAGE": "workspace-db"}, []string{"/usr/src/app/onprem-init-db.sh"},
+			config{Image: "workspace-db", Version: "dev", Mode: modeMigrate}},
+		{"mode override", map[string]string{"STANDIN_IMAGE": "workspace-db", "STANDIN_MODE": "server"}, []string{"/standin"},
+			config{Image: "workspace-db", Version: "dev", Mode: modeServer}},
+	} {
+		got := configFromEnv(func(k string) string { return c.env[k] }, c.args)
+		if got.Image != c.want.Image || got.Version != c.want.Version || got.Mode != c.want.Mode || strings.Join(got.Args, " ") != strings.Join(c.want.Args, " ") {
+			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestFaultSettings(t *testing.T) {
+	if k := failEnvKey("consumers/cdn-invalidator-sub"); k != "STANDIN_FAIL_CONSUMERS_CDN_INVALIDATOR_SUB" {
+		t.Errorf("failEnvKey = %s", k)
+	}
+	env := map[string]string{"STANDIN_FAIL": "unhealthy", "STANDIN_FAIL_MAPS_API": "exit"}
+	get := func(k string) string { return env[k] }
+	if v := failSetting("maps-api", get); v != "exit" {
+		t.Errorf("maps-api: %q, want the per-image exit", v)
+	}
+	if v := failSetting("workspace-api", get); v != "unhealthy" {
+		t.Errorf("workspace-api: %q, want the generic unhealthy", v)
+	}
+	for in, want := range map[string]fault{
+		"":                {Kind: failNone},
+		"exit":            {Kind: failExit},
+		"unhealthy":       {Kind: failUnhealthy},
+		"crash-after=5s":  {Kind: failCrashAfter, After: 5 * time.Second},
+		"crash-after=1m0": {},
+		"explode":         {},
+	} {
+		got, err := parseFail(in)
+		if want == (fault{}) {
+			if err == nil {
+				t.Errorf("parseFail(%q): no error", in)
+			}
+			continue
+		}
+		if err != nil || got != want {
+			t.Errorf("parseFail(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+}

@@ -1,0 +1,383 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// An operator installs CARTO on a node with the embedded databases: the
+// stack is pulled through the authenticated registry, comes up healthy in
+// dependency order, is what `docker compose` sees, converges without
+// recreating anything, recreates exactly what changed, keeps the database
+// through every recreate and through uninstall, and refuses bad input
+// without touching anything.
+func TestStandardInstallLifecycle(t *testing.T) {
+	n := newNode(t, "e2e-std")
+	n.writeCustomerEnv(baseCustomerEnv(n.domain))
+	caPool := n.writeServerCert()
+	var installErr string
+
+	step(t, "install pulls through the registry and ends healthy", func(t *testing.T) {
+		out, errOut := n.mustRun(n.installArgs()...)
+		installErr = errOut
+		if !strings.Contains(out, "https://"+n.domain+":") {
+			t.Errorf("install did not print the URL:\n%s", out)
+		}
+		st := n.status()
+		if !st.Healthy || st.Version != version || st.Layout != "standard" {
+			t.Fatalf("status after install: healthy=%v version=%q layout=%q", st.Healthy, st.Version, st.Layout)
+		}
+		if len(st.Services) != 17 {
+			t.Errorf("status lists %d services, want 17", len(st.Services))
+		}
+		for _, s := range st.Services {
+			if !strings.HasPrefix(s.Image, reg.Host+"/") {
+				t.Errorf("%s runs %s, not from the test registry", s.Name, s.Image)
+			}
+			want := "running"
+			if s.Name == "workspace-migrations" {
+				want = "completed"
+			}
+			if s.State != want || (want == "running" && s.Health != "healthy") {
+				t.Errorf("%s: state %s health %s", s.Name, s.State, s.Health)
+			}
+		}
+	})
+
+	step(t, "services started in depends_on order", func(t *testing.T) {
+		// The installer's own progress: a dependency is Healthy/Completed
+		// before its dependents are created.
+		order := func(line string) int {
+			i := strings.Index(installErr, line)
+			if i < 0 {
+				t.Fatalf("install output lacks %q:\n%s", line, installErr)
+			}
+			return i
+		}
+		for _, c := range [][2]string{
+			{"workspace-postgres", "workspace-migrations"},
+			{"valkey", "workspace-api"},
+			{"workspace-migrations", "maps-api"},
+			{"workspace-api", "notifier"},
+			{"maps-api", "http-cache"},
+			{"http-cache", "router-http"},
+		} {
+			ready := order(fmt.Sprintf(" %-22s Healthy", c[0]))
+			if c[0] == "workspace-migrations" {
+				ready = order(fmt.Sprintf(" %-22s Completed", c[0]))
+			}
+			if created := order(fmt.Sprintf(" %-22s Creating", c[1])); created < ready {
+				t.Errorf("%s was created before %s was ready", c[1], c[0])
+			}
+		}
+		// And the engine's record: migrations finished before workspace-api started.
+		mig := inspect(t, n.container("workspace-migrations"))
+		api := inspect(t, n.container("workspace-api"))
+		finished, _ := time.Parse(time.RFC3339Nano, mig.State.FinishedAt)
+		started, _ := time.Parse(time.RFC3339Nano, api.State.StartedAt)
+		if mig.State.ExitCode != 0 || !finished.Before(started) {
+			t.Errorf("migrations exit %d finished %s, workspace-api started %s", mig.State.ExitCode, mig.State.FinishedAt, api.State.StartedAt)
+		}
+	})
+
+	step(t, "the migrations ran against the embedded Postgres", func(t *testing.T) {
+		got := n.exec("workspace-api", "wget", "-q", "-O-", "http://127.0.0.1:3000/db")
+		if !strings.Contains(got, version) {
+			t.Errorf("workspace-api /db = %s, want the migration row %s", got, version)
+		}
+	})
+
+	step(t, "a request through the router over HTTPS reaches a service", func(t *testing.T) {
+		body := httpsGet(t, n, caPool, n.domain, "/workspace-api/whoami")
+		if !strings.Contains(body, `"workspace-api"`) {
+			t.Errorf("router answered %s, want workspace-api's whoami", body)
+		}
+		if body := httpsGet(t, n, caPool, n.domain, "/api/v3/maps/x"); !strings.Contains(body, `"maps-api"`) {
+			t.Errorf("router → http-cache → maps-api answered %s", body)
+		}
+		if _, err := httpsClient(caPool, "wrong.example.com").Get(fmt.Sprintf("https://127.0.0.1:%d/", n.httpsPort)); err == nil {
+			t.Error("TLS verified for a host name the certificate does not cover")
+		}
+	})
+
+	step(t, "docker compose sees the stack and its up -d recreates nothing", func(t *testing.T) {
+		ps := compose(t, n, "ps", "--all", "--format", "{{.Service}}")
+		for _, s := range []string{"router-http", "workspace-postgres", "valkey", "workspace-migrations", "maps-api", "notifier"} {
+			if !strings.Contains(ps, s+"\n") {
+				t.Errorf("docker compose ps lacks %s:\n%s", s, ps)
+			}
+		}
+		hashes := compose(t, n, "config", "--hash=*")
+		for _, line := range strings.Split(strings.TrimSpace(hashes), "\n") {
+			svc, hash, _ := strings.Cut(line, " ")
+			if got := inspect(t, n.container(svc)).Config.Labels["com.docker.compose.config-hash"]; got != hash {
+				t.Errorf("%s: our config-hash %s, compose computes %s", svc, got, hash)
+			}
+		}
+		before := n.containers()
+		compose(t, n, "up", "-d")
+		if ch := changedServices(before, n.containers()); len(ch) > 0 {
+			t.Errorf("docker compose up -d recreated %v", ch)
+		}
+	})
+
+	step(t, "a second apply recreates nothing", func(t *testing.T) {
+		before := n.containers()
+		n.mustRun("config", "apply")
+		if ch := changedServices(before, n.containers()); len(ch) > 0 {
+			t.Errorf("no-op apply recreated %v", ch)
+		}
+	})
+
+	step(t, "rows in the embedded Postgres survive recreates", func(t *testing.T) {
+		n.psql("CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
+		// A customer.env change reaches every service's environment: all
+		// of them, Postgres included, are recreated.
+		env := baseCustomerEnv(n.domain)
+		env["LOG_LEVEL"] = "debug"
+		n.writeCustomerEnv(env)
+		before := n.containers()
+		n.mustRun(n.installArgs()...)
+		if ch := changedServices(before, n.containers()); len(ch) != len(before) {
+			t.Errorf("a customer.env change recreated %v, want every service", ch)
+		}
+		if got := n.psql("SELECT v FROM e2e_keep"); got != "kept" {
+			t.Errorf("row after recreate: %q", got)
+		}
+	})
+
+	step(t, "a new image for one service recreates that service alone", func(t *testing.T) {
+		if err := reg.PushVariant(context.Background(), docker, images, "lds-api", version, map[string]string{"STANDIN_HOTFIX": "1"}); err != nil {
+			t.Fatal(err)
+		}
+		before := n.containers()
+		n.mustRun("config", "apply", "--pull", "always")
+		if ch := changedServices(before, n.containers()); strings.Join(ch, ",") != "lds-api" {
+			t.Errorf("recreated %v, want [lds-api]", ch)
+		}
+		if env := n.exec("lds-api", "wget", "-q", "-O-", "http://127.0.0.1:3000/env"); !strings.Contains(env, "STANDIN_HOTFIX") {
+			t.Errorf("lds-api does not run the new image")
+		}
+		if !n.status().Healthy {
+			t.Error("not healthy after the image change")
+		}
+	})
+
+	refused := func(t *testing.T, args []string, wants ...string) {
+		t.Helper()
+		files, ctrs := n.snapshot(), n.containers()
+		_, errOut, code := n.run(args...)
+		if code == 0 {
+			t.Fatalf("accepted: %v", args)
+		}
+		for _, w := range wants {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("error lacks %q:\n%s", w, errOut)
+			}
+		}
+		sameSnapshot(t, files, n.snapshot())
+		if ch := changedServices(ctrs, n.containers()); len(ch) > 0 {
+			t.Errorf("a refused install changed containers %v", ch)
+		}
+	}
+
+	step(t, "a wrong key.json is refused and changes nothing", func(t *testing.T) {
+		args := n.installArgs("--pull", "always")
+		for i, a := range args {
+			if a == reg.KeyJSONPath {
+				args[i] = reg.WrongKeyJSONPath
+			}
+		}
+		refused(t, args, reg.WrongKeyJSONPath, reg.Host, "key.json")
+	})
+
+	step(t, "a missing mandatory key is refused and changes nothing", func(t *testing.T) {
+		env := baseCustomerEnv(n.domain)
+		env["POSTGRES_ADMIN_PASSWORD"] = ""
+		n.writeCustomerEnv(env)
+		refused(t, n.installArgs(), "POSTGRES_ADMIN_PASSWORD", "customer.env")
+		n.writeCustomerEnv(baseCustomerEnv(n.domain))
+	})
+
+	step(t, "an unreadable customer.env is refused and changes nothing", func(t *testing.T) {
+		missing := filepath.Join(t.TempDir(), "customer.env")
+		args := n.installArgs()
+		for i, a := range args {
+			if a == n.customerEnv {
+				args[i] = missing
+			}
+		}
+		refused(t, args, missing, "--customer-env")
+		refused(t, append(args[:0:0], replace(args, missing, t.TempDir())...), "customer.env")
+	})
+
+	step(t, "uninstall keeps the data, install brings it back", func(t *testing.T) {
+		n.mustRun("uninstall")
+		if c := n.containers(); len(c) != 0 {
+			t.Fatalf("containers left after uninstall: %v", c)
+		}
+		if _, err := os.Stat(filepath.Join(n.configDir, ".env")); err != nil {
+			t.Fatalf("uninstall removed the config: %v", err)
+		}
+		n.mustRun(n.installArgs()...)
+		if got := n.psql("SELECT v FROM e2e_keep"); got != "kept" {
+			t.Errorf("row after uninstall and install: %q", got)
+		}
+	})
+
+	step(t, "uninstall --purge leaves nothing", func(t *testing.T) {
+		if _, _, code := n.run("uninstall", "--purge"); code != 2 {
+			t.Errorf("purge without --yes and no terminal: exit %d, want 2", code)
+		}
+		n.mustRun("uninstall", "--purge", "--yes")
+		if c := n.containers(); len(c) != 0 {
+			t.Errorf("containers left: %v", c)
+		}
+		vols, _ := docker.VolumeList(context.Background(), client.VolumeListOptions{Filters: make(client.Filters).Add("label", "com.docker.compose.project="+n.project)})
+		if len(vols.Items) != 0 {
+			t.Errorf("%d volumes left", len(vols.Items))
+		}
+		for _, d := range []string{n.configDir, n.stateDir} {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("%s still exists", d)
+			}
+		}
+	})
+}
+
+// The embedded databases switched off: the stack runs against an external
+// Postgres and Redis and no workspace-postgres or valkey container exists.
+func TestExternalDatabases(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "e2e-ext")
+	ctx := context.Background()
+	netName := n.project + "_default"
+	// The external servers share the network the stack will use, as a
+	// database on the VM's LAN would be reachable by name.
+	if _, err := docker.NetworkCreate(ctx, netName, client.NetworkCreateOptions{Driver: "bridge", Labels: map[string]string{
+		"com.docker.compose.project": n.project, "com.docker.compose.network": "default",
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.NetworkRemove(context.Background(), netName, client.NetworkRemoveOptions{}) })
+	runExternal(t, "ext-postgres-"+n.project, images.Postgres, netName, "ext-postgres",
+		"POSTGRES_USER=postgres", "POSTGRES_PASSWORD=ext-admin", "POSTGRES_DB=postgres")
+	runExternal(t, "ext-redis-"+n.project, images.Valkey, netName, "ext-redis")
+
+	env := baseCustomerEnv(n.domain)
+	env["LOCAL_POSTGRES_SCALE"], env["LOCAL_REDIS_SCALE"] = "0", "0"
+	env["WORKSPACE_POSTGRES_HOST"], env["REDIS_HOST"] = "ext-postgres", "ext-redis"
+	env["POSTGRES_ADMIN_PASSWORD"] = "ext-admin"
+	n.writeCustomerEnv(env)
+	n.mustRun(n.installArgs()...)
+
+	st := n.status()
+	if !st.Healthy {
+		t.Errorf("not healthy with external databases: %+v", st.Services)
+	}
+	for _, s := range st.Services {
+		if s.Name == "workspace-postgres" || s.Name == "valkey" {
+			t.Errorf("embedded %s present with its scale at 0", s.Name)
+		}
+	}
+	if c := n.containers(); c["workspace-postgres"] != "" || c["valkey"] != "" {
+		t.Errorf("embedded database containers exist: %v", c)
+	}
+	got := n.exec("workspace-api", "wget", "-q", "-O-", "http://127.0.0.1:3000/db")
+	if !strings.Contains(got, version) {
+		t.Errorf("migrations did not reach the external Postgres: /db = %s", got)
+	}
+	if got := n.exec("workspace-api", "wget", "-q", "-O-", "http://127.0.0.1:3000/redis"); !strings.Contains(got, "PONG") {
+		t.Errorf("workspace-api cannot reach the external Redis: %s", got)
+	}
+}
+
+func runExternal(t *testing.T, name, image, netName, alias string, env ...string) {
+	t.Helper()
+	args := []string{"run", "-d", "--name", name, "--network", netName, "--network-alias", alias}
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	out, err := exec.Command("docker", append(args, image)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("starting %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", "-v", name).Run() })
+}
+
+// step runs one named step of a scenario; the scenario stops at the first
+// failed step, since later steps build on it.
+func step(t *testing.T, name string, fn func(t *testing.T)) {
+	t.Helper()
+	if !t.Run(name, fn) {
+		t.FailNow()
+	}
+}
+
+func replace(args []string, old, new string) []string {
+	out := append([]string(nil), args...)
+	for i, a := range out {
+		if a == old {
+			out[i] = new
+		}
+	}
+	return out
+}
+
+func inspect(t *testing.T, id string) container.InspectResponse {
+	t.Helper()
+	res, err := docker.ContainerInspect(context.Background(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Container
+}
+
+func compose(t *testing.T, n *node, args ...string) string {
+	t.Helper()
+	full := append([]string{"compose", "-f", filepath.Join(n.configDir, "docker-compose.yml"), "-p", n.project}, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", full...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker %s: %v\n%s", strings.Join(full, " "), err, out)
+	}
+	return string(out)
+}
+
+func httpsClient(pool *x509.CertPool, serverName string) *http.Client {
+	return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName},
+	}}
+}
+
+func httpsGet(t *testing.T, n *node, pool *x509.CertPool, host, path string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", fmt.Sprintf("https://127.0.0.1:%d%s", n.httpsPort, path), nil)
+	req.Host = host
+	resp, err := httpsClient(pool, host).Do(req)
+	if err != nil {
+		t.Fatalf("GET %s through the router: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET %s through the router: %s %s", path, resp.Status, b)
+	}
+	return string(b)
+}

@@ -1,0 +1,137 @@
+package testbed
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"io"
+	"testing"
+
+	"golang.org/x/crypto/bcrypt"
+)
+
+func TestNewKeyJSONIsARealisticServiceAccountKey(t *testing.T) {
+	b, err := newKeyJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k serviceAccountKey
+	if err := json.Unmarshal(b, &k); err != nil {
+		t.Fatalf("key.json is not JSON: %v", err)
+	}
+	if k.Type != "service_account" || k.ProjectID == "" || len(k.PrivateKeyID) != 40 || len(k.ClientID) != 21 {
+		t.Errorf("unexpected fields: %+v", k)
+	}
+	if n := len(b); n < 2000 || n > 3000 {
+		t.Errorf("key.json is %d bytes; real ones are about 2.3 KB", n)
+	}
+}
+
+// The registry compares only the first 72 bytes of a password (see
+// htpasswdLine): two generated keys must differ there, and the htpasswd
+// hash must accept the whole key.
+func TestKeysDifferWithinWhatTheRegistryChecks(t *testing.T) {
+	a, err := newKeyJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newKeyJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a[:bcryptMaxPassword], b[:bcryptMaxPassword]) {
+		t.Fatalf("two keys share their first 72 bytes:\n%s", a[:bcryptMaxPassword])
+	}
+	line, err := htpasswdLine(RegistryUser, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, hash, ok := bytes.Cut(bytes.TrimSpace(line), []byte(":"))
+	if !ok || string(user) != RegistryUser {
+		t.Fatalf("htpasswd line %q", line)
+	}
+	// What the registry does with a long password: x/crypto's Compare uses
+	// the first 72 bytes.
+	if err := bcrypt.CompareHashAndPassword(hash, a); err != nil {
+		t.Errorf("the right key does not match its hash: %v", err)
+	}
+	if err := bcrypt.CompareHashAndPassword(hash, b); err == nil {
+		t.Error("the wrong key matches the right key's hash")
+	}
+}
+
+func TestBuildContextIsDeterministic(t *testing.T) {
+	build := func() []byte {
+		c := newBuildContext()
+		c.dir("rootfs", 0o755)
+		c.file("rootfs/a", 0o755, []byte("binary"))
+		c.symlink("rootfs/sh", "a")
+		c.dir("rootfs/tmp", 0o1777)
+		b, err := c.bytes()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	one, two := build(), build()
+	if !bytes.Equal(one, two) || contentTag(one) != contentTag(two) {
+		t.Fatal("the same context archived twice differs")
+	}
+	tr := tar.NewReader(bytes.NewReader(one))
+	var names []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, h.Name)
+		if h.Name == "rootfs/tmp/" && h.Mode != 0o1777 {
+			t.Errorf("tmp mode %o, want 1777", h.Mode)
+		}
+		if h.Name == "rootfs/sh" && (h.Typeflag != tar.TypeSymlink || h.Linkname != "a") {
+			t.Errorf("sh is not a symlink to a: %+v", h)
+		}
+	}
+	if len(names) != 4 {
+		t.Errorf("entries %q", names)
+	}
+	if contentTag([]byte("ab"), []byte("c")) == contentTag([]byte("a"), []byte("bc")) {
+		t.Error("contentTag ignores part boundaries")
+	}
+}
+
+func TestReleaseDockerfile(t *testing.T) {
+	got, err := releaseDockerfile("carto-testbed/standin:abc", map[string]string{
+		"STANDIN_VERSION": "2025.11.3",
+		"STANDIN_IMAGE":   "consumers/cdn-invalidator-sub",
+		"X":               `a "b" $HOME \n`,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "FROM carto-testbed/standin:abc\n" +
+		`ENV STANDIN_IMAGE="consumers/cdn-invalidator-sub" STANDIN_VERSION="2025.11.3" X="a \"b\" \$HOME \\n"` + "\n"
+	if string(got) != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	for _, env := range []map[string]string{{"A-B": "x"}, {"A": "x\ny"}} {
+		if _, err := releaseDockerfile("x", env); err == nil {
+			t.Errorf("%q: no error", env)
+		}
+	}
+}
+
+func TestImagesFor(t *testing.T) {
+	im := Images{Standin: "s", Postgres: "p", Valkey: "v", Router: "r"}
+	for name, want := range map[string]string{
+		"workspace-postgres": "p", "valkey": "v", "router-http": "r",
+		"maps-api": "s", "workspace-db": "s", "consumers/cdn-invalidator-sub": "s", "router-metrics": "s",
+	} {
+		if got := im.For(name); got != want {
+			t.Errorf("For(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

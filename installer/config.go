@@ -1,0 +1,195 @@
+package installer
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+)
+
+// Default locations on a VM (SPEC §3); every one can be overridden.
+const (
+	DefaultConfigDir = "/opt/carto"
+	DefaultStateDir  = "/var/lib/carto-appliance"
+)
+
+// Files in the config dir.
+const (
+	ConfigFileName      = "appliance.yaml"
+	CustomerEnvFileName = "customer.env"
+	EnvFileName         = ".env"
+	CertsDirName        = "certs"
+	KeyFileName         = "key.json"
+)
+
+// Paths says where the appliance keeps its files.
+type Paths struct {
+	ConfigDir string // default DefaultConfigDir
+	StateDir  string // default DefaultStateDir
+}
+
+func (p Paths) withDefaults() Paths {
+	if p.ConfigDir == "" {
+		p.ConfigDir = DefaultConfigDir
+	}
+	if p.StateDir == "" {
+		p.StateDir = DefaultStateDir
+	}
+	return p
+}
+
+func (p Paths) file(name string) string { return filepath.Join(p.ConfigDir, name) }
+func (p Paths) keyFile() string         { return filepath.Join(p.ConfigDir, CertsDirName, KeyFileName) }
+
+// Config is appliance.yaml: the appliance's own settings, as opposed to
+// customer.env, which comes from CARTO. A zero value means the default
+// stated on the field; Defaults() fills them in.
+type Config struct {
+	// Layout is standard (default), tier1 or tier2. Only standard runs
+	// today; the others are refused with a clear error.
+	Layout string `yaml:"layout,omitempty"`
+	// Domain is the name users reach CARTO at; it overrides customer.env's
+	// SELFHOSTED_DOMAIN. Default: customer.env's value.
+	Domain string `yaml:"domain,omitempty"`
+	// Registry is the image registry base path (DOCKER_REGISTRY_BASE_PATH),
+	// for a private mirror. Default: the release's (gcr.io/carto-onprem-artifacts).
+	Registry string `yaml:"registry,omitempty"`
+	// Project is the compose project name. Default: carto.
+	Project string `yaml:"project,omitempty"`
+	// Router publishes the stack's entry point.
+	Router RouterConfig `yaml:"router,omitempty"`
+}
+
+// RouterConfig is where the router listens on the host.
+type RouterConfig struct {
+	HTTPPort    int    `yaml:"http_port,omitempty"`    // default 80
+	HTTPSPort   int    `yaml:"https_port,omitempty"`   // default 443
+	BindAddress string `yaml:"bind_address,omitempty"` // default 0.0.0.0 (every address)
+}
+
+// Defaults returns c with every zero field set to its default.
+func (c Config) Defaults() Config {
+	if c.Layout == "" {
+		c.Layout = "standard"
+	}
+	if c.Project == "" {
+		c.Project = "carto"
+	}
+	if c.Router.HTTPPort == 0 {
+		c.Router.HTTPPort = 80
+	}
+	if c.Router.HTTPSPort == 0 {
+		c.Router.HTTPSPort = 443
+	}
+	if c.Router.BindAddress == "" {
+		c.Router.BindAddress = "0.0.0.0"
+	}
+	return c
+}
+
+var (
+	projectRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	domainRE  = regexp.MustCompile(`^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$`)
+	// A registry base path: host[:port] followed by optional path segments.
+	registryRE = regexp.MustCompile(`^[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._-]+)*$`)
+)
+
+// Validate reports the first invalid field by its appliance.yaml name, with
+// the fix.
+func (c Config) Validate() error {
+	d := c.Defaults()
+	if d.Layout != "standard" {
+		return fmt.Errorf("appliance.yaml layout %q: only \"standard\" is available in this version; tier1 and tier2 come in a later release", d.Layout)
+	}
+	if !projectRE.MatchString(d.Project) {
+		return fmt.Errorf("appliance.yaml project %q: use lowercase letters, digits, '-' and '_' only", d.Project)
+	}
+	if c.Domain != "" && !domainRE.MatchString(c.Domain) {
+		return fmt.Errorf("domain %q is not a valid host name: give the DNS name users reach CARTO at, e.g. carto.example.com", c.Domain)
+	}
+	if c.Registry != "" && !registryRE.MatchString(c.Registry) {
+		return fmt.Errorf("registry %q is not a registry base path: give host[:port][/path], e.g. registry.example.com:5000/carto", c.Registry)
+	}
+	for name, p := range map[string]int{"router.http_port": d.Router.HTTPPort, "router.https_port": d.Router.HTTPSPort} {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("appliance.yaml %s %d: give a TCP port between 1 and 65535", name, p)
+		}
+	}
+	if d.Router.HTTPPort == d.Router.HTTPSPort {
+		return fmt.Errorf("appliance.yaml router.http_port and router.https_port are both %d: they must differ", d.Router.HTTPPort)
+	}
+	if net.ParseIP(d.Router.BindAddress) == nil {
+		return fmt.Errorf("appliance.yaml router.bind_address %q: give an IP address of this host, or 0.0.0.0 for all", d.Router.BindAddress)
+	}
+	return nil
+}
+
+// envSettings are the .env keys the appliance sets from its config; they
+// win over customer.env and the env template.
+func (c Config) envSettings() []string {
+	d := c.Defaults()
+	kv := []string{
+		"ROUTER_HTTP_PORT", strconv.Itoa(d.Router.HTTPPort),
+		"ROUTER_HTTPS_PORT", strconv.Itoa(d.Router.HTTPSPort),
+		"ROUTER_BIND_ADDRESS", d.Router.BindAddress,
+	}
+	if c.Domain != "" {
+		kv = append(kv, "SELFHOSTED_DOMAIN", c.Domain)
+	}
+	if c.Registry != "" {
+		kv = append(kv, "DOCKER_REGISTRY_BASE_PATH", c.Registry)
+	}
+	return kv
+}
+
+// LoadConfig reads appliance.yaml; a missing file is the zero Config.
+// Unknown keys are refused with their name, so a typo cannot pass silently.
+func LoadConfig(path string) (Config, bool, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Config{}, false, nil
+	}
+	if err != nil {
+		return Config{}, false, fmt.Errorf("reading %s: %w", path, err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, true, fmt.Errorf("%s: %w (fix the file or remove the key)", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, true, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, true, nil
+}
+
+// marshal renders appliance.yaml.
+func (c Config) marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.WriteString("# carto-appliance settings. Edit, then run `carto-appliance config apply`.\n")
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(c); err != nil {
+		return nil, fmt.Errorf("writing appliance.yaml: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func saveConfig(path string, c Config) error {
+	b, err := c.marshal()
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(path, b, 0o600)
+}

@@ -1,0 +1,82 @@
+package installer
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  Config
+		want string // substring of the error; "" means valid
+	}{
+		{"zero is the default", Config{}, ""},
+		{"full", Config{Domain: "carto.example.com", Registry: "registry.example.com:5000/carto", Project: "carto-2", Router: RouterConfig{HTTPPort: 8080, HTTPSPort: 8443, BindAddress: "10.0.0.5"}}, ""},
+		{"tier1 not yet", Config{Layout: "tier1"}, "layout \"tier1\""},
+		{"bad domain", Config{Domain: "https://carto.example.com"}, "domain \"https://carto.example.com\""},
+		{"bad registry", Config{Registry: "https://gcr.io/x"}, "registry \"https://gcr.io/x\""},
+		{"bad project", Config{Project: "Carto"}, "project \"Carto\""},
+		{"port range", Config{Router: RouterConfig{HTTPSPort: 70000}}, "router.https_port 70000"},
+		{"same ports", Config{Router: RouterConfig{HTTPPort: 443}}, "both 443"},
+		{"bad bind", Config{Router: RouterConfig{BindAddress: "eth0"}}, "router.bind_address \"eth0\""},
+	}
+	for _, c := range cases {
+		err := c.cfg.Validate()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("%s: %v", c.name, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("%s: got %v, want an error with %q", c.name, err, c.want)
+		}
+	}
+}
+
+func TestLoadConfigRefusesUnknownKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "appliance.yaml")
+	os.WriteFile(path, []byte("layout: standard\ndomian: carto.example.com\n"), 0o600)
+	_, _, err := LoadConfig(path)
+	if err == nil || !strings.Contains(err.Error(), "domian") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("want an error naming the file and the unknown key, got %v", err)
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "appliance.yaml")
+	in := Config{Domain: "carto.example.com", Router: RouterConfig{HTTPSPort: 8443}}
+	if err := saveConfig(path, in); err != nil {
+		t.Fatal(err)
+	}
+	out, found, err := LoadConfig(path)
+	if err != nil || !found || out != in {
+		t.Fatalf("round trip: %+v %v %v, want %+v", out, found, err, in)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Errorf("appliance.yaml mode %v, want 0600", fi.Mode().Perm())
+	}
+	if _, found, err := LoadConfig(filepath.Join(t.TempDir(), "none.yaml")); found || err != nil {
+		t.Errorf("missing file: found=%v err=%v", found, err)
+	}
+}
+
+// Drift guard: every appliance setting reaches .env, so a new field cannot
+// be added without deciding how the stack sees it.
+func TestEveryConfigFieldReachesEnv(t *testing.T) {
+	c := Config{Domain: "d.example.com", Registry: "r.example.com/x", Router: RouterConfig{HTTPPort: 81, HTTPSPort: 444, BindAddress: "127.0.0.2"}}
+	got := map[string]string{}
+	kv := c.envSettings()
+	for i := 0; i+1 < len(kv); i += 2 {
+		got[kv[i]] = kv[i+1]
+	}
+	want := map[string]string{
+		"SELFHOSTED_DOMAIN": "d.example.com", "DOCKER_REGISTRY_BASE_PATH": "r.example.com/x",
+		"ROUTER_HTTP_PORT": "81", "ROUTER_HTTPS_PORT": "444", "ROUTER_BIND_ADDRESS": "127.0.0.2",
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+}

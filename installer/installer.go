@@ -1,0 +1,339 @@
+// Package installer is the appliance's core workflows: install, config
+// apply, status, logs, env render and uninstall. It decides what the node
+// should run (appliance.yaml + customer.env + the release) and drives the
+// stack engine to it. It never prints: callers get results, errors and
+// events.
+package installer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/stack"
+	"github.com/cartodb/carto-appliance/templates"
+)
+
+// Options are the settings shared by every workflow that changes the stack.
+type Options struct {
+	Paths Paths
+	// Reporter receives the engine's events; nil discards.
+	Reporter stack.Reporter
+	// Progress receives the image pulls' JSON-message stream; nil discards.
+	Progress io.Writer
+	// Pull is the pull policy; default stack.PullMissing.
+	Pull stack.PullPolicy
+	// WaitTimeout bounds the wait for each service; 0 means the engine's default.
+	WaitTimeout time.Duration
+}
+
+// InstallOptions are install's inputs. Empty fields keep what is already
+// installed (appliance.yaml, customer.env, key.json in the config dir).
+type InstallOptions struct {
+	Options
+	CustomerEnv string // path of the customer package's customer.env
+	KeyFile     string // path of the customer package's key.json
+	Domain      string
+	Registry    string
+	HTTPPort    int
+	HTTPSPort   int
+	BindAddress string
+	Project     string
+}
+
+// Result is what install and config apply did.
+type Result struct {
+	Version  string
+	URL      string
+	Applied  *stack.ApplyResult
+	Warnings []string
+	Status   *Status
+}
+
+// ErrNotInstalled is returned by workflows that need an installed appliance.
+var ErrNotInstalled = errors.New("carto-appliance is not installed here")
+
+// Install imports the customer package, writes appliance.yaml, renders .env
+// and the compose file, and brings the stack up healthy. Nothing in the
+// config dir or the engine changes until the settings are valid and every
+// image is present, so a bad customer.env, key.json or flag leaves the node
+// as it was. Re-running it converges.
+func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
+	paths := opts.Paths.withDefaults()
+	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	if opts.Domain != "" {
+		cfg.Domain = opts.Domain
+	}
+	if opts.Registry != "" {
+		cfg.Registry = opts.Registry
+	}
+	if opts.HTTPPort != 0 {
+		cfg.Router.HTTPPort = opts.HTTPPort
+	}
+	if opts.HTTPSPort != 0 {
+		cfg.Router.HTTPSPort = opts.HTTPSPort
+	}
+	if opts.BindAddress != "" {
+		cfg.Router.BindAddress = opts.BindAddress
+	}
+	if opts.Project != "" {
+		cfg.Project = opts.Project
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	customer := opts.CustomerEnv
+	if customer == "" {
+		customer = paths.file(CustomerEnvFileName)
+		if _, err := os.Stat(customer); err != nil {
+			return nil, fmt.Errorf("no customer.env: pass --customer-env FILE, the customer.env of your CARTO customer package")
+		}
+	}
+	key := opts.KeyFile
+	if key == "" {
+		key = paths.keyFile()
+		if _, err := os.Stat(key); err != nil {
+			return nil, fmt.Errorf("no key.json: pass --key FILE, the key.json of your CARTO customer package")
+		}
+	}
+	d, err := plan(paths, cfg, customer, key)
+	if err != nil {
+		return nil, err
+	}
+	return run(ctx, opts.Options, paths, d, "install")
+}
+
+// Apply re-renders .env and the compose file from what is installed
+// (appliance.yaml, customer.env, key.json) and converges the stack:
+// only services whose configuration or image changed are recreated.
+func Apply(ctx context.Context, opts Options) (*Result, error) {
+	paths := opts.Paths.withDefaults()
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+	}
+	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile())
+	if err != nil {
+		return nil, err
+	}
+	return run(ctx, opts, paths, d, "apply")
+}
+
+// desired is everything a run writes and starts, computed from the inputs
+// without touching the config dir or the engine.
+type desired struct {
+	cfg         Config
+	release     *templates.Release
+	customerSrc string
+	customer    []byte // customer.env as given
+	keySrc      string
+	key         []byte // key.json as given
+	env         envfile.Env
+	envFile     []byte // the rendered .env
+	rendered    *envfile.Rendered
+	compose     []byte // the rendered docker-compose.yml
+	warnings    []string
+}
+
+func plan(paths Paths, cfg Config, customerPath, keyPath string) (*desired, error) {
+	d, err := planEnv(cfg, customerPath)
+	if err != nil {
+		return nil, err
+	}
+	d.keySrc = keyPath
+	if d.key, err = os.ReadFile(keyPath); err != nil {
+		return nil, fmt.Errorf("reading key.json: %w; pass the key.json of your customer package with --key", err)
+	}
+	var keyDoc map[string]any
+	if err := json.Unmarshal(d.key, &keyDoc); err != nil {
+		return nil, fmt.Errorf("key.json %s is not a JSON object (%v): pass the key.json of your CARTO customer package with --key", keyPath, err)
+	}
+	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
+		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// planEnv renders and checks .env from appliance.yaml, customer.env and
+// the release.
+func planEnv(cfg Config, customerPath string) (*desired, error) {
+	rel, err := templates.Default()
+	if err != nil {
+		return nil, err
+	}
+	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
+	if d.customer, err = os.ReadFile(customerPath); err != nil {
+		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
+	}
+	customerEnv, err := envfile.Parse(d.customer)
+	if err != nil {
+		return nil, fmt.Errorf("reading customer.env %s: %w", customerPath, err)
+	}
+	rendered, err := envfile.Render(envfile.RenderInput{
+		Customer:    customerEnv,
+		Version:     rel.Manifest.Version,
+		EnvTemplate: rel.EnvTemplate,
+		Appliance:   envfile.NewEnv(cfg.envSettings()...),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := envfile.Check(rendered.Env, rel.Manifest); err != nil {
+		return nil, fmt.Errorf("customer.env %s: %w", customerPath, err)
+	}
+	for _, w := range rendered.Warnings {
+		d.warnings = append(d.warnings, w.String())
+	}
+	d.env = rendered.Env
+	d.envFile = rendered.Marshal()
+	d.rendered = rendered
+	return d, nil
+}
+
+// registryAuth is the key.json credential for the registry of the stack's
+// images.
+func (d *desired) registryAuth() (*stack.RegistryAuth, error) {
+	base := d.env.Get("DOCKER_REGISTRY_BASE_PATH")
+	named, err := reference.ParseNormalizedNamed(base + "/probe")
+	if err != nil {
+		return nil, fmt.Errorf("DOCKER_REGISTRY_BASE_PATH %q is not a registry path: %w", base, err)
+	}
+	return &stack.RegistryAuth{
+		Registry: reference.Domain(named),
+		Username: "_json_key",
+		Password: string(d.key),
+		Source:   d.keySrc,
+	}, nil
+}
+
+func (d *desired) url() string {
+	u := "https://" + d.env.Get("SELFHOSTED_DOMAIN")
+	if p := d.cfg.Defaults().Router.HTTPSPort; p != 443 {
+		u += ":" + strconv.Itoa(p)
+	}
+	return u + "/"
+}
+
+// run stages the rendered files, pulls every image, and only then commits
+// the files to the config dir and converges the stack.
+func run(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	auth, err := d.registryAuth()
+	if err != nil {
+		return nil, err
+	}
+	pull := stack.PullOptions{Policy: opts.Pull, Auth: auth, Progress: opts.Progress, Reporter: opts.Reporter}
+
+	staged, err := stage(d)
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(staged)
+	project, err := stack.Load(ctx, staged, d.cfg.Defaults().Project)
+	if err != nil {
+		return nil, fmt.Errorf("checking the rendered stack: %w", err)
+	}
+	if err := eng.Pull(ctx, project, pull); err != nil {
+		return nil, err
+	}
+
+	if err := commit(paths, d); err != nil {
+		return nil, err
+	}
+	project, err = stack.Load(ctx, paths.ConfigDir, d.cfg.Defaults().Project)
+	if err != nil {
+		return nil, err
+	}
+	pull.Policy = stack.PullMissing // everything was pulled above
+	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout})
+	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings}
+	if err != nil {
+		return res, fmt.Errorf("bringing the stack up: %w", err)
+	}
+	st, err := loadState(paths.StateDir)
+	if err != nil {
+		return res, err
+	}
+	st.record(action, res.Version, time.Now().UTC())
+	if err := saveState(paths.StateDir, st); err != nil {
+		return res, err
+	}
+	res.Status, err = statusOf(ctx, eng, paths, d.cfg, project)
+	return res, err
+}
+
+// stage writes the rendered files into a private temporary dir laid out like
+// the config dir, for compose-go to check before anything real changes.
+func stage(d *desired) (string, error) {
+	dir, err := os.MkdirTemp("", "carto-appliance-stage-")
+	if err != nil {
+		return "", fmt.Errorf("staging the rendered files: %w", err)
+	}
+	if err := writeRendered(dir, d); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("staging the rendered files: %w", err)
+	}
+	return dir, nil
+}
+
+func writeRendered(dir string, d *desired) error {
+	if err := os.MkdirAll(filepath.Join(dir, CertsDirName), 0o700); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(filepath.Join(dir, EnvFileName), d.envFile, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, stack.ComposeFileName), d.compose, 0o644)
+}
+
+// commit writes the imported and rendered files into the config dir, each
+// atomically, inputs first so that a crash in between leaves a config dir
+// that the next apply renders again.
+func commit(paths Paths, d *desired) error {
+	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
+		return fmt.Errorf("creating the config dir: %w", err)
+	}
+	certs := filepath.Join(paths.ConfigDir, CertsDirName)
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", certs, err)
+	}
+	if err := os.Chmod(certs, 0o700); err != nil {
+		return fmt.Errorf("securing %s: %w", certs, err)
+	}
+	if err := atomicfile.Write(paths.file(CustomerEnvFileName), d.customer, 0o600); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(paths.keyFile(), d.key, 0o600); err != nil {
+		return err
+	}
+	if err := saveConfig(paths.file(ConfigFileName), d.cfg); err != nil {
+		return err
+	}
+	if err := writeRendered(paths.ConfigDir, d); err != nil {
+		return fmt.Errorf("writing the rendered files: %w", err)
+	}
+	return nil
+}

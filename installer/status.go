@@ -1,0 +1,165 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// Status is the node as `carto-appliance status` shows it.
+type Status struct {
+	Version  string                `json:"version"`
+	Layout   string                `json:"layout"`
+	Role     string                `json:"role"`
+	Domain   string                `json:"domain"`
+	URL      string                `json:"url"`
+	Project  string                `json:"project"`
+	Healthy  bool                  `json:"healthy"`
+	Services []stack.ServiceStatus `json:"services"`
+}
+
+// GetStatus reports the installed stack's state from the engine.
+func GetStatus(ctx context.Context, paths Paths) (*Status, error) {
+	paths = paths.withDefaults()
+	cfg, project, err := loadInstalled(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	return statusOf(ctx, eng, paths, cfg, project)
+}
+
+func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, project *types.Project) (*Status, error) {
+	st, err := loadState(paths.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	services, err := eng.Status(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	d := cfg.Defaults()
+	domain := project.Environment["SELFHOSTED_DOMAIN"]
+	out := &Status{
+		Version: st.Version, Layout: d.Layout, Role: stack.RoleAll, Domain: domain,
+		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
+		Project: project.Name, Services: services, Healthy: true,
+	}
+	for _, s := range services {
+		ok := s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none"))
+		if !ok {
+			out.Healthy = false
+		}
+	}
+	return out, nil
+}
+
+// loadInstalled reads appliance.yaml and loads the generated compose project.
+func loadInstalled(ctx context.Context, paths Paths) (Config, *types.Project, error) {
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return Config{}, nil, err
+	}
+	if _, err := os.Stat(filepath.Join(paths.ConfigDir, stack.ComposeFileName)); !found || errors.Is(err, fs.ErrNotExist) {
+		return Config{}, nil, fmt.Errorf("%w: nothing in %s; run `carto-appliance install` first", ErrNotInstalled, paths.ConfigDir)
+	}
+	project, err := stack.Load(ctx, paths.ConfigDir, cfg.Defaults().Project)
+	if err != nil {
+		return Config{}, nil, err
+	}
+	return cfg, project, nil
+}
+
+// Logs writes the services' logs to w, prefixed by service name.
+func Logs(ctx context.Context, paths Paths, w io.Writer, opts stack.LogsOptions) error {
+	paths = paths.withDefaults()
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return err
+	}
+	if !found {
+		return fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+	}
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	return eng.Logs(ctx, cfg.Defaults().Project, w, opts)
+}
+
+// RenderedEnv is `env render`'s output.
+type RenderedEnv struct {
+	Masked   []byte // the .env that apply would write, secrets masked
+	Warnings []string
+}
+
+// RenderEnv renders the .env that `config apply` would write from the
+// installed settings (customerEnv, when set, replaces the installed
+// customer.env), with every secret masked. It changes nothing.
+func RenderEnv(paths Paths, customerEnv string) (*RenderedEnv, error) {
+	paths = paths.withDefaults()
+	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	if customerEnv == "" {
+		customerEnv = paths.file(CustomerEnvFileName)
+	}
+	d, err := planEnv(cfg, customerEnv)
+	if err != nil {
+		return nil, err
+	}
+	return &RenderedEnv{Masked: d.rendered.Masked().Marshal(), Warnings: d.warnings}, nil
+}
+
+// UninstallOptions configures Uninstall.
+type UninstallOptions struct {
+	Paths    Paths
+	Purge    bool // also delete volumes (the embedded databases' data), the config and the state
+	Reporter stack.Reporter
+}
+
+// Uninstall stops and removes the stack's containers and network. Data is
+// kept (volumes, config dir, state dir) unless Purge is set.
+func Uninstall(ctx context.Context, opts UninstallOptions) error {
+	paths := opts.Paths.withDefaults()
+	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil && !opts.Purge {
+		return err
+	}
+	var project *types.Project
+	if _, p, err := loadInstalled(ctx, paths); err == nil {
+		project = p
+	}
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
+		return fmt.Errorf("removing the stack: %w", err)
+	}
+	if !opts.Purge {
+		return nil
+	}
+	for _, dir := range []string{paths.ConfigDir, paths.StateDir} {
+		if err := os.RemoveAll(dir); err != nil {
+			return fmt.Errorf("purging %s: %w", dir, err)
+		}
+	}
+	return nil
+}

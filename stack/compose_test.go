@@ -1,0 +1,204 @@
+package stack
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cartodb/carto-appliance/templates"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+func release(t *testing.T) *templates.Release {
+	t.Helper()
+	rel, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rel
+}
+
+// writeProject renders the release for env and loads it as the engine does.
+func writeProject(t *testing.T, env map[string]string, dotenv string) (string, []byte) {
+	t.Helper()
+	rel := release(t)
+	out, err := RenderCompose(rel.Compose, RenderOptions{Version: rel.Manifest.Version, Env: env})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, ComposeFileName), out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".env"), []byte(dotenv), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, out
+}
+
+const testDotenv = `DOCKER_REGISTRY_BASE_PATH="registry.test:5000/carto"
+CARTO_SELFHOSTED_VERSION="2025.11.3"
+POSTGRES_ADMIN_USER="postgres"
+POSTGRES_ADMIN_PASSWORD="pa$$word"
+POSTGRES_ADMIN_DB="postgres"
+`
+
+// The generated compose file is a golden file: a change to the template or
+// the renderer shows up in review as a diff of what operators get.
+func TestRenderComposeGolden(t *testing.T) {
+	rel := release(t)
+	got, err := RenderCompose(rel.Compose, RenderOptions{Version: "2025.11.3", Env: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden := filepath.Join("testdata", "docker-compose.golden.yml")
+	if *update {
+		if err := os.WriteFile(golden, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run go test ./stack -run Golden -update)", err)
+	}
+	if string(got) != string(want) {
+		t.Errorf("generated compose file differs from %s; if intended, rerun with -update", golden)
+	}
+	if strings.Contains(string(got), "x-carto") {
+		t.Error("x-carto-* keys leaked into the generated file")
+	}
+}
+
+func TestRenderComposeDropsEmbeddedDatabases(t *testing.T) {
+	dir, _ := writeProject(t, map[string]string{"LOCAL_POSTGRES_SCALE": "0", "LOCAL_REDIS_SCALE": "0"}, testDotenv)
+	p, err := Load(context.Background(), dir, "carto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, gone := range []string{"workspace-postgres", "valkey"} {
+		if _, ok := p.Services[gone]; ok {
+			t.Errorf("service %s still in the project with its scale set to 0", gone)
+		}
+		for name, s := range p.Services {
+			if _, ok := s.DependsOn[gone]; ok {
+				t.Errorf("service %s still depends on dropped %s", name, gone)
+			}
+		}
+	}
+	if _, ok := p.Services["workspace-migrations"]; !ok {
+		t.Error("workspace-migrations dropped with the embedded database; it must run against the external one")
+	}
+}
+
+func TestRenderComposeRoles(t *testing.T) {
+	rel := release(t)
+	cases := map[string][]string{
+		RoleData: {"valkey", "workspace-postgres"},
+		RoleWeb:  {"http-cache", "router-http", "router-metrics"},
+	}
+	for role, want := range cases {
+		out, err := RenderCompose(rel.Compose, RenderOptions{Role: role, Version: "1", Env: map[string]string{}})
+		if err != nil {
+			t.Fatalf("role %s: %v", role, err)
+		}
+		for _, svc := range want {
+			if !strings.Contains(string(out), "\n  "+svc+":\n") {
+				t.Errorf("role %s: service %s missing", role, svc)
+			}
+		}
+		if role == RoleData && strings.Contains(string(out), "maps-api") {
+			t.Errorf("role data runs maps-api")
+		}
+		if !strings.Contains(string(out), LabelRole+": "+role) {
+			t.Errorf("role %s: role label missing", role)
+		}
+	}
+	if _, err := RenderCompose(rel.Compose, RenderOptions{Role: "nope", Version: "1"}); err == nil {
+		t.Error("unknown role accepted")
+	}
+}
+
+func TestRenderComposeRefusesBrokenTemplates(t *testing.T) {
+	for name, tpl := range map[string]string{
+		"not yaml":    "services: [",
+		"no services": "volumes: {}\n",
+		"no role":     "services:\n  a:\n    image: x\n",
+	} {
+		if _, err := RenderCompose([]byte(tpl), RenderOptions{Version: "1"}); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestLoadRefusesUnsupportedFields(t *testing.T) {
+	dir := t.TempDir()
+	compose := "services:\n  a:\n    image: x\n    privileged: true\n    devices: [\"/dev/fuse\"]\n"
+	os.WriteFile(filepath.Join(dir, ComposeFileName), []byte(compose), 0o644)
+	os.WriteFile(filepath.Join(dir, ".env"), nil, 0o600)
+	_, err := Load(context.Background(), dir, "carto")
+	if err == nil || !strings.Contains(err.Error(), `service "a"`) || !strings.Contains(err.Error(), "devices, privileged") {
+		t.Fatalf("want a refusal naming the service and fields, got %v", err)
+	}
+}
+
+func TestCreateConfigFromTemplate(t *testing.T) {
+	dir, _ := writeProject(t, map[string]string{}, testDotenv+"ROUTER_HTTPS_PORT=\"9443\"\nROUTER_BIND_ADDRESS=\"127.0.0.1\"\n")
+	p, err := Load(context.Background(), dir, "carto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := p.Services["router-http"]
+	cfg, err := toCreateConfig(p, router, map[string]string{"l": "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Config.Image != "registry.test:5000/carto/router-http:2025.11.3" {
+		t.Errorf("image %q", cfg.Config.Image)
+	}
+	var bound []string
+	for port, bs := range cfg.HostConfig.PortBindings {
+		for _, b := range bs {
+			bound = append(bound, b.HostIP.String()+":"+b.HostPort+"->"+port.String())
+		}
+	}
+	if !strings.Contains(strings.Join(bound, " "), "127.0.0.1:9443->8443/tcp") {
+		t.Errorf("port bindings %v lack 127.0.0.1:9443->8443/tcp", bound)
+	}
+	if cfg.HostConfig.LogConfig.Type != "local" || cfg.HostConfig.LogConfig.Config["max-size"] != "5M" {
+		t.Errorf("log config %+v", cfg.HostConfig.LogConfig)
+	}
+	if cfg.HostConfig.RestartPolicy.Name != "unless-stopped" {
+		t.Errorf("restart policy %+v", cfg.HostConfig.RestartPolicy)
+	}
+	// Short-syntax binds create a missing host dir, as with compose.
+	if want := filepath.Join(dir, "certs") + ":/etc/nginx/ssl:ro"; len(cfg.HostConfig.Binds) != 1 || cfg.HostConfig.Binds[0] != want {
+		t.Errorf("binds %v: want [%s]", cfg.HostConfig.Binds, want)
+	}
+	if cfg.Config.Healthcheck == nil || cfg.Config.Healthcheck.Retries != 5 {
+		t.Errorf("healthcheck %+v", cfg.Config.Healthcheck)
+	}
+	env := strings.Join(cfg.Config.Env, "\n")
+	if !strings.Contains(env, "POSTGRES_ADMIN_PASSWORD=pa$word") {
+		t.Errorf("env_file not resolved into the environment: %s", env)
+	}
+
+	valkey, err := toCreateConfig(p, p.Services["valkey"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep := valkey.Networking.EndpointsConfig["carto_default"]
+	if ep == nil || !strings.Contains(strings.Join(ep.Aliases, ","), "redis") {
+		t.Errorf("valkey endpoint %+v: want the redis alias on carto_default", ep)
+	}
+	if m := valkey.HostConfig.Mounts; len(m) != 1 || m[0].Source != "carto_valkey-data" {
+		t.Errorf("valkey mounts %+v", m)
+	}
+	mig, _ := toCreateConfig(p, p.Services["workspace-migrations"], nil)
+	if mig.HostConfig.RestartPolicy.Name != "no" {
+		t.Errorf("one-shot migrations restart policy %+v", mig.HostConfig.RestartPolicy)
+	}
+}

@@ -1,0 +1,53 @@
+package stack
+
+// Action names one step the engine took for a service.
+type Action string
+
+// Actions reported during an apply, in the order a service goes through them.
+const (
+	ActionPulling    Action = "Pulling"
+	ActionPulled     Action = "Pulled"
+	ActionRemoving   Action = "Removing orphan"
+	ActionCreating   Action = "Creating"
+	ActionRecreating Action = "Recreating"
+	ActionStarting   Action = "Starting"
+	ActionWaiting    Action = "Waiting"
+	ActionHealthy    Action = "Healthy"
+	ActionRunning    Action = "Running"
+	ActionCompleted  Action = "Completed"
+	ActionUnchanged  Action = "Unchanged"
+	ActionStopping   Action = "Stopping"
+	ActionRemoved    Action = "Removed"
+	ActionFailed     Action = "Failed"
+)
+
+// Event is one step of an operation, for the caller to render (terminal,
+// log, admin console).
+type Event struct {
+	Service string // compose service, or image reference for pulls
+	Action  Action
+	Detail  string // optional, e.g. "waiting for workspace-postgres (healthy)"
+}
+
+// Reporter receives events. Implementations must be safe for concurrent
+// use: services converge in parallel.
+type Reporter interface {
+	Report(Event)
+}
+
+// ReporterFunc adapts a function to Reporter.
+type ReporterFunc func(Event)
+
+// Report calls f(ev).
+func (f ReporterFunc) Report(ev Event) { f(ev) }
+
+type discard struct{}
+
+func (discard) Report(Event) {}
+
+func reporterOrDiscard(r Reporter) Reporter {
+	if r == nil {
+		return discard{}
+	}
+	return r
+}

@@ -1,0 +1,180 @@
+package stack
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// ServiceHash is compose's config hash of a service
+// (github.com/docker/compose/v2/pkg/compose/hash.go): the JSON of the service
+// config without the fields that do not change the container. It equals
+// compose's only when computed from the same compose-go version compose was
+// built with, which is why go.mod pins compose-go to compose v2.40's.
+func ServiceHash(s types.ServiceConfig) (string, error) {
+	s.Build = nil
+	s.PullPolicy = ""
+	s.Scale = nil
+	if s.Deploy != nil {
+		s.Deploy.Replicas = nil
+	}
+	s.DependsOn = nil
+	s.Profiles = nil
+	b, err := json.Marshal(s)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// ensureNetworks creates the project's networks that do not exist, labelled
+// as compose labels them, and returns their IDs by compose key. The
+// config-hash label is left out on purpose: compose tolerates its absence,
+// while a value computed differently from compose's would make `docker
+// compose up` tear the network (and so the stack) down to recreate it.
+func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project) (map[string]string, error) {
+	ids := map[string]string{}
+	for key, n := range p.Networks {
+		if n.External {
+			insp, err := e.api.NetworkInspect(ctx, n.Name, client.NetworkInspectOptions{})
+			if err != nil {
+				return nil, fmt.Errorf("external network %s: %w", n.Name, err)
+			}
+			ids[key] = insp.Network.ID
+			continue
+		}
+		list, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: make(client.Filters).Add("name", n.Name)})
+		if err != nil {
+			return nil, fmt.Errorf("listing networks: %w", err)
+		}
+		found := ""
+		for _, have := range list.Items {
+			if have.Name == n.Name {
+				found = have.ID
+			}
+		}
+		if found == "" {
+			driver := n.Driver
+			if driver == "" {
+				driver = "bridge"
+			}
+			res, err := e.api.NetworkCreate(ctx, n.Name, client.NetworkCreateOptions{
+				Driver: driver, Options: n.DriverOpts, Internal: n.Internal, Attachable: n.Attachable,
+				Labels: mergeLabels(n.Labels, map[string]string{
+					labelNetwork: key, labelProject: p.Name, labelComposeVer: composeVersion,
+				}),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("creating network %s: %w", n.Name, err)
+			}
+			found = res.ID
+		}
+		ids[key] = found
+	}
+	return ids, nil
+}
+
+// ensureVolumes creates the project's missing named volumes. Existing
+// volumes are used as they are: their data is the customer's. Like networks,
+// they carry compose's labels but no config-hash (compose would offer to
+// delete a volume whose hash it computes differently).
+func (e *Engine) ensureVolumes(ctx context.Context, p *types.Project) error {
+	for key, v := range p.Volumes {
+		_, err := e.api.VolumeInspect(ctx, v.Name, client.VolumeInspectOptions{})
+		if err == nil {
+			continue
+		}
+		if !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("inspecting volume %s: %w", v.Name, err)
+		}
+		if v.External {
+			return fmt.Errorf("external volume %s does not exist: create it first", v.Name)
+		}
+		if _, err := e.api.VolumeCreate(ctx, client.VolumeCreateOptions{
+			Name: v.Name, Driver: v.Driver, DriverOpts: v.DriverOpts,
+			Labels: mergeLabels(v.Labels, map[string]string{
+				labelVolume: key, labelProject: p.Name, labelComposeVer: composeVersion,
+			}),
+		}); err != nil {
+			return fmt.Errorf("creating volume %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+func mergeLabels(a, b map[string]string) map[string]string {
+	out := map[string]string{}
+	for k, v := range a {
+		out[k] = v
+	}
+	for k, v := range b {
+		out[k] = v
+	}
+	return out
+}
+
+// projectContainers returns the project's service containers (one-off
+// `compose run` containers excluded) by service name. A service with more
+// than one container (left by a crashed recreate or a `compose up --scale`)
+// keeps the one with the lowest container number.
+func (e *Engine) projectContainers(ctx context.Context, project string) (map[string]container.Summary, error) {
+	list, err := e.api.ContainerList(ctx, client.ContainerListOptions{
+		All:     true,
+		Filters: make(client.Filters).Add("label", labelProject+"="+project),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing the containers of project %s: %w", project, err)
+	}
+	out := map[string]container.Summary{}
+	for _, c := range list.Items {
+		if c.Labels[labelOneoff] == "True" {
+			continue
+		}
+		svc := c.Labels[labelService]
+		if prev, ok := out[svc]; ok && number(prev) <= number(c) {
+			continue
+		}
+		out[svc] = c
+	}
+	return out, nil
+}
+
+func number(c container.Summary) int {
+	n, err := strconv.Atoi(c.Labels[labelNumber])
+	if err != nil {
+		return 1 << 30
+	}
+	return n
+}
+
+// tail returns the last n lines of a container's output.
+func (e *Engine) tail(ctx context.Context, id string, n int) ([]string, error) {
+	rc, err := e.api.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Tail: strconv.Itoa(n)})
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var buf bytes.Buffer
+	if _, err := stdcopy.StdCopy(&buf, &buf, rc); err != nil {
+		return nil, err
+	}
+	var lines []string
+	sc := bufio.NewScanner(&buf)
+	for sc.Scan() {
+		lines = append(lines, strings.TrimRight(sc.Text(), "\r"))
+	}
+	return lines, nil
+}

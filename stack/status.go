@@ -1,0 +1,256 @@
+package stack
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// Service states reported by Status, beyond the engine's own (running,
+// exited, restarting, created, paused, dead).
+const (
+	StateMissing   = "missing"   // in the project, no container
+	StateCompleted = "completed" // a one-shot service that exited 0
+)
+
+// ServiceStatus is one service of the stack as the engine sees it.
+type ServiceStatus struct {
+	Name      string `json:"name"`
+	Container string `json:"container,omitempty"`
+	State     string `json:"state"`
+	Health    string `json:"health"` // healthy, unhealthy, starting, or none
+	Image     string `json:"image"`
+	Restarts  int    `json:"restarts"`
+	ExitCode  int    `json:"exit_code,omitempty"`
+	// Version is the appliance's io.carto.appliance.version label.
+	Version   string    `json:"version,omitempty"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+}
+
+// Status reports every service of the project (missing ones included) and
+// any other container of the compose project, sorted by name.
+func (e *Engine) Status(ctx context.Context, p *types.Project) ([]ServiceStatus, error) {
+	have, err := e.projectContainers(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	var out []ServiceStatus
+	seen := map[string]bool{}
+	for name, c := range have {
+		seen[name] = true
+		st, err := e.serviceStatus(ctx, name, c)
+		if err != nil {
+			return nil, err
+		}
+		if s, ok := p.Services[name]; ok && isOneShot(s) && st.State == string(container.StateExited) && st.ExitCode == 0 {
+			st.State = StateCompleted
+		}
+		out = append(out, st)
+	}
+	for name, s := range p.Services {
+		if !seen[name] {
+			out = append(out, ServiceStatus{Name: name, State: StateMissing, Health: "none", Image: s.Image})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func (e *Engine) serviceStatus(ctx context.Context, name string, c container.Summary) (ServiceStatus, error) {
+	insp, err := e.api.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return ServiceStatus{}, fmt.Errorf("inspecting the container of %s: %w", name, err)
+	}
+	ic := insp.Container
+	st := ServiceStatus{
+		Name: name, Container: strings.TrimPrefix(ic.Name, "/"), State: string(ic.State.Status),
+		Health: "none", Image: c.Image, Restarts: ic.RestartCount, ExitCode: ic.State.ExitCode,
+		Version: c.Labels[LabelVersion],
+	}
+	if ic.State.Health != nil {
+		st.Health = string(ic.State.Health.Status)
+	}
+	if t, err := time.Parse(time.RFC3339Nano, ic.State.StartedAt); err == nil && ic.State.Running {
+		st.StartedAt = t
+	}
+	return st, nil
+}
+
+// LogsOptions selects what Logs shows.
+type LogsOptions struct {
+	Services []string // empty: every service
+	Follow   bool
+	Since    string // as docker logs --since: a duration ("10m") or a timestamp
+	Tail     string // lines per service; "" or "all"
+}
+
+// Logs writes the services' output to w, each line prefixed with the
+// service name, until the logs end (or ctx is cancelled when following).
+func (e *Engine) Logs(ctx context.Context, project string, w io.Writer, opts LogsOptions) error {
+	have, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return err
+	}
+	want := opts.Services
+	if len(want) == 0 {
+		want = sortedKeys(have)
+	}
+	width := 0
+	for _, s := range want {
+		if _, ok := have[s]; !ok {
+			return fmt.Errorf("service %q has no container in project %s (known: %s)", s, project, strings.Join(sortedKeys(have), ", "))
+		}
+		width = max(width, len(s))
+	}
+	var mu sync.Mutex // one line at a time on w
+	var wg sync.WaitGroup
+	errs := make(chan error, len(want))
+	for _, s := range want {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rc, err := e.api.ContainerLogs(ctx, have[s].ID, client.ContainerLogsOptions{
+				ShowStdout: true, ShowStderr: true, Follow: opts.Follow, Since: opts.Since, Tail: opts.Tail,
+			})
+			if err != nil {
+				errs <- fmt.Errorf("reading the logs of %s: %w", s, err)
+				return
+			}
+			defer rc.Close()
+			pr, pw := io.Pipe()
+			go func() {
+				_, err := stdcopy.StdCopy(pw, pw, rc)
+				pw.CloseWithError(err)
+			}()
+			prefix := fmt.Sprintf("%-*s | ", width, s)
+			sc := bufio.NewScanner(pr)
+			sc.Buffer(make([]byte, 64*1024), 1024*1024)
+			for sc.Scan() {
+				mu.Lock()
+				io.WriteString(w, prefix+sc.Text()+"\n")
+				mu.Unlock()
+			}
+			if err := sc.Err(); err != nil && ctx.Err() == nil {
+				errs <- fmt.Errorf("reading the logs of %s: %w", s, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if ctx.Err() != nil {
+		return nil // following ends by cancellation; that is not an error
+	}
+	return <-errs
+}
+
+// DownOptions configures Down.
+type DownOptions struct {
+	RemoveVolumes bool // also delete the project's named volumes: their data is lost
+	Reporter      Reporter
+}
+
+// Down stops and removes every container of the compose project, dependents
+// first, then its networks and, when asked, its volumes.
+func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opts DownOptions) error {
+	rep := reporterOrDiscard(opts.Reporter)
+	have, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return err
+	}
+	// Reverse dependency order: a service goes after everything that
+	// depends on it. Services unknown to the project (orphans) go first.
+	remaining := map[string]bool{}
+	for s := range have {
+		remaining[s] = true
+	}
+	for len(remaining) > 0 {
+		var batch []string
+		for s := range remaining {
+			if !hasDependent(p, s, remaining) {
+				batch = append(batch, s)
+			}
+		}
+		if len(batch) == 0 { // a cycle cannot come from compose-go; stop anyway
+			batch = sortedKeys(remaining)
+		}
+		sort.Strings(batch)
+		var wg sync.WaitGroup
+		errs := make([]error, len(batch))
+		for i, s := range batch {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rep.Report(Event{Service: s, Action: ActionStopping})
+				grace := 10 * time.Second
+				if p != nil {
+					if svc, ok := p.Services[s]; ok {
+						grace = stopTimeout(svc)
+					}
+				}
+				if err := e.removeContainer(ctx, have[s].ID, grace); err != nil {
+					errs[i] = fmt.Errorf("service %s: %w", s, err)
+					return
+				}
+				rep.Report(Event{Service: s, Action: ActionRemoved})
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		for _, s := range batch {
+			delete(remaining, s)
+		}
+	}
+	filter := make(client.Filters).Add("label", labelProject+"="+project)
+	nets, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: filter})
+	if err != nil {
+		return fmt.Errorf("listing networks: %w", err)
+	}
+	for _, n := range nets.Items {
+		if _, err := e.api.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("removing network %s: %w", n.Name, err)
+		}
+	}
+	if !opts.RemoveVolumes {
+		return nil
+	}
+	vols, err := e.api.VolumeList(ctx, client.VolumeListOptions{Filters: filter})
+	if err != nil {
+		return fmt.Errorf("listing volumes: %w", err)
+	}
+	for _, v := range vols.Items {
+		if _, err := e.api.VolumeRemove(ctx, v.Name, client.VolumeRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return fmt.Errorf("removing volume %s: %w", v.Name, err)
+		}
+	}
+	return nil
+}
+
+func hasDependent(p *types.Project, s string, among map[string]bool) bool {
+	if p == nil {
+		return false
+	}
+	for name, svc := range p.Services {
+		if !among[name] || name == s {
+			continue
+		}
+		if _, ok := svc.DependsOn[s]; ok {
+			return true
+		}
+	}
+	return false
+}
