@@ -28,7 +28,6 @@ import (
 
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/installer"
-	"github.com/cartodb/carto-appliance/templates"
 )
 
 // The test bed shared by every scenario, set up once by TestMain.
@@ -50,38 +49,22 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		defer os.RemoveAll(tmp)
-		if err := setup(ctx, tmp); err != nil {
+		bin = filepath.Join(tmp, "carto-appliance")
+		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/carto-appliance")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
+			return 1
+		}
+		bed, err := testbed.Start(ctx, tmp, testbed.Options{Logf: logf})
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "setting up the test bed:", err)
 			return 1
 		}
-		defer reg.Stop()
+		defer bed.Close()
+		docker, reg, images, version = bed.Docker, bed.Registry, bed.Images, bed.Release.Manifest.Version
 		return m.Run()
 	}())
-}
-
-func setup(ctx context.Context, tmp string) error {
-	bin = filepath.Join(tmp, "carto-appliance")
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/carto-appliance")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		return fmt.Errorf("building the binary: %v\n%s", err, out)
-	}
-	var err error
-	if docker, err = testbed.DockerClient(ctx); err != nil {
-		return err
-	}
-	if images, err = testbed.EnsureImages(ctx, docker, testbed.Options{Logf: logf}); err != nil {
-		return err
-	}
-	if reg, err = testbed.StartRegistry(ctx, filepath.Join(tmp, "registry")); err != nil {
-		return err
-	}
-	rel, err := templates.Default()
-	if err != nil {
-		return err
-	}
-	version = rel.Manifest.Version
-	return reg.PushRelease(ctx, docker, images, version, rel.Manifest.Images)
 }
 
 func logf(format string, args ...any) { fmt.Fprintf(os.Stderr, "testbed: "+format+"\n", args...) }
@@ -268,7 +251,7 @@ func (n *node) exec(service string, cmd ...string) string {
 }
 
 func (n *node) psql(sql string) string {
-	return strings.TrimSpace(n.exec("workspace-postgres", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-c", sql))
+	return strings.TrimSpace(n.exec("workspace-postgres", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-d", "postgres", "-c", sql))
 }
 
 // snapshot is the config and state dirs' files, with contents, modes and

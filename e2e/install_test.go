@@ -77,10 +77,11 @@ func TestStandardInstallLifecycle(t *testing.T) {
 			{"maps-api", "http-cache"},
 			{"http-cache", "router-http"},
 		} {
-			ready := order(fmt.Sprintf(" %-22s Healthy", c[0]))
+			readyAs := "Healthy"
 			if c[0] == "workspace-migrations" {
-				ready = order(fmt.Sprintf(" %-22s Completed", c[0]))
+				readyAs = "Completed"
 			}
+			ready := order(fmt.Sprintf(" %-22s %s", c[0], readyAs))
 			if created := order(fmt.Sprintf(" %-22s Creating", c[1])); created < ready {
 				t.Errorf("%s was created before %s was ready", c[1], c[0])
 			}
@@ -122,17 +123,15 @@ func TestStandardInstallLifecycle(t *testing.T) {
 				t.Errorf("docker compose ps lacks %s:\n%s", s, ps)
 			}
 		}
-		hashes := compose(t, n, "config", "--hash=*")
-		for _, line := range strings.Split(strings.TrimSpace(hashes), "\n") {
-			svc, hash, _ := strings.Cut(line, " ")
-			if got := inspect(t, n.container(svc)).Config.Labels["com.docker.compose.config-hash"]; got != hash {
-				t.Errorf("%s: our config-hash %s, compose computes %s", svc, got, hash)
-			}
-		}
 		before := n.containers()
-		compose(t, n, "up", "-d")
+		// compose recreates a container whose config-hash or image label
+		// differs from what it computes: none may be.
+		out := compose(t, n, "up", "-d")
 		if ch := changedServices(before, n.containers()); len(ch) > 0 {
-			t.Errorf("docker compose up -d recreated %v", ch)
+			t.Errorf("docker compose up -d recreated %v:\n%s", ch, out)
+		}
+		if strings.Contains(out, "Recreate") {
+			t.Errorf("docker compose up -d recreated:\n%s", out)
 		}
 	})
 

@@ -14,8 +14,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -55,6 +58,38 @@ func imageExists(ctx context.Context, cli *client.Client, ref string) (bool, err
 		return false, nil
 	default:
 		return false, fmt.Errorf("inspecting image %s: %w", ref, err)
+	}
+}
+
+// buildLockPath serialises image builds between processes on the machine
+// (`go test ./...` runs packages in parallel, and the engine is shared):
+// otherwise two of them build the same missing tag at once and leave a
+// dangling duplicate.
+var buildLockPath = filepath.Join(os.TempDir(), "carto-testbed-build.lock")
+
+// lockBuilds takes the build lock, polling until ctx ends. flock locks
+// belong to an open file, so goroutines of one process exclude each other
+// too; the lock is not reentrant.
+func lockBuilds(ctx context.Context) (unlock func(), err error) {
+	f, err := os.OpenFile(buildLockPath, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return nil, fmt.Errorf("opening the build lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil // closing releases the lock
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("taking the build lock %s: %w", buildLockPath, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for the build lock %s: %w", buildLockPath, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 }
 

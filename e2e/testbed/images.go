@@ -84,6 +84,11 @@ func EnsureImages(ctx context.Context, cli *client.Client, opts Options) (Images
 		logf = func(string, ...any) {}
 	}
 	imagesDir := filepath.Join(repo, "e2e", "images")
+	unlock, err := lockBuilds(ctx)
+	if err != nil {
+		return im, err
+	}
+	defer unlock()
 
 	if im.Base, err = ensureBase(ctx, cli, imagesDir, logf); err != nil {
 		return im, err

@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 )
 
@@ -105,6 +107,29 @@ func (r *Registry) Pull(ctx context.Context, cli *client.Client, name, version, 
 	return nil
 }
 
+// RemoveLocalTags removes the engine's references to this registry's
+// images (<Host>/…), which pushes and pulls leave behind; the images stay
+// under their carto-testbed/… names. References that a container still
+// uses are kept. For a test's cleanup.
+func (r *Registry) RemoveLocalTags(ctx context.Context, cli *client.Client) error {
+	list, err := cli.ImageList(ctx, client.ImageListOptions{All: false})
+	if err != nil {
+		return fmt.Errorf("listing images: %w", err)
+	}
+	var errs []error
+	for _, img := range list.Items {
+		for _, tag := range img.RepoTags {
+			if !strings.HasPrefix(tag, r.Host+"/") {
+				continue
+			}
+			if _, err := cli.ImageRemove(ctx, tag, client.ImageRemoveOptions{}); err != nil && !cerrdefs.IsConflict(err) && !cerrdefs.IsNotFound(err) {
+				errs = append(errs, fmt.Errorf("removing %s: %w", tag, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // tagRelease builds (or finds) the image for name at version with env and
 // tags it as the registry's reference, which it returns.
 func (r *Registry) tagRelease(ctx context.Context, cli *client.Client, images Images, name, version string, env map[string]string) (string, error) {
@@ -127,7 +152,13 @@ func (r *Registry) tagRelease(ctx context.Context, cli *client.Client, images Im
 		return "", err
 	}
 	local := "carto-testbed/release/" + name + ":" + contentTag(dockerfile)
-	if _, err := buildImage(ctx, cli, local, tarCtx, nil); err != nil {
+	unlock, err := lockBuilds(ctx)
+	if err != nil {
+		return "", err
+	}
+	_, err = buildImage(ctx, cli, local, tarCtx, nil)
+	unlock()
+	if err != nil {
 		return "", err
 	}
 	ref := r.Ref(name, version)

@@ -54,6 +54,11 @@ func TestRegistryServesTheReleaseToTheRightKeyOnly(t *testing.T) {
 		t.Logf("registry on %s", reg.Host)
 	})
 	defer reg.Stop()
+	defer func() {
+		if err := reg.RemoveLocalTags(context.Background(), cli); err != nil {
+			t.Errorf("cleaning up: %v", err)
+		}
+	}()
 
 	var images testbed.Images
 	step(t, "ensure the images", func(t *testing.T) {

@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/testbed"
-	"github.com/cartodb/carto-appliance/templates"
 )
 
 func main() {
@@ -54,28 +53,13 @@ func run(ctx context.Context, dir, bin, httpPort, httpsPort string, down bool) e
 	if down {
 		return appliance(ctx, bin, append([]string{"uninstall", "--purge", "--yes"}, dirs...)...)
 	}
-	say("Preparing the test bed (first run: ~2 min to build the images)")
-	docker, err := testbed.DockerClient(ctx)
+	say("Preparing the test bed and publishing the release to a local registry (auth: _json_key + key.json; first run: ~2 min to build the images)")
+	bed, err := testbed.Start(ctx, dir, testbed.Options{Logf: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }})
 	if err != nil {
 		return err
 	}
-	images, err := testbed.EnsureImages(ctx, docker, testbed.Options{Logf: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }})
-	if err != nil {
-		return err
-	}
-	reg, err := testbed.StartRegistry(ctx, filepath.Join(dir, "registry"))
-	if err != nil {
-		return err
-	}
-	defer reg.Stop()
-	rel, err := templates.Default()
-	if err != nil {
-		return err
-	}
-	say("Publishing CARTO %s to the local registry %s (auth: _json_key + key.json)", rel.Manifest.Version, reg.Host)
-	if err := reg.PushRelease(ctx, docker, images, rel.Manifest.Version, rel.Manifest.Images); err != nil {
-		return err
-	}
+	defer bed.Close()
+	reg := bed.Registry
 	pkg := filepath.Join(dir, "customer-package")
 	if err := os.MkdirAll(pkg, 0o700); err != nil {
 		return err

@@ -115,6 +115,10 @@ func (s *server) handler() http.Handler {
 	mux.HandleFunc("POST /control/unhealthy", s.setHealth(false))
 	mux.HandleFunc("POST /control/healthy", s.setHealth(true))
 	mux.HandleFunc("POST /control/exit", s.controlExit)
+	mux.HandleFunc("/control/", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "control endpoints take POST", http.StatusMethodNotAllowed)
+	})
 	mux.HandleFunc("/", s.echo)
 	return logRequests(mux)
 }

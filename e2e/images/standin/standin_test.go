@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,11 @@ import (
 	"testing"
 	"time"
 )
+
+func TestMain(m *testing.M) {
+	log.SetOutput(io.Discard) // request logs
+	os.Exit(m.Run())
+}
 
 func testServer(t *testing.T, env map[string]string) (*server, *httptest.Server) {
 	t.Helper()
@@ -298,23 +304,21 @@ func TestFaultSettings(t *testing.T) {
 	if v := failSetting("workspace-api", get); v != "unhealthy" {
 		t.Errorf("workspace-api: %q, want the generic unhealthy", v)
 	}
-	for in, want := range map[string]fault{
-		"":                {Kind: failNone},
-		"exit":            {Kind: failExit},
-		"unhealthy":       {Kind: failUnhealthy},
-		"crash-after=5s":  {Kind: failCrashAfter, After: 5 * time.Second},
-		"crash-after=1m0": {},
-		"explode":         {},
+	for _, c := range []struct {
+		in      string
+		want    fault
+		wantErr bool
+	}{
+		{"", fault{Kind: failNone}, false},
+		{"exit", fault{Kind: failExit}, false},
+		{"unhealthy", fault{Kind: failUnhealthy}, false},
+		{"crash-after=5s", fault{Kind: failCrashAfter, After: 5 * time.Second}, false},
+		{"crash-after=soon", fault{}, true},
+		{"explode", fault{}, true},
 	} {
-		got, err := parseFail(in)
-		if want == (fault{}) {
-			if err == nil {
-				t.Errorf("parseFail(%q): no error", in)
-			}
-			continue
-		}
-		if err != nil || got != want {
-			t.Errorf("parseFail(%q) = %+v, %v; want %+v", in, got, err, want)
+		got, err := parseFail(c.in)
+		if (err != nil) != c.wantErr || got != c.want {
+			t.Errorf("parseFail(%q) = %+v, %v; want %+v (error: %t)", c.in, got, err, c.want, c.wantErr)
 		}
 	}
 }

@@ -1,0 +1,49 @@
+package testbed
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/moby/moby/client"
+
+	"github.com/cartodb/carto-appliance/templates"
+)
+
+// Bed is a ready test bed: the test images built, a registry running with
+// the embedded release pushed to it. The scenarios, the demo and the
+// benchmark all start from one.
+type Bed struct {
+	Docker   *client.Client
+	Images   Images
+	Registry *Registry
+	Release  *templates.Release
+}
+
+// Start builds (or finds) the images, starts a registry under dir and
+// pushes the embedded release to it. Stop the registry with Close.
+func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
+	cli, err := DockerClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	images, err := EnsureImages(ctx, cli, opts)
+	if err != nil {
+		return nil, err
+	}
+	rel, err := templates.Default()
+	if err != nil {
+		return nil, err
+	}
+	reg, err := StartRegistry(ctx, filepath.Join(dir, "registry"))
+	if err != nil {
+		return nil, err
+	}
+	if err := reg.PushRelease(ctx, cli, images, rel.Manifest.Version, rel.Manifest.Images); err != nil {
+		reg.Stop()
+		return nil, err
+	}
+	return &Bed{Docker: cli, Images: images, Registry: reg, Release: rel}, nil
+}
+
+// Close stops the registry.
+func (b *Bed) Close() error { return b.Registry.Stop() }
