@@ -380,3 +380,32 @@ func httpsGet(t *testing.T, n *node, pool *x509.CertPool, host, path string) str
 	}
 	return string(b)
 }
+
+// A one-shot migration that fails stops the install: the error names the
+// service, its exit code and its last log lines, and nothing that needs the
+// migrations is started.
+func TestFailingMigrationStopsInstall(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "e2e-fail")
+	env := baseCustomerEnv(n.domain)
+	env["STANDIN_FAIL_WORKSPACE_DB"] = "exit" // the stand-in migration exits 3
+	n.writeCustomerEnv(env)
+	_, errOut, code := n.run(n.installArgs()...)
+	if code != 1 {
+		t.Fatalf("install with a failing migration: exit %d, want 1\n%s", code, errOut)
+	}
+	for _, want := range []string{"service workspace-migrations exited with code 3", "workspace-migrations | ", "told to fail"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("error output lacks %q:\n%s", want, errOut)
+		}
+	}
+	c := n.containers()
+	for _, s := range []string{"workspace-api", "maps-api", "router-http"} {
+		if c[s] != "" {
+			t.Errorf("%s was created although the migrations failed", s)
+		}
+	}
+	if c["workspace-postgres"] == "" {
+		t.Error("workspace-postgres, which the migrations need, was not started")
+	}
+}

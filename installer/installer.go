@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/distribution/reference"
@@ -233,6 +234,20 @@ func (d *desired) url() string {
 	return u + "/"
 }
 
+// redactor replaces the values of the secret settings (and the key.json
+// password) in a text with the mask.
+func (d *desired) redactor() func(string) string {
+	var pairs []string
+	for _, k := range d.env.Keys() {
+		// Short values would mask ordinary words; no real secret is that short.
+		if v := d.env.Get(k); envfile.IsSecret(k) && len(v) >= 4 {
+			pairs = append(pairs, v, envfile.Mask)
+		}
+	}
+	r := strings.NewReplacer(pairs...)
+	return r.Replace
+}
+
 // run stages the rendered files, pulls every image, and only then commits
 // the files to the config dir and converges the stack.
 func run(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
@@ -268,7 +283,9 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 		return nil, err
 	}
 	pull.Policy = stack.PullMissing // everything was pulled above
-	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout})
+	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{
+		Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout, Redact: d.redactor(),
+	})
 	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings}
 	if err != nil {
 		return res, fmt.Errorf("bringing the stack up: %w", err)

@@ -13,6 +13,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+	"golang.org/x/sync/errgroup"
 )
 
 // ApplyOptions configures Apply.
@@ -23,6 +24,10 @@ type ApplyOptions struct {
 	// WaitTimeout bounds the wait for one service to become healthy or to
 	// complete; 0 means 5 minutes.
 	WaitTimeout time.Duration
+	// Redact, when set, is applied to container log lines before they go
+	// into an error: a failing service may print its settings, secrets
+	// included.
+	Redact func(string) string
 }
 
 // ApplyResult says what Apply changed, by service name.
@@ -91,7 +96,7 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 	if err := e.ensureVolumes(ctx, p); err != nil {
 		return nil, err
 	}
-	existing, err := e.projectContainers(ctx, p.Name)
+	existing, extras, err := e.projectContainers(ctx, p.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -115,15 +120,23 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 		record(&res.Removed, svc)
 	}
 
+	for _, c := range extras {
+		svc := c.Labels[labelService]
+		rep.Report(Event{Service: svc, Action: ActionRemoving, Detail: "duplicate container " + c.ID[:12]})
+		if err := e.removeContainer(ctx, c.ID, 10*time.Second); err != nil {
+			return res, fmt.Errorf("removing a duplicate container of service %s: %w", svc, err)
+		}
+	}
+
 	timeout := opts.WaitTimeout
 	if timeout == 0 {
 		timeout = 5 * time.Minute
 	}
 	c := &converger{
-		e: e, p: p, rep: rep, timeout: timeout,
+		e: e, p: p, rep: rep, timeout: timeout, redact: opts.Redact,
 		imageIDs: imageIDs, netIDs: netIDs, existing: existing,
 		started: map[string]chan struct{}{}, ready: map[string]chan struct{}{},
-		ids: map[string]string{}, errs: map[string]error{},
+		ids: map[string]string{}, errs: map[string]error{}, probed: map[string]string{},
 	}
 	for name := range p.Services {
 		c.started[name] = make(chan struct{})
@@ -149,10 +162,22 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 		}()
 	}
 	wg.Wait()
+	if err := c.firstError(); err != nil {
+		return res, err
+	}
+	// Services found healthy by our own probe: wait for the engine to agree
+	// (at most one healthcheck interval), so status right after shows it.
+	g, gctx := errgroup.WithContext(ctx)
+	for name, id := range c.probed {
+		g.Go(func() error { return c.awaitEngineHealthy(gctx, name, id) })
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
 	for _, l := range [][]string{res.Created, res.Recreated, res.Started, res.Unchanged, res.Removed} {
 		sort.Strings(l)
 	}
-	return res, c.firstError()
+	return res, nil
 }
 
 type outcome int
@@ -174,6 +199,7 @@ type converger struct {
 	p        *types.Project
 	rep      Reporter
 	timeout  time.Duration
+	redact   func(string) string
 	imageIDs map[string]string
 	netIDs   map[string]string
 	existing map[string]container.Summary
@@ -183,6 +209,7 @@ type converger struct {
 	ready   map[string]chan struct{}
 	ids     map[string]string // service -> container ID after converge
 	errs    map[string]error
+	probed  map[string]string // service -> container found healthy by our own probe
 }
 
 var errDependency = errors.New("a dependency failed")
@@ -425,12 +452,14 @@ func (c *converger) awaitReady(ctx context.Context, s types.ServiceConfig, id st
 	defer cancel()
 	hasHealth := s.HealthCheck != nil && !s.HealthCheck.Disable
 	oneShot := isOneShot(s) && !hasHealth
+	probeCmd := probeCommand(s.HealthCheck)
+	var lastProbe time.Time
 	reported := false
 	for {
 		insp, err := c.e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 		if err != nil {
 			if ctx.Err() != nil {
-				return c.e.serviceError(s.Name, id, fmt.Sprintf("not ready after %s", c.timeout))
+				return c.serviceError(s.Name, id, fmt.Sprintf("not ready after %s", c.timeout))
 			}
 			return fmt.Errorf("inspecting service %s: %w", s.Name, err)
 		}
@@ -438,25 +467,29 @@ func (c *converger) awaitReady(ctx context.Context, s types.ServiceConfig, id st
 		switch {
 		case oneShot && st.Status == container.StateExited:
 			if st.ExitCode != 0 {
-				return c.e.serviceError(s.Name, id, fmt.Sprintf("exited with code %d (it must exit 0)", st.ExitCode))
+				return c.serviceError(s.Name, id, fmt.Sprintf("exited with code %d (it must exit 0)", st.ExitCode))
 			}
 			c.rep.Report(Event{Service: s.Name, Action: ActionCompleted})
 			return nil
 		case oneShot:
 		case st.Status == container.StateExited || st.Status == container.StateDead:
-			return c.e.serviceError(s.Name, id, fmt.Sprintf("exited with code %d", st.ExitCode))
+			return c.serviceError(s.Name, id, fmt.Sprintf("exited with code %d", st.ExitCode))
 		case !hasHealth && st.Running:
 			c.rep.Report(Event{Service: s.Name, Action: ActionRunning})
 			return nil
 		case hasHealth && st.Health != nil && st.Health.Status == container.Healthy:
 			c.rep.Report(Event{Service: s.Name, Action: ActionHealthy})
 			return nil
+		case hasHealth && st.Running && probeCmd != nil && time.Since(lastProbe) >= probeEvery && c.probeOK(ctx, s, id, probeCmd, &lastProbe):
+			c.rep.Report(Event{Service: s.Name, Action: ActionHealthy})
+			c.markProbed(s.Name, id)
+			return nil
 		case hasHealth && st.Health != nil && st.Health.Status == container.Unhealthy:
 			reason := "is unhealthy"
 			if n := len(st.Health.Log); n > 0 {
 				reason += fmt.Sprintf(" (last check: exit %d %q)", st.Health.Log[n-1].ExitCode, strings.TrimSpace(st.Health.Log[n-1].Output))
 			}
-			return c.e.serviceError(s.Name, id, reason)
+			return c.serviceError(s.Name, id, reason)
 		}
 		if !reported && hasHealth {
 			c.rep.Report(Event{Service: s.Name, Action: ActionWaiting, Detail: "for its healthcheck"})
@@ -465,7 +498,7 @@ func (c *converger) awaitReady(ctx context.Context, s types.ServiceConfig, id st
 		select {
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return c.e.serviceError(s.Name, id, fmt.Sprintf("not ready after %s", c.timeout))
+				return c.serviceError(s.Name, id, fmt.Sprintf("not ready after %s", c.timeout))
 			}
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
@@ -473,10 +506,27 @@ func (c *converger) awaitReady(ctx context.Context, s types.ServiceConfig, id st
 	}
 }
 
-// serviceError builds a ServiceError with the container's last log lines.
-func (e *Engine) serviceError(service, id, reason string) error {
+func (c *converger) probeOK(ctx context.Context, s types.ServiceConfig, id string, cmd []string, last *time.Time) bool {
+	*last = time.Now()
+	return c.e.probe(ctx, id, cmd, s.HealthCheck)
+}
+
+func (c *converger) markProbed(name, id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.probed[name] = id
+}
+
+// serviceError builds a ServiceError with the container's last log lines,
+// redacted.
+func (c *converger) serviceError(service, id, reason string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	lines, _ := e.tail(ctx, id, 20)
+	lines, _ := c.e.tail(ctx, id, 20)
+	if c.redact != nil {
+		for i := range lines {
+			lines[i] = c.redact(lines[i])
+		}
+	}
 	return &ServiceError{Service: service, Reason: reason, Logs: lines}
 }

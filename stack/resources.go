@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -127,29 +128,46 @@ func mergeLabels(a, b map[string]string) map[string]string {
 }
 
 // projectContainers returns the project's service containers (one-off
-// `compose run` containers excluded) by service name. A service with more
-// than one container (left by a crashed recreate or a `compose up --scale`)
-// keeps the one with the lowest container number.
-func (e *Engine) projectContainers(ctx context.Context, project string) (map[string]container.Summary, error) {
+// `compose run` containers excluded) by service name, and the extra ones: a
+// second container of a service, as a recreate interrupted between creating
+// the replacement and removing the old one leaves behind. The container
+// with the service's canonical name wins, else the lowest container number.
+func (e *Engine) projectContainers(ctx context.Context, project string) (map[string]container.Summary, []container.Summary, error) {
 	list, err := e.api.ContainerList(ctx, client.ContainerListOptions{
 		All:     true,
 		Filters: make(client.Filters).Add("label", labelProject+"="+project),
 	})
 	if err != nil {
-		return nil, fmt.Errorf("listing the containers of project %s: %w", project, err)
+		return nil, nil, fmt.Errorf("listing the containers of project %s: %w", project, err)
 	}
 	out := map[string]container.Summary{}
+	var extras []container.Summary
 	for _, c := range list.Items {
 		if c.Labels[labelOneoff] == "True" {
 			continue
 		}
 		svc := c.Labels[labelService]
-		if prev, ok := out[svc]; ok && number(prev) <= number(c) {
+		prev, ok := out[svc]
+		if ok && preferred(project, svc, prev, c) {
+			extras = append(extras, c)
 			continue
+		}
+		if ok {
+			extras = append(extras, prev)
 		}
 		out[svc] = c
 	}
-	return out, nil
+	return out, extras, nil
+}
+
+// preferred reports whether a is to be kept over b as the service's container.
+func preferred(project, svc string, a, b container.Summary) bool {
+	canonical := "/" + containerName(project, svc)
+	aCanon, bCanon := slices.Contains(a.Names, canonical), slices.Contains(b.Names, canonical)
+	if aCanon != bCanon {
+		return aCanon
+	}
+	return number(a) <= number(b)
 }
 
 func number(c container.Summary) int {

@@ -41,7 +41,7 @@ type ServiceStatus struct {
 // Status reports every service of the project (missing ones included) and
 // any other container of the compose project, sorted by name.
 func (e *Engine) Status(ctx context.Context, p *types.Project) ([]ServiceStatus, error) {
-	have, err := e.projectContainers(ctx, p.Name)
+	have, _, err := e.projectContainers(ctx, p.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -98,7 +98,7 @@ type LogsOptions struct {
 // Logs writes the services' output to w, each line prefixed with the
 // service name, until the logs end (or ctx is cancelled when following).
 func (e *Engine) Logs(ctx context.Context, project string, w io.Writer, opts LogsOptions) error {
-	have, err := e.projectContainers(ctx, project)
+	have, _, err := e.projectContainers(ctx, project)
 	if err != nil {
 		return err
 	}
@@ -164,9 +164,14 @@ type DownOptions struct {
 // first, then its networks and, when asked, its volumes.
 func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opts DownOptions) error {
 	rep := reporterOrDiscard(opts.Reporter)
-	have, err := e.projectContainers(ctx, project)
+	have, extras, err := e.projectContainers(ctx, project)
 	if err != nil {
 		return err
+	}
+	for _, c := range extras {
+		if err := e.removeContainer(ctx, c.ID, 10*time.Second); err != nil {
+			return fmt.Errorf("removing a duplicate container of %s: %w", c.Labels[labelService], err)
+		}
 	}
 	// Reverse dependency order: a service goes after everything that
 	// depends on it. Services unknown to the project (orphans) go first.

@@ -1,0 +1,25 @@
+package installer
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cartodb/carto-appliance/envfile"
+)
+
+func TestRedactorMasksSecretValuesOnly(t *testing.T) {
+	d := &desired{env: envfile.NewEnv(
+		"POSTGRES_ADMIN_PASSWORD", "hunter22",
+		"WORKSPACE_POSTGRES_PASSWORD", "abc", // too short to mask safely
+		"LOG_LEVEL", "info",
+		"SELFHOSTED_DOMAIN", "carto.example.com",
+	)}
+	got := d.redactor()("connect postgres://admin:hunter22@db info carto.example.com abc")
+	want := "connect postgres://admin:" + envfile.Mask + "@db info carto.example.com abc"
+	if got != want {
+		t.Errorf("redacted %q, want %q", got, want)
+	}
+	if strings.Contains(got, "hunter22") {
+		t.Error("secret survived")
+	}
+}
