@@ -11,6 +11,7 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 BIN      := bin/carto-appliance
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
+BENCH_RUNS ?= 1
 
 export CGO_ENABLED := 0
 SHELL := bash
@@ -51,7 +52,7 @@ integration: deps build
 	mkdir -p .cache
 	$(GO) test -tags integration -count=1 -timeout 45m -v ./e2e/... 2>&1 | tee .cache/integration.log
 
-check: unit fuzz integration
+check: unit fuzz integration bench
 
 demo: deps build
 	$(GO) run ./e2e/cmd/demo
@@ -60,7 +61,7 @@ demo-down: build
 	$(GO) run ./e2e/cmd/demo -down
 
 bench: deps build
-	$(GO) run ./e2e/cmd/bench
+	$(GO) run ./e2e/cmd/bench -runs $(BENCH_RUNS)
 
 clean:
 	rm -rf bin .cache

@@ -38,6 +38,11 @@ func TestStandardInstallLifecycle(t *testing.T) {
 		if !strings.Contains(out, "https://"+n.domain+":") {
 			t.Errorf("install did not print the URL:\n%s", out)
 		}
+		// The pull progress (plain lines off a terminal) shows the images
+		// came from the registry.
+		if !strings.Contains(errOut, "Pulling from router-http") || !strings.Contains(errOut, "Downloaded newer image for "+reg.Host+"/router-http:"+version) {
+			t.Errorf("install output shows no pull of router-http from %s:\n%s", reg.Host, errOut)
+		}
 		st := n.status()
 		if !st.Healthy || st.Version != version || st.Layout != "standard" {
 			t.Fatalf("status after install: healthy=%v version=%q layout=%q", st.Healthy, st.Version, st.Layout)
@@ -184,6 +189,7 @@ func TestStandardInstallLifecycle(t *testing.T) {
 		if code == 0 {
 			t.Fatalf("accepted: %v", args)
 		}
+		t.Logf("refused with exit %d:\n%s", code, errOut)
 		for _, w := range wants {
 			if !strings.Contains(errOut, w) {
 				t.Errorf("error lacks %q:\n%s", w, errOut)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/cartodb/carto-appliance/templates"
 )
 
@@ -201,4 +203,25 @@ func TestCreateConfigFromTemplate(t *testing.T) {
 	if mig.HostConfig.RestartPolicy.Name != "no" {
 		t.Errorf("one-shot migrations restart policy %+v", mig.HostConfig.RestartPolicy)
 	}
+}
+
+// FuzzRenderCompose: a template either renders to YAML that parses again
+// or is refused; never a panic.
+func FuzzRenderCompose(f *testing.F) {
+	rel, err := templates.Default()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(string(rel.Compose), "all", "0")
+	f.Add("services:\n  a:\n    x-carto-role: web\n    image: i\n    depends_on: [b]\n", "web", "1")
+	f.Fuzz(func(t *testing.T, tpl, role, scale string) {
+		out, err := RenderCompose([]byte(tpl), RenderOptions{Role: role, Version: "1", Env: map[string]string{"LOCAL_POSTGRES_SCALE": scale}})
+		if err != nil {
+			return
+		}
+		var doc map[string]any
+		if err := yaml.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("rendered YAML does not parse: %v\n%s", err, out)
+		}
+	})
 }

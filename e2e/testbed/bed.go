@@ -20,7 +20,8 @@ type Bed struct {
 }
 
 // Start builds (or finds) the images, starts a registry under dir and
-// pushes the embedded release to it. Stop the registry with Close.
+// pushes the embedded release to it, leaving no local copy under the
+// registry's names. Stop the registry with Close.
 func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
 	cli, err := DockerClient(ctx)
 	if err != nil {
@@ -39,6 +40,12 @@ func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
 		return nil, err
 	}
 	if err := reg.PushRelease(ctx, cli, images, rel.Manifest.Version, rel.Manifest.Images); err != nil {
+		reg.Stop()
+		return nil, err
+	}
+	// Pushing leaves the registry's references in the engine; without them
+	// the first install really pulls, through the registry's auth.
+	if err := reg.RemoveLocalTags(ctx, cli); err != nil {
 		reg.Stop()
 		return nil, err
 	}

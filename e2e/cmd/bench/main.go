@@ -174,20 +174,7 @@ func (b *bench) legacy(ctx context.Context, args ...string) error {
 // removeReleaseImages deletes the local copies of the release's images so
 // that both flows pull them.
 func (b *bench) removeReleaseImages(ctx context.Context) error {
-	list, err := b.bed.Docker.ImageList(ctx, client.ImageListOptions{})
-	if err != nil {
-		return err
-	}
-	for _, img := range list.Items {
-		for _, tag := range img.RepoTags {
-			if strings.HasPrefix(tag, b.bed.Registry.Host+"/") {
-				if _, err := b.bed.Docker.ImageRemove(ctx, tag, client.ImageRemoveOptions{}); err != nil {
-					return fmt.Errorf("removing %s: %w", tag, err)
-				}
-			}
-		}
-	}
-	return nil
+	return b.bed.Registry.RemoveLocalTags(ctx, b.bed.Docker)
 }
 
 // waitHealthy polls until every container of the project is healthy, or
