@@ -148,6 +148,36 @@ func TestStandardInstallLifecycle(t *testing.T) {
 		}
 	})
 
+	step(t, "logs, env render and status show the stack without its secrets", func(t *testing.T) {
+		logs, _ := n.mustRun("logs", "workspace-migrations")
+		if !strings.Contains(logs, "workspace-migrations | ") || !strings.Contains(logs, "applied version "+version) {
+			t.Errorf("logs workspace-migrations:\n%s", logs)
+		}
+		if _, errOut, code := n.run("logs", "no-such-service"); code != 1 || !strings.Contains(errOut, `"no-such-service"`) {
+			t.Errorf("logs of an unknown service: exit %d\n%s", code, errOut)
+		}
+		env, _ := n.mustRun("env", "render")
+		if strings.Contains(env, "adm1n") || strings.Contains(env, "ws-pass-2") {
+			t.Errorf("env render shows a secret:\n%s", env)
+		}
+		if !strings.Contains(env, `POSTGRES_ADMIN_PASSWORD="********"`) || !strings.Contains(env, `SELFHOSTED_DOMAIN="`+n.domain+`"`) {
+			t.Errorf("env render lacks the masked password or the domain:\n%s", env)
+		}
+		written, _ := os.ReadFile(filepath.Join(n.configDir, ".env"))
+		if !strings.Contains(string(written), `POSTGRES_ADMIN_PASSWORD="adm1n\$ecret #x y"`) {
+			t.Errorf(".env does not carry the password escaped for compose")
+		}
+		for name, mode := range map[string]os.FileMode{".env": 0o600, "customer.env": 0o600, "appliance.yaml": 0o600, "certs/key.json": 0o600, "certs": 0o700 | os.ModeDir, "docker-compose.yml": 0o644} {
+			if fi, err := os.Stat(filepath.Join(n.configDir, name)); err != nil || fi.Mode() != mode {
+				t.Errorf("%s: mode %v (%v), want %v", name, fi.Mode(), err, mode)
+			}
+		}
+		text, _ := n.mustRun("status")
+		if !strings.Contains(text, "healthy") || !strings.Contains(text, "workspace-migrations  completed") {
+			t.Errorf("status:\n%s", text)
+		}
+	})
+
 	step(t, "rows in the embedded Postgres survive recreates", func(t *testing.T) {
 		n.psql("CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
 		// A customer.env change reaches every service's environment: all

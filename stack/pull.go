@@ -52,7 +52,7 @@ type PullOptions struct {
 
 // ErrUnauthorized is wrapped by pull errors the registry refused for the
 // credentials given.
-var ErrUnauthorized = errors.New("registry refused the credentials")
+var ErrUnauthorized = errors.New("unauthorized")
 
 // pullRetries is the backoff between pull attempts: registries and proxies
 // drop connections under load, and a first install must not fail for one
@@ -175,9 +175,9 @@ func (e *Engine) pullError(ref string, named reference.Named, auth *RegistryAuth
 	if cerrdefs.IsUnauthorized(err) || strings.Contains(msg, "unauthorized") || strings.Contains(msg, "authentication required") || strings.Contains(msg, "denied") {
 		host := reference.Domain(named)
 		if useAuth {
-			return fmt.Errorf("pulling %s: %w: registry %s refused the credentials from %s; check that it is the key.json of your customer package (install --key FILE): %v", ref, ErrUnauthorized, host, auth.Source, err)
+			return fmt.Errorf("pulling %s: registry %s refused the credentials from %s (%w): use the key.json of your customer package (install --key FILE); the engine said: %v", ref, host, auth.Source, ErrUnauthorized, err)
 		}
-		return fmt.Errorf("pulling %s: %w: registry %s wants credentials and none were given for it (the registry setting is %q?): %v", ref, ErrUnauthorized, host, registryOf(auth), err)
+		return fmt.Errorf("pulling %s: registry %s wants credentials (%w), and the key.json is for %q: check the registry setting; the engine said: %v", ref, host, ErrUnauthorized, registryOf(auth), err)
 	}
 	return fmt.Errorf("pulling %s: %w", ref, err)
 }
