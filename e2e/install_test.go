@@ -178,17 +178,34 @@ func TestStandardInstallLifecycle(t *testing.T) {
 		}
 	})
 
-	step(t, "rows in the embedded Postgres survive recreates", func(t *testing.T) {
-		n.psql("CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
-		// A customer.env change reaches every service's environment: all
-		// of them, Postgres included, are recreated.
+	step(t, "a customer.env change recreates the CARTO services, not the databases", func(t *testing.T) {
 		env := baseCustomerEnv(n.domain)
 		env["LOG_LEVEL"] = "debug"
 		n.writeCustomerEnv(env)
 		before := n.containers()
 		n.mustRun(n.installArgs()...)
-		if ch := changedServices(before, n.containers()); len(ch) != len(before) {
-			t.Errorf("a customer.env change recreated %v, want every service", ch)
+		changed := strings.Join(changedServices(before, n.containers()), ",")
+		for _, s := range []string{"maps-api", "workspace-api", "router-http", "workspace-migrations"} {
+			if !strings.Contains(","+changed+",", ","+s+",") {
+				t.Errorf("%s not recreated by a customer.env change (recreated: %s)", s, changed)
+			}
+		}
+		for _, s := range []string{"workspace-postgres", "valkey"} {
+			if strings.Contains(","+changed+",", ","+s+",") {
+				t.Errorf("%s recreated by a customer.env change it does not read", s)
+			}
+		}
+	})
+
+	step(t, "rows in the embedded Postgres survive its recreation", func(t *testing.T) {
+		n.psql("CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
+		if err := reg.PushVariant(context.Background(), docker, images, "workspace-postgres", version, map[string]string{"STANDIN_HOTFIX": "pg"}); err != nil {
+			t.Fatal(err)
+		}
+		before := n.containers()
+		n.mustRun("config", "apply", "--pull", "always")
+		if ch := changedServices(before, n.containers()); strings.Join(ch, ",") != "workspace-postgres" {
+			t.Errorf("a new Postgres image recreated %v, want [workspace-postgres]", ch)
 		}
 		if got := n.psql("SELECT v FROM e2e_keep"); got != "kept" {
 			t.Errorf("row after recreate: %q", got)

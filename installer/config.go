@@ -10,11 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/proxy"
 )
 
 // Default locations on a VM (SPEC §3); every one can be overridden.
@@ -68,6 +71,13 @@ type Config struct {
 	Project string `yaml:"project,omitempty"`
 	// Router publishes the stack's entry point.
 	Router RouterConfig `yaml:"router,omitempty"`
+	// Proxy is the corporate forward proxy the stack, the Docker engine and
+	// the appliance itself go out through. Default: none (direct).
+	Proxy proxy.Settings `yaml:"proxy,omitempty"`
+	// Warehouses lists the data warehouses the customer connects (bigquery,
+	// snowflake, postgres, redshift, databricks): some need NO_PROXY entries
+	// or bypass the proxy. Default: none declared.
+	Warehouses []string `yaml:"warehouses,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -131,12 +141,40 @@ func (c Config) Validate() error {
 	if net.ParseIP(d.Router.BindAddress) == nil {
 		return fmt.Errorf("appliance.yaml router.bind_address %q: give an IP address of this host, or 0.0.0.0 for all", d.Router.BindAddress)
 	}
+	return validateProxy(c)
+}
+
+func validateProxy(c Config) error {
+	for _, w := range c.Warehouses {
+		if !slices.Contains(proxy.Warehouses, w) {
+			return fmt.Errorf("warehouse %q: use one of %s", w, strings.Join(proxy.Warehouses, ", "))
+		}
+	}
+	p := c.Proxy
+	if !p.Enabled() {
+		if p.CACert != "" || len(p.NoProxy) > 0 || p.RejectUnauthorized != nil {
+			return fmt.Errorf("appliance.yaml proxy: no_proxy, ca_cert and reject_unauthorized need proxy.url; set it or remove the proxy section")
+		}
+		return nil
+	}
+	if _, err := proxy.ParseURL(p.URL); err != nil {
+		return err
+	}
+	for _, e := range p.NoProxy {
+		if _, err := proxy.ParseNoProxy(e); err != nil {
+			return err
+		}
+	}
+	if p.CACert != "" && p.CACert != proxy.CAFileName {
+		return fmt.Errorf("appliance.yaml proxy.ca_cert %q: the appliance keeps the proxy CA as %s; set it with `carto-appliance proxy set --ca-cert FILE`", p.CACert, proxy.CAFileName)
+	}
 	return nil
 }
 
 // envSettings are the .env keys the appliance sets from its config; they
-// win over customer.env and the env template.
-func (c Config) envSettings() []string {
+// win over customer.env and the env template. hostnames are the stack's
+// names on its network, never proxied. notes are for the operator.
+func (c Config) envSettings(hostnames []string) ([]string, []string) {
 	d := c.Defaults()
 	kv := []string{
 		"ROUTER_HTTP_PORT", strconv.Itoa(d.Router.HTTPPort),
@@ -149,7 +187,11 @@ func (c Config) envSettings() []string {
 	if c.Registry != "" {
 		kv = append(kv, "DOCKER_REGISTRY_BASE_PATH", c.Registry)
 	}
-	return kv
+	pkv, notes := proxy.Env(proxy.EnvInput{Settings: c.Proxy, Services: hostnames, Warehouses: c.Warehouses})
+	if !c.Proxy.Enabled() {
+		notes = proxy.BypassNotes(c.Warehouses)
+	}
+	return append(kv, pkv...), notes
 }
 
 // LoadConfig reads appliance.yaml; a missing file is the zero Config.

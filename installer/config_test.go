@@ -3,8 +3,11 @@ package installer
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/cartodb/carto-appliance/proxy"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -22,6 +25,12 @@ func TestConfigValidate(t *testing.T) {
 		{"port range", Config{Router: RouterConfig{HTTPSPort: 70000}}, "router.https_port 70000"},
 		{"same ports", Config{Router: RouterConfig{HTTPPort: 443}}, "both 443"},
 		{"bad bind", Config{Router: RouterConfig{BindAddress: "eth0"}}, "router.bind_address \"eth0\""},
+		{"proxy", Config{Proxy: proxy.Settings{URL: "https://proxy:3129", NoProxy: []string{".corp"}, CACert: proxy.CAFileName}, Warehouses: []string{"snowflake"}}, ""},
+		{"proxy with password", Config{Proxy: proxy.Settings{URL: "http://u:p@proxy:3128"}}, "password authentication is not supported"},
+		{"proxy bad no_proxy", Config{Proxy: proxy.Settings{URL: "http://proxy:3128", NoProxy: []string{"http://x"}}}, "no-proxy entry"},
+		{"proxy CA elsewhere", Config{Proxy: proxy.Settings{URL: "http://proxy:3128", CACert: "/etc/ca.pem"}}, "proxy.ca_cert"},
+		{"no_proxy without url", Config{Proxy: proxy.Settings{NoProxy: []string{"x"}}}, "need proxy.url"},
+		{"unknown warehouse", Config{Warehouses: []string{"oracle"}}, "warehouse \"oracle\""},
 	}
 	for _, c := range cases {
 		err := c.cfg.Validate()
@@ -50,7 +59,7 @@ func TestConfigRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, found, err := LoadConfig(path)
-	if err != nil || !found || out != in {
+	if err != nil || !found || !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v %v %v, want %+v", out, found, err, in)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
@@ -66,7 +75,7 @@ func TestConfigRoundTrip(t *testing.T) {
 func TestEveryConfigFieldReachesEnv(t *testing.T) {
 	c := Config{Domain: "d.example.com", Registry: "r.example.com/x", Router: RouterConfig{HTTPPort: 81, HTTPSPort: 444, BindAddress: "127.0.0.2"}}
 	got := map[string]string{}
-	kv := c.envSettings()
+	kv, _ := c.envSettings([]string{"maps-api"})
 	for i := 0; i+1 < len(kv); i += 2 {
 		got[kv[i]] = kv[i+1]
 	}

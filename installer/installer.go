@@ -21,6 +21,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 	"github.com/cartodb/carto-appliance/templates"
 )
@@ -36,6 +37,10 @@ type Options struct {
 	Pull stack.PullPolicy
 	// WaitTimeout bounds the wait for each service; 0 means the engine's default.
 	WaitTimeout time.Duration
+	// ConfirmEngineRestart is asked before the Docker engine is restarted
+	// to take new proxy settings (which restarts every container); nil or
+	// false leaves the engine alone and says how to restart it.
+	ConfirmEngineRestart func(reason string) bool
 }
 
 // InstallOptions are install's inputs. Empty fields keep what is already
@@ -50,6 +55,55 @@ type InstallOptions struct {
 	HTTPSPort   int
 	BindAddress string
 	Project     string
+	Proxy       ProxyInput
+	Warehouses  []string // replaces appliance.yaml's list when set
+}
+
+// ProxyInput is a proxy change given on the command line; the zero value
+// changes nothing.
+type ProxyInput struct {
+	URL                string // proxy URL; required to set a proxy
+	NoProxy            string // comma-separated extra NO_PROXY entries
+	CACertFile         string // path of the proxy's CA certificate (PEM)
+	RejectUnauthorized *bool
+}
+
+func (in ProxyInput) empty() bool {
+	return in.URL == "" && in.NoProxy == "" && in.CACertFile == "" && in.RejectUnauthorized == nil
+}
+
+// apply validates the input and sets it on cfg; it returns the CA file's
+// contents to install in certs/, if one was given.
+func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
+	if in.empty() {
+		return nil, nil
+	}
+	if in.URL == "" {
+		return nil, fmt.Errorf("--proxy-url is required with the other proxy settings")
+	}
+	u, err := proxy.ParseURL(in.URL)
+	if err != nil {
+		return nil, err
+	}
+	noProxy, err := proxy.ParseNoProxy(in.NoProxy)
+	if err != nil {
+		return nil, err
+	}
+	next := proxy.Settings{URL: u, NoProxy: noProxy, RejectUnauthorized: in.RejectUnauthorized}
+	var ca []byte
+	if in.CACertFile != "" {
+		if ca, err = os.ReadFile(in.CACertFile); err != nil {
+			return nil, fmt.Errorf("reading the proxy CA: %w", err)
+		}
+		if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
+			return nil, err
+		}
+		next.CACert = proxy.CAFileName
+	} else if cfg.Proxy.CACert != "" && cfg.Proxy.URL == u {
+		next.CACert = cfg.Proxy.CACert // same proxy, CA kept
+	}
+	cfg.Proxy = next
+	return ca, nil
 }
 
 // Result is what install and config apply did.
@@ -93,6 +147,13 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	if opts.Project != "" {
 		cfg.Project = opts.Project
 	}
+	if opts.Warehouses != nil {
+		cfg.Warehouses = opts.Warehouses
+	}
+	ca, err := opts.Proxy.apply(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -114,6 +175,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.addCert(proxy.CAFileName, ca)
 	return run(ctx, opts.Options, paths, d, "install")
 }
 
@@ -121,19 +183,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 // (appliance.yaml, customer.env, key.json) and converges the stack:
 // only services whose configuration or image changed are recreated.
 func Apply(ctx context.Context, opts Options) (*Result, error) {
-	paths := opts.Paths.withDefaults()
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
-	if err != nil {
-		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
-	}
-	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile())
-	if err != nil {
-		return nil, err
-	}
-	return run(ctx, opts, paths, d, "apply")
+	return reconfigure(ctx, opts, "apply", func(*Config) ([]byte, error) { return nil, nil })
 }
 
 // desired is everything a run writes and starts, computed from the inputs
@@ -148,7 +198,8 @@ type desired struct {
 	env         envfile.Env
 	envFile     []byte // the rendered .env
 	rendered    *envfile.Rendered
-	compose     []byte // the rendered docker-compose.yml
+	certs       map[string][]byte // files to install in certs/, by name
+	compose     []byte            // the rendered docker-compose.yml
 	warnings    []string
 }
 
@@ -189,11 +240,17 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading customer.env %s: %w", customerPath, err)
 	}
+	hostnames, err := stack.Hostnames(rel.Compose)
+	if err != nil {
+		return nil, err
+	}
+	settings, notes := cfg.envSettings(hostnames)
+	d.warnings = append(d.warnings, notes...)
 	rendered, err := envfile.Render(envfile.RenderInput{
 		Customer:    customerEnv,
 		Version:     rel.Manifest.Version,
 		EnvTemplate: rel.EnvTemplate,
-		Appliance:   envfile.NewEnv(cfg.envSettings()...),
+		Appliance:   envfile.NewEnv(settings...),
 	})
 	if err != nil {
 		return nil, err
@@ -226,6 +283,16 @@ func (d *desired) registryAuth() (*stack.RegistryAuth, error) {
 	}, nil
 }
 
+func (d *desired) addCert(name string, data []byte) {
+	if data == nil {
+		return
+	}
+	if d.certs == nil {
+		d.certs = map[string][]byte{}
+	}
+	d.certs[name] = data
+}
+
 func (d *desired) url() string {
 	u := "https://" + d.env.Get("SELFHOSTED_DOMAIN")
 	if p := d.cfg.Defaults().Router.HTTPSPort; p != 443 {
@@ -255,12 +322,22 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 	if err != nil {
 		return nil, err
 	}
-	defer eng.Close()
 	auth, err := d.registryAuth()
 	if err != nil {
 		return nil, err
 	}
 	pull := stack.PullOptions{Policy: opts.Pull, Auth: auth, Progress: opts.Progress, Reporter: opts.Reporter}
+
+	// The engine pulls by itself: it must have the proxy before the pulls.
+	engineNotes, err := configureEngineProxy(ctx, paths, d, opts.ConfirmEngineRestart)
+	d.warnings = append(d.warnings, engineNotes...)
+	if err != nil {
+		return &Result{Warnings: d.warnings}, err
+	}
+	if eng, err = reconnect(ctx, eng); err != nil {
+		return &Result{Warnings: d.warnings}, err
+	}
+	defer eng.Close()
 
 	staged, err := stage(d)
 	if err != nil {
@@ -345,6 +422,11 @@ func commit(paths Paths, d *desired) error {
 	}
 	if err := atomicfile.Write(paths.keyFile(), d.key, 0o600); err != nil {
 		return err
+	}
+	for name, data := range d.certs {
+		if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {
+			return err
+		}
 	}
 	if err := saveConfig(paths.file(ConfigFileName), d.cfg); err != nil {
 		return err

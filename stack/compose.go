@@ -190,3 +190,36 @@ func serviceNames(p *types.Project) []string {
 	sort.Strings(names)
 	return names
 }
+
+// Hostnames returns the names the template's services are reached by on
+// the stack's network (service names and network aliases), sorted: traffic
+// to them must never go through a proxy.
+func Hostnames(template []byte) ([]string, error) {
+	var doc struct {
+		Services map[string]struct {
+			Networks any `yaml:"networks"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(template, &doc); err != nil {
+		return nil, fmt.Errorf("parsing the release's compose template: %w", err)
+	}
+	var names []string
+	for name, svc := range doc.Services {
+		names = append(names, name)
+		if nets, ok := svc.Networks.(map[string]any); ok {
+			for _, n := range nets {
+				if cfg, ok := n.(map[string]any); ok {
+					if aliases, ok := cfg["aliases"].([]any); ok {
+						for _, a := range aliases {
+							if s, ok := a.(string); ok {
+								names = append(names, s)
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	return names, nil
+}

@@ -225,3 +225,16 @@ func FuzzRenderCompose(f *testing.F) {
 		}
 	})
 }
+
+func TestHostnames(t *testing.T) {
+	names, err := Hostnames(release(t).Compose)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(names, ",")
+	for _, want := range []string{"maps-api", "redis", "valkey", "workspace-postgres", "router-http"} {
+		if !strings.Contains(","+got+",", ","+want+",") {
+			t.Errorf("hostnames %s lack %s", got, want)
+		}
+	}
+}

@@ -39,6 +39,16 @@ type Manifest struct {
 	// Images are the image names under DOCKER_REGISTRY_BASE_PATH, tagged
 	// with Version.
 	Images []string `yaml:"images"`
+	// Egress lists the internet domains the stack reaches.
+	Egress Egress `yaml:"egress"`
+}
+
+// Egress is CARTO's egress allow-list: the core domains every installation
+// reaches, and optional ones by feature. A leading dot means every
+// subdomain.
+type Egress struct {
+	Core     []string            `yaml:"core"`
+	Optional map[string][]string `yaml:"optional"`
 }
 
 // Default returns the release embedded in the binary.

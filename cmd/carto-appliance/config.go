@@ -18,7 +18,7 @@ func newConfigCmd() *cobra.Command {
 			return validatePull(pull)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, func(o installer.Options) (*installer.Result, error) {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
 				o.Paths = pathsFrom(cmd)
 				o.Pull = stack.PullPolicy(pull)
 				return installer.Apply(cmd.Context(), o)

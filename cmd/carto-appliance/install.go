@@ -12,8 +12,9 @@ import (
 
 func newInstallCmd() *cobra.Command {
 	var opts installer.InstallOptions
-	var noService bool
+	var noService, yes bool
 	var pull string
+	var px proxyFlags
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install CARTO from a customer package and bring it up",
@@ -32,7 +33,8 @@ Re-running it converges: only what changed is recreated.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
-			return runConverge(cmd, func(o installer.Options) (*installer.Result, error) {
+			opts.Proxy = px.input(cmd, "proxy-")
+			return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
 				return installer.Install(cmd.Context(), opts)
@@ -50,6 +52,9 @@ Re-running it converges: only what changed is recreated.`,
 	f.StringVar(&opts.BindAddress, "bind-address", "", "host address the router listens on (default 0.0.0.0)")
 	f.StringVar(&opts.Project, "project", "", "compose project name (default carto)")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
+	f.StringSliceVar(&opts.Warehouses, "warehouses", nil, "data warehouses in use: bigquery, snowflake, postgres, redshift, databricks (comma-separated)")
+	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
+	px.register(f, "proxy-")
 	return cmd
 }
 
@@ -61,11 +66,11 @@ func validatePull(p string) error {
 	return usageError{fmt.Errorf("--pull %q: use missing, always or never", p)}
 }
 
-// runConverge runs install or config apply with progress on stderr and the
-// result on stdout.
-func runConverge(cmd *cobra.Command, fn func(installer.Options) (*installer.Result, error)) error {
+// runConverge runs a workflow that converges the stack, with progress on
+// stderr and the result on stdout.
+func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*installer.Result, error)) error {
 	pr := newProgress(os.Stderr)
-	res, err := fn(installer.Options{Reporter: pr, Progress: pr.Pulls()})
+	res, err := fn(installer.Options{Reporter: pr, Progress: pr.Pulls(), ConfirmEngineRestart: confirmer(yes)})
 	pr.Close()
 	out := cmd.OutOrStdout()
 	if res != nil {

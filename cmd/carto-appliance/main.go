@@ -74,6 +74,7 @@ func newRootCmd() *cobra.Command {
 		newLogsCmd(),
 		newEnvCmd(),
 		newConfigCmd(),
+		newProxyCmd(),
 		newUninstallCmd(),
 		newVersionCmd(),
 	)

@@ -1,0 +1,134 @@
+package installer
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/cartodb/carto-appliance/proxy"
+	"github.com/cartodb/carto-appliance/templates"
+)
+
+// SetProxy sets the corporate proxy (SPEC §5.2) and converges: .env is
+// rendered again and only the services whose environment changed are
+// recreated; the Docker engine gets the proxy too (after confirmation, as
+// it restarts every container). Invalid input changes nothing.
+func SetProxy(ctx context.Context, opts Options, in ProxyInput) (*Result, error) {
+	if in.URL == "" {
+		return nil, fmt.Errorf("proxy set needs --url")
+	}
+	return reconfigure(ctx, opts, "proxy set", func(cfg *Config) ([]byte, error) {
+		return in.apply(cfg)
+	})
+}
+
+// ClearProxy removes the proxy: the stack and the engine go direct again.
+func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
+	return reconfigure(ctx, opts, "proxy clear", func(cfg *Config) ([]byte, error) {
+		cfg.Proxy = proxy.Settings{}
+		return nil, nil
+	})
+}
+
+// reconfigure applies a change to the installed appliance.yaml and
+// converges to it; mutate returns a proxy CA to install, if any.
+func reconfigure(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error)) (*Result, error) {
+	paths := opts.Paths.withDefaults()
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+	}
+	ca, err := mutate(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile())
+	if err != nil {
+		return nil, err
+	}
+	d.addCert(proxy.CAFileName, ca)
+	return run(ctx, opts, paths, d, action)
+}
+
+// ProxyTestOptions configures TestProxy.
+type ProxyTestOptions struct {
+	Paths Paths
+	// Domains, when set, replaces the release's egress list.
+	Domains []string
+	// Timeout bounds each domain's check; 0 means 10 s.
+	Timeout time.Duration
+}
+
+// TestProxy checks that every domain the stack needs is reachable with the
+// installed proxy settings, reporting each with the reason of a failure.
+func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, error) {
+	paths := opts.Paths.withDefaults()
+	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	var ca []byte
+	if cfg.Proxy.CACert != "" {
+		if ca, err = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, cfg.Proxy.CACert)); err != nil {
+			return nil, fmt.Errorf("reading the proxy CA: %w", err)
+		}
+	}
+	timeout := opts.Timeout
+	if timeout == 0 {
+		timeout = 10 * time.Second
+	}
+	client, err := proxy.HTTPClient(cfg.Proxy, ca, timeout)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := egressTargets(cfg, opts.Domains)
+	if err != nil {
+		return nil, err
+	}
+	return proxy.Check(ctx, client, targets, 8), nil
+}
+
+// egressTargets is the release's egress list: the core domains, the
+// domains of the configured warehouses, and every other optional domain
+// marked optional.
+func egressTargets(cfg Config, domains []string) ([]proxy.Target, error) {
+	if len(domains) > 0 {
+		var t []proxy.Target
+		for _, d := range domains {
+			t = append(t, proxy.Target{Domain: d, Feature: "given"})
+		}
+		return t, nil
+	}
+	rel, err := templates.Default()
+	if err != nil {
+		return nil, err
+	}
+	var t []proxy.Target
+	for _, d := range rel.Manifest.Egress.Core {
+		t = append(t, proxy.Target{Domain: d, Feature: "core"})
+	}
+	features := make([]string, 0, len(rel.Manifest.Egress.Optional))
+	for f := range rel.Manifest.Egress.Optional {
+		features = append(features, f)
+	}
+	sort.Strings(features)
+	for _, f := range features {
+		needed := false
+		for _, w := range cfg.Warehouses {
+			needed = needed || w == f
+		}
+		for _, d := range rel.Manifest.Egress.Optional[f] {
+			t = append(t, proxy.Target{Domain: d, Feature: f, Optional: !needed})
+		}
+	}
+	return t, nil
+}
