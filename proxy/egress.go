@@ -72,11 +72,16 @@ const (
 // DefaultParallel is Check's parallelism when given 0 or less.
 const DefaultParallel = 8
 
+// DefaultTimeout bounds each request of a check when the client has no
+// Timeout of its own.
+const DefaultTimeout = 30 * time.Second
+
 // Check reaches every target over HTTPS with client (HEAD, then GET when
 // the server answers 405 or 501), at most parallel at a time, and returns
 // one Result per target in the targets' order. Each request is bounded by
-// client.Timeout and by ctx. Redirects are not followed: any HTTP answer
-// means the path works.
+// client.Timeout (DefaultTimeout when 0) and by ctx. Redirects are not
+// followed: any HTTP answer means the path works. Wildcard targets are
+// reported as KindNotCheckable without a request.
 //
 // When the client's transport is an *http.Transport, Check works on a copy
 // of it that also reads the proxy's answer to a refused CONNECT (status,
@@ -109,6 +114,9 @@ func newChecker(client *http.Client, resolver *net.Resolver) *checker {
 	cl := *client
 	cl.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	cl.Jar = nil
+	if cl.Timeout <= 0 {
+		cl.Timeout = DefaultTimeout
+	}
 	rt := cl.Transport
 	if rt == nil {
 		rt = http.DefaultTransport

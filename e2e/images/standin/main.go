@@ -16,6 +16,12 @@
 // STANDIN_FAIL_MAPS_API), set to "exit", "unhealthy" or "crash-after=5s".
 // Command-line arguments (the template passes e.g. `node .../index.js`) are
 // accepted and only logged.
+//
+// Multi-call (multicall.go): the image's /bin/sh and /bin/wget are the
+// stand-in too, in front of busybox: shells run without the proxy
+// variables and wget honours NO_PROXY, as CARTO's own probes do (busybox
+// wget ignores NO_PROXY: the compose healthchecks would ask the proxy for
+// http://127.0.0.1:3000/health).
 package main
 
 import (
@@ -41,6 +47,9 @@ func main() {
 }
 
 func run() int {
+	if code, ok := multicall(os.Args); ok {
+		return code
+	}
 	cfg := configFromEnv(os.Getenv, os.Args)
 	log.Printf("image=%s version=%s mode=%s args=%q", cfg.Image, cfg.Version, cfg.Mode, cfg.Args)
 

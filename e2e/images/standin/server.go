@@ -30,8 +30,6 @@ type server struct {
 	healthy  atomic.Bool
 	// exit ends the process; tests replace it.
 	exit func(code int)
-	// fetch does /fetch's outbound requests, through HTTP(S)_PROXY.
-	fetch *http.Client
 }
 
 func newServer(cfg config, healthy bool) *server {
@@ -42,10 +40,6 @@ func newServer(cfg config, healthy bool) *server {
 		getenv:   os.Getenv,
 		environ:  os.Environ,
 		exit:     os.Exit,
-		fetch: &http.Client{
-			Timeout:   15 * time.Second,
-			Transport: &http.Transport{Proxy: http.ProxyFromEnvironment},
-		},
 	}
 	s.healthy.Store(healthy)
 	return s
@@ -255,45 +249,6 @@ func (s *server) redis(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	io.WriteString(w, answer)
-}
-
-// FetchResult is /fetch's answer.
-type FetchResult struct {
-	URL    string `json:"url"`
-	Status int    `json:"status,omitempty"`
-	Body   string `json:"body,omitempty"`
-	Error  string `json:"error,omitempty"`
-}
-
-// fetchURL does an outbound GET through the proxy that HTTP_PROXY,
-// HTTPS_PROXY and NO_PROXY name (Go's ProxyFromEnvironment, which never
-// proxies loopback addresses).
-func (s *server) fetchURL(w http.ResponseWriter, r *http.Request) {
-	u := r.URL.Query().Get("url")
-	if u == "" {
-		http.Error(w, "missing ?url=", http.StatusBadRequest)
-		return
-	}
-	res := FetchResult{URL: u}
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u, nil)
-	if err != nil {
-		res.Error = err.Error()
-		writeJSON(w, http.StatusBadRequest, res)
-		return
-	}
-	resp, err := s.fetch.Do(req)
-	if err != nil {
-		res.Error = err.Error()
-		writeJSON(w, http.StatusBadGateway, res)
-		return
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	res.Status, res.Body = resp.StatusCode, string(b)
-	if err != nil {
-		res.Error = err.Error()
-	}
-	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *server) setHealth(healthy bool) http.HandlerFunc {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"log"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -319,6 +321,220 @@ func TestFaultSettings(t *testing.T) {
 		got, err := parseFail(c.in)
 		if (err != nil) != c.wantErr || got != c.want {
 			t.Errorf("parseFail(%q) = %+v, %v; want %+v (error: %t)", c.in, got, err, c.want, c.wantErr)
+		}
+	}
+}
+
+// connectProxy is a forward proxy on loopback (TLS when tlsOn): CONNECT
+// tunnels and plain GETs, every destination name mapped to 127.0.0.1 so
+// that nothing leaves the machine. seen records "CONNECT host:port" and
+// "GET url".
+func connectProxy(t *testing.T, tlsOn bool) (proxyURL string, seen func() []string) {
+	t.Helper()
+	var mu sync.Mutex
+	var log []string
+	record := func(s string) {
+		mu.Lock()
+		log = append(log, s)
+		mu.Unlock()
+	}
+	local := func(hostport string) string {
+		_, port, _ := net.SplitHostPort(hostport)
+		return net.JoinHostPort("127.0.0.1", port)
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodConnect {
+			record("CONNECT " + r.Host)
+			up, err := net.DialTimeout("tcp", local(r.Host), 2*time.Second)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadGateway)
+				return
+			}
+			defer up.Close()
+			w.WriteHeader(http.StatusOK)
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			go func() { io.Copy(up, brw); up.Close() }()
+			io.Copy(c, up)
+			return
+		}
+		record("GET " + r.URL.String())
+		out, _ := http.NewRequest(r.Method, "http://"+local(r.URL.Host)+r.URL.RequestURI(), nil)
+		resp, err := http.DefaultTransport.RoundTrip(out)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	})
+	var ts *httptest.Server
+	if tlsOn {
+		ts = httptest.NewTLSServer(h)
+	} else {
+		ts = httptest.NewServer(h)
+	}
+	t.Cleanup(ts.Close)
+	return ts.URL, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), log...)
+	}
+}
+
+// /fetch goes out as a Node service would: through the proxy its
+// environment names (upper or lower case), over TLS to an HTTPS proxy,
+// trusting NODE_EXTRA_CA_CERTS, and accepting anything with
+// NODE_TLS_REJECT_UNAUTHORIZED=0.
+func TestFetchThroughProxy(t *testing.T) {
+	dest := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "marker "+r.URL.Path)
+	}))
+	defer dest.Close()
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "plain "+r.URL.Path)
+	}))
+	defer plain.Close()
+	// The test certificate covers example.com: the proxies map it to
+	// 127.0.0.1 (a loopback URL would never be proxied).
+	_, destPort, _ := net.SplitHostPort(dest.Listener.Addr().String())
+	_, plainPort, _ := net.SplitHostPort(plain.Listener.Addr().String())
+	httpsURL := "https://example.com:" + destPort + "/x"
+	httpURL := "http://example.com:" + plainPort + "/y"
+	ca := filepath.Join(t.TempDir(), "proxy-ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: dest.Certificate().Raw}), 0o644)
+
+	httpProxy, httpSeen := connectProxy(t, false)
+	httpsProxy, httpsSeen := connectProxy(t, true)
+	for _, c := range []struct {
+		name     string
+		env      map[string]string
+		url      string
+		query    string
+		wantBody string // "" means an error is expected
+		wantErr  string
+		seen     func() []string
+		wantSeen string
+		proxy    string
+	}{
+		{"lower-case http_proxy, plain GET", map[string]string{"http_proxy": httpProxy}, httpURL, "", "plain /y", "", httpSeen, "GET " + httpURL, httpProxy},
+		{"HTTPS_PROXY tunnel, extra CA", map[string]string{"HTTPS_PROXY": httpProxy, "NODE_EXTRA_CA_CERTS": ca}, httpsURL, "", "marker /x", "", httpSeen, "CONNECT example.com:" + destPort, httpProxy},
+		{"HTTPS proxy, extra CA", map[string]string{"HTTPS_PROXY": httpsProxy, "https_proxy": "http://wrong.invalid:1", "NODE_EXTRA_CA_CERTS": ca}, httpsURL, "", "marker /x", "", httpsSeen, "CONNECT example.com:" + destPort, httpsProxy},
+		{"HTTPS proxy, lower-case variables", map[string]string{"https_proxy": httpsProxy, "node_extra_ca_certs": ca}, httpsURL, "", "marker /x", "", nil, "", httpsProxy},
+		{"HTTPS proxy, no CA", map[string]string{"HTTPS_PROXY": httpsProxy}, httpsURL, "", "", "certificate signed by unknown authority", nil, "", httpsProxy},
+		{"HTTPS proxy, no CA, NODE_TLS_REJECT_UNAUTHORIZED=0", map[string]string{"HTTPS_PROXY": httpsProxy, "NODE_TLS_REJECT_UNAUTHORIZED": "0"}, httpsURL, "", "marker /x", "", nil, "", httpsProxy},
+		{"HTTPS proxy, no CA, NODE_TLS_REJECT_UNAUTHORIZED=1", map[string]string{"HTTPS_PROXY": httpsProxy, "NODE_TLS_REJECT_UNAUTHORIZED": "1"}, httpsURL, "", "", "certificate signed by unknown authority", nil, "", httpsProxy},
+		{"insecure=1", map[string]string{"HTTPS_PROXY": httpProxy}, httpsURL, "&insecure=1", "marker /x", "", nil, "", httpProxy},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var before int
+			if c.seen != nil {
+				before = len(c.seen())
+			}
+			_, ts := testServer(t, c.env)
+			_, body := do(t, "GET", ts.URL+"/fetch?url="+url.QueryEscape(c.url)+c.query)
+			var res FetchResult
+			if err := json.Unmarshal([]byte(body), &res); err != nil {
+				t.Fatal(err, body)
+			}
+			if res.Proxy != c.proxy {
+				t.Errorf("proxy %q, want %q", res.Proxy, c.proxy)
+			}
+			if c.wantBody != "" && (res.Body != c.wantBody || res.Status != 200 || res.Error != "") {
+				t.Errorf("/fetch = %+v, want body %q", res, c.wantBody)
+			}
+			if c.wantBody == "" && !strings.Contains(res.Error, c.wantErr) {
+				t.Errorf("/fetch = %+v, want error %q", res, c.wantErr)
+			}
+			if c.seen != nil {
+				if got := c.seen()[before:]; len(got) != 1 || got[0] != c.wantSeen {
+					t.Errorf("the proxy saw %q, want %q", got, c.wantSeen)
+				}
+			}
+		})
+	}
+}
+
+func TestOutboundRouting(t *testing.T) {
+	env := map[string]string{"HTTP_PROXY": "http://proxy.test:3128", "HTTPS_PROXY": "http://proxy.test:3128", "NO_PROXY": "localhost,127.0.0.1,maps-api,.internal.test", "NODE_EXTRA_CA_CERTS": "/nonexistent/ca.pem"}
+	s, _ := testServer(t, env)
+	for _, c := range []struct {
+		url    string
+		direct bool
+		want   string
+	}{
+		{"https://carto.com/", false, "http://proxy.test:3128"},
+		{"http://172.18.0.1:8080/", false, "http://proxy.test:3128"},
+		{"http://maps-api:3000/", false, ""},
+		{"https://db.internal.test/", false, ""},
+		{"http://127.0.0.1:3000/", false, ""},
+		{"https://carto.com/", true, ""},
+	} {
+		ob := s.outbound(c.direct, false)
+		req, _ := http.NewRequest("GET", c.url, nil)
+		p, err := ob.proxy(req)
+		got := ""
+		if p != nil {
+			got = p.String()
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%s (direct %t): proxy %q %v, want %q", c.url, c.direct, got, err, c.want)
+		}
+		if !strings.Contains(ob.caWarning, "/nonexistent/ca.pem") {
+			t.Errorf("no warning about the missing CA file: %q", ob.caWarning)
+		}
+	}
+}
+
+func TestWithoutProxy(t *testing.T) {
+	got := withoutProxy([]string{"HTTP_PROXY=http://p:3128", "http_proxy=http://p:3128", "HTTPS_PROXY=x", "https_proxy=x", "All_Proxy=x", "NO_PROXY=localhost", "no_proxy=localhost", "PATH=/bin", "GRPC_PROXY=http://p:3128"})
+	if strings.Join(got, " ") != "NO_PROXY=localhost no_proxy=localhost PATH=/bin GRPC_PROXY=http://p:3128" {
+		t.Errorf("withoutProxy = %q", got)
+	}
+}
+
+func TestWgetHonoursNoProxy(t *testing.T) {
+	env := map[string]string{"http_proxy": "http://172.20.0.1:3128", "HTTPS_PROXY": "http://172.20.0.1:3128", "NO_PROXY": "localhost,127.0.0.1,maps-api"}
+	get := func(k string) string { return env[k] }
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"-q", "-O", "/dev/null", "http://127.0.0.1:3000/health"}, false},
+		{[]string{"-q", "-O-", "http://maps-api:3000/whoami"}, false},
+		{[]string{"-q", "-O-", "http://172.20.0.1:8080/x"}, true},
+		{[]string{"-q", "-O-", "https://carto.com/"}, true},
+		{[]string{"-Y", "off", "-q", "-O-", "https://carto.com/"}, false},
+		{[]string{"--help"}, false},
+	} {
+		if got := wgetProxied(c.args, get); got != c.want {
+			t.Errorf("wget %v: proxied %t, want %t", c.args, got, c.want)
+		}
+	}
+}
+
+func TestSetupImage(t *testing.T) {
+	bin := t.TempDir()
+	os.WriteFile(filepath.Join(bin, "busybox"), nil, 0o755)
+	os.Symlink("busybox", filepath.Join(bin, "sh"))
+	if err := setupImage(bin, "/standin"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"sh", "wget"} {
+		if l, err := os.Readlink(filepath.Join(bin, name)); err != nil || l != "/standin" {
+			t.Errorf("%s -> %q %v", name, l, err)
+		}
+	}
+}
+
+func TestMulticallLeavesTheServiceAlone(t *testing.T) {
+	for _, args := range [][]string{{"/standin"}, {"/standin", "node", "index.js"}, {"/usr/src/app/onprem-init-db.sh"}} {
+		if _, ok := multicall(args); ok {
+			t.Errorf("multicall took %v", args)
 		}
 	}
 }
