@@ -12,6 +12,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -25,6 +26,19 @@ type Status struct {
 	Project  string                `json:"project"`
 	Healthy  bool                  `json:"healthy"`
 	Services []stack.ServiceStatus `json:"services"`
+	// Proxy is the forward proxy the stack goes out through, if any.
+	Proxy *ProxyStatus `json:"proxy,omitempty"`
+	// Notes are facts the operator should know, e.g. which data warehouse
+	// connections bypass the proxy.
+	Notes []string `json:"notes,omitempty"`
+}
+
+// ProxyStatus is the proxy part of Status.
+type ProxyStatus struct {
+	URL                string   `json:"url"`
+	NoProxy            []string `json:"no_proxy,omitempty"`
+	CACert             bool     `json:"ca_cert"`
+	RejectUnauthorized bool     `json:"reject_unauthorized"`
 }
 
 // GetStatus reports the installed stack's state from the engine.
@@ -57,6 +71,12 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		Version: st.Version, Layout: d.Layout, Role: stack.RoleAll, Domain: domain,
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
 		Project: project.Name, Services: services, Healthy: true,
+	}
+	if p := cfg.Proxy; p.Enabled() {
+		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
+		_, out.Notes = cfg.envSettings(nil)
+	} else {
+		out.Notes = proxy.BypassNotes(cfg.Warehouses)
 	}
 	for _, s := range services {
 		ok := s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none"))

@@ -86,7 +86,18 @@ func printStatus(w io.Writer, st *installer.Status) {
 	if !st.Healthy {
 		health = "NOT healthy"
 	}
-	fmt.Fprintf(w, "CARTO %s (%s layout) at %s: %s\n\n", orDash(st.Version), st.Layout, st.URL, health)
+	fmt.Fprintf(w, "CARTO %s (%s layout) at %s: %s\n", orDash(st.Version), st.Layout, st.URL, health)
+	if p := st.Proxy; p != nil {
+		ca := ""
+		if p.CACert {
+			ca = ", proxy CA trusted"
+		}
+		fmt.Fprintf(w, "Proxy: %s%s\n", p.URL, ca)
+	}
+	for _, n := range st.Notes {
+		fmt.Fprintf(w, "Note: %s\n", n)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tSTATE\tHEALTH\tRESTARTS\tIMAGE")
 	for _, s := range st.Services {

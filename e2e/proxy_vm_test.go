@@ -1,0 +1,190 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/e2e/vm"
+	"github.com/cartodb/carto-appliance/installer"
+)
+
+// On a fresh VM (systemd and its own Docker engine) whose direct route to
+// the registry is blocked, `install --proxy-url` gives the Docker engine
+// the proxy (a docker.service drop-in, engine restarted after --yes), so
+// the stack's images are pulled through the proxy and the stack ends
+// healthy; the proxy's log shows the registry tunnel.
+func TestFreshVMPullsThroughProxy(t *testing.T) {
+	t.Parallel()
+	if err := proxytest.Available(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := vm.EnsureImage(ctx, docker); err != nil {
+		t.Fatal(err)
+	}
+	netw := vm.NewNetwork(t, docker, "pxvm")
+	regHost, regCA := startRegistryMirror(t, netw.Name)
+	regIP, _, _ := strings.Cut(regHost, ":")
+	px, err := proxytest.StartTinyproxy(ctx, t.TempDir(), netw.Gateway.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(px.Stop)
+	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
+
+	step(t, "the VM trusts the registry's CA but cannot reach it directly", func(t *testing.T) {
+		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost, "/root/package")
+		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		node.MustExec(t, "iptables", "-I", "OUTPUT", "-d", regIP, "-p", "tcp", "--dport", "5000", "-j", "REJECT")
+		if _, _, code, _ := node.Exec(ctx, "curl", "-s", "--max-time", "5", "--cacert", "/etc/docker/certs.d/"+regHost+"/ca.crt", "https://"+regHost+"/v2/"); code == 0 {
+			t.Fatal("the VM reaches the registry directly")
+		}
+		if out, _, code, _ := node.Exec(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "-x", px.URL(), "--cacert", "/etc/docker/certs.d/"+regHost+"/ca.crt", "https://"+regHost+"/v2/"); code != 0 || out != "401" {
+			t.Fatalf("through the proxy the registry answers %q (curl exit %d), want 401", out, code)
+		}
+	})
+
+	step(t, "install through the proxy ends healthy", func(t *testing.T) {
+		if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var env strings.Builder
+		for k, v := range baseCustomerEnv("carto.vm.test") {
+			fmt.Fprintf(&env, "%s=%s\n", k, v)
+		}
+		write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
+		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--no-service", "--yes",
+			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json",
+			"--registry", regHost, "--proxy-url", px.URL())
+		if err != nil || code != 0 {
+			t.Fatalf("install in the VM: exit %d %v\n%s\n%s", code, err, out, errOut)
+		}
+		if !strings.Contains(errOut, "restarted the Docker engine with the new proxy settings") {
+			t.Errorf("install did not say it restarted the engine:\n%s", errOut)
+		}
+		st := vmStatus(t, node)
+		if !st.Healthy || len(st.Services) != 17 {
+			t.Fatalf("status in the VM: healthy=%v, %d services", st.Healthy, len(st.Services))
+		}
+	})
+
+	step(t, "the engine pulled through the proxy", func(t *testing.T) {
+		dropIn := node.MustExec(t, "cat", "/etc/systemd/system/docker.service.d/carto-proxy.conf")
+		if !strings.Contains(dropIn, `Environment="HTTPS_PROXY=`+px.URL()+`"`) {
+			t.Errorf("drop-in:\n%s", dropIn)
+		}
+		if env := node.MustExec(t, "systemctl", "show", "docker", "-p", "Environment"); !strings.Contains(env, "HTTPS_PROXY="+px.URL()) {
+			t.Errorf("docker.service runs without the proxy: %s", env)
+		}
+		log, err := px.AccessLog()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(log, regHost) {
+			t.Errorf("the proxy's log shows no tunnel to %s:\n%s", regHost, tail(log, 20))
+		}
+	})
+
+	step(t, "the stack in the VM answers through its router", func(t *testing.T) {
+		out := node.MustExec(t, "curl", "-sk", "--max-time", "10", "--resolve", "carto.vm.test:443:127.0.0.1", "https://carto.vm.test/workspace-api/whoami")
+		if !strings.Contains(out, `"workspace-api"`) {
+			t.Errorf("router in the VM answered %q", out)
+		}
+	})
+}
+
+func vmStatus(t *testing.T, node *vm.VM) installer.Status {
+	t.Helper()
+	out := node.MustExec(t, "carto-appliance", "status", "--json")
+	var st installer.Status
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	return st
+}
+
+func write(t *testing.T, node *vm.VM, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := node.WriteFile(context.Background(), path, data, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// startRegistryMirror serves the test registry's content (same storage,
+// same htpasswd) from a container on the VMs' network on port 5000, with a
+// certificate for its address from a CA of its own. It returns the
+// registry's host:port and the CA.
+func startRegistryMirror(t *testing.T, network string) (string, []byte) {
+	t.Helper()
+	conf := t.TempDir()
+	htpasswd, err := os.ReadFile(filepath.Join(reg.Dir, "htpasswd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := `version: 0.1
+log: {level: warn, accesslog: {disabled: true}}
+storage: {filesystem: {rootdirectory: /data}, maintenance: {uploadpurging: {enabled: false}}}
+http: {addr: ":5000", secret: mirror, tls: {certificate: /conf/registry.crt, key: /conf/registry.key}}
+auth: {htpasswd: {realm: carto-testbed, path: /conf/htpasswd}}
+`
+	for name, data := range map[string][]byte{"config.yml": []byte(config), "htpasswd": htpasswd} {
+		if err := os.WriteFile(filepath.Join(conf, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The address comes from the network, so the certificate is made once
+	// the container has one; the registry waits for it.
+	name := fmt.Sprintf("carto-e2e-regmirror-%d", time.Now().UnixNano())
+	out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", network,
+		"-v", "/usr/bin/docker-registry:/usr/bin/docker-registry:ro", "-v", conf+":/conf:ro", "-v", filepath.Join(reg.Dir, "data")+":/data",
+		images.Base, "/bin/sh", "-c", "for i in $(seq 300); do [ -s /conf/registry.key ] && break; sleep 0.1; done; exec /usr/bin/docker-registry serve /conf/config.yml").CombinedOutput()
+	if err != nil {
+		t.Fatalf("starting the registry mirror: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	ipOut, err := exec.Command("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip := strings.TrimSpace(string(ipOut))
+	ca, err := proxytest.NewCA("registry mirror CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.Issue(ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(conf, "registry.crt"), cert, 0o644)
+	os.WriteFile(filepath.Join(conf, "registry.key.tmp"), key, 0o644)
+	os.Rename(filepath.Join(conf, "registry.key.tmp"), filepath.Join(conf, "registry.key"))
+	host := ip + ":5000"
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+	eventually(t, 30*time.Second, func() error {
+		resp, err := client.Get("https://" + host + "/v2/")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			return fmt.Errorf("registry mirror answers %s", resp.Status)
+		}
+		return nil
+	})
+	return host, ca.PEM
+}
