@@ -65,6 +65,14 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 	if err != nil {
 		return nil, err
 	}
+	agent, err := LoadAgentState(paths)
+	if err != nil {
+		return nil, err
+	}
+	for i, s := range services {
+		a := agent.Services[s.Name]
+		services[i].AgentRestarts, services[i].CrashLoop = a.Restarts, a.CrashLoop
+	}
 	d := cfg.Defaults()
 	domain := project.Environment["SELFHOSTED_DOMAIN"]
 	out := &Status{
@@ -79,7 +87,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		out.Notes = proxy.BypassNotes(cfg.Warehouses)
 	}
 	for _, s := range services {
-		ok := s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none"))
+		ok := !s.CrashLoop && (s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none")))
 		if !ok {
 			out.Healthy = false
 		}

@@ -36,6 +36,10 @@ type ServiceStatus struct {
 	// Version is the appliance's io.carto.appliance.version label.
 	Version   string    `json:"version,omitempty"`
 	StartedAt time.Time `json:"started_at,omitzero"`
+	// AgentRestarts and CrashLoop come from the supervisor (the engine's
+	// own restarts are in Restarts).
+	AgentRestarts int  `json:"agent_restarts"`
+	CrashLoop     bool `json:"crash_loop"`
 }
 
 // Status reports every service of the project (missing ones included) and

@@ -13,6 +13,7 @@ import (
 func newInstallCmd() *cobra.Command {
 	var opts installer.InstallOptions
 	var noService, yes bool
+	var binary string
 	var pull string
 	var px proxyFlags
 	cmd := &cobra.Command{
@@ -25,24 +26,40 @@ Nothing changes until the settings are valid and every image is present.
 Re-running it converges: only what changed is recreated.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
-			if !noService {
-				return usageError{fmt.Errorf("the systemd agent is not available in this version: run install with --no-service")}
+			if err := validatePull(pull); err != nil {
+				return err
 			}
-			return validatePull(pull)
+			if noService {
+				return nil
+			}
+			// Before anything changes: systemd runs here, we are root, and
+			// the unit can run the binary.
+			return installer.CheckService(installer.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
 			opts.Proxy = px.input(cmd, "proxy-")
-			return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+			err := runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
 				return installer.Install(cmd.Context(), opts)
 			})
+			if err != nil || noService {
+				return err
+			}
+			// The stack is up and converged first, so the agent's own first
+			// converge is a no-op rather than a second one racing this one.
+			if err := installer.InstallService(cmd.Context(), installer.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
+				return fmt.Errorf("the stack is up, but its agent did not start: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", installer.ServiceUnit)
+			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
+	f.StringVar(&binary, "binary", installer.DefaultBinary, "the carto-appliance executable the systemd service runs")
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")

@@ -75,6 +75,8 @@ func newRootCmd() *cobra.Command {
 		newEnvCmd(),
 		newConfigCmd(),
 		newProxyCmd(),
+		newAgentCmd(),
+		newServiceCmd(),
 		newUninstallCmd(),
 		newVersionCmd(),
 	)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -33,6 +34,11 @@ install brings the same data back. --purge deletes them too.`,
 				if strings.TrimSpace(answer) != "purge" {
 					return fmt.Errorf("aborted, nothing was changed")
 				}
+			}
+			// The agent first: a running agent would bring back what the
+			// uninstall removes.
+			if err := installer.UninstallService(cmd.Context(), opts.Paths); err != nil && !errors.Is(err, installer.ErrNoSystemd) {
+				return err
 			}
 			pr := newProgress(os.Stderr)
 			opts.Reporter = pr

@@ -1,0 +1,228 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/vm"
+)
+
+// On a fresh VM (systemd and its own Docker engine) with the stack
+// installed, `service install` runs the agent as carto-appliance.service:
+// Type=notify with a 30 s watchdog that the agent keeps feeding, restarted
+// by systemd within seconds of a kill -9 without a stack container being
+// recreated; re-running it changes nothing; `service uninstall` stops the
+// agent and removes the unit, and the stack keeps running.
+func TestServiceAgentUnderSystemd(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if _, err := vm.EnsureImage(ctx, docker); err != nil {
+		t.Fatal(err)
+	}
+	netw := vm.NewNetwork(t, docker, "svcvm")
+	regHost, regCA := startRegistryMirror(t, netw.Name)
+	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "80")
+			t.Logf("agent journal in the VM:\n%s", out)
+		}
+	})
+	const unitPath = "/etc/systemd/system/carto-appliance.service"
+	var stack map[string]string // container ID → name and state, as installed
+
+	step(t, "the stack is installed without the service", func(t *testing.T) {
+		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost, "/root/package")
+		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var env strings.Builder
+		for k, v := range baseCustomerEnv("carto.vm.test") {
+			fmt.Fprintf(&env, "%s=%s\n", k, v)
+		}
+		write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
+		node.MustExec(t, "carto-appliance", "install", "--no-service", "--yes",
+			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Fatalf("the stack in the VM is not healthy: %+v", st)
+		}
+		stack = vmContainers(t, node)
+	})
+
+	var pid int
+	step(t, "service install runs the agent as a notify unit with a watchdog", func(t *testing.T) {
+		out := node.MustExec(t, "carto-appliance", "service", "install")
+		if !strings.Contains(out, "carto-appliance.service is active") {
+			t.Errorf("service install said %q", out)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "systemctl", "is-active", "carto-appliance")); got != "active" {
+			t.Fatalf("systemctl is-active: %s", got)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "systemctl", "is-enabled", "carto-appliance")); got != "enabled" {
+			t.Errorf("systemctl is-enabled: %s", got)
+		}
+		props := unitProps(t, node, "Type", "WatchdogUSec", "Restart", "RestartUSec", "NotifyAccess", "KillMode", "ExecMainPID", "After", "Wants")
+		for k, want := range map[string]string{"Type": "notify", "WatchdogUSec": "30s", "Restart": "always", "RestartUSec": "2s", "NotifyAccess": "main", "KillMode": "process"} {
+			if props[k] != want {
+				t.Errorf("%s=%s, want %s", k, props[k], want)
+			}
+		}
+		for _, k := range []string{"After", "Wants"} {
+			if !strings.Contains(props[k], "docker.service") {
+				t.Errorf("%s=%s lacks docker.service", k, props[k])
+			}
+		}
+		// kardianos/service wrote exactly what the installer renders for
+		// these paths, so a later install finds it current.
+		golden, err := os.ReadFile("../installer/testdata/carto-appliance.service")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := node.MustExec(t, "cat", unitPath); got != string(golden) {
+			t.Errorf("%s differs from installer/testdata/carto-appliance.service:\n%s", unitPath, got)
+		}
+		pid = mainPID(t, node)
+		if pid == 0 {
+			t.Fatal("no MainPID")
+		}
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-o", "cat")
+		if !strings.Contains(journal, "event=ready") {
+			t.Errorf("the agent's journal has no event=ready:\n%s", tail(journal, 20))
+		}
+		t.Logf("the agent's journal:\n%s", tail(journal, 6))
+		if st := node.MustExec(t, "carto-appliance", "service", "status"); !strings.Contains(st, "state:    active (running)") {
+			t.Errorf("service status:\n%s", st)
+		}
+	})
+
+	step(t, "a second service install changes nothing", func(t *testing.T) {
+		before := node.MustExec(t, "stat", "-c", "%Y.%Z", unitPath)
+		node.MustExec(t, "carto-appliance", "service", "install")
+		if after := node.MustExec(t, "stat", "-c", "%Y.%Z", unitPath); after != before {
+			t.Errorf("the unit file was rewritten (%s → %s)", before, after)
+		}
+		if got := mainPID(t, node); got != pid {
+			t.Errorf("the agent was restarted: pid %d → %d", pid, got)
+		}
+	})
+
+	step(t, "the agent feeds the watchdog past WatchdogSec", func(t *testing.T) {
+		// systemd records each WATCHDOG=1 it receives; the agent pings
+		// every 15 s, so 35 s see at least two, and a missed watchdog
+		// would have restarted it.
+		first := unitProps(t, node, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
+		seen := map[string]bool{first: true}
+		deadline := time.Now().Add(35 * time.Second)
+		for time.Now().Before(deadline) {
+			p := unitProps(t, node, "WatchdogTimestampMonotonic", "MainPID", "NRestarts", "ActiveState")
+			if p["MainPID"] != strconv.Itoa(pid) || p["NRestarts"] != "0" || p["ActiveState"] != "active" {
+				t.Fatalf("the agent was restarted or stopped: %v", p)
+			}
+			seen[p["WatchdogTimestampMonotonic"]] = true
+			time.Sleep(time.Second)
+		}
+		delete(seen, "0")
+		if len(seen) < 2 {
+			t.Errorf("systemd recorded watchdog pings at %v; want at least two", seen)
+		}
+	})
+
+	step(t, "kill -9 of the agent: systemd restarts it within seconds and no container is recreated", func(t *testing.T) {
+		start := time.Now()
+		node.MustExec(t, "kill", "-9", strconv.Itoa(pid))
+		eventually(t, 15*time.Second, func() error {
+			p := unitProps(t, node, "MainPID", "ActiveState", "NRestarts")
+			if p["ActiveState"] != "active" || p["MainPID"] == "0" || p["MainPID"] == strconv.Itoa(pid) || p["NRestarts"] != "1" {
+				return fmt.Errorf("not restarted yet: %v", p)
+			}
+			return nil
+		})
+		t.Logf("agent back and ready after %s", time.Since(start).Round(100*time.Millisecond))
+		pid = mainPID(t, node)
+		sameContainers(t, stack, vmContainers(t, node))
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("the stack is not healthy after the agent's restart: %+v", st)
+		}
+	})
+
+	step(t, "service uninstall stops the agent and removes the unit; the stack keeps running", func(t *testing.T) {
+		node.MustExec(t, "carto-appliance", "service", "uninstall")
+		for _, p := range []string{unitPath, "/etc/systemd/system/multi-user.target.wants/carto-appliance.service"} {
+			if _, _, code, _ := node.Exec(ctx, "test", "-e", p); code == 0 {
+				t.Errorf("%s is still there", p)
+			}
+		}
+		if p := unitProps(t, node, "LoadState", "ActiveState"); p["LoadState"] != "not-found" || p["ActiveState"] != "inactive" {
+			t.Errorf("the unit after uninstall: %v", p)
+		}
+		if _, _, code, _ := node.Exec(ctx, "kill", "-0", strconv.Itoa(pid)); code == 0 {
+			t.Errorf("the agent (pid %d) still runs", pid)
+		}
+		sameContainers(t, stack, vmContainers(t, node))
+		if st := node.MustExec(t, "carto-appliance", "service", "status"); !strings.Contains(st, "not installed") {
+			t.Errorf("service status after uninstall:\n%s", st)
+		}
+		node.MustExec(t, "carto-appliance", "service", "uninstall") // nothing left to do: not an error
+	})
+}
+
+// unitProps reads properties of carto-appliance.service.
+func unitProps(t *testing.T, node *vm.VM, names ...string) map[string]string {
+	t.Helper()
+	out := node.MustExec(t, "systemctl", "show", "carto-appliance", "-p", strings.Join(names, ","))
+	props := map[string]string{}
+	for line := range strings.Lines(out) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			props[k] = v
+		}
+	}
+	return props
+}
+
+func mainPID(t *testing.T, node *vm.VM) int {
+	t.Helper()
+	pid, _ := strconv.Atoi(unitProps(t, node, "MainPID")["MainPID"])
+	return pid
+}
+
+// vmContainers maps the stack's containers in the VM, by ID, to their
+// name and state.
+func vmContainers(t *testing.T, node *vm.VM) map[string]string {
+	t.Helper()
+	out := node.MustExec(t, "docker", "ps", "-a", "--no-trunc", "--filter", "label=com.docker.compose.project=carto", "--format", "{{.ID}} {{.Names}} {{.State}}")
+	m := map[string]string{}
+	for line := range strings.Lines(out) {
+		if id, rest, ok := strings.Cut(strings.TrimSpace(line), " "); ok {
+			m[id] = rest
+		}
+	}
+	if len(m) == 0 {
+		t.Fatal("no stack container in the VM")
+	}
+	return m
+}
+
+func sameContainers(t *testing.T, before, after map[string]string) {
+	t.Helper()
+	for id, v := range before {
+		if after[id] != v {
+			t.Errorf("container %s (%s) is now %q", id[:12], v, after[id])
+		}
+	}
+	for id, v := range after {
+		if _, ok := before[id]; !ok {
+			t.Errorf("new container %s (%s)", id[:12], v)
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package installer
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+)
+
+const agentStateFileName = "agent.json"
+
+// AgentState is what the supervisor records about the services it keeps
+// up, in the state dir, for status to show.
+type AgentState struct {
+	UpdatedAt time.Time                    `json:"updated_at"`
+	Services  map[string]AgentServiceState `json:"services"`
+}
+
+// AgentServiceState is one service as the supervisor sees it.
+type AgentServiceState struct {
+	// Restarts counts the times the supervisor brought the service back.
+	Restarts    int       `json:"restarts"`
+	LastRestart time.Time `json:"last_restart,omitzero"`
+	// CrashLoop is set while the service keeps failing: restarts are then
+	// spaced by a growing backoff, NextAttempt says when the next is due.
+	CrashLoop   bool      `json:"crash_loop,omitempty"`
+	NextAttempt time.Time `json:"next_attempt,omitzero"`
+	Backoff     string    `json:"backoff,omitempty"`
+}
+
+// LoadAgentState reads the supervisor's record; none yet is an empty one.
+func LoadAgentState(paths Paths) (AgentState, error) {
+	paths = paths.withDefaults()
+	st := AgentState{Services: map[string]AgentServiceState{}}
+	b, err := os.ReadFile(filepath.Join(paths.StateDir, agentStateFileName))
+	if errors.Is(err, fs.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("reading the agent state: %w", err)
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, fmt.Errorf("reading the agent state: %w", err)
+	}
+	if st.Services == nil {
+		st.Services = map[string]AgentServiceState{}
+	}
+	return st, nil
+}
+
+// SaveAgentState writes the supervisor's record atomically.
+func SaveAgentState(paths Paths, st AgentState) error {
+	paths = paths.withDefaults()
+	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
+		return fmt.Errorf("creating the state dir: %w", err)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(paths.StateDir, agentStateFileName), append(b, '\n'), 0o600)
+}

@@ -1,0 +1,91 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// ContainerEvent is a change to one of the project's containers that the
+// supervisor may have to act on.
+type ContainerEvent struct {
+	Service     string
+	ContainerID string
+	Action      string // die, oom, start, health_status: unhealthy, ...
+}
+
+// Watch streams the project's container events until ctx ends or the
+// engine connection fails (the error channel then gets the reason; the
+// caller reconnects).
+func (e *Engine) Watch(ctx context.Context, project string) (<-chan ContainerEvent, <-chan error) {
+	res := e.api.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).
+		Add("type", "container").
+		Add("label", labelProject+"="+project)})
+	out := make(chan ContainerEvent)
+	go func() {
+		defer close(out)
+		for m := range res.Messages {
+			if m.Actor.Attributes[labelOneoff] == "True" {
+				continue
+			}
+			ev := ContainerEvent{Service: m.Actor.Attributes[labelService], ContainerID: m.Actor.ID, Action: string(m.Action)}
+			select {
+			case out <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, res.Err
+}
+
+// ServiceHealth is what the supervisor needs to know of one service.
+type ServiceHealth struct {
+	ContainerID string // "" when the service has no container
+	// NeedsRevival is set when the container has stopped or turned
+	// unhealthy and is not a one-shot service (restart "no"): it should
+	// be running and is not.
+	NeedsRevival bool
+	// RestartCount is how often the engine's restart policy restarted it.
+	RestartCount int
+}
+
+// ServiceState inspects one service's container.
+func (e *Engine) ServiceState(ctx context.Context, project, service string) (ServiceHealth, error) {
+	have, _, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return ServiceHealth{}, err
+	}
+	c, ok := have[service]
+	if !ok {
+		return ServiceHealth{}, nil // not created: converging, not reviving, fixes that
+	}
+	insp, err := e.api.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return ServiceHealth{}, fmt.Errorf("inspecting %s: %w", service, err)
+	}
+	ic := insp.Container
+	h := ServiceHealth{ContainerID: c.ID, RestartCount: ic.RestartCount}
+	if ic.HostConfig != nil && (ic.HostConfig.RestartPolicy.Name == container.RestartPolicyDisabled || ic.HostConfig.RestartPolicy.Name == "") {
+		return h, nil
+	}
+	st := ic.State
+	unhealthy := st.Health != nil && st.Health.Status == container.Unhealthy
+	h.NeedsRevival = !st.Restarting && (!st.Running || unhealthy)
+	return h, nil
+}
+
+// Revive restarts a service's container when ServiceState says it needs
+// it, and reports whether it did.
+func (e *Engine) Revive(ctx context.Context, project, service string) (bool, error) {
+	h, err := e.ServiceState(ctx, project, service)
+	if err != nil || !h.NeedsRevival {
+		return false, err
+	}
+	if _, err := e.api.ContainerRestart(ctx, h.ContainerID, client.ContainerRestartOptions{}); err != nil {
+		return false, fmt.Errorf("restarting %s: %w", service, err)
+	}
+	return true, nil
+}

@@ -1,0 +1,260 @@
+// Package supervisor is the agent: it keeps the installed stack converged
+// and running (SPEC §6). It converges at start, follows the Docker events
+// stream, brings back a container that dies or turns unhealthy with a
+// growing backoff, reports crash loops in the state dir for `status`, and
+// reconnects and converges again after the Docker engine restarts.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// Options configures Run.
+type Options struct {
+	Paths installer.Paths
+	// Ready is called once, after the engine answered and the first
+	// converge ran (whatever its outcome: the stack's state is reported in
+	// status, and an agent that never gets ready would be restarted by
+	// systemd in a loop).
+	Ready func()
+	// Healthy is called on every pass of the loop (also while the engine
+	// is away), for the systemd watchdog.
+	Healthy func()
+	// Logf receives one line per thing the supervisor does.
+	Logf func(format string, args ...any)
+	// Resync is how often every service is checked even without events;
+	// 0 means 10 s.
+	Resync time.Duration
+}
+
+// errEngineGone ends one watch session: the engine stopped answering.
+var errEngineGone = errors.New("the Docker engine connection ended")
+
+// Run supervises until ctx ends; cancellation is not an error.
+func Run(ctx context.Context, opts Options) error {
+	s := &sup{opts: opts, trackers: map[string]*tracker{}}
+	if s.opts.Logf == nil {
+		s.opts.Logf = func(string, ...any) {}
+	}
+	if s.opts.Resync == 0 {
+		s.opts.Resync = 10 * time.Second
+	}
+	ready := false
+	for ctx.Err() == nil {
+		eng, err := s.connect(ctx)
+		if err != nil {
+			break // ctx ended
+		}
+		s.converge(ctx)
+		if !ready && s.opts.Ready != nil {
+			s.opts.Ready()
+			ready = true
+		}
+		err = s.watch(ctx, eng)
+		eng.Close()
+		if ctx.Err() == nil {
+			s.opts.Logf("event=engine-lost err=%q action=reconnect", err)
+		}
+	}
+	return nil
+}
+
+type sup struct {
+	opts     Options
+	project  string
+	trackers map[string]*tracker // by service; owned by the loop
+}
+
+// connect waits for the engine, retrying on a bounded backoff, until ctx
+// ends.
+func (s *sup) connect(ctx context.Context) (*stack.Engine, error) {
+	delay := 500 * time.Millisecond
+	for {
+		eng, err := stack.Connect(ctx)
+		if err == nil {
+			return eng, nil
+		}
+		s.alive()
+		s.opts.Logf("event=engine-wait err=%q retry_in=%s", err, delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+// converge applies the installed configuration (a no-op when the stack
+// already matches it).
+func (s *sup) converge(ctx context.Context) {
+	cfg, _, err := installer.LoadConfig(installerPath(s.opts.Paths))
+	if err != nil {
+		s.opts.Logf("event=converge-failed err=%q", err)
+		return
+	}
+	s.project = cfg.Defaults().Project
+	start := time.Now()
+	res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths})
+	if err != nil {
+		s.opts.Logf("event=converge-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
+		return
+	}
+	a := res.Applied
+	s.opts.Logf("event=converged took=%s created=%d recreated=%d started=%d unchanged=%d",
+		time.Since(start).Round(time.Millisecond), len(a.Created), len(a.Recreated), len(a.Started), len(a.Unchanged))
+}
+
+func installerPath(p installer.Paths) string {
+	dir := p.ConfigDir
+	if dir == "" {
+		dir = installer.DefaultConfigDir
+	}
+	return dir + "/" + installer.ConfigFileName
+}
+
+// watch follows the project's events and resyncs periodically until the
+// engine connection ends or ctx does.
+func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events, errs := eng.Watch(wctx, s.project)
+	tick := time.NewTicker(s.opts.Resync)
+	defer tick.Stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
+	s.resync(ctx, eng, retry)
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return fmt.Errorf("%w: %v", errEngineGone, err)
+		case ev, ok := <-events:
+			if !ok {
+				return errEngineGone
+			}
+			switch {
+			case ev.Action == "die", ev.Action == "oom", strings.HasPrefix(ev.Action, "health_status: unhealthy"):
+				s.opts.Logf("event=container-%s service=%s", strings.ReplaceAll(ev.Action, ": ", "-"), ev.Service)
+				// Let the engine's own restart policy act first.
+				retry.Reset(time.Second)
+			}
+		case <-retry.C:
+			s.resync(ctx, eng, retry)
+		case <-tick.C:
+			s.resync(ctx, eng, retry)
+		}
+	}
+}
+
+// resync revives every service that is down or unhealthy, when its backoff
+// allows, arms retry for the earliest one still waiting, records the state
+// for status, and reports the loop healthy.
+func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) {
+	// The watchdog is about this loop being alive, not the stack being
+	// healthy: a stack it cannot fix is reported, and killing the agent
+	// would not help.
+	defer s.alive()
+	cfgProject, err := stack.Load(ctx, configDir(s.opts.Paths), s.project)
+	if err != nil {
+		s.opts.Logf("event=resync-failed err=%q", oneLine(err))
+		return
+	}
+	now := time.Now()
+	var earliest time.Time
+	for _, name := range sortedServices(cfgProject.Services) {
+		t := s.tracker(name)
+		h, err := eng.ServiceState(ctx, s.project, name)
+		if err != nil {
+			s.opts.Logf("event=inspect-failed service=%s err=%q", name, oneLine(err))
+			continue
+		}
+		t.observe(now, h.ContainerID, h.RestartCount)
+		if !h.NeedsRevival {
+			continue
+		}
+		if ok, next := t.due(now); !ok {
+			if earliest.IsZero() || next.Before(earliest) {
+				earliest = next
+			}
+			continue
+		}
+		restarted, err := eng.Revive(ctx, s.project, name)
+		if err != nil {
+			s.opts.Logf("event=revive-failed service=%s err=%q", name, oneLine(err))
+			continue
+		}
+		if restarted {
+			t.record(now)
+			s.opts.Logf("event=restarted service=%s restarts_in_window=%d next_allowed_in=%s crash_loop=%v", name, len(t.restarts), t.backoff(), t.crashLoop(now))
+			if earliest.IsZero() || t.next.Before(earliest) {
+				earliest = t.next
+			}
+		}
+	}
+	if !earliest.IsZero() {
+		retry.Reset(max(time.Until(earliest), 100*time.Millisecond))
+	}
+	s.save(now)
+}
+
+func (s *sup) alive() {
+	if s.opts.Healthy != nil {
+		s.opts.Healthy()
+	}
+}
+
+func (s *sup) tracker(name string) *tracker {
+	t, ok := s.trackers[name]
+	if !ok {
+		t = &tracker{}
+		s.trackers[name] = t
+	}
+	return t
+}
+
+func (s *sup) save(now time.Time) {
+	st := installer.AgentState{UpdatedAt: now.UTC(), Services: map[string]installer.AgentServiceState{}}
+	for name, t := range s.trackers {
+		if t.total == 0 {
+			continue
+		}
+		a := installer.AgentServiceState{Restarts: t.total, LastRestart: t.last.UTC(), CrashLoop: t.crashLoop(now)}
+		if a.CrashLoop {
+			a.NextAttempt, a.Backoff = t.next.UTC(), t.backoff().String()
+		}
+		st.Services[name] = a
+	}
+	if err := installer.SaveAgentState(s.opts.Paths, st); err != nil {
+		s.opts.Logf("event=state-save-failed err=%q", err)
+	}
+}
+
+func configDir(p installer.Paths) string {
+	if p.ConfigDir == "" {
+		return installer.DefaultConfigDir
+	}
+	return p.ConfigDir
+}
+
+func sortedServices[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", " | ")
+}
