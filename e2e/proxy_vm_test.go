@@ -150,13 +150,14 @@ auth: {htpasswd: {realm: carto-testbed, path: /conf/htpasswd}}
 	// The address comes from the network, so the certificate is made once
 	// the container has one; the registry waits for it.
 	name := fmt.Sprintf("carto-e2e-regmirror-%d", time.Now().UnixNano())
+	// Registered first: a failed `docker run` can leave the container created.
+	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
 	out, err := exec.Command("docker", "run", "-d", "--name", name, "--network", network,
 		"-v", "/usr/bin/docker-registry:/usr/bin/docker-registry:ro", "-v", conf+":/conf:ro", "-v", filepath.Join(reg.Dir, "data")+":/data",
 		images.Base, "/bin/sh", "-c", "for i in $(seq 300); do [ -s /conf/registry.key ] && break; sleep 0.1; done; exec /usr/bin/docker-registry serve /conf/config.yml").CombinedOutput()
 	if err != nil {
 		t.Fatalf("starting the registry mirror: %v\n%s", err, out)
 	}
-	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
 	ipOut, err := exec.Command("docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).Output()
 	if err != nil {
 		t.Fatal(err)
