@@ -57,17 +57,7 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 	})
 
 	step(t, "install through the proxy ends healthy", func(t *testing.T) {
-		if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var env strings.Builder
-		for k, v := range baseCustomerEnv("carto.vm.test") {
-			fmt.Fprintf(&env, "%s=%s\n", k, v)
-		}
-		write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
+		stagePackage(t, node)
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--no-service", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json",
 			"--registry", regHost, "--proxy-url", px.URL())
@@ -106,6 +96,26 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 			t.Errorf("router in the VM answered %q", out)
 		}
 	})
+}
+
+// stagePackage puts the binary under test and a customer package
+// (customer.env for carto.vm.test, the registry's key.json) into the VM at
+// /usr/local/bin/carto-appliance and /root/package/.
+func stagePackage(t *testing.T, node *vm.VM) {
+	t.Helper()
+	ctx := context.Background()
+	node.MustExec(t, "mkdir", "-p", "/root/package")
+	if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var env strings.Builder
+	for k, v := range baseCustomerEnv("carto.vm.test") {
+		fmt.Fprintf(&env, "%s=%s\n", k, v)
+	}
+	write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
 }
 
 func vmStatus(t *testing.T, node *vm.VM) installer.Status {

@@ -41,17 +41,7 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 	step(t, "the stack is installed without the service", func(t *testing.T) {
 		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost, "/root/package")
 		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
-		if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
-			t.Fatal(err)
-		}
-		var env strings.Builder
-		for k, v := range baseCustomerEnv("carto.vm.test") {
-			fmt.Fprintf(&env, "%s=%s\n", k, v)
-		}
-		write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
+		stagePackage(t, node)
 		node.MustExec(t, "carto-appliance", "install", "--no-service", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)
 		if st := vmStatus(t, node); !st.Healthy {
