@@ -12,6 +12,9 @@ BIN      := bin/carto-appliance
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 10s
 BENCH_RUNS ?= 1
+# Time to minimize a new interesting input (go's default, 60 s, would run
+# far past FUZZTIME).
+FUZZMINIMIZE ?= 2s
 
 export CGO_ENABLED := 0
 SHELL := bash
@@ -38,15 +41,9 @@ lint:
 unit: lint
 	$(GO) test -count=1 ./...
 
-# Short coverage-guided runs of every fuzz target (go test -fuzz takes one
-# target per run).
+# Short coverage-guided runs of every fuzz target (scripts/fuzz.sh).
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for t in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
-	    $(GO) test $$pkg -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME); \
-	  done; \
-	done
+	FUZZTIME=$(FUZZTIME) FUZZMINIMIZE=$(FUZZMINIMIZE) GO=$(GO) scripts/fuzz.sh
 
 integration: deps build
 	mkdir -p .cache
