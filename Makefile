@@ -4,7 +4,8 @@
 #                engine through the real installer, print the URL and status
 #   make check   every test: unit, fuzz (short), integration against the real
 #                engine, registry and compose (what .ci/run calls)
-#   make bench   cold start and no-op apply vs legacy docker-compose 1.29
+#   make bench   cold start and no-op apply vs legacy docker-compose 1.29;
+#                the agent's reaction time, memory, idle CPU, status latency
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -59,6 +60,7 @@ demo-down: build
 
 bench: deps build
 	$(GO) run ./e2e/cmd/bench -runs $(BENCH_RUNS)
+	$(GO) run ./e2e/cmd/agentbench
 
 clean:
 	rm -rf bin .cache
