@@ -318,6 +318,11 @@ func (d *desired) redactor() func(string) string {
 // run stages the rendered files, pulls every image, and only then commits
 // the files to the config dir and converges the stack.
 func run(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+	unlock, err := lockConverge(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	eng, err := stack.Connect(ctx)
 	if err != nil {
 		return nil, err

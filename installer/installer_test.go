@@ -23,3 +23,20 @@ func TestRedactorMasksSecretValuesOnly(t *testing.T) {
 		t.Error("secret survived")
 	}
 }
+
+func TestConvergeLockIsExclusive(t *testing.T) {
+	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	unlock, ok, err := TryLockConverge(paths)
+	if err != nil || !ok {
+		t.Fatalf("first lock: %v %v", ok, err)
+	}
+	if _, ok, err := TryLockConverge(paths); ok || err != nil {
+		t.Fatalf("second lock while held: ok=%v err=%v", ok, err)
+	}
+	unlock()
+	unlock2, ok, err := TryLockConverge(paths)
+	if err != nil || !ok {
+		t.Fatalf("lock after release: %v %v", ok, err)
+	}
+	unlock2()
+}

@@ -439,7 +439,9 @@ func (e *Engine) removeContainer(ctx context.Context, id string, grace time.Dura
 	if _, err := e.api.ContainerStop(ctx, id, client.ContainerStopOptions{Timeout: &secs}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("stopping container %s: %w", id[:12], err)
 	}
-	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+	// Force: a restart policy (or another tool) may have started it again
+	// between the stop and the removal.
+	if _, err := e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
 		return fmt.Errorf("removing container %s: %w", id[:12], err)
 	}
 	return nil

@@ -164,6 +164,17 @@ func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) 
 	// healthy: a stack it cannot fix is reported, and killing the agent
 	// would not help.
 	defer s.alive()
+	// An install or config apply under way stops and starts containers on
+	// purpose: reviving them meanwhile would fight it. The next pass looks.
+	unlock, ok, err := installer.TryLockConverge(s.opts.Paths)
+	if err != nil || !ok {
+		if err != nil {
+			s.opts.Logf("event=resync-skipped err=%q", oneLine(err))
+		}
+		retry.Reset(time.Second)
+		return
+	}
+	defer unlock()
 	cfgProject, err := stack.Load(ctx, configDir(s.opts.Paths), s.project)
 	if err != nil {
 		s.opts.Logf("event=resync-failed err=%q", oneLine(err))
