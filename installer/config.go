@@ -41,7 +41,8 @@ type Paths struct {
 	StateDir  string // default DefaultStateDir
 }
 
-func (p Paths) withDefaults() Paths {
+// WithDefaults returns p with the default dirs where none is given.
+func (p Paths) WithDefaults() Paths {
 	if p.ConfigDir == "" {
 		p.ConfigDir = DefaultConfigDir
 	}

@@ -124,7 +124,7 @@ var ErrNotInstalled = errors.New("carto-appliance is not installed here")
 // image is present, so a bad customer.env, key.json or flag leaves the node
 // as it was. Re-running it converges.
 func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
-	paths := opts.Paths.withDefaults()
+	paths := opts.Paths.WithDefaults()
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -301,18 +301,33 @@ func (d *desired) url() string {
 	return u + "/"
 }
 
-// redactor replaces the values of the secret settings (and the key.json
-// password) in a text with the mask.
+// redactor replaces the values of the secret settings, and the key.json's
+// private key, in a text with the mask.
 func (d *desired) redactor() func(string) string {
-	var pairs []string
+	var secrets []string
 	for _, k := range d.env.Keys() {
+		if envfile.IsSecret(k) {
+			secrets = append(secrets, d.env.Get(k))
+		}
+	}
+	var key map[string]any
+	if json.Unmarshal(d.key, &key) == nil {
+		for _, field := range []string{"private_key", "private_key_id"} {
+			if v, ok := key[field].(string); ok {
+				secrets = append(secrets, v)
+				// A log may show the PEM with its newlines escaped.
+				secrets = append(secrets, strings.ReplaceAll(v, "\n", `\n`))
+			}
+		}
+	}
+	var pairs []string
+	for _, v := range secrets {
 		// Short values would mask ordinary words; no real secret is that short.
-		if v := d.env.Get(k); envfile.IsSecret(k) && len(v) >= 4 {
+		if len(v) >= 4 {
 			pairs = append(pairs, v, envfile.Mask)
 		}
 	}
-	r := strings.NewReplacer(pairs...)
-	return r.Replace
+	return strings.NewReplacer(pairs...).Replace
 }
 
 // run stages the rendered files, pulls every image, and only then commits
@@ -329,6 +344,7 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 	}
 	auth, err := d.registryAuth()
 	if err != nil {
+		eng.Close()
 		return nil, err
 	}
 	pull := stack.PullOptions{Policy: opts.Pull, Auth: auth, Progress: opts.Progress, Reporter: opts.Reporter}
@@ -337,6 +353,7 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 	engineNotes, err := configureEngineProxy(ctx, paths, d, opts.ConfirmEngineRestart)
 	d.warnings = append(d.warnings, engineNotes...)
 	if err != nil {
+		eng.Close()
 		return &Result{Warnings: d.warnings}, err
 	}
 	if eng, err = reconnect(ctx, eng); err != nil {

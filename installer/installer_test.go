@@ -24,6 +24,17 @@ func TestRedactorMasksSecretValuesOnly(t *testing.T) {
 	}
 }
 
+func TestRedactorMasksTheKeyJSONPrivateKey(t *testing.T) {
+	pemKey := "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkq\n-----END PRIVATE KEY-----\n"
+	d := &desired{env: envfile.NewEnv("LOG_LEVEL", "info"), key: []byte(`{"type":"service_account","private_key_id":"0a1b2c3d4e","private_key":"` + strings.ReplaceAll(pemKey, "\n", `\n`) + `"}`)}
+	redact := d.redactor()
+	for _, line := range []string{"credentials: " + pemKey, `loaded {"private_key":"` + strings.ReplaceAll(pemKey, "\n", `\n`) + `"}`, "key id 0a1b2c3d4e"} {
+		if got := redact(line); strings.Contains(got, "MIIEvQIBADANBgkq") || strings.Contains(got, "0a1b2c3d4e") {
+			t.Errorf("key material survived: %q", got)
+		}
+	}
+}
+
 func TestConvergeLockIsExclusive(t *testing.T) {
 	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
 	unlock, ok, err := TryLockConverge(paths)

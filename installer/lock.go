@@ -32,7 +32,7 @@ func lockConverge(ctx context.Context, paths Paths) (func(), error) {
 // TryLockConverge takes the converge lock if it is free; ok is false when
 // another change of the stack is under way.
 func TryLockConverge(paths Paths) (unlock func(), ok bool, err error) {
-	return tryLockConverge(paths.withDefaults())
+	return tryLockConverge(paths.WithDefaults())
 }
 
 func tryLockConverge(paths Paths) (func(), bool, error) {

@@ -36,7 +36,7 @@ func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
 // reconfigure applies a change to the installed appliance.yaml and
 // converges to it; mutate returns a proxy CA to install, if any.
 func reconfigure(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error)) (*Result, error) {
-	paths := opts.Paths.withDefaults()
+	paths := opts.Paths.WithDefaults()
 	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -71,7 +71,7 @@ type ProxyTestOptions struct {
 // TestProxy checks that every domain the stack needs is reachable with the
 // installed proxy settings, reporting each with the reason of a failure.
 func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, error) {
-	paths := opts.Paths.withDefaults()
+	paths := opts.Paths.WithDefaults()
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err

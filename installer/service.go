@@ -230,7 +230,7 @@ func startError(ctx context.Context, m serviceManager, opts ServiceOptions, doin
 
 // uninstallService does UninstallService's work on m.
 func uninstallService(ctx context.Context, m serviceManager, paths Paths) error {
-	paths = paths.withDefaults()
+	paths = paths.WithDefaults()
 	path := m.unitPath()
 	_, err := os.Stat(path)
 	haveFile := err == nil
@@ -317,7 +317,7 @@ func parseServiceState(out string) ServiceState {
 // resolve fills in the defaults, makes the paths absolute and checks that
 // they can be written in the unit.
 func (o ServiceOptions) resolve() (ServiceOptions, error) {
-	o.Paths = o.Paths.withDefaults()
+	o.Paths = o.Paths.WithDefaults()
 	if o.Binary == "" {
 		o.Binary = DefaultBinary
 	}

@@ -43,7 +43,7 @@ type ProxyStatus struct {
 
 // GetStatus reports the installed stack's state from the engine.
 func GetStatus(ctx context.Context, paths Paths) (*Status, error) {
-	paths = paths.withDefaults()
+	paths = paths.WithDefaults()
 	cfg, project, err := loadInstalled(ctx, paths)
 	if err != nil {
 		return nil, err
@@ -113,7 +113,7 @@ func loadInstalled(ctx context.Context, paths Paths) (Config, *types.Project, er
 
 // Logs writes the services' logs to w, prefixed by service name.
 func Logs(ctx context.Context, paths Paths, w io.Writer, opts stack.LogsOptions) error {
-	paths = paths.withDefaults()
+	paths = paths.WithDefaults()
 	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return err
@@ -139,7 +139,7 @@ type RenderedEnv struct {
 // installed settings (customerEnv, when set, replaces the installed
 // customer.env), with every secret masked. It changes nothing.
 func RenderEnv(paths Paths, customerEnv string) (*RenderedEnv, error) {
-	paths = paths.withDefaults()
+	paths = paths.WithDefaults()
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -164,7 +164,7 @@ type UninstallOptions struct {
 // Uninstall stops and removes the stack's containers and network. Data is
 // kept (volumes, config dir, state dir) unless Purge is set.
 func Uninstall(ctx context.Context, opts UninstallOptions) error {
-	paths := opts.Paths.withDefaults()
+	paths := opts.Paths.WithDefaults()
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil && !opts.Purge {
 		return err

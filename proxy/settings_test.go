@@ -1,16 +1,10 @@
 package proxy
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
-	"math/big"
+	"github.com/cartodb/carto-appliance/e2e/proxytest"
 	"strings"
 	"testing"
-	"time"
 )
 
 func TestParseURL(t *testing.T) {
@@ -53,8 +47,8 @@ func TestParseNoProxy(t *testing.T) {
 	if err != nil || len(got) != 5 {
 		t.Fatalf("got %v, %v", got, err)
 	}
-	for _, bad := range []string{"http://x", "a/b", "host:0", "exa mple"} {
-		if _, err := ParseNoProxy(bad + ",ok.com"); err == nil && bad != "exa mple" {
+	for _, bad := range []string{"http://x", "a/b", "host:0", "ex@mple"} {
+		if _, err := ParseNoProxy(bad + ",ok.com"); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
 	}
@@ -62,14 +56,11 @@ func TestParseNoProxy(t *testing.T) {
 
 func testCA(t *testing.T) []byte {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "proxy CA"},
-		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, &key.PublicKey, key)
+	ca, err := proxytest.NewCA("proxy CA")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return ca.PEM
 }
 
 func TestCheckCA(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -40,6 +41,7 @@ var errEngineGone = errors.New("the Docker engine connection ended")
 
 // Run supervises until ctx ends; cancellation is not an error.
 func Run(ctx context.Context, opts Options) error {
+	opts.Paths = opts.Paths.WithDefaults()
 	s := &sup{opts: opts, trackers: map[string]*tracker{}}
 	if s.opts.Logf == nil {
 		s.opts.Logf = func(string, ...any) {}
@@ -96,7 +98,7 @@ func (s *sup) connect(ctx context.Context) (*stack.Engine, error) {
 // converge applies the installed configuration (a no-op when the stack
 // already matches it).
 func (s *sup) converge(ctx context.Context) {
-	cfg, _, err := installer.LoadConfig(installerPath(s.opts.Paths))
+	cfg, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
 	if err != nil {
 		s.opts.Logf("event=converge-failed err=%q", err)
 		return
@@ -111,14 +113,6 @@ func (s *sup) converge(ctx context.Context) {
 	a := res.Applied
 	s.opts.Logf("event=converged took=%s created=%d recreated=%d started=%d unchanged=%d",
 		time.Since(start).Round(time.Millisecond), len(a.Created), len(a.Recreated), len(a.Started), len(a.Unchanged))
-}
-
-func installerPath(p installer.Paths) string {
-	dir := p.ConfigDir
-	if dir == "" {
-		dir = installer.DefaultConfigDir
-	}
-	return dir + "/" + installer.ConfigFileName
 }
 
 // watch follows the project's events and resyncs periodically until the
@@ -175,7 +169,7 @@ func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) 
 		return
 	}
 	defer unlock()
-	cfgProject, err := stack.Load(ctx, configDir(s.opts.Paths), s.project)
+	cfgProject, err := stack.Load(ctx, s.opts.Paths.ConfigDir, s.project)
 	if err != nil {
 		s.opts.Logf("event=resync-failed err=%q", oneLine(err))
 		return
@@ -248,13 +242,6 @@ func (s *sup) save(now time.Time) {
 	if err := installer.SaveAgentState(s.opts.Paths, st); err != nil {
 		s.opts.Logf("event=state-save-failed err=%q", err)
 	}
-}
-
-func configDir(p installer.Paths) string {
-	if p.ConfigDir == "" {
-		return installer.DefaultConfigDir
-	}
-	return p.ConfigDir
 }
 
 func sortedServices[V any](m map[string]V) []string {

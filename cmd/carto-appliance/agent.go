@@ -56,12 +56,7 @@ stack running.`,
 // agentPaths fills in the default dirs and makes them absolute, so that
 // the log says exactly what is supervised.
 func agentPaths(p installer.Paths) (installer.Paths, error) {
-	if p.ConfigDir == "" {
-		p.ConfigDir = installer.DefaultConfigDir
-	}
-	if p.StateDir == "" {
-		p.StateDir = installer.DefaultStateDir
-	}
+	p = p.WithDefaults()
 	var err error
 	if p.ConfigDir, err = filepath.Abs(p.ConfigDir); err != nil {
 		return p, usageError{fmt.Errorf("--config-dir: %w", err)}
