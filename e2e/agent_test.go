@@ -5,8 +5,12 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -27,12 +31,42 @@ func TestAgentKeepsStackUp(t *testing.T) {
 	n := newNode(t, "e2e-agent")
 	n.writeCustomerEnv(baseCustomerEnv(n.domain))
 	n.mustRun(n.installArgs()...)
-	logs := n.startAgent(t)
+	logs, agentPID := n.startAgent(t)
 	eventually(t, 60*time.Second, func() error {
 		if !strings.Contains(logs.String(), "event=converged") {
 			return fmt.Errorf("agent has not converged yet:\n%s", logs.String())
 		}
 		return nil
+	})
+
+	step(t, "status and logs come from the agent over its socket", func(t *testing.T) {
+		if st := n.status(); st.AgentPID != agentPID || !st.Healthy {
+			t.Errorf("status: agent_pid=%d (agent %d) healthy=%v", st.AgentPID, agentPID, st.Healthy)
+		}
+		out, _ := n.mustRun("logs", "--tail", "3", "maps-api")
+		if !strings.Contains(out, "maps-api | standin:") {
+			t.Errorf("logs through the agent:\n%s", out)
+		}
+		fi, err := os.Stat(filepath.Join(n.stateDir, "agent.sock"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the agent's socket: %v %v", fi, err)
+		}
+	})
+
+	step(t, "a service stopped through the agent is not brought back until started", func(t *testing.T) {
+		n.mustRun("stop", "sql-worker")
+		if !strings.Contains(logs.String(), "event=api-stop") {
+			t.Errorf("the stop did not go through the agent:\n%s", tail(logs.String(), 10))
+		}
+		// The agent resyncs a second after a container dies.
+		time.Sleep(3 * time.Second)
+		if s := n.service("sql-worker"); !s.Held || s.State != "exited" || s.AgentRestarts != 0 {
+			t.Errorf("sql-worker after a stop: %+v", s)
+		}
+		n.mustRun("start", "sql-worker")
+		if s := n.service("sql-worker"); s.Held || s.Health != "healthy" {
+			t.Errorf("sql-worker after a start: %+v", s)
+		}
 	})
 
 	step(t, "a killed container comes back healthy and counted", func(t *testing.T) {
@@ -48,10 +82,11 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		})
 	})
 
-	step(t, "a service that keeps crashing is reported as a crash loop", func(t *testing.T) {
+	step(t, "a service that keeps crashing is reported as a crash loop, restarted ever more slowly", func(t *testing.T) {
 		env := baseCustomerEnv(n.domain)
 		env["STANDIN_FAIL_LDS_API"] = "crash-after=1s"
 		n.writeCustomerEnv(env)
+		since := time.Now()
 		n.run(n.installArgs()...) // may fail: lds-api dies while it is awaited
 		eventually(t, 120*time.Second, func() error {
 			s := n.service("lds-api")
@@ -62,6 +97,27 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		})
 		if st := n.status(); st.Healthy {
 			t.Error("status says healthy during a crash loop")
+		}
+		var gaps []time.Duration
+		eventually(t, 90*time.Second, func() error {
+			starts := containerStarts(t, n.container("lds-api"), since)
+			gaps = gaps[:0]
+			for i := 1; i < len(starts); i++ {
+				gaps = append(gaps, starts[i].Sub(starts[i-1]))
+			}
+			if len(gaps) < 6 {
+				return fmt.Errorf("%d restarts so far", len(gaps))
+			}
+			return nil
+		})
+		t.Logf("time between lds-api's starts: %v", gaps)
+		for i := 1; i < len(gaps); i++ {
+			if gaps[i] < gaps[i-1]-300*time.Millisecond {
+				t.Errorf("restart %d came sooner than the one before: %v", i+1, gaps)
+			}
+		}
+		if last := gaps[len(gaps)-1]; last < 2*gaps[0] {
+			t.Errorf("the backoff did not grow: %v", gaps)
 		}
 	})
 
@@ -107,9 +163,37 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// containerStarts lists when a container started since a time, from the
+// engine's events.
+func containerStarts(t *testing.T, id string, since time.Time) []time.Time {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res := docker.Events(ctx, client.EventsListOptions{
+		Since: fmt.Sprint(since.Unix()), Until: fmt.Sprint(time.Now().Unix() + 1),
+		Filters: make(client.Filters).Add("container", id).Add("event", "start"),
+	})
+	var out []time.Time
+	for {
+		select {
+		case m, ok := <-res.Messages:
+			if !ok {
+				return out
+			}
+			out = append(out, time.Unix(0, m.TimeNano))
+		case err := <-res.Err:
+			if err != nil && !errors.Is(err, io.EOF) {
+				t.Fatalf("reading the engine's events: %v", err)
+			}
+			return out
+		}
+	}
+}
+
 // startAgent runs `carto-appliance agent` for this node in the background
-// (outside systemd: no notify socket), stopped at cleanup.
-func (n *node) startAgent(t *testing.T) *syncBuffer {
+// (outside systemd: no notify socket), stopped at cleanup. It returns the
+// agent's log and pid.
+func (n *node) startAgent(t *testing.T) (*syncBuffer, int) {
 	t.Helper()
 	logs := &syncBuffer{}
 	cmd := exec.Command(bin, "agent", "--config-dir", n.configDir, "--state-dir", n.stateDir)
@@ -130,5 +214,5 @@ func (n *node) startAgent(t *testing.T) *syncBuffer {
 			t.Logf("agent log:\n%s", tail(logs.String(), 40))
 		}
 	})
-	return logs
+	return logs, cmd.Process.Pid
 }

@@ -183,7 +183,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 // (appliance.yaml, customer.env, key.json) and converges the stack:
 // only services whose configuration or image changed are recreated.
 func Apply(ctx context.Context, opts Options) (*Result, error) {
-	return reconfigure(ctx, opts, "apply", func(*Config) ([]byte, error) { return nil, nil })
+	return reconfigure(ctx, opts, "apply", nil)
 }
 
 // desired is everything a run writes and starts, computed from the inputs
@@ -338,6 +338,15 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 		return nil, err
 	}
 	defer unlock()
+	return runLocked(ctx, opts, paths, d, action)
+}
+
+// runLocked is run for a caller that holds the converge lock.
+func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+	st, err := loadState(paths.StateDir)
+	if err != nil {
+		return nil, err
+	}
 	eng, err := stack.Connect(ctx)
 	if err != nil {
 		return nil, err
@@ -383,15 +392,11 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 	}
 	pull.Policy = stack.PullMissing // everything was pulled above
 	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{
-		Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout, Redact: d.redactor(),
+		Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout, Redact: d.redactor(), Held: st.Held,
 	})
 	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings}
 	if err != nil {
 		return res, fmt.Errorf("bringing the stack up: %w", err)
-	}
-	st, err := loadState(paths.StateDir)
-	if err != nil {
-		return res, err
 	}
 	st.record(action, res.Version, time.Now().UTC())
 	if err := saveState(paths.StateDir, st); err != nil {

@@ -37,6 +37,16 @@ func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
 // converges to it; mutate returns a proxy CA to install, if any.
 func reconfigure(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error)) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
+	d, err := planInstalled(paths, mutate)
+	if err != nil {
+		return nil, err
+	}
+	return run(ctx, opts, paths, d, action)
+}
+
+// planInstalled plans a run from the installed settings, changed by mutate
+// when it is not nil.
+func planInstalled(paths Paths, mutate func(*Config) ([]byte, error)) (*desired, error) {
 	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -44,9 +54,11 @@ func reconfigure(ctx context.Context, opts Options, action string, mutate func(*
 	if !found {
 		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
 	}
-	ca, err := mutate(&cfg)
-	if err != nil {
-		return nil, err
+	var ca []byte
+	if mutate != nil {
+		if ca, err = mutate(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -56,7 +68,7 @@ func reconfigure(ctx context.Context, opts Options, action string, mutate func(*
 		return nil, err
 	}
 	d.addCert(proxy.CAFileName, ca)
-	return run(ctx, opts, paths, d, action)
+	return d, nil
 }
 
 // ProxyTestOptions configures TestProxy.

@@ -23,6 +23,9 @@ type State struct {
 	// History lists every successful install and apply, oldest first
 	// (bounded to the last 50).
 	History []HistoryEntry `json:"history,omitempty"`
+	// Held are the services the operator stopped (`stop`); they stay
+	// stopped, through applies, agent restarts and reboots, until `start`.
+	Held []string `json:"held,omitempty"`
 }
 
 // HistoryEntry is one successful change.

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
@@ -26,6 +27,12 @@ type Status struct {
 	Project  string                `json:"project"`
 	Healthy  bool                  `json:"healthy"`
 	Services []stack.ServiceStatus `json:"services"`
+	// Held are the services stopped by the operator (`stop`); the stack
+	// is not healthy while any is.
+	Held []string `json:"held,omitempty"`
+	// AgentPID is the supervising agent's process, when the status came
+	// from it; 0 means nothing supervises the stack right now.
+	AgentPID int `json:"agent_pid,omitempty"`
 	// Proxy is the forward proxy the stack goes out through, if any.
 	Proxy *ProxyStatus `json:"proxy,omitempty"`
 	// Notes are facts the operator should know, e.g. which data warehouse
@@ -69,16 +76,18 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 	if err != nil {
 		return nil, err
 	}
+	held := stack.Dependents(project, st.Held)
 	for i, s := range services {
 		a := agent.Services[s.Name]
 		services[i].AgentRestarts, services[i].CrashLoop = a.Restarts, a.CrashLoop
+		services[i].Held = slices.Contains(held, s.Name)
 	}
 	d := cfg.Defaults()
 	domain := project.Environment["SELFHOSTED_DOMAIN"]
 	out := &Status{
 		Version: st.Version, Layout: d.Layout, Role: stack.RoleAll, Domain: domain,
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
-		Project: project.Name, Services: services, Healthy: true,
+		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
@@ -87,7 +96,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		out.Notes = proxy.BypassNotes(cfg.Warehouses)
 	}
 	for _, s := range services {
-		ok := !s.CrashLoop && (s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none")))
+		ok := !s.Held && !s.CrashLoop && (s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none")))
 		if !ok {
 			out.Healthy = false
 		}

@@ -28,6 +28,10 @@ type ApplyOptions struct {
 	// into an error: a failing service may print its settings, secrets
 	// included.
 	Redact func(string) string
+	// Held are services the operator stopped: Apply keeps them, and every
+	// service that depends on them, stopped (stopping them if they run)
+	// and creates or recreates none of them.
+	Held []string
 }
 
 // ApplyResult says what Apply changed, by service name.
@@ -37,11 +41,13 @@ type ApplyResult struct {
 	Started   []string
 	Unchanged []string
 	Removed   []string // orphans: containers of services no longer in the project
+	Stopped   []string // held services that were running
+	Held      []string // services kept stopped (ApplyOptions.Held and their dependents)
 }
 
 // Changed reports whether Apply touched any container.
 func (r *ApplyResult) Changed() bool {
-	return len(r.Created)+len(r.Recreated)+len(r.Started)+len(r.Removed) > 0
+	return len(r.Created)+len(r.Recreated)+len(r.Started)+len(r.Removed)+len(r.Stopped) > 0
 }
 
 // ServiceError is a service that failed to start, become healthy or
@@ -128,6 +134,17 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 		}
 	}
 
+	held := map[string]bool{}
+	if len(opts.Held) > 0 {
+		res.Held = Dependents(p, opts.Held)
+		for _, s := range res.Held {
+			held[s] = true
+		}
+		if res.Stopped, err = e.stopRunning(ctx, p, existing, res.Held, rep); err != nil {
+			return res, err
+		}
+	}
+
 	timeout := opts.WaitTimeout
 	if timeout == 0 {
 		timeout = 5 * time.Minute
@@ -147,6 +164,12 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if held[name] {
+				// Nothing that is not held depends on it (Dependents).
+				rep.Report(Event{Service: name, Action: ActionHeld, Detail: "stopped by the operator"})
+				c.finish(name, nil)
+				return
+			}
 			outcome, err := c.converge(ctx, name)
 			c.finish(name, err)
 			switch outcome {
@@ -174,7 +197,7 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 	if err := g.Wait(); err != nil {
 		return res, err
 	}
-	for _, l := range [][]string{res.Created, res.Recreated, res.Started, res.Unchanged, res.Removed} {
+	for _, l := range [][]string{res.Created, res.Recreated, res.Started, res.Unchanged, res.Removed, res.Stopped, res.Held} {
 		sort.Strings(l)
 	}
 	return res, nil

@@ -17,6 +17,8 @@ const (
 	ActionCompleted  Action = "Completed"
 	ActionUnchanged  Action = "Unchanged"
 	ActionStopping   Action = "Stopping"
+	ActionStopped    Action = "Stopped"
+	ActionHeld       Action = "Held"
 	ActionRemoved    Action = "Removed"
 	ActionFailed     Action = "Failed"
 )

@@ -40,6 +40,9 @@ type ServiceStatus struct {
 	// own restarts are in Restarts).
 	AgentRestarts int  `json:"agent_restarts"`
 	CrashLoop     bool `json:"crash_loop"`
+	// Held is set for a service the operator stopped (or one that depends
+	// on it): it stays stopped until started again.
+	Held bool `json:"held"`
 }
 
 // Status reports every service of the project (missing ones included) and
@@ -177,52 +180,16 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 			return fmt.Errorf("removing a duplicate container of %s: %w", c.Labels[labelService], err)
 		}
 	}
-	// Reverse dependency order: a service goes after everything that
-	// depends on it. Services unknown to the project (orphans) go first.
-	remaining := map[string]bool{}
-	for s := range have {
-		remaining[s] = true
-	}
-	for len(remaining) > 0 {
-		var batch []string
-		for s := range remaining {
-			if !hasDependent(p, s, remaining) {
-				batch = append(batch, s)
-			}
+	err = inReverseDependencyOrder(p, have, func(s string, c container.Summary) error {
+		rep.Report(Event{Service: s, Action: ActionStopping})
+		if err := e.removeContainer(ctx, c.ID, graceOf(p, s)); err != nil {
+			return fmt.Errorf("service %s: %w", s, err)
 		}
-		if len(batch) == 0 { // a cycle cannot come from compose-go; stop anyway
-			batch = sortedKeys(remaining)
-		}
-		sort.Strings(batch)
-		var wg sync.WaitGroup
-		errs := make([]error, len(batch))
-		for i, s := range batch {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rep.Report(Event{Service: s, Action: ActionStopping})
-				grace := 10 * time.Second
-				if p != nil {
-					if svc, ok := p.Services[s]; ok {
-						grace = stopTimeout(svc)
-					}
-				}
-				if err := e.removeContainer(ctx, have[s].ID, grace); err != nil {
-					errs[i] = fmt.Errorf("service %s: %w", s, err)
-					return
-				}
-				rep.Report(Event{Service: s, Action: ActionRemoved})
-			}()
-		}
-		wg.Wait()
-		for _, err := range errs {
-			if err != nil {
-				return err
-			}
-		}
-		for _, s := range batch {
-			delete(remaining, s)
-		}
+		rep.Report(Event{Service: s, Action: ActionRemoved})
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	filter := make(client.Filters).Add("label", labelProject+"="+project)
 	nets, err := e.api.NetworkList(ctx, client.NetworkListOptions{Filters: filter})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 )
@@ -62,12 +63,37 @@ func (e *Engine) ServiceState(ctx context.Context, project, service string) (Ser
 	if !ok {
 		return ServiceHealth{}, nil // not created: converging, not reviving, fixes that
 	}
-	insp, err := e.api.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	return e.healthOf(ctx, service, c.ID)
+}
+
+// ServiceStates inspects every service's container with one listing: the
+// supervisor's periodic pass.
+func (e *Engine) ServiceStates(ctx context.Context, project string) (map[string]ServiceHealth, error) {
+	have, _, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]ServiceHealth, len(have))
+	for service, c := range have {
+		h, err := e.healthOf(ctx, service, c.ID)
+		if cerrdefs.IsNotFound(err) {
+			continue // removed since the listing: the next pass sees what replaced it
+		}
+		if err != nil {
+			return nil, err
+		}
+		out[service] = h
+	}
+	return out, nil
+}
+
+func (e *Engine) healthOf(ctx context.Context, service, id string) (ServiceHealth, error) {
+	insp, err := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return ServiceHealth{}, fmt.Errorf("inspecting %s: %w", service, err)
 	}
 	ic := insp.Container
-	h := ServiceHealth{ContainerID: c.ID, RestartCount: ic.RestartCount}
+	h := ServiceHealth{ContainerID: id, RestartCount: ic.RestartCount}
 	if ic.HostConfig != nil && (ic.HostConfig.RestartPolicy.Name == container.RestartPolicyDisabled || ic.HostConfig.RestartPolicy.Name == "") {
 		return h, nil
 	}

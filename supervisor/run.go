@@ -9,10 +9,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
@@ -73,6 +77,34 @@ type sup struct {
 	opts     Options
 	project  string
 	trackers map[string]*tracker // by service; owned by the loop
+
+	// The compose project of the last pass and the stamp of the files it
+	// came from: loading it is most of an idle pass's work.
+	loaded      *types.Project
+	loadedStamp string
+}
+
+// loadProject loads the installed compose project, again only when its
+// files changed since the last pass.
+func (s *sup) loadProject(ctx context.Context) (*types.Project, error) {
+	var stamp strings.Builder
+	stamp.WriteString(s.project)
+	for _, name := range []string{stack.ComposeFileName, installer.EnvFileName} {
+		fi, err := os.Stat(filepath.Join(s.opts.Paths.ConfigDir, name))
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&stamp, "|%s:%d:%d", name, fi.Size(), fi.ModTime().UnixNano())
+	}
+	if s.loaded != nil && stamp.String() == s.loadedStamp {
+		return s.loaded, nil
+	}
+	p, err := stack.Load(ctx, s.opts.Paths.ConfigDir, s.project)
+	if err != nil {
+		return nil, err
+	}
+	s.loaded, s.loadedStamp = p, stamp.String()
+	return p, nil
 }
 
 // connect waits for the engine, retrying on a bounded backoff, until ctx
@@ -169,20 +201,30 @@ func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) 
 		return
 	}
 	defer unlock()
-	cfgProject, err := stack.Load(ctx, s.opts.Paths.ConfigDir, s.project)
+	cfgProject, err := s.loadProject(ctx)
 	if err != nil {
 		s.opts.Logf("event=resync-failed err=%q", oneLine(err))
+		return
+	}
+	heldNames, err := installer.HeldServices(s.opts.Paths)
+	if err != nil {
+		s.opts.Logf("event=resync-failed err=%q", oneLine(err))
+		return
+	}
+	held := stack.Dependents(cfgProject, heldNames)
+	states, err := eng.ServiceStates(ctx, s.project)
+	if err != nil {
+		s.opts.Logf("event=inspect-failed err=%q", oneLine(err))
 		return
 	}
 	now := time.Now()
 	var earliest time.Time
 	for _, name := range sortedServices(cfgProject.Services) {
-		t := s.tracker(name)
-		h, err := eng.ServiceState(ctx, s.project, name)
-		if err != nil {
-			s.opts.Logf("event=inspect-failed service=%s err=%q", name, oneLine(err))
-			continue
+		h, ok := states[name]
+		if !ok || slices.Contains(held, name) {
+			continue // not created (converging creates it) or stopped by the operator
 		}
+		t := s.tracker(name)
 		t.observe(now, h.ContainerID, h.RestartCount)
 		if !h.NeedsRevival {
 			continue

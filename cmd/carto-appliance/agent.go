@@ -99,6 +99,9 @@ func lockAgent(stateDir string) (unlock func(), err error) {
 func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// Ends the watchdog and the API when the supervisor ends by itself.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 
 	// false: keep NOTIFY_SOCKET and WATCHDOG_USEC set. true would unset
 	// them, after which every later notification silently goes nowhere and
@@ -128,6 +131,18 @@ func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
 	if wd > 0 {
 		wg.Go(func() { watchdog(ctx, wd, &lastHealthy, log) })
 	}
+	// Without its socket the agent still supervises; the CLI then works
+	// on the engine directly.
+	if ln, err := supervisor.Listen(paths); err != nil {
+		log.Logf("event=api-unavailable err=%q", err)
+	} else {
+		log.Logf("event=api-listening socket=%q", ln.Addr())
+		wg.Go(func() {
+			if err := supervisor.Serve(ctx, ln, paths, log.Logf); err != nil {
+				log.Logf("event=api-failed err=%q", err)
+			}
+		})
+	}
 	done := make(chan error, 1)
 	go func() { done <- runSupervisor(ctx, opts) }()
 
@@ -152,6 +167,7 @@ func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
 		// Stopped on request: not an error (the stack keeps running).
 		err = nil
 	}
+	cancel()
 	wg.Wait()
 	if err != nil {
 		return fmt.Errorf("agent: %w (see journalctl -u carto-appliance)", err)

@@ -10,6 +10,7 @@ import (
 func newConfigCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Apply the appliance's settings"}
 	var pull string
+	var yes bool
 	apply := &cobra.Command{
 		Use:   "apply",
 		Short: "Re-render .env and docker-compose.yml and recreate only what changed",
@@ -17,15 +18,28 @@ func newConfigCmd() *cobra.Command {
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			return validatePull(pull)
 		},
+		Long: `Renders .env and docker-compose.yml again from appliance.yaml, customer.env and
+the release, and recreates only the services whose configuration or image
+changed. Goes through the agent when it runs; the agent cannot ask before it
+restarts the Docker engine for new proxy settings, so that needs --yes there.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
+			c, err := agentClient(cmd)
+			if err != nil {
+				return err
+			}
+			return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
 				o.Pull = stack.PullPolicy(pull)
+				if c != nil {
+					defer c.Close()
+					return c.Apply(cmd.Context(), o, yes)
+				}
+				o.Paths = pathsFrom(cmd)
 				return installer.Apply(cmd.Context(), o)
 			})
 		},
 	}
 	apply.Flags().StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
+	apply.Flags().BoolVarP(&yes, "yes", "y", false, "restart the Docker engine without asking when its proxy settings changed")
 	cmd.AddCommand(apply)
 	return cmd
 }

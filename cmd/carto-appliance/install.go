@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -98,7 +99,12 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\nCARTO %s is up at %s\n\n", res.Version, res.URL)
+	if res.Status != nil && len(res.Status.Held) > 0 {
+		fmt.Fprintf(out, "\nCARTO %s at %s: %s stopped by the operator (carto-appliance start brings them back)\n\n",
+			res.Version, res.URL, strings.Join(res.Status.Held, ", "))
+	} else {
+		fmt.Fprintf(out, "\nCARTO %s is up at %s\n\n", res.Version, res.URL)
+	}
 	if res.Status != nil {
 		printStatus(out, res.Status)
 	}

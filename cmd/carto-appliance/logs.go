@@ -14,6 +14,14 @@ func newLogsCmd() *cobra.Command {
 		Short: "Show the services' logs, each line prefixed with its service",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Services = args
+			c, err := agentClient(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				defer c.Close()
+				return c.Logs(cmd.Context(), cmd.OutOrStdout(), opts)
+			}
 			return installer.Logs(cmd.Context(), pathsFrom(cmd), cmd.OutOrStdout(), opts)
 		},
 	}

@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/cartodb/carto-appliance/installer"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -48,7 +50,7 @@ func run(ctx context.Context, args []string) int {
 	}
 	fmt.Fprintln(os.Stderr, "Error:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || errors.Is(err, installer.ErrUnknownService) {
 		return exitUsage
 	}
 	return exitError
@@ -72,6 +74,9 @@ func newRootCmd() *cobra.Command {
 		newInstallCmd(),
 		newStatusCmd(),
 		newLogsCmd(),
+		newControlCmd(installer.ActionStart, "Start services and keep them supervised"),
+		newControlCmd(installer.ActionStop, "Stop services and keep them stopped"),
+		newControlCmd(installer.ActionRestart, "Restart services in dependency order"),
 		newEnvCmd(),
 		newConfigCmd(),
 		newProxyCmd(),

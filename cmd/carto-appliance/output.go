@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
@@ -94,6 +95,14 @@ func printStatus(w io.Writer, st *installer.Status) {
 		}
 		fmt.Fprintf(w, "Proxy: %s%s\n", p.URL, ca)
 	}
+	if st.AgentPID != 0 {
+		fmt.Fprintf(w, "Agent: supervising (pid %d)\n", st.AgentPID)
+	} else {
+		fmt.Fprintln(w, "Agent: not running, nothing restarts failed services (systemctl start carto-appliance)")
+	}
+	if len(st.Held) > 0 {
+		fmt.Fprintf(w, "Stopped by the operator: %s (carto-appliance start)\n", strings.Join(st.Held, ", "))
+	}
 	for _, n := range st.Notes {
 		fmt.Fprintf(w, "Note: %s\n", n)
 	}
@@ -101,7 +110,14 @@ func printStatus(w io.Writer, st *installer.Status) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SERVICE\tSTATE\tHEALTH\tRESTARTS\tIMAGE")
 	for _, s := range st.Services {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, s.State, s.Health, s.Restarts, s.Image)
+		state := s.State
+		switch {
+		case s.Held:
+			state += " (held)"
+		case s.CrashLoop:
+			state += " (crash loop)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, state, s.Health, s.Restarts+s.AgentRestarts, s.Image)
 	}
 	tw.Flush()
 }

@@ -11,9 +11,22 @@ func newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the version, layout and state of every service",
-		Args:  cobra.NoArgs,
+		Long: `Shows the version, the URL, the agent and each service's state, health and
+restarts (the engine's and the agent's), crash loops and services stopped by the
+operator. Asks the agent when it runs, the Docker engine otherwise.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := installer.GetStatus(cmd.Context(), pathsFrom(cmd))
+			c, err := agentClient(cmd)
+			if err != nil {
+				return err
+			}
+			var st *installer.Status
+			if c != nil {
+				defer c.Close()
+				st, err = c.Status(cmd.Context())
+			} else {
+				st, err = installer.GetStatus(cmd.Context(), pathsFrom(cmd))
+			}
 			if err != nil {
 				return err
 			}

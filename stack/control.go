@@ -1,0 +1,140 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// Dependents returns the named services and every service that depends on
+// one of them, directly or through others, sorted; names the project does
+// not have are left out. Stopping a service
+// stops these too: none of them could run without it.
+func Dependents(p *types.Project, names []string) []string {
+	return closure(p, names, func(s string) []string {
+		var out []string
+		for name, svc := range p.Services {
+			if _, ok := svc.DependsOn[s]; ok {
+				out = append(out, name)
+			}
+		}
+		return out
+	})
+}
+
+// Dependencies returns the named services and every service they depend
+// on, directly or through others, sorted. Starting a service starts these
+// too.
+func Dependencies(p *types.Project, names []string) []string {
+	return closure(p, names, func(s string) []string {
+		return sortedKeys(p.Services[s].DependsOn)
+	})
+}
+
+func closure(p *types.Project, names []string, next func(string) []string) []string {
+	seen := map[string]bool{}
+	todo := append([]string(nil), names...)
+	for len(todo) > 0 {
+		s := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
+		if _, ok := p.Services[s]; !ok || seen[s] {
+			continue
+		}
+		seen[s] = true
+		todo = append(todo, next(s)...)
+	}
+	return sortedKeys(seen)
+}
+
+// Stop stops the running containers of the named services (every service
+// when names is empty), dependents first, and returns the services it
+// stopped. The containers are kept: Apply starts them again.
+func (e *Engine) Stop(ctx context.Context, p *types.Project, names []string, rep Reporter) ([]string, error) {
+	have, _, err := e.projectContainers(ctx, p.Name)
+	if err != nil {
+		return nil, err
+	}
+	return e.stopRunning(ctx, p, have, names, reporterOrDiscard(rep))
+}
+
+func (e *Engine) stopRunning(ctx context.Context, p *types.Project, have map[string]container.Summary, names []string, rep Reporter) ([]string, error) {
+	want := map[string]bool{}
+	for _, n := range names {
+		want[n] = true
+	}
+	running := map[string]container.Summary{}
+	for s, c := range have {
+		if (len(names) == 0 || want[s]) && (c.State == container.StateRunning || c.State == container.StateRestarting) {
+			running[s] = c
+		}
+	}
+	var mu sync.Mutex
+	var stopped []string
+	err := inReverseDependencyOrder(p, running, func(s string, c container.Summary) error {
+		rep.Report(Event{Service: s, Action: ActionStopping})
+		secs := int(graceOf(p, s).Seconds())
+		if _, err := e.api.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+			return fmt.Errorf("stopping service %s: %w", s, err)
+		}
+		rep.Report(Event{Service: s, Action: ActionStopped})
+		mu.Lock()
+		stopped = append(stopped, s)
+		mu.Unlock()
+		return nil
+	})
+	sort.Strings(stopped)
+	return stopped, err
+}
+
+// inReverseDependencyOrder calls fn for each container, in parallel
+// batches, a service only after everything that depends on it. Services
+// unknown to the project (orphans) have no dependents and go first.
+func inReverseDependencyOrder(p *types.Project, have map[string]container.Summary, fn func(service string, c container.Summary) error) error {
+	remaining := map[string]bool{}
+	for s := range have {
+		remaining[s] = true
+	}
+	for len(remaining) > 0 {
+		var batch []string
+		for s := range remaining {
+			if !hasDependent(p, s, remaining) {
+				batch = append(batch, s)
+			}
+		}
+		if len(batch) == 0 { // a cycle cannot come from compose-go; go on anyway
+			batch = sortedKeys(remaining)
+		}
+		sort.Strings(batch)
+		var wg sync.WaitGroup
+		errs := make([]error, len(batch))
+		for i, s := range batch {
+			wg.Go(func() { errs[i] = fn(s, have[s]) })
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return err
+			}
+		}
+		for _, s := range batch {
+			delete(remaining, s)
+		}
+	}
+	return nil
+}
+
+// graceOf is how long a service gets to stop before it is killed.
+func graceOf(p *types.Project, service string) time.Duration {
+	if p != nil {
+		if svc, ok := p.Services[service]; ok {
+			return stopTimeout(svc)
+		}
+	}
+	return 10 * time.Second
+}

@@ -1,0 +1,184 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"syscall"
+
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// ErrNoAgent is returned by Dial when no agent listens: the caller then
+// works directly on the engine.
+var ErrNoAgent = errors.New("the carto-appliance agent is not running")
+
+// Client talks to the running agent.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// Dial connects to the agent of these paths. It returns ErrNoAgent when
+// the socket is missing or nobody listens on it, and a clear error when
+// the caller may not use it.
+func Dial(ctx context.Context, paths installer.Paths) (*Client, error) {
+	socket := SocketPath(paths)
+	if len(socket) >= maxSocketPath {
+		return nil, ErrNoAgent // the agent could not listen there either
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	switch {
+	case errors.Is(err, os.ErrNotExist), errors.Is(err, syscall.ECONNREFUSED):
+		return nil, ErrNoAgent
+	case errors.Is(err, os.ErrPermission):
+		return nil, fmt.Errorf("the carto-appliance agent's socket %s: permission denied; run the command as root (sudo)", socket)
+	case err != nil:
+		return nil, fmt.Errorf("connecting to the carto-appliance agent at %s: %w", socket, err)
+	}
+	conn.Close()
+	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return d.DialContext(ctx, "unix", socket)
+		},
+	}}}, nil
+}
+
+// Close releases the client's connections.
+func (c *Client) Close() { c.http.CloseIdleConnections() }
+
+// Status is `status` as the agent sees it.
+func (c *Client) Status(ctx context.Context) (*installer.Status, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/status", nil)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var st installer.Status
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("reading the agent's status: %w", err)
+	}
+	return &st, nil
+}
+
+// Logs copies the services' logs to w until they end (or ctx does, when
+// following).
+func (c *Client) Logs(ctx context.Context, w io.Writer, opts stack.LogsOptions) error {
+	q := url.Values{"service": opts.Services, "since": {opts.Since}, "tail": {opts.Tail}}
+	if opts.Follow {
+		q.Set("follow", "true")
+	}
+	resp, err := c.do(ctx, http.MethodGet, "/v1/logs?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		if ctx.Err() != nil {
+			return nil // following ends by cancellation
+		}
+		return fmt.Errorf("reading logs from the agent: %w", err)
+	}
+	if msg := resp.Trailer.Get("X-Error"); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// Apply is installer.Apply run by the agent; opts gives the event and pull
+// progress sinks and the pull policy. The agent cannot ask before it
+// restarts the Docker engine: restartEngine answers in advance.
+func (c *Client) Apply(ctx context.Context, opts installer.Options, restartEngine bool) (*installer.Result, error) {
+	return c.operation(ctx, "/v1/apply", ApplyRequest{Pull: opts.Pull, RestartEngine: restartEngine}, opts)
+}
+
+// Control is installer.Control run by the agent.
+func (c *Client) Control(ctx context.Context, opts installer.Options, action installer.ControlAction, services []string) (*installer.Result, error) {
+	return c.operation(ctx, "/v1/control", ControlRequest{Action: action, Services: services}, opts)
+}
+
+func (c *Client) operation(ctx context.Context, path string, req any, opts installer.Options) (*installer.Result, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, strings.NewReader(string(body)))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for sc.Scan() {
+		var m message
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("reading the agent's answer: %w", err)
+		}
+		switch {
+		case m.Event != nil:
+			if opts.Reporter != nil {
+				opts.Reporter.Report(*m.Event)
+			}
+		case m.Pull != nil:
+			if opts.Progress != nil {
+				opts.Progress.Write(append(m.Pull, '\n'))
+			}
+		default:
+			if m.Error != nil {
+				return m.Result, m.Error.err()
+			}
+			return m.Result, nil
+		}
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	// The operation goes on in the agent: say where to look.
+	return nil, fmt.Errorf("the agent's answer ended before the result (%v); it may still be working: see `carto-appliance status` and journalctl -u carto-appliance", sc.Err())
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("asking the carto-appliance agent (%s): %w", c.socket, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) != nil || e.Message == "" {
+			return nil, fmt.Errorf("the carto-appliance agent answered %s", resp.Status)
+		}
+		return nil, e.err()
+	}
+	return resp, nil
+}
+
+// remoteError is an error the agent returned; Is matches the sentinel of
+// its kind so that callers treat it like the direct run's.
+type remoteError struct{ apiError }
+
+func (e *remoteError) Error() string { return e.Message }
+
+func (e *remoteError) Is(target error) bool {
+	s, ok := errorKinds[e.Kind]
+	return ok && s == target
+}
+
+func (e *apiError) err() error { return &remoteError{*e} }
