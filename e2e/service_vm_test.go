@@ -146,6 +146,57 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 		}
 	})
 
+	step(t, "the CLI goes through the agent's socket, which only root may use", func(t *testing.T) {
+		if st := vmStatus(t, node); st.AgentPID != pid {
+			t.Errorf("status came from pid %d, the agent is %d", st.AgentPID, pid)
+		}
+		const socket = "/var/lib/carto-appliance/agent.sock"
+		if got := strings.TrimSpace(node.MustExec(t, "stat", "-c", "%F %a %U", socket)); got != "socket 600 root" {
+			t.Errorf("%s: %s", socket, got)
+		}
+		asNobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "carto-appliance", "status"}
+		_, errOut, code, _ := node.Exec(ctx, asNobody...)
+		if code != 1 || !strings.Contains(errOut, "permission denied; run the command as root") {
+			t.Errorf("status as nobody: exit %d: %s", code, errOut)
+		}
+		// Even with the socket opened up, the agent checks who is asking.
+		node.MustExec(t, "chmod", "0755", "/var/lib/carto-appliance")
+		node.MustExec(t, "chmod", "0666", socket)
+		_, errOut, code, _ = node.Exec(ctx, asNobody...)
+		node.MustExec(t, "chmod", "0700", "/var/lib/carto-appliance")
+		node.MustExec(t, "chmod", "0600", socket)
+		if code != 1 || !strings.Contains(errOut, "only root may use the carto-appliance agent") {
+			t.Errorf("status as nobody through an open socket: exit %d: %s", code, errOut)
+		}
+		out, progress, code, _ := node.Exec(ctx, "carto-appliance", "config", "apply")
+		if code != 0 || !strings.Contains(progress, "Unchanged") || strings.Contains(progress, "Recreating") || strings.Contains(progress, "Creating") {
+			t.Errorf("a no-op config apply through the agent: exit %d\n%s\n%s", code, progress, out)
+		}
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-o", "cat")
+		if !strings.Contains(journal, "event=api-apply") {
+			t.Errorf("the apply did not go through the agent:\n%s", tail(journal, 10))
+		}
+		sameContainers(t, stack, vmContainers(t, node))
+	})
+
+	step(t, "a service stopped through the agent stays stopped when the agent restarts, until started", func(t *testing.T) {
+		node.MustExec(t, "carto-appliance", "stop", "sql-worker")
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		pid = mainPID(t, node)
+		time.Sleep(3 * time.Second) // the restarted agent converged (READY) and resynced
+		st := vmStatus(t, node)
+		for _, s := range st.Services {
+			if s.Name == "sql-worker" && (!s.Held || s.State != "exited") {
+				t.Errorf("sql-worker after the agent's restart: %+v", s)
+			}
+		}
+		node.MustExec(t, "carto-appliance", "start", "sql-worker")
+		if st := vmStatus(t, node); !st.Healthy || len(st.Held) > 0 || st.AgentPID != pid {
+			t.Errorf("after start: healthy=%v held=%v agent_pid=%d (agent %d)", st.Healthy, st.Held, st.AgentPID, pid)
+		}
+		sameContainers(t, stack, vmContainers(t, node))
+	})
+
 	step(t, "service uninstall stops the agent and removes the unit; the stack keeps running", func(t *testing.T) {
 		node.MustExec(t, "carto-appliance", "service", "uninstall")
 		for _, p := range []string{unitPath, "/etc/systemd/system/multi-user.target.wants/carto-appliance.service"} {
@@ -160,6 +211,9 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 			t.Errorf("the agent (pid %d) still runs", pid)
 		}
 		sameContainers(t, stack, vmContainers(t, node))
+		if st := vmStatus(t, node); st.AgentPID != 0 || !st.Healthy {
+			t.Errorf("status without the agent: agent_pid=%d healthy=%v", st.AgentPID, st.Healthy)
+		}
 		if st := node.MustExec(t, "carto-appliance", "service", "status"); !strings.Contains(st, "not installed") {
 			t.Errorf("service status after uninstall:\n%s", st)
 		}
