@@ -4,6 +4,8 @@
 #                engine through the real installer, print the URL and status
 #   make check   every test: unit, fuzz (short), integration against the real
 #                engine, registry and compose (what .ci/run calls)
+#   make release the directory a static HTTPS server hosts for the curl
+#                installer (RELEASE_URL is where it will be served from)
 #   make bench   cold start and no-op apply vs legacy docker-compose 1.29;
 #                the agent's reaction time, memory, idle CPU, status latency
 
@@ -11,6 +13,8 @@ GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/carto-appliance
 LDFLAGS  := -s -w -X main.version=$(VERSION)
+RELEASE_URL ?= https://releases.example.invalid/carto-appliance
+RELEASE_DIR ?= .cache/release
 FUZZTIME ?= 10s
 BENCH_RUNS ?= 1
 # Time to minimize a new interesting input (go's default, 60 s, would run
@@ -21,12 +25,15 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build deps lint unit fuzz integration check demo demo-down bench clean
+.PHONY: all build release deps lint unit fuzz integration check demo demo-down bench clean
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/carto-appliance
+
+release:
+	packaging/release.sh $(RELEASE_DIR) $(RELEASE_URL) $(VERSION)
 
 # The test bed: Debian packages, a running Docker engine, the compose v2 plugin.
 deps:

@@ -5,12 +5,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -86,7 +85,7 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		env := baseCustomerEnv(n.domain)
 		env["STANDIN_FAIL_LDS_API"] = "crash-after=1s"
 		n.writeCustomerEnv(env)
-		since := time.Now()
+		starts := watchStarts(t, n.project, "lds-api")
 		n.run(n.installArgs()...) // may fail: lds-api dies while it is awaited
 		eventually(t, 120*time.Second, func() error {
 			s := n.service("lds-api")
@@ -100,10 +99,10 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		}
 		var gaps []time.Duration
 		eventually(t, 90*time.Second, func() error {
-			starts := containerStarts(t, n.container("lds-api"), since)
+			at := starts(n.container("lds-api"))
 			gaps = gaps[:0]
-			for i := 1; i < len(starts); i++ {
-				gaps = append(gaps, starts[i].Sub(starts[i-1]))
+			for i := 1; i < len(at); i++ {
+				gaps = append(gaps, at[i].Sub(at[i-1]))
 			}
 			if len(gaps) < 6 {
 				return fmt.Errorf("%d restarts so far", len(gaps))
@@ -163,30 +162,38 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// containerStarts lists when a container started since a time, from the
-// engine's events.
-func containerStarts(t *testing.T, id string, since time.Time) []time.Time {
+// watchStarts follows the engine's start events of a service's containers
+// from now until the test ends, and returns a function that lists the
+// start times of one container. (Reading past events instead would miss
+// some: the engine keeps only the last 256, and the healthchecks of
+// parallel tests fill that in seconds.)
+func watchStarts(t *testing.T, project, service string) func(containerID string) []time.Time {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	res := docker.Events(ctx, client.EventsListOptions{
-		Since: fmt.Sprint(since.Unix()), Until: fmt.Sprint(time.Now().Unix() + 1),
-		Filters: make(client.Filters).Add("container", id).Add("event", "start"),
-	})
-	var out []time.Time
-	for {
-		select {
-		case m, ok := <-res.Messages:
-			if !ok {
-				return out
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	res := docker.Events(ctx, client.EventsListOptions{Filters: make(client.Filters).
+		Add("type", "container").Add("event", "start").
+		Add("label", "com.docker.compose.project="+project).
+		Add("label", "com.docker.compose.service="+service)})
+	var mu sync.Mutex
+	starts := map[string][]time.Time{}
+	go func() {
+		for {
+			select {
+			case m := <-res.Messages:
+				mu.Lock()
+				starts[m.Actor.ID] = append(starts[m.Actor.ID], time.Unix(0, m.TimeNano))
+				mu.Unlock()
+			case <-res.Err:
+				return
 			}
-			out = append(out, time.Unix(0, m.TimeNano))
-		case err := <-res.Err:
-			if err != nil && !errors.Is(err, io.EOF) {
-				t.Fatalf("reading the engine's events: %v", err)
-			}
-			return out
 		}
+	}()
+	// Events returns once the engine answered: the subscription is live.
+	return func(id string) []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(starts[id])
 	}
 }
 

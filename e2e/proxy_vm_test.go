@@ -98,17 +98,24 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 	})
 }
 
-// stagePackage puts the binary under test and a customer package
-// (customer.env for carto.vm.test, the registry's key.json) into the VM at
-// /usr/local/bin/carto-appliance and /root/package/.
+// stagePackage puts the binary under test at /usr/local/bin/carto-appliance
+// and the customer package into the VM (stageCustomerPackage).
 func stagePackage(t *testing.T, node *vm.VM) {
 	t.Helper()
-	ctx := context.Background()
-	node.MustExec(t, "mkdir", "-p", "/root/package")
-	if err := node.CopyFile(ctx, bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
+	if err := node.CopyFile(context.Background(), bin, "/usr/local/bin/carto-appliance", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
+	stageCustomerPackage(t, node)
+	// What the operator does for preflight's DNS check without a record yet.
+	node.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
+}
+
+// stageCustomerPackage puts a customer package (customer.env for
+// carto.vm.test, the registry's key.json) into the VM's /root/package/.
+func stageCustomerPackage(t *testing.T, node *vm.VM) {
+	t.Helper()
+	node.MustExec(t, "mkdir", "-p", "/root/package")
+	if err := node.CopyFile(context.Background(), reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var env strings.Builder

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 	"github.com/cartodb/carto-appliance/templates"
@@ -57,6 +59,8 @@ type InstallOptions struct {
 	Project     string
 	Proxy       ProxyInput
 	Warehouses  []string // replaces appliance.yaml's list when set
+	// IgnorePreflight lists preflight checks whose failure only warns.
+	IgnorePreflight []string
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
@@ -113,6 +117,8 @@ type Result struct {
 	Applied  *stack.ApplyResult
 	Warnings []string
 	Status   *Status
+	// Preflight is the report of the checks install ran first.
+	Preflight *preflight.Report `json:",omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.
@@ -125,6 +131,61 @@ var ErrNotInstalled = errors.New("carto-appliance is not installed here")
 // as it was. Re-running it converges.
 func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
+	d, err := planInstall(paths, opts)
+	if err != nil {
+		return nil, err
+	}
+	report, err := runPreflight(ctx, paths, d, opts.IgnorePreflight)
+	if err != nil {
+		return &Result{Preflight: report, Warnings: d.warnings}, err
+	}
+	res, err := run(ctx, opts.Options, paths, d, "install")
+	if res != nil {
+		res.Preflight = report
+	}
+	return res, err
+}
+
+// Preflight runs the checks install would run with these options, and
+// changes nothing.
+func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, error) {
+	paths := opts.Paths.WithDefaults()
+	d, err := planInstall(paths, opts)
+	if err != nil {
+		return nil, err
+	}
+	report, _ := runPreflight(ctx, paths, d, opts.IgnorePreflight)
+	return report, nil
+}
+
+func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string) (*preflight.Report, error) {
+	for _, id := range ignore {
+		if !slices.Contains(preflight.IDs, id) {
+			return nil, fmt.Errorf("--ignore-preflight %q: no such check; the checks are %s", id, strings.Join(preflight.IDs, ", "))
+		}
+	}
+	r := d.cfg.Defaults().Router
+	opts := preflight.Options{
+		Requirements: d.release.Manifest.Requirements,
+		Domain:       d.env.Get("SELFHOSTED_DOMAIN"),
+		BindAddress:  r.BindAddress, HTTPPort: r.HTTPPort, HTTPSPort: r.HTTPSPort,
+		Project:  d.cfg.Defaults().Project,
+		DataDirs: []string{paths.ConfigDir, paths.StateDir},
+		Ignore:   ignore,
+	}
+	if auth, err := d.registryAuth(); err == nil {
+		opts.ClockURL = "https://" + auth.Registry + "/v2/"
+	}
+	report := preflight.Run(ctx, opts)
+	if report.Failed {
+		return report, &preflight.FailedError{Report: report}
+	}
+	return report, nil
+}
+
+// planInstall plans an install from the installed settings and the
+// options, reading the customer package; it changes nothing.
+func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -176,7 +237,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 		return nil, err
 	}
 	d.addCert(proxy.CAFileName, ca)
-	return run(ctx, opts.Options, paths, d, "install")
+	return d, nil
 }
 
 // Apply re-renders .env and the compose file from what is installed

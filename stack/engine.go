@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/moby/moby/client"
 )
@@ -56,3 +57,39 @@ func (e *Engine) Close() error { return e.api.Close() }
 
 // APIVersion is the negotiated Engine API version.
 func (e *Engine) APIVersion() string { return e.api.ClientVersion() }
+
+// EngineInfo is what preflight needs to know of the engine.
+type EngineInfo struct {
+	Version string // e.g. 20.10.24+dfsg1
+	RootDir string // where images, containers and volumes live
+}
+
+// Info reports the engine's version and data directory.
+func (e *Engine) Info(ctx context.Context) (EngineInfo, error) {
+	res, err := e.api.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return EngineInfo{}, fmt.Errorf("asking the Docker engine for its info: %w", err)
+	}
+	return EngineInfo{Version: res.Info.ServerVersion, RootDir: res.Info.DockerRootDir}, nil
+}
+
+// PortOwner names the running container that publishes a host port, and
+// its compose project ("" when no container does).
+func (e *Engine) PortOwner(ctx context.Context, port int) (name, project string, err error) {
+	list, err := e.api.ContainerList(ctx, client.ContainerListOptions{})
+	if err != nil {
+		return "", "", fmt.Errorf("listing containers: %w", err)
+	}
+	for _, c := range list.Items {
+		for _, p := range c.Ports {
+			if int(p.PublicPort) == port {
+				name := c.ID[:12]
+				if len(c.Names) > 0 {
+					name = strings.TrimPrefix(c.Names[0], "/")
+				}
+				return name, c.Labels[labelProject], nil
+			}
+		}
+	}
+	return "", "", nil
+}

@@ -41,6 +41,24 @@ type Manifest struct {
 	Images []string `yaml:"images"`
 	// Egress lists the internet domains the stack reaches.
 	Egress Egress `yaml:"egress"`
+	// Requirements are the host resources a node needs, checked by
+	// preflight: below Min fails, below Recommended warns.
+	Requirements Requirements `yaml:"requirements"`
+}
+
+// Requirements are the host resources of a node.
+type Requirements struct {
+	CPUs      Requirement `yaml:"cpus"`
+	MemoryGiB Requirement `yaml:"memory_gib"`
+	// DiskGiB is free space for the Docker engine's images, containers
+	// and volumes (the embedded Postgres data included).
+	DiskGiB Requirement `yaml:"disk_gib"`
+}
+
+// Requirement is a minimum and a recommended amount.
+type Requirement struct {
+	Min         float64 `yaml:"min"`
+	Recommended float64 `yaml:"recommended"`
 }
 
 // Egress is CARTO's egress allow-list: the core domains every installation
@@ -95,6 +113,11 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	} {
 		if _, err := ParseVersion(v); err != nil {
 			return nil, fmt.Errorf("release manifest field %s: %w", field, err)
+		}
+	}
+	for field, r := range map[string]Requirement{"cpus": m.Requirements.CPUs, "memory_gib": m.Requirements.MemoryGiB, "disk_gib": m.Requirements.DiskGiB} {
+		if r.Min <= 0 || r.Recommended < r.Min {
+			return nil, fmt.Errorf("release manifest field requirements.%s: min must be positive and recommended at least min (min %v, recommended %v)", field, r.Min, r.Recommended)
 		}
 	}
 	if len(m.Images) == 0 {

@@ -6,8 +6,10 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -23,8 +25,10 @@ func newInstallCmd() *cobra.Command {
 		Long: `Imports the customer package (customer.env, key.json) into the config dir,
 writes appliance.yaml, renders .env and docker-compose.yml, pulls every image
 and starts the stack in dependency order, waiting until it is healthy.
-Nothing changes until the settings are valid and every image is present.
-Re-running it converges: only what changed is recreated.`,
+Preflight runs first (see 'carto-appliance preflight'): a failed check stops the
+install with exit code 3 and nothing changed. Nothing changes until the settings
+are valid and every image is present. Re-running it converges: only what changed
+is recreated.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if err := validatePull(pull); err != nil {
@@ -61,6 +65,16 @@ Re-running it converges: only what changed is recreated.`,
 	f := cmd.Flags()
 	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
 	f.StringVar(&binary, "binary", installer.DefaultBinary, "the carto-appliance executable the systemd service runs")
+	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
+	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
+	installSettingsFlags(f, &opts)
+	px.register(f, "proxy-")
+	return cmd
+}
+
+// installSettingsFlags are the settings install takes, which preflight
+// checks too.
+func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")
@@ -69,11 +83,8 @@ Re-running it converges: only what changed is recreated.`,
 	f.IntVar(&opts.HTTPSPort, "https-port", 0, "host port for HTTPS (default 443)")
 	f.StringVar(&opts.BindAddress, "bind-address", "", "host address the router listens on (default 0.0.0.0)")
 	f.StringVar(&opts.Project, "project", "", "compose project name (default carto)")
-	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.StringSliceVar(&opts.Warehouses, "warehouses", nil, "data warehouses in use: bigquery, snowflake, postgres, redshift, databricks (comma-separated)")
-	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
-	px.register(f, "proxy-")
-	return cmd
+	f.StringSliceVar(&opts.IgnorePreflight, "ignore-preflight", nil, "preflight checks whose failure only warns (comma-separated IDs: "+strings.Join(preflight.IDs, ", ")+")")
 }
 
 func validatePull(p string) error {
@@ -92,6 +103,13 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 	pr.Close()
 	out := cmd.OutOrStdout()
 	if res != nil {
+		if res.Preflight != nil {
+			for _, c := range res.Preflight.Checks {
+				if c.Status == preflight.Warn {
+					fmt.Fprintf(os.Stderr, "Warning: preflight: %s: %s; %s\n", c.Title, c.Detail, c.Fix)
+				}
+			}
+		}
 		for _, w := range res.Warnings {
 			fmt.Fprintln(os.Stderr, "Warning:", w)
 		}

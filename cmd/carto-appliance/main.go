@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/preflight"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -23,6 +24,7 @@ const (
 	exitOK        = 0
 	exitError     = 1
 	exitUsage     = 2
+	exitPreflight = 3
 	exitInterrupt = 130
 )
 
@@ -49,6 +51,10 @@ func run(ctx context.Context, args []string) int {
 		return exitInterrupt
 	}
 	fmt.Fprintln(os.Stderr, "Error:", err)
+	var pf *preflight.FailedError
+	if errors.As(err, &pf) {
+		return exitPreflight
+	}
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, installer.ErrUnknownService) {
 		return exitUsage
@@ -74,6 +80,7 @@ func newRootCmd() *cobra.Command {
 		newInstallCmd(),
 		newStatusCmd(),
 		newLogsCmd(),
+		newPreflightCmd(),
 		newControlCmd(installer.ActionStart, "Start services and keep them supervised"),
 		newControlCmd(installer.ActionStop, "Stop services and keep them stopped"),
 		newControlCmd(installer.ActionRestart, "Restart services in dependency order"),

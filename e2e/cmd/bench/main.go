@@ -115,7 +115,7 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 func (b *bench) installArgs() []string {
 	return []string{"install", "--no-service", "--customer-env", b.customer, "--key", b.bed.Registry.KeyJSONPath,
 		"--registry", b.bed.Registry.Host, "--project", "bench", "--http-port", "18080", "--https-port", "18443",
-		"--bind-address", "127.0.0.1"}
+		"--bind-address", "127.0.0.1", "--ignore-preflight", "dns"}
 }
 
 func (b *bench) appliance(ctx context.Context, args ...string) error {

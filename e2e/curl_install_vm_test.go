@@ -1,0 +1,243 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/e2e/vm"
+)
+
+// The operator's first command on a fresh VM: `curl .../install.sh | sh -s
+// -- FLAGS`, against a release served over HTTPS like any static site. A
+// tampered binary is refused; a failed preflight (no DNS record, port 443
+// taken, too little memory) exits 3 with its own message and leaves the VM
+// as it was; then the install ends healthy under systemd, a second run
+// changes nothing, uninstall + install keeps the data and uninstall --purge
+// leaves nothing.
+func TestCurlInstallOnFreshVM(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	if _, err := vm.EnsureImage(ctx, docker); err != nil {
+		t.Fatal(err)
+	}
+	netw := vm.NewNetwork(t, docker, "curlvm")
+	release := startReleaseServer(t, netw.Gateway)
+	regHost, regCA := startRegistryMirror(t, netw.Name)
+	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
+	small := vm.New(t, docker, vm.Options{Name: "small", Network: netw.Name, Memory: 4 << 30})
+	for _, n := range []*vm.VM{node, small} {
+		// The release's certificate is from a test CA: trust it as an
+		// operator trusts their company's.
+		write(t, n, "/usr/local/share/ca-certificates/release-ca.crt", release.ca, 0o644)
+		n.MustExec(t, "update-ca-certificates")
+		n.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost)
+		write(t, n, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		stageCustomerPackage(t, n)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "60")
+			t.Logf("agent journal in the VM:\n%s", out)
+		}
+	})
+	curlInstall := func(n *vm.VM, extra ...string) (string, string, int) {
+		t.Helper()
+		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s %s",
+			release.url, regHost, strings.Join(extra, " "))
+		out, errOut, code, err := n.Exec(ctx, "sh", "-c", cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errOut, code
+	}
+	// untouched checks that nothing of the appliance is on the VM but,
+	// perhaps, its binary.
+	untouched := func(t *testing.T, n *vm.VM) {
+		t.Helper()
+		for _, p := range []string{"/opt/carto", "/var/lib/carto-appliance", "/etc/systemd/system/carto-appliance.service", "/etc/systemd/system/docker.service.d/carto-proxy.conf"} {
+			if _, _, code, _ := n.Exec(ctx, "test", "-e", p); code == 0 {
+				t.Errorf("%s exists", p)
+			}
+		}
+		if out := n.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
+			t.Errorf("containers exist: %s", out)
+		}
+		if out := n.MustExec(t, "docker", "volume", "ls", "-q"); strings.TrimSpace(out) != "" {
+			t.Errorf("volumes exist: %s", out)
+		}
+	}
+	preflightFails := func(t *testing.T, n *vm.VM, check, detail string) {
+		t.Helper()
+		out, errOut, code := curlInstall(n)
+		if code != 3 || !strings.Contains(errOut, "preflight failed, nothing was changed") || !strings.Contains(errOut, check+": ") || !strings.Contains(errOut, detail) {
+			t.Errorf("exit %d, want 3 with %q: %q\nstdout:\n%s\nstderr:\n%s", code, check, detail, out, errOut)
+		}
+		untouched(t, n)
+	}
+
+	step(t, "a tampered binary is refused and nothing is installed", func(t *testing.T) {
+		release.tampered.Store(true)
+		defer release.tampered.Store(false)
+		_, errOut, code := curlInstall(node)
+		if code == 0 || !strings.Contains(errOut, "checksum mismatch for carto-appliance_linux_amd64") || !strings.Contains(errOut, "nothing was installed") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/usr/local/bin/carto-appliance"); code == 0 {
+			t.Error("the tampered binary was installed")
+		}
+		untouched(t, node)
+	})
+
+	step(t, "a domain that does not resolve fails preflight", func(t *testing.T) {
+		preflightFails(t, node, "Domain carto.vm.test", "does not resolve")
+	})
+
+	step(t, "port 443 taken fails preflight", func(t *testing.T) {
+		node.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
+		node.MustExec(t, "systemd-run", "--unit", "hold-443", "systemd-socket-activate", "-l", "443", "/bin/cat")
+		defer node.MustExec(t, "systemctl", "stop", "hold-443")
+		eventually(t, 10*time.Second, func() error {
+			if out := node.MustExec(t, "systemctl", "is-active", "hold-443"); strings.TrimSpace(out) != "active" {
+				return fmt.Errorf("hold-443: %s", out)
+			}
+			return nil
+		})
+		preflightFails(t, node, "Port 443 (HTTPS)", "another program listens on 0.0.0.0:443")
+	})
+
+	step(t, "a VM with 4 GiB of memory fails preflight", func(t *testing.T) {
+		small.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
+		preflightFails(t, small, "Memory", "4 GiB (minimum 8")
+	})
+
+	var installedAt string
+	step(t, "the curl install ends healthy under systemd and prints the URL", func(t *testing.T) {
+		out, errOut, code := curlInstall(node)
+		if code != 0 {
+			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		if !strings.Contains(out, "is up at https://carto.vm.test/") || !strings.Contains(out, "The agent keeps it up") {
+			t.Errorf("install said:\n%s", out)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "systemctl", "is-active", "carto-appliance")); got != "active" {
+			t.Errorf("carto-appliance.service: %s", got)
+		}
+		if st := vmStatus(t, node); !st.Healthy || st.AgentPID == 0 {
+			t.Errorf("status: healthy=%v agent_pid=%d", st.Healthy, st.AgentPID)
+		}
+		installedAt = node.MustExec(t, "stat", "-c", "%Y", "/usr/local/bin/carto-appliance")
+		vmPsql(t, node, "CREATE TABLE curl_e2e (v text); INSERT INTO curl_e2e VALUES ('kept')")
+	})
+
+	step(t, "running it again changes nothing", func(t *testing.T) {
+		before := vmContainers(t, node)
+		_, errOut, code := curlInstall(node)
+		if code != 0 || !strings.Contains(errOut, "/usr/local/bin/carto-appliance is already this version") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		if got := node.MustExec(t, "stat", "-c", "%Y", "/usr/local/bin/carto-appliance"); got != installedAt {
+			t.Error("the binary was replaced")
+		}
+		sameContainers(t, before, vmContainers(t, node))
+	})
+
+	step(t, "uninstall then install keeps the data", func(t *testing.T) {
+		node.MustExec(t, "carto-appliance", "uninstall")
+		if out := node.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
+			t.Errorf("containers after uninstall: %s", out)
+		}
+		if _, _, code := curlInstall(node); code != 0 {
+			t.Fatalf("reinstall: exit %d", code)
+		}
+		if got := vmPsql(t, node, "SELECT v FROM curl_e2e"); got != "kept" {
+			t.Errorf("the row after reinstall: %q", got)
+		}
+	})
+
+	step(t, "uninstall --purge leaves no trace", func(t *testing.T) {
+		node.MustExec(t, "carto-appliance", "uninstall", "--purge", "--yes")
+		untouched(t, node)
+	})
+}
+
+func vmPsql(t *testing.T, node *vm.VM, sql string) string {
+	t.Helper()
+	out := node.MustExec(t, "docker", "exec", "carto-workspace-postgres-1", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-d", "postgres", "-c", sql)
+	return strings.TrimSpace(out)
+}
+
+// releaseServer serves a release directory (packaging/release.sh) over
+// HTTPS on the test network's gateway, as any static web server would.
+type releaseServer struct {
+	url      string
+	ca       []byte
+	tampered atomic.Bool // serve the binary with one byte changed
+}
+
+func startReleaseServer(t *testing.T, gw netip.Addr) *releaseServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(gw, 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := &releaseServer{url: "https://" + ln.Addr().String()}
+	dir := filepath.Join(t.TempDir(), "release")
+	cmd := exec.Command("../packaging/release.sh", dir, rs.url, "e2e")
+	cmd.Env = append(os.Environ(), "ARCHES=amd64")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the release: %v\n%s", err, out)
+	}
+	ca, err := proxytest.NewCA("release server CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue(gw.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs.ca = ca.PEM
+	files := http.FileServer(http.Dir(dir))
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if rs.tampered.Load() && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_") {
+				b, err := os.ReadFile(filepath.Join(dir, filepath.Base(r.URL.Path)))
+				if err != nil {
+					http.NotFound(w, r)
+					return
+				}
+				b[len(b)/2] ^= 0xff
+				w.Write(b)
+				return
+			}
+			files.ServeHTTP(w, r)
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			t.Errorf("release server: %v", err)
+		}
+	}()
+	t.Cleanup(func() { srv.Close() })
+	return rs
+}
