@@ -128,9 +128,15 @@ func TestEachProblemHasItsVerdictAndFix(t *testing.T) {
 		{"full config disk", func(h *fakeHost) { h.free["/opt/carto"] = 10 << 20 }, "disk", Fail, "only 10 MiB free on /opt/carto", "100 MiB"},
 		{"443 taken by a program", func(h *fakeHost) { h.listenErr = map[int]error{443: inUse} }, "port-https", Fail, "another program listens on 0.0.0.0:443", "--https-port"},
 		{"443 taken by a container", func(h *fakeHost) { h.listenErr, h.owner, h.project = map[int]error{443: inUse}, "web", "other" }, "port-https", Fail, "published by container web", "stop that container"},
-		{"443 held by our router", func(h *fakeHost) { h.listenErr, h.owner, h.project = map[int]error{443: inUse}, "carto-router-http-1", "carto" }, "port-https", Pass, "this appliance's carto-router-http-1", ""},
-		{"80 not allowed", func(h *fakeHost) { h.listenErr = map[int]error{80: errors.New("listen tcp 0.0.0.0:80: bind: permission denied")} }, "port-http", Fail, "permission denied", "--http-port"},
-		{"unresolvable domain", func(h *fakeHost) { h.lookup = &net.DNSError{Err: "no such host", Name: "carto.example.com", IsNotFound: true} }, "dns", Fail, "does not resolve", "add a DNS record for carto.example.com"},
+		{"443 held by our router", func(h *fakeHost) {
+			h.listenErr, h.owner, h.project = map[int]error{443: inUse}, "carto-router-http-1", "carto"
+		}, "port-https", Pass, "this appliance's carto-router-http-1", ""},
+		{"80 not allowed", func(h *fakeHost) {
+			h.listenErr = map[int]error{80: errors.New("listen tcp 0.0.0.0:80: bind: permission denied")}
+		}, "port-http", Fail, "permission denied", "--http-port"},
+		{"unresolvable domain", func(h *fakeHost) {
+			h.lookup = &net.DNSError{Err: "no such host", Name: "carto.example.com", IsNotFound: true}
+		}, "dns", Fail, "does not resolve", "add a DNS record for carto.example.com"},
 		{"DNS timeout", func(h *fakeHost) { h.lookup = &net.DNSError{Err: "i/o timeout", IsTimeout: true} }, "dns", Fail, "does not resolve", "/etc/resolv.conf"},
 		{"clock 3 minutes off", func(h *fakeHost) { h.serverTime = h.now.Add(-3 * time.Minute) }, "clock", Warn, "3m0s off", "set-ntp"},
 		{"clock an hour off", func(h *fakeHost) { h.serverTime = h.now.Add(time.Hour) }, "clock", Fail, "1h0m0s off", "certificates and tokens"},
