@@ -125,6 +125,26 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		preflightFails(t, small, "Memory", "4 GiB (minimum 8")
 	})
 
+	step(t, "the deb package installs with dpkg -i and removes cleanly", func(t *testing.T) {
+		deb := strings.TrimSpace(small.MustExec(t, "sh", "-c", "curl -fsSL "+release.url+"/SHA256SUMS | awk '$2 ~ /_amd64[.]deb$/ { print $2 }'"))
+		if deb == "" {
+			t.Fatal("the release has no amd64 deb")
+		}
+		small.MustExec(t, "sh", "-c", "cd /root && curl -fsSLO "+release.url+"/"+deb+" && curl -fsSL "+release.url+"/SHA256SUMS | grep ' "+deb+"$' | sha256sum -c -")
+		small.MustExec(t, "dpkg", "-i", "/root/"+deb)
+		if out := small.MustExec(t, "carto-appliance", "version"); !strings.Contains(out, "e2e") {
+			t.Errorf("carto-appliance version from the package: %s", out)
+		}
+		if got := strings.TrimSpace(small.MustExec(t, "dpkg-query", "-W", "-f", "${Status} ${Version}", "carto-appliance")); got != "install ok installed 0.0.0~e2e" {
+			t.Errorf("dpkg-query: %q", got)
+		}
+		small.MustExec(t, "dpkg", "-r", "carto-appliance")
+		if _, _, code, _ := small.Exec(ctx, "test", "-e", "/usr/bin/carto-appliance"); code == 0 {
+			t.Error("dpkg -r left /usr/bin/carto-appliance")
+		}
+		untouched(t, small)
+	})
+
 	var installedAt string
 	step(t, "the curl install ends healthy under systemd and prints the URL", func(t *testing.T) {
 		out, errOut, code := curlInstall(node)

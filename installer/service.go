@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,9 +23,29 @@ import (
 // ServiceUnit is the systemd unit the agent runs as.
 const ServiceUnit = systemd.UnitName
 
-// DefaultBinary is where install.sh puts the binary and what the unit runs
-// by default (SPEC §3).
+// DefaultBinary is where install.sh puts the binary (SPEC §3).
 const DefaultBinary = "/usr/local/bin/carto-appliance"
+
+// PackageBinary is where the deb and rpm packages put it.
+const PackageBinary = "/usr/bin/carto-appliance"
+
+// defaultBinary is what the unit runs when not told: the running binary
+// when it is in one of the standard places, else the first of those that
+// exists. A binary elsewhere (a download dir) may not be there tomorrow.
+func defaultBinary() string {
+	places := []string{DefaultBinary, PackageBinary}
+	if self, err := os.Executable(); err == nil {
+		if self, err = filepath.EvalSymlinks(self); err == nil && slices.Contains(places, self) {
+			return self
+		}
+	}
+	for _, p := range places {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return DefaultBinary
+}
 
 // DefaultServiceStartTimeout bounds InstallService's wait for the agent to
 // report ready when ServiceOptions.StartTimeout is 0. The agent reports
@@ -42,7 +63,8 @@ type ServiceOptions struct {
 	// DefaultStateDir.
 	Paths Paths
 	// Binary is the carto-appliance executable the unit runs. Default:
-	// DefaultBinary.
+	// the running one in DefaultBinary or PackageBinary, else the one of
+	// those that exists.
 	Binary string
 	// StartTimeout bounds the wait for the agent to report ready. Default:
 	// DefaultServiceStartTimeout.
@@ -319,7 +341,7 @@ func parseServiceState(out string) ServiceState {
 func (o ServiceOptions) resolve() (ServiceOptions, error) {
 	o.Paths = o.Paths.WithDefaults()
 	if o.Binary == "" {
-		o.Binary = DefaultBinary
+		o.Binary = defaultBinary()
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultServiceStartTimeout
@@ -342,7 +364,7 @@ func (o ServiceOptions) resolve() (ServiceOptions, error) {
 	fi, err := os.Stat(o.Binary)
 	switch {
 	case err != nil:
-		return o, fmt.Errorf("the unit would run %s: %w; install the binary there (install.sh does: install -m 0755 carto-appliance %s) or pass --binary", o.Binary, err, DefaultBinary)
+		return o, fmt.Errorf("the unit would run %s: %w; install the binary there (install.sh puts it in %s, the packages in %s) or pass --binary", o.Binary, err, DefaultBinary, PackageBinary)
 	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
 		return o, fmt.Errorf("the unit would run %s, which is not an executable file; chmod 0755 it or pass --binary", o.Binary)
 	}

@@ -64,7 +64,7 @@ is recreated.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
-	f.StringVar(&binary, "binary", installer.DefaultBinary, "the carto-appliance executable the systemd service runs")
+	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
 	installSettingsFlags(f, &opts)

@@ -48,7 +48,7 @@ is rewritten and the agent restarted.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.Binary, "binary", installer.DefaultBinary, "the carto-appliance executable the service runs")
+	f.StringVar(&opts.Binary, "binary", "", "the carto-appliance executable the service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
 	f.DurationVar(&opts.StartTimeout, "timeout", installer.DefaultServiceStartTimeout, "how long to wait for the agent to report ready")
 	return cmd
 }
