@@ -1,7 +1,9 @@
 # carto-appliance — build, test bed and checks.
 #
-#   make demo    build, bring the stand-in CARTO stack up on the local Docker
-#                engine through the real installer, print the URL and status
+#   make demo    build, start a sandbox fresh VM (systemd + its own Docker
+#                engine), run the curl installer in it against a local release
+#                server and registry, print the URL and status (demo-down
+#                removes the VM)
 #   make check   every test: unit, fuzz (short), integration against the real
 #                engine, registry and compose (what .ci/run calls)
 #   make release the directory a static HTTPS server hosts for the curl

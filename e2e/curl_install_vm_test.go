@@ -4,21 +4,13 @@ package e2e
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"net"
-	"net/http"
-	"net/netip"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/e2e/vm"
 )
 
@@ -36,14 +28,18 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	netw := vm.NewNetwork(t, docker, "curlvm")
-	release := startReleaseServer(t, netw.Gateway)
+	release, err := testbed.StartReleaseServer(ctx, "..", netw.Gateway, filepath.Join(t.TempDir(), "release"), "e2e")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { release.Close() })
 	regHost, regCA := startRegistryMirror(t, netw.Name)
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	small := vm.New(t, docker, vm.Options{Name: "small", Network: netw.Name, Memory: 4 << 30})
 	for _, n := range []*vm.VM{node, small} {
 		// The release's certificate is from a test CA: trust it as an
 		// operator trusts their company's.
-		write(t, n, "/usr/local/share/ca-certificates/release-ca.crt", release.ca, 0o644)
+		write(t, n, "/usr/local/share/ca-certificates/release-ca.crt", release.CAPEM, 0o644)
 		n.MustExec(t, "update-ca-certificates")
 		n.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost)
 		write(t, n, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
@@ -58,7 +54,7 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 	curlInstall := func(n *vm.VM, extra ...string) (string, string, int) {
 		t.Helper()
 		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s %s",
-			release.url, regHost, strings.Join(extra, " "))
+			release.URL, regHost, strings.Join(extra, " "))
 		out, errOut, code, err := n.Exec(ctx, "sh", "-c", cmd)
 		if err != nil {
 			t.Fatal(err)
@@ -91,8 +87,8 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 	}
 
 	step(t, "a tampered binary is refused and nothing is installed", func(t *testing.T) {
-		release.tampered.Store(true)
-		defer release.tampered.Store(false)
+		release.Tampered.Store(true)
+		defer release.Tampered.Store(false)
 		_, errOut, code := curlInstall(node)
 		if code == 0 || !strings.Contains(errOut, "checksum mismatch for carto-appliance_linux_amd64") || !strings.Contains(errOut, "nothing was installed") {
 			t.Errorf("exit %d:\n%s", code, errOut)
@@ -126,11 +122,11 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 	})
 
 	step(t, "the deb package installs with dpkg -i and removes cleanly", func(t *testing.T) {
-		deb := strings.TrimSpace(small.MustExec(t, "sh", "-c", "curl -fsSL "+release.url+"/SHA256SUMS | awk '$2 ~ /_amd64[.]deb$/ { print $2 }'"))
+		deb := strings.TrimSpace(small.MustExec(t, "sh", "-c", "curl -fsSL "+release.URL+"/SHA256SUMS | awk '$2 ~ /_amd64[.]deb$/ { print $2 }'"))
 		if deb == "" {
 			t.Fatal("the release has no amd64 deb")
 		}
-		small.MustExec(t, "sh", "-c", "cd /root && curl -fsSLO "+release.url+"/"+deb+" && curl -fsSL "+release.url+"/SHA256SUMS | grep ' "+deb+"$' | sha256sum -c -")
+		small.MustExec(t, "sh", "-c", "cd /root && curl -fsSLO "+release.URL+"/"+deb+" && curl -fsSL "+release.URL+"/SHA256SUMS | grep ' "+deb+"$' | sha256sum -c -")
 		small.MustExec(t, "dpkg", "-i", "/root/"+deb)
 		if out := small.MustExec(t, "carto-appliance", "version"); !strings.Contains(out, "e2e") {
 			t.Errorf("carto-appliance version from the package: %s", out)
@@ -199,65 +195,4 @@ func vmPsql(t *testing.T, node *vm.VM, sql string) string {
 	t.Helper()
 	out := node.MustExec(t, "docker", "exec", "carto-workspace-postgres-1", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-d", "postgres", "-c", sql)
 	return strings.TrimSpace(out)
-}
-
-// releaseServer serves a release directory (packaging/release.sh) over
-// HTTPS on the test network's gateway, as any static web server would.
-type releaseServer struct {
-	url      string
-	ca       []byte
-	tampered atomic.Bool // serve the binary with one byte changed
-}
-
-func startReleaseServer(t *testing.T, gw netip.Addr) *releaseServer {
-	t.Helper()
-	ln, err := net.Listen("tcp", netip.AddrPortFrom(gw, 0).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs := &releaseServer{url: "https://" + ln.Addr().String()}
-	dir := filepath.Join(t.TempDir(), "release")
-	cmd := exec.Command("../packaging/release.sh", dir, rs.url, "e2e")
-	cmd.Env = append(os.Environ(), "ARCHES=amd64")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building the release: %v\n%s", err, out)
-	}
-	ca, err := proxytest.NewCA("release server CA")
-	if err != nil {
-		t.Fatal(err)
-	}
-	certPEM, keyPEM, err := ca.Issue(gw.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs.ca = ca.PEM
-	files := http.FileServer(http.Dir(dir))
-	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if rs.tampered.Load() && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_") {
-				b, err := os.ReadFile(filepath.Join(dir, filepath.Base(r.URL.Path)))
-				if err != nil {
-					http.NotFound(w, r)
-					return
-				}
-				b[len(b)/2] ^= 0xff
-				w.Write(b)
-				return
-			}
-			files.ServeHTTP(w, r)
-		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() {
-		if err := srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("release server: %v", err)
-		}
-	}()
-	t.Cleanup(func() { srv.Close() })
-	return rs
 }

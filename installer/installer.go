@@ -61,6 +61,9 @@ type InstallOptions struct {
 	Warehouses  []string // replaces appliance.yaml's list when set
 	// IgnorePreflight lists preflight checks whose failure only warns.
 	IgnorePreflight []string
+	// InstallDocker installs the Docker engine from the distribution's
+	// packages when it is missing and every other preflight check passes.
+	InstallDocker bool
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
@@ -134,6 +137,11 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	d, err := planInstall(paths, opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.InstallDocker {
+		if err := ensureDocker(ctx, paths, d, opts.IgnorePreflight); err != nil {
+			return &Result{Warnings: d.warnings}, err
+		}
 	}
 	report, err := runPreflight(ctx, paths, d, opts.IgnorePreflight)
 	if err != nil {

@@ -55,7 +55,10 @@ func (localHost) GOARCH() string { return runtime.GOARCH }
 func (localHost) CPUs() int      { return runtime.NumCPU() }
 func (localHost) Now() time.Time { return time.Now() }
 
-func (localHost) OSRelease() (map[string]string, error) {
+func (localHost) OSRelease() (map[string]string, error) { return LocalOSRelease() }
+
+// LocalOSRelease reads this machine's /etc/os-release.
+func LocalOSRelease() (map[string]string, error) {
 	f, err := os.Open("/etc/os-release")
 	if errors.Is(err, fs.ErrNotExist) {
 		f, err = os.Open("/usr/lib/os-release")

@@ -67,6 +67,7 @@ is recreated.`,
 	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
+	f.BoolVar(&opts.InstallDocker, "install-docker", false, "install the Docker engine from the distribution's packages when it is missing (after the other preflight checks pass)")
 	installSettingsFlags(f, &opts)
 	px.register(f, "proxy-")
 	return cmd

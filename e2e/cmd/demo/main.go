@@ -1,8 +1,10 @@
-// Command demo is `make demo`: it builds the test bed (stand-in images, a
-// registry with `_json_key` auth holding the release), writes a customer
-// package, and runs the real installer against the local Docker engine,
-// ending with the URL, a request through the router and `status`.
-// `-down` removes the demo stack and its data.
+// Command demo is `make demo`: what an operator's first install looks like,
+// on a sandbox "fresh VM" (systemd and its own Docker engine). It builds
+// the test bed (stand-in images in a registry with `_json_key` auth), a
+// release served over HTTPS like any static site, starts the VM, runs the
+// curl installer in it, and ends with the URL answering over HTTPS and
+// `carto-appliance status`. The VM keeps running after the demo ends;
+// `-down` removes it.
 package main
 
 import (
@@ -16,91 +18,137 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/testbed"
+	"github.com/cartodb/carto-appliance/e2e/vm"
 )
 
 func main() {
-	down := flag.Bool("down", false, "remove the demo stack, its data and settings")
-	dir := flag.String("dir", ".cache/demo", "where the demo keeps its config, state and registry")
-	bin := flag.String("bin", "bin/carto-appliance", "the carto-appliance binary")
-	httpsPort := flag.String("https-port", envOr("DEMO_HTTPS_PORT", "443"), "host port for HTTPS")
-	httpPort := flag.String("http-port", envOr("DEMO_HTTP_PORT", "80"), "host port for HTTP")
+	down := flag.Bool("down", false, "remove the demo VM and its files")
+	dir := flag.String("dir", ".cache/demo", "where the demo keeps its registry, release and customer package")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, *dir, *bin, *httpPort, *httpsPort, *down); err != nil {
+	if err := run(ctx, *dir, *down); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-func run(ctx context.Context, dir, bin, httpPort, httpsPort string, down bool) error {
+func run(ctx context.Context, dir string, down bool) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
 	}
-	dirs := []string{"--config-dir", filepath.Join(dir, "opt-carto"), "--state-dir", filepath.Join(dir, "state")}
-	if down {
-		return appliance(ctx, bin, append([]string{"uninstall", "--purge", "--yes"}, dirs...)...)
+	cli, err := testbed.DockerClient(ctx)
+	if err != nil {
+		return err
 	}
-	say("Preparing the test bed and publishing the release to a local registry (auth: _json_key + key.json; first run: ~2 min to build the images)")
+	// VMs of processes that are gone: an earlier demo's among them.
+	if err := vm.Prune(ctx, cli); err != nil {
+		return err
+	}
+	if down {
+		say("Removed the demo VM")
+		return os.RemoveAll(dir)
+	}
+	repo, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+
+	say("Preparing the test bed: stand-in images in a local registry (auth: _json_key + key.json; first run: a few minutes to build the images)")
 	bed, err := testbed.Start(ctx, dir, testbed.Options{Logf: func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }})
 	if err != nil {
 		return err
 	}
 	defer bed.Close()
 	reg := bed.Registry
-	pkg := filepath.Join(dir, "customer-package")
-	if err := os.MkdirAll(pkg, 0o700); err != nil {
+
+	say("Starting a fresh VM (Debian 12, systemd, its own Docker engine)")
+	netw, err := vm.Network(ctx, cli, "demo")
+	if err != nil {
 		return err
 	}
-	customer := filepath.Join(pkg, "customer.env")
-	if err := os.WriteFile(customer, []byte(demoCustomerEnv), 0o600); err != nil {
+	node, err := vm.Start(ctx, cli, vm.Options{Name: "carto-demo", Network: netw.Name})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  %s at %s, booted in %s\n", node.Container, node.IP(), node.Boot().Took.Round(100*time.Millisecond))
+
+	say("Publishing the release (install.sh, binary, SHA256SUMS, deb/rpm) on https://%s", netw.Gateway)
+	release, err := testbed.StartReleaseServer(ctx, repo, netw.Gateway, filepath.Join(dir, "release"), "demo")
+	if err != nil {
+		return err
+	}
+	defer release.Close()
+
+	// What the operator's machine already has: trust in the company's CA
+	// (here the release server's and the registry's), and a customer
+	// package from CARTO.
+	_, regPort, _ := strings.Cut(reg.Host, ":")
+	port, _ := strconv.Atoi(regPort)
+	if err := node.ForwardHostPort(ctx, port); err != nil {
+		return err
+	}
+	regCA, err := os.ReadFile(reg.CACertPath)
+	if err != nil {
+		return err
+	}
+	domain := node.IP()
+	for _, f := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{"/usr/local/share/ca-certificates/demo-release-ca.crt", release.CAPEM, 0o644},
+		{"/etc/docker/certs.d/" + reg.Host + "/ca.crt", regCA, 0o644},
+		{"/root/package/customer.env", []byte(strings.ReplaceAll(demoCustomerEnv, "@DOMAIN@", domain)), 0o600},
+	} {
+		if err := node.WriteFile(ctx, f.path, f.data, f.mode); err != nil {
+			return err
+		}
+	}
+	if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
+		return err
+	}
+	if _, errOut, code, err := node.Exec(ctx, "update-ca-certificates"); err != nil || code != 0 {
+		return fmt.Errorf("update-ca-certificates in the VM: %v %s", err, errOut)
+	}
+
+	install := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s", release.URL, reg.Host)
+	say("In the VM, as root: %s", install)
+	if err := vmRun(ctx, node, "sh", "-c", install); err != nil {
 		return err
 	}
 
-	say("Installing: carto-appliance install --no-service --customer-env %s --key %s --registry %s", customer, reg.KeyJSONPath, reg.Host)
-	args := append([]string{"install", "--no-service", "--customer-env", customer, "--key", reg.KeyJSONPath,
-		"--registry", reg.Host, "--domain", "localhost", "--http-port", httpPort, "--https-port", httpsPort}, dirs...)
-	if err := appliance(ctx, bin, args...); err != nil {
-		return err
-	}
-
-	url := "https://localhost/"
-	if httpsPort != "443" {
-		url = "https://localhost:" + httpsPort + "/"
-	}
-	say("Checking a request through the router: GET %sworkspace-api/whoami", url)
+	url := "https://" + domain + "/"
+	say("Checking a request through the router from this machine: GET %sworkspace-api/whoami", url)
 	body, err := get(ctx, url+"workspace-api/whoami")
 	if err != nil {
 		return err
 	}
 	fmt.Printf("  %s\n", strings.TrimSpace(body))
-	say("carto-appliance status")
-	if err := appliance(ctx, bin, append([]string{"status"}, dirs...)...); err != nil {
+	say("carto-appliance status (in the VM)")
+	if err := vmRun(ctx, node, "carto-appliance", "status"); err != nil {
 		return err
 	}
 	say("CARTO (stand-in stack) is up at %s", url)
 	fmt.Printf("  the router's certificate is self-signed: curl -k %sworkspace-api/whoami\n", url)
-	fmt.Printf("  settings and generated files: %s/opt-carto; remove everything with: make demo-down\n", dir)
+	fmt.Printf("  a shell in the VM: docker exec -it %s bash; remove it with: make demo-down\n", node.Container)
 	return nil
 }
 
-func appliance(ctx context.Context, bin string, args ...string) error {
-	cmd := exec.CommandContext(ctx, bin, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("carto-appliance %s: %w", args[0], err)
+// vmRun runs a command in the VM with its output on ours.
+func vmRun(ctx context.Context, node *vm.VM, cmd ...string) error {
+	args := append([]string{"exec", node.Container}, cmd...)
+	c := exec.CommandContext(ctx, "docker", args...)
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("%s in the VM: %w", strings.Join(cmd, " "), err)
 	}
 	return nil
 }
@@ -127,9 +175,11 @@ func get(ctx context.Context, url string) (string, error) {
 
 func say(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
+// The domain is the VM's address: it resolves without a DNS record, which
+// preflight checks.
 const demoCustomerEnv = `# Demo customer package (a real one comes from CARTO).
 SELFHOSTED_TENANT_ID=onp-demo
-SELFHOSTED_DOMAIN=localhost
+SELFHOSTED_DOMAIN=@DOMAIN@
 SELFHOSTED_GCP_PROJECT_ID=carto-onp-demo
 CARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION=2025.10.7
 CARTO_AUTH0_CLIENT_ID=demo-client

@@ -1,0 +1,96 @@
+package testbed
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// ReleaseServer serves a release directory built by packaging/release.sh
+// over HTTPS, as any static web server would: what the curl installer
+// downloads from.
+type ReleaseServer struct {
+	// URL is the release's base URL (https://ADDR:PORT).
+	URL string
+	// CAPEM is the certificate of the CA that signed the server's: trust
+	// it on the machines that download.
+	CAPEM []byte
+	// Dir is the release directory served.
+	Dir string
+	// Tampered, while set, serves the binaries with one byte changed.
+	Tampered atomic.Bool
+
+	srv *http.Server
+}
+
+// StartReleaseServer builds a release of the repository at repoDir for
+// this machine's architecture, with version, into dir, and serves it on a
+// free port of addr (an address of this host the downloaders reach, e.g.
+// a test network's gateway) until Close.
+func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, dir, version string) (*ReleaseServer, error) {
+	ln, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+	if err != nil {
+		return nil, fmt.Errorf("release server: %w", err)
+	}
+	s := &ReleaseServer{URL: "https://" + ln.Addr().String(), Dir: dir}
+	cmd := exec.CommandContext(ctx, filepath.Join(repoDir, "packaging", "release.sh"), dir, s.URL, version)
+	cmd.Env = append(os.Environ(), "ARCHES="+runtime.GOARCH)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("building the release: %v\n%s", err, out)
+	}
+	ca, err := newTestCA()
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	certPEM, keyPEM, err := ca.issue([]net.IP{net.IP(addr.AsSlice())}, nil)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	s.CAPEM = ca.pem
+	files := http.FileServer(http.Dir(dir))
+	s.srv = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if s.Tampered.Load() && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_") {
+				b, err := os.ReadFile(filepath.Join(dir, filepath.Base(r.URL.Path)))
+				if err != nil {
+					http.NotFound(w, r)
+					return
+				}
+				b[len(b)/2] ^= 0xff
+				w.Write(b)
+				return
+			}
+			files.ServeHTTP(w, r)
+		}),
+		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	go func() {
+		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			fmt.Fprintln(os.Stderr, "release server:", err)
+		}
+	}()
+	return s, nil
+}
+
+// Close stops serving.
+func (s *ReleaseServer) Close() error { return s.srv.Close() }
