@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/vm"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
-// On a fresh VM, `install` (with the agent) survives what happens to real
-// machines: the Docker engine restarting (the agent reconnects and the
-// stack is healthy again) and a reboot (agent and stack come back healthy
-// with the embedded Postgres data intact).
+// On a fresh VM, `install` (with the agent under systemd) survives what
+// happens to real machines: a container killed (back healthy, counted), a
+// service that keeps crashing (a crash loop in status, restarted ever
+// further apart), the Docker engine restarting (the agent reconnects and
+// the stack is healthy again) and a reboot (agent and stack come back
+// healthy with the embedded Postgres data intact).
 func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -44,9 +47,15 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 			return nil
 		})
 	}
-	psql := func(t *testing.T, sql string) string {
+	service := func(t *testing.T, name string) stack.ServiceStatus {
 		t.Helper()
-		return strings.TrimSpace(node.MustExec(t, "docker", "exec", "carto-workspace-postgres-1", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-c", sql))
+		for _, s := range vmStatus(t, node).Services {
+			if s.Name == name {
+				return s
+			}
+		}
+		t.Fatalf("status has no %s", name)
+		return stack.ServiceStatus{}
 	}
 
 	step(t, "install with the agent ends healthy", func(t *testing.T) {
@@ -59,7 +68,52 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 			t.Fatalf("install: exit %d %v\n%s\n%s", code, err, out, errOut)
 		}
 		healthy(t, 60*time.Second)
-		psql(t, "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
+		vmPsql(t, node, "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('kept');")
+	})
+
+	step(t, "a killed container comes back healthy, counted in status", func(t *testing.T) {
+		node.MustExec(t, "docker", "kill", "carto-maps-api-1")
+		eventually(t, 60*time.Second, func() error {
+			if s := service(t, "maps-api"); s.State != "running" || s.Health != "healthy" || s.Restarts+s.AgentRestarts < 1 {
+				return fmt.Errorf("maps-api: %+v", s)
+			}
+			return nil
+		})
+	})
+
+	step(t, "a service that crashes forever is a crash loop in status, restarted ever further apart", func(t *testing.T) {
+		// The engine's start events, followed live from before the fault.
+		node.MustExec(t, "systemd-run", "--unit", "lds-starts", "docker", "events", "--filter", "type=container", "--filter", "event=start",
+			"--filter", "label=com.docker.compose.service=lds-api", "--format", "{{.ID}} {{.TimeNano}}")
+		defer node.Exec(ctx, "systemctl", "stop", "lds-starts")
+		starts := func() []time.Time {
+			id := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{.Id}}", "carto-lds-api-1"))
+			var out []time.Time
+			for line := range strings.Lines(node.MustExec(t, "journalctl", "-u", "lds-starts", "-o", "cat", "--no-pager")) {
+				var cid string
+				var ns int64
+				if _, err := fmt.Sscan(line, &cid, &ns); err == nil && cid == id {
+					out = append(out, time.Unix(0, ns))
+				}
+			}
+			return out
+		}
+		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
+		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
+		eventually(t, 120*time.Second, func() error {
+			if s := service(t, "lds-api"); !s.CrashLoop {
+				return fmt.Errorf("lds-api: %+v", s)
+			}
+			return enoughRestarts(starts())
+		})
+		if st := vmStatus(t, node); st.Healthy {
+			t.Error("status says healthy during a crash loop")
+		}
+		assertBackoffGrows(t, starts())
+
+		node.MustExec(t, "sed", "-i", "/STANDIN_FAIL_LDS_API/d", "/opt/carto/customer.env")
+		node.MustExec(t, "carto-appliance", "config", "apply")
+		healthy(t, 60*time.Second)
 	})
 
 	step(t, "after systemctl restart docker the agent reconnects and the stack is healthy", func(t *testing.T) {
@@ -76,7 +130,7 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 			t.Fatal(err)
 		}
 		healthy(t, 120*time.Second)
-		if got := psql(t, "SELECT v FROM e2e_keep"); got != "kept" {
+		if got := vmPsql(t, node, "SELECT v FROM e2e_keep"); got != "kept" {
 			t.Errorf("row after reboot: %q", got)
 		}
 	})

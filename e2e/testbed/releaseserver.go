@@ -55,7 +55,7 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 		ln.Close()
 		return nil, err
 	}
-	certPEM, keyPEM, err := ca.issue([]net.IP{net.IP(addr.AsSlice())}, nil)
+	certPEM, keyPEM, err := ca.issue([]net.IP{net.IP(addr.AsSlice())}, []string{"release.carto.test"})
 	if err != nil {
 		ln.Close()
 		return nil, err
