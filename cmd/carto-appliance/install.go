@@ -11,6 +11,7 @@ import (
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 func newInstallCmd() *cobra.Command {
@@ -48,15 +49,27 @@ is recreated.`,
 			err := runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
-				return installer.Install(cmd.Context(), opts)
+				res, err := installer.Install(cmd.Context(), opts)
+				if err != nil || noService {
+					return res, err
+				}
+				// The stack is up and converged first, so the agent's own
+				// first converge is a no-op rather than a second one racing
+				// this one.
+				if err := installer.InstallService(cmd.Context(), installer.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
+					return res, fmt.Errorf("the stack is up, but its agent did not start: %w", err)
+				}
+				// The status shown is the agent's, now that it runs.
+				if c, err := supervisor.Dial(cmd.Context(), opts.Paths); err == nil {
+					defer c.Close()
+					if st, err := c.Status(cmd.Context()); err == nil {
+						res.Status = st
+					}
+				}
+				return res, nil
 			})
 			if err != nil || noService {
 				return err
-			}
-			// The stack is up and converged first, so the agent's own first
-			// converge is a no-op rather than a second one racing this one.
-			if err := installer.InstallService(cmd.Context(), installer.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
-				return fmt.Errorf("the stack is up, but its agent did not start: %w", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", installer.ServiceUnit)
 			return nil

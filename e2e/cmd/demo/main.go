@@ -47,9 +47,10 @@ func run(ctx context.Context, dir string, down bool) error {
 	if err != nil {
 		return err
 	}
-	// VMs of processes that are gone: an earlier demo's among them.
+	// VMs of processes that are gone: an earlier demo's among them. What
+	// cannot be removed (a network another container still uses) is left.
 	if err := vm.Prune(ctx, cli); err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "demo: warning:", err)
 	}
 	if down {
 		say("Removed the demo VM")
