@@ -28,12 +28,7 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	netw := vm.NewNetwork(t, docker, "agentvm")
 	regHost, regCA := startRegistryMirror(t, netw.Name)
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "60")
-			t.Logf("agent journal in the VM:\n%s", out)
-		}
-	})
+	agentJournalOnFailure(t, node)
 	healthy := func(t *testing.T, within time.Duration) {
 		t.Helper()
 		eventually(t, within, func() error {
@@ -59,8 +54,7 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	}
 
 	step(t, "install with the agent ends healthy", func(t *testing.T) {
-		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost)
-		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		trustRegistry(t, node, regHost, regCA)
 		stagePackage(t, node)
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)

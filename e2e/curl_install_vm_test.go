@@ -41,16 +41,10 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		// operator trusts their company's.
 		write(t, n, "/usr/local/share/ca-certificates/release-ca.crt", release.CAPEM, 0o644)
 		n.MustExec(t, "update-ca-certificates")
-		n.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost)
-		write(t, n, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		trustRegistry(t, n, regHost, regCA)
 		stageCustomerPackage(t, n)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "60")
-			t.Logf("agent journal in the VM:\n%s", out)
-		}
-	})
+	agentJournalOnFailure(t, node)
 	curlInstall := func(n *vm.VM, extra ...string) (string, string, int) {
 		t.Helper()
 		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s %s",

@@ -45,8 +45,7 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 
 	step(t, "the VM trusts the registry's CA but cannot reach it directly", func(t *testing.T) {
-		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost, "/root/package")
-		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		trustRegistry(t, node, regHost, regCA)
 		node.MustExec(t, "iptables", "-I", "OUTPUT", "-d", regIP, "-p", "tcp", "--dport", "5000", "-j", "REJECT")
 		if _, _, code, _ := node.Exec(ctx, "curl", "-s", "--max-time", "5", "--cacert", "/etc/docker/certs.d/"+regHost+"/ca.crt", "https://"+regHost+"/v2/"); code == 0 {
 			t.Fatal("the VM reaches the registry directly")
@@ -94,6 +93,24 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 		out := node.MustExec(t, "curl", "-sk", "--max-time", "10", "--resolve", "carto.vm.test:443:127.0.0.1", "https://carto.vm.test/workspace-api/whoami")
 		if !strings.Contains(out, `"workspace-api"`) {
 			t.Errorf("router in the VM answered %q", out)
+		}
+	})
+}
+
+// trustRegistry makes the VM's engine trust the registry mirror's CA.
+func trustRegistry(t *testing.T, node *vm.VM, regHost string, regCA []byte) {
+	t.Helper()
+	node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost)
+	write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+}
+
+// agentJournalOnFailure logs the end of the agent's journal in the VM if
+// the test fails.
+func agentJournalOnFailure(t *testing.T, node *vm.VM) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "80")
+			t.Logf("agent journal in the VM:\n%s", out)
 		}
 	})
 }

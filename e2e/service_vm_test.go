@@ -29,18 +29,12 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 	netw := vm.NewNetwork(t, docker, "svcvm")
 	regHost, regCA := startRegistryMirror(t, netw.Name)
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _, _, _ := node.Exec(context.Background(), "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "80")
-			t.Logf("agent journal in the VM:\n%s", out)
-		}
-	})
+	agentJournalOnFailure(t, node)
 	const unitPath = "/etc/systemd/system/carto-appliance.service"
 	var stack map[string]string // container ID → name and state, as installed
 
 	step(t, "the stack is installed without the service", func(t *testing.T) {
-		node.MustExec(t, "mkdir", "-p", "/etc/docker/certs.d/"+regHost, "/root/package")
-		write(t, node, "/etc/docker/certs.d/"+regHost+"/ca.crt", regCA, 0o644)
+		trustRegistry(t, node, regHost, regCA)
 		stagePackage(t, node)
 		node.MustExec(t, "carto-appliance", "install", "--no-service", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)

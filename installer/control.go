@@ -35,16 +35,14 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 	if action != ActionStart && action != ActionStop && action != ActionRestart {
 		return nil, fmt.Errorf("unknown action %q: expected start, stop or restart", action)
 	}
-	d, err := planInstalled(paths, nil)
-	if err != nil {
-		return nil, err
-	}
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	_, project, err := loadInstalled(ctx, paths)
+	// Stopping needs only what is installed: it must work even when a
+	// settings file was edited into something invalid.
+	cfg, project, err := loadInstalled(ctx, paths)
 	if err != nil {
 		return nil, err
 	}
@@ -73,12 +71,19 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 		}
 		defer eng.Close()
 		stopped, err := eng.Stop(ctx, project, st.Held, opts.Reporter)
-		res := &Result{Version: st.Version, URL: d.url(), Applied: &stack.ApplyResult{Stopped: stopped, Held: st.Held}}
+		res := &Result{Version: st.Version, Applied: &stack.ApplyResult{Stopped: stopped, Held: st.Held}}
 		if err != nil {
 			return res, err
 		}
-		res.Status, err = statusOf(ctx, eng, paths, d.cfg, project)
+		if res.Status, err = statusOf(ctx, eng, paths, cfg, project); err == nil {
+			res.URL = res.Status.URL
+		}
 		return res, err
+	}
+
+	d, err := planInstalled(paths, nil)
+	if err != nil {
+		return nil, err
 	}
 
 	release := stack.Dependencies(project, names)
