@@ -17,8 +17,9 @@ import (
 // The operator's first command on a fresh VM: `curl .../install.sh | sh -s
 // -- FLAGS`, against a release served over HTTPS like any static site. A
 // tampered binary is refused; a failed preflight (no DNS record, port 443
-// taken, too little memory) exits 3 with its own message and leaves the VM
-// as it was; then the install ends healthy under systemd, a second run
+// taken, too little disk or memory, no Docker) exits 3 with its own message and
+// leaves the VM as it was; --install-docker installs Docker from the
+// distribution's packages; the install ends healthy under systemd, a second run
 // changes nothing, uninstall + install keeps the data and uninstall --purge
 // leaves nothing.
 func TestCurlInstallOnFreshVM(t *testing.T) {
@@ -36,7 +37,13 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 	regHost, regCA := startRegistryMirror(t, netw.Name)
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	small := vm.New(t, docker, vm.Options{Name: "small", Network: netw.Name, Memory: 4 << 30})
-	for _, n := range []*vm.VM{node, small} {
+	noDocker := vm.New(t, docker, vm.Options{Name: "nodocker", Network: netw.Name})
+	// The distribution's packages, for --install-docker, from a local
+	// repository next to the release (the VMs stay off the internet).
+	if err := testbed.AptRepo(ctx, filepath.Join("..", ".cache", "debs"), filepath.Join(release.Dir, "debian"), "docker.io"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*vm.VM{node, small, noDocker} {
 		// The release's certificate is from a test CA: trust it as an
 		// operator trusts their company's.
 		write(t, n, "/usr/local/share/ca-certificates/release-ca.crt", release.CAPEM, 0o644)
@@ -63,6 +70,9 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 			if _, _, code, _ := n.Exec(ctx, "test", "-e", p); code == 0 {
 				t.Errorf("%s exists", p)
 			}
+		}
+		if _, _, code, _ := n.Exec(ctx, "sh", "-c", "command -v docker"); code != 0 {
+			return // no Docker, so no containers
 		}
 		if out := n.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
 			t.Errorf("containers exist: %s", out)
@@ -110,9 +120,52 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		preflightFails(t, node, "Port 443 (HTTPS)", "another program listens on 0.0.0.0:443")
 	})
 
+	step(t, "too little free disk for the Docker engine fails preflight", func(t *testing.T) {
+		// The engine's data on a 10 GiB filesystem, the release needs 20.
+		node.MustExec(t, "systemctl", "stop", "docker.socket", "docker.service")
+		node.MustExec(t, "mount", "-t", "tmpfs", "-o", "size=10g", "tmpfs", "/var/lib/docker")
+		node.MustExec(t, "systemctl", "start", "docker.service")
+		defer func() {
+			node.MustExec(t, "systemctl", "stop", "docker.socket", "docker.service")
+			node.MustExec(t, "umount", "/var/lib/docker")
+			node.MustExec(t, "systemctl", "start", "docker.service")
+		}()
+		preflightFails(t, node, "Free disk", "10 GiB free on /var/lib/docker (minimum 20")
+	})
+
 	step(t, "a VM with 4 GiB of memory fails preflight", func(t *testing.T) {
 		small.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
 		preflightFails(t, small, "Memory", "4 GiB (minimum 8")
+	})
+
+	step(t, "a VM without Docker fails preflight with the fix", func(t *testing.T) {
+		noDocker.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
+		noDocker.MustExec(t, "systemctl", "stop", "docker.socket", "docker.service")
+		noDocker.MustExec(t, "apt-get", "purge", "-y", "-q", "docker.io")
+		preflightFails(t, noDocker, "Docker engine", "Docker is not installed")
+		_, errOut, _ := curlInstall(noDocker)
+		if !strings.Contains(errOut, "re-run install with --install-docker") {
+			t.Errorf("the failure does not say how to fix it:\n%s", errOut)
+		}
+	})
+
+	step(t, "with --install-docker the curl install installs Docker from the distribution's packages and ends healthy", func(t *testing.T) {
+		write(t, noDocker, "/etc/apt/sources.list", []byte("deb [trusted=yes] "+release.URL+"/debian ./\n"), 0o644)
+		out, errOut, code := curlInstall(noDocker, "--install-docker")
+		if code != 0 {
+			t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+		if got := noDocker.MustExec(t, "dpkg-query", "-W", "-f", "${Status}", "docker.io"); got != "install ok installed" {
+			t.Errorf("docker.io: %q", got)
+		}
+		for _, unit := range []string{"docker", "carto-appliance"} {
+			if got := strings.TrimSpace(noDocker.MustExec(t, "systemctl", "is-active", unit)); got != "active" {
+				t.Errorf("%s: %s", unit, got)
+			}
+		}
+		if st := vmStatus(t, noDocker); !st.Healthy || st.AgentPID == 0 {
+			t.Errorf("status: healthy=%v agent_pid=%d", st.Healthy, st.AgentPID)
+		}
 	})
 
 	step(t, "the deb package installs with dpkg -i and removes cleanly", func(t *testing.T) {

@@ -184,6 +184,7 @@ func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string)
 	if auth, err := d.registryAuth(); err == nil {
 		opts.ClockURL = "https://" + auth.Registry + "/v2/"
 	}
+	opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
 	report := preflight.Run(ctx, opts)
 	if report.Failed {
 		return report, &preflight.FailedError{Report: report}

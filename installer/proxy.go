@@ -109,6 +109,36 @@ func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, erro
 	return proxy.Check(ctx, client, targets, 8), nil
 }
 
+// unreachableDomains checks the domains the stack needs with the planned
+// proxy settings, for preflight: each required one it cannot reach, with
+// the reason, and how many it checked.
+func unreachableDomains(ctx context.Context, paths Paths, d *desired) ([]string, int) {
+	ca := d.certs[proxy.CAFileName]
+	if ca == nil && d.cfg.Proxy.CACert != "" {
+		ca, _ = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, d.cfg.Proxy.CACert))
+	}
+	client, err := proxy.HTTPClient(d.cfg.Proxy, ca, 5*time.Second)
+	if err != nil {
+		return []string{"the proxy settings: " + err.Error()}, 0
+	}
+	targets, err := egressTargets(d.cfg, nil)
+	if err != nil {
+		return []string{err.Error()}, 0
+	}
+	var out []string
+	checked := 0
+	for _, r := range proxy.Check(ctx, client, targets, 8) {
+		if r.Optional || r.Kind == proxy.KindNotCheckable {
+			continue
+		}
+		checked++
+		if !r.OK {
+			out = append(out, fmt.Sprintf("%s (%s)", r.Domain, r.Kind))
+		}
+	}
+	return out, checked
+}
+
 // egressTargets is the release's egress list: the core domains, the
 // domains of the configured warehouses, and every other optional domain
 // marked optional.

@@ -228,6 +228,21 @@ func checkClock(ctx context.Context, h Host, url string) Check {
 	return c
 }
 
+// checkEgress only warns: an air-gapped install reaches nothing, on
+// purpose, and works from a local registry.
+func checkEgress(ctx context.Context, egress func(context.Context) ([]string, int)) Check {
+	c := Check{ID: "egress", Title: "Domains CARTO needs"}
+	unreachable, checked := egress(ctx)
+	if len(unreachable) == 0 {
+		c.Status, c.Detail = Pass, fmt.Sprintf("all %d reachable", checked)
+		return c
+	}
+	c.Status = Warn
+	c.Detail = fmt.Sprintf("%d of %d unreachable: %s", len(unreachable), checked, strings.Join(unreachable, "; "))
+	c.Fix = "allow them in the firewall or the proxy (carto-appliance proxy test shows each with its reason); an air-gapped install can ignore this"
+	return c
+}
+
 func insecureTLS() *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only the Date header is read
 }

@@ -83,6 +83,10 @@ type Options struct {
 	// ClockURL is an HTTPS URL (the registry) whose Date header the clock
 	// is compared with; empty skips the check.
 	ClockURL string
+	// Egress, when set, reaches the domains CARTO needs (directly or
+	// through the proxy) and returns those it could not reach, each with
+	// why.
+	Egress func(ctx context.Context) (unreachable []string, checked int)
 	// Ignore lists check IDs whose failure is only a warning (the
 	// operator knows better, e.g. a domain only the load balancer's DNS
 	// has).
@@ -92,7 +96,7 @@ type Options struct {
 }
 
 // IDs are the checks' IDs, for --ignore-preflight.
-var IDs = []string{"os", "arch", "cpu", "memory", "docker", "disk", "port-https", "port-http", "dns", "clock"}
+var IDs = []string{"os", "arch", "cpu", "memory", "docker", "disk", "port-https", "port-http", "dns", "clock", "egress"}
 
 // Run runs every check. It never fails by itself: a check that cannot tell
 // warns and says why.
@@ -129,6 +133,9 @@ func Run(ctx context.Context, opts Options) *Report {
 	}
 	if opts.ClockURL != "" {
 		add(checkClock(ctx, h, opts.ClockURL))
+	}
+	if opts.Egress != nil {
+		add(checkEgress(ctx, opts.Egress))
 	}
 	return r
 }

@@ -169,6 +169,25 @@ func TestEachProblemHasItsVerdictAndFix(t *testing.T) {
 	}
 }
 
+func TestEgressOnlyWarns(t *testing.T) {
+	rel, _ := templates.Default()
+	for _, tc := range []struct {
+		unreachable []string
+		status      Status
+		detail      string
+	}{
+		{nil, Pass, "all 12 reachable"},
+		{[]string{"auth.carto.com (dns: no such host)"}, Warn, "1 of 12 unreachable: auth.carto.com (dns: no such host)"},
+	} {
+		r := Run(context.Background(), Options{Requirements: rel.Manifest.Requirements, HTTPPort: 80, HTTPSPort: 443, Host: healthy(),
+			Egress: func(context.Context) ([]string, int) { return tc.unreachable, 12 }})
+		c := r.Checks[len(r.Checks)-1]
+		if c.ID != "egress" || c.Status != tc.status || c.Detail != tc.detail || r.Failed {
+			t.Errorf("%+v (report failed=%v)", c, r.Failed)
+		}
+	}
+}
+
 func TestFailedErrorListsEveryFailure(t *testing.T) {
 	h := healthy()
 	h.memory, h.cpus = 2*gib, 1
