@@ -298,9 +298,9 @@ func sameSnapshot(t *testing.T, before, after map[string]string) {
 }
 
 // writeServerCert makes a test CA and a certificate for domain signed by
-// it, installs the pair where the router reads it (certs/carto.crt and
-// carto.key in the config dir), and returns the CA pool.
-func (n *node) writeServerCert() *x509.CertPool {
+// it, writes the pair next to the customer package, and returns the CA
+// pool and the files, for install --tls-cert/--tls-key.
+func (n *node) writeServerCert() (pool *x509.CertPool, certFile, keyFile string) {
 	n.t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTpl := &x509.Certificate{
@@ -324,13 +324,14 @@ func (n *node) writeServerCert() *x509.CertPool {
 		n.t.Fatal(err)
 	}
 	keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
-	certs := filepath.Join(n.configDir, "certs")
-	os.MkdirAll(certs, 0o700)
-	os.WriteFile(filepath.Join(certs, "carto.crt"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	os.WriteFile(filepath.Join(certs, "carto.key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
-	pool := x509.NewCertPool()
+	dir := filepath.Dir(n.customerEnv)
+	os.MkdirAll(dir, 0o700)
+	certFile, keyFile = filepath.Join(dir, "server.crt"), filepath.Join(dir, "server.key")
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600)
+	pool = x509.NewCertPool()
 	pool.AddCert(ca)
-	return pool
+	return pool, certFile, keyFile
 }
 
 // eventually polls fn until it returns nil or the deadline passes.

@@ -29,11 +29,11 @@ import (
 func TestStandardInstallLifecycle(t *testing.T) {
 	n := newNode(t, "e2e-std")
 	n.writeCustomerEnv(baseCustomerEnv(n.domain))
-	caPool := n.writeServerCert()
+	caPool, certFile, keyFile := n.writeServerCert()
 	var installErr string
 
 	step(t, "install pulls through the registry and ends healthy", func(t *testing.T) {
-		out, errOut := n.mustRun(n.installArgs()...)
+		out, errOut := n.mustRun(n.installArgs("--tls-cert", certFile, "--tls-key", keyFile)...)
 		installErr = errOut
 		if !strings.Contains(out, "https://"+n.domain+":") {
 			t.Errorf("install did not print the URL:\n%s", out)

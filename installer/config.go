@@ -79,6 +79,8 @@ type Config struct {
 	// snowflake, postgres, redshift, databricks): some need NO_PROXY entries
 	// or bypass the proxy. Default: none declared.
 	Warehouses []string `yaml:"warehouses,omitempty"`
+	// TLS is how the router gets its certificate. Default: self-signed.
+	TLS TLSConfig `yaml:"tls,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -181,6 +183,8 @@ func (c Config) envSettings(hostnames []string) ([]string, []string) {
 		"ROUTER_HTTP_PORT", strconv.Itoa(d.Router.HTTPPort),
 		"ROUTER_HTTPS_PORT", strconv.Itoa(d.Router.HTTPSPort),
 		"ROUTER_BIND_ADDRESS", d.Router.BindAddress,
+		// The appliance always provides the certificate (certs/carto.crt).
+		"ROUTER_SSL_AUTOGENERATE", "0",
 	}
 	if c.Domain != "" {
 		kv = append(kv, "SELFHOSTED_DOMAIN", c.Domain)

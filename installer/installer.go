@@ -20,6 +20,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/preflight"
@@ -59,6 +60,7 @@ type InstallOptions struct {
 	Project     string
 	Proxy       ProxyInput
 	Warehouses  []string // replaces appliance.yaml's list when set
+	TLS         TLSInput // the router's certificate (custom mode)
 	// IgnorePreflight lists preflight checks whose failure only warns.
 	IgnorePreflight []string
 	// InstallDocker installs the Docker engine from the distribution's
@@ -241,7 +243,7 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 			return nil, fmt.Errorf("no key.json: pass --key FILE, the key.json of your CARTO customer package")
 		}
 	}
-	d, err := plan(paths, cfg, customer, key)
+	d, err := plan(paths, cfg, customer, key, opts.TLS)
 	if err != nil {
 		return nil, err
 	}
@@ -271,11 +273,15 @@ type desired struct {
 	certs       map[string][]byte // files to install in certs/, by name
 	compose     []byte            // the rendered docker-compose.yml
 	warnings    []string
+	newCA       *certs.CA // a CA to save in the state dir (self-signed mode)
 }
 
-func plan(paths Paths, cfg Config, customerPath, keyPath string) (*desired, error) {
+func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
 	d, err := planEnv(cfg, customerPath)
 	if err != nil {
+		return nil, err
+	}
+	if err := planTLS(paths, d, tls, time.Now()); err != nil {
 		return nil, err
 	}
 	d.keySrc = keyPath
@@ -468,6 +474,9 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	if err != nil {
 		return res, fmt.Errorf("bringing the stack up: %w", err)
 	}
+	if err := reloadRouter(ctx, eng, project.Name, d, applied); err != nil {
+		return res, err
+	}
 	st.record(action, res.Version, time.Now().UTC())
 	if err := saveState(paths.StateDir, st); err != nil {
 		return res, err
@@ -513,6 +522,11 @@ func commit(paths Paths, d *desired) error {
 	}
 	if err := os.Chmod(certs, 0o700); err != nil {
 		return fmt.Errorf("securing %s: %w", certs, err)
+	}
+	if d.newCA != nil {
+		if err := saveCA(paths, d.newCA); err != nil {
+			return err
+		}
 	}
 	if err := atomicfile.Write(paths.file(CustomerEnvFileName), d.customer, 0o600); err != nil {
 		return err

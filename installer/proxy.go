@@ -63,7 +63,7 @@ func planInstalled(paths Paths, mutate func(*Config) ([]byte, error)) (*desired,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile())
+	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile(), TLSInput{})
 	if err != nil {
 		return nil, err
 	}

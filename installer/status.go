@@ -9,9 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -30,6 +32,8 @@ type Status struct {
 	// Held are the services stopped by the operator (`stop`); the stack
 	// is not healthy while any is.
 	Held []string `json:"held,omitempty"`
+	// Certificate is the router's TLS certificate.
+	Certificate *CertificateStatus `json:"certificate,omitempty"`
 	// AgentPID is the supervising agent's process, when the status came
 	// from it; 0 means nothing supervises the stack right now.
 	AgentPID int `json:"agent_pid,omitempty"`
@@ -38,6 +42,36 @@ type Status struct {
 	// Notes are facts the operator should know, e.g. which data warehouse
 	// connections bypass the proxy.
 	Notes []string `json:"notes,omitempty"`
+}
+
+// CertificateStatus is the certificate part of Status.
+type CertificateStatus struct {
+	Mode string `json:"mode"` // self-signed or custom
+	*certs.Info
+	// CA is the self-signed mode's CA certificate, for clients to trust.
+	CA string `json:"ca,omitempty"`
+	// Warning says the certificate expires soon (or did), or cannot be read.
+	Warning string `json:"warning,omitempty"`
+}
+
+func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatus {
+	cs := &CertificateStatus{Mode: cfg.TLS.Mode}
+	if cs.Mode == "" {
+		cs.Mode = TLSSelfSigned
+	}
+	if cs.Mode == TLSSelfSigned {
+		cs.CA = paths.CAPath()
+	}
+	b, err := os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
+	if err == nil {
+		cs.Info, err = certs.Describe(b, now)
+	}
+	if err != nil {
+		cs.Warning = "the router's certificate cannot be read: " + err.Error()
+		return cs
+	}
+	_, cs.Warning = certs.ExpiryWarning(cs.NotAfter, now)
+	return cs
 }
 
 // ProxyStatus is the proxy part of Status.
@@ -89,6 +123,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
+	out.Certificate = certificateStatus(paths, cfg, time.Now())
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
 		_, out.Notes = cfg.envSettings(nil)

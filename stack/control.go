@@ -138,3 +138,21 @@ func graceOf(p *types.Project, service string) time.Duration {
 	}
 	return 10 * time.Second
 }
+
+// Signal sends a signal to a service's running container, e.g. HUP for the
+// router to load a new certificate without dropping a connection. It
+// reports whether a running container got it.
+func (e *Engine) Signal(ctx context.Context, project, service, signal string) (bool, error) {
+	have, _, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return false, err
+	}
+	c, ok := have[service]
+	if !ok || c.State != container.StateRunning {
+		return false, nil
+	}
+	if _, err := e.api.ContainerKill(ctx, c.ID, client.ContainerKillOptions{Signal: signal}); err != nil {
+		return false, fmt.Errorf("sending %s to %s: %w", signal, service, err)
+	}
+	return true, nil
+}

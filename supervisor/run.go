@@ -82,6 +82,8 @@ type sup struct {
 	// came from: loading it is most of an idle pass's work.
 	loaded      *types.Project
 	loadedStamp string
+
+	certWarned int // the expiry warning threshold last logged
 }
 
 // loadProject loads the installed compose project, again only when its
@@ -157,6 +159,9 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 	defer tick.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	certTick := time.NewTicker(certCheckEvery)
+	defer certTick.Stop()
+	s.checkCertificate(ctx)
 	s.resync(ctx, eng, retry)
 	for {
 		select {
@@ -178,6 +183,8 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 			s.resync(ctx, eng, retry)
 		case <-tick.C:
 			s.resync(ctx, eng, retry)
+		case <-certTick.C:
+			s.checkCertificate(ctx)
 		}
 	}
 }
@@ -252,6 +259,28 @@ func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) 
 		retry.Reset(max(time.Until(earliest), 100*time.Millisecond))
 	}
 	s.save(now)
+}
+
+// certCheckEvery is how often the router's certificate is looked at: a
+// self-signed one is renewed a month before it expires, so an hour is
+// plenty.
+const certCheckEvery = time.Hour
+
+// checkCertificate renews a self-signed certificate that is due (a
+// converge issues it and reloads the router) and logs a custom one's
+// expiry warnings, each threshold once.
+func (s *sup) checkCertificate(ctx context.Context) {
+	c, err := installer.CheckCertificate(ctx, s.opts.Paths, time.Now())
+	switch {
+	case err != nil:
+		s.opts.Logf("event=certificate-check-failed err=%q", oneLine(err))
+	case c.Renew:
+		s.opts.Logf("event=certificate-renewing reason=%q", c.Why)
+		s.converge(ctx)
+	case c.Warning != "" && c.Threshold != s.certWarned:
+		s.certWarned = c.Threshold
+		s.opts.Logf("event=certificate-expiring err=%q", c.Warning)
+	}
 }
 
 func (s *sup) alive() {

@@ -98,6 +98,9 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.BindAddress, "bind-address", "", "host address the router listens on (default 0.0.0.0)")
 	f.StringVar(&opts.Project, "project", "", "compose project name (default carto)")
 	f.StringSliceVar(&opts.Warehouses, "warehouses", nil, "data warehouses in use: bigquery, snowflake, postgres, redshift, databricks (comma-separated)")
+	f.StringVar(&opts.TLS.CertFile, "tls-cert", "", "the router's certificate, PEM (custom TLS mode; default: a certificate from the appliance's own CA)")
+	f.StringVar(&opts.TLS.KeyFile, "tls-key", "", "the key of --tls-cert, PEM, without a passphrase")
+	f.StringVar(&opts.TLS.ChainFile, "tls-chain", "", "intermediate certificates of --tls-cert, PEM, issuer after issuer")
 	f.StringSliceVar(&opts.IgnorePreflight, "ignore-preflight", nil, "preflight checks whose failure only warns (comma-separated IDs: "+strings.Join(preflight.IDs, ", ")+")")
 }
 

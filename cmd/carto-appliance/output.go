@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"text/tabwriter"
+	"time"
 
 	"github.com/moby/moby/client/pkg/jsonmessage"
 	"github.com/spf13/cobra"
@@ -94,6 +95,19 @@ func printStatus(w io.Writer, st *installer.Status) {
 			ca = ", proxy CA trusted"
 		}
 		fmt.Fprintf(w, "Proxy: %s%s\n", p.URL, ca)
+	}
+	if c := st.Certificate; c != nil {
+		line := "TLS: " + c.Mode
+		if c.Info != nil {
+			line += fmt.Sprintf(" certificate for %s, issued by %s, valid until %s (%d days)", strings.Join(c.Names, ", "), c.Issuer, c.NotAfter.Format(time.DateOnly), c.DaysLeft)
+		}
+		if c.CA != "" {
+			line += "; clients trust the CA in " + c.CA
+		}
+		fmt.Fprintln(w, line)
+		if c.Warning != "" {
+			fmt.Fprintln(w, "Warning: "+c.Warning)
+		}
 	}
 	if st.AgentPID != 0 {
 		fmt.Fprintf(w, "Agent: supervising (pid %d)\n", st.AgentPID)

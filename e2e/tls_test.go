@@ -1,0 +1,137 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The router's certificate without a person (SPEC §7): by default the
+// appliance's own CA issues it and install says where the CA is, so that
+// real clients (curl, openssl) verify the router with it and refuse a
+// wrong host name; a customer's certificate is checked before anything
+// changes and, once imported, reaches the router by a reload: no container
+// is recreated.
+func TestTLSCertificates(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "e2e-tls")
+	n.writeCustomerEnv(baseCustomerEnv(n.domain))
+	caPath := filepath.Join(n.configDir, "certs", "carto-ca.crt")
+	resolve := func(host string) string { return fmt.Sprintf("%s:%d:127.0.0.1", host, n.httpsPort) }
+	url := func(host string) string { return fmt.Sprintf("https://%s:%d/workspace-api/whoami", host, n.httpsPort) }
+	curl := func(ca, host string) (string, error) {
+		out, err := exec.Command("curl", "-sS", "--max-time", "10", "--cacert", ca, "--resolve", resolve(host), url(host)).CombinedOutput()
+		return string(out), err
+	}
+	sClient := func(ca, host string) (string, error) {
+		out, err := exec.Command("openssl", "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", n.httpsPort), "-servername", host,
+			"-CAfile", ca, "-verify_hostname", host, "-verify_return_error", "-brief").CombinedOutput()
+		return string(out), err
+	}
+
+	step(t, "install issues a certificate from the appliance's CA and says where the CA is", func(t *testing.T) {
+		out, _ := n.mustRun(n.installArgs()...)
+		if !strings.Contains(out, "TLS: self-signed certificate for "+n.domain) || !strings.Contains(out, "clients trust the CA in "+caPath) {
+			t.Errorf("install did not say where the CA is:\n%s", out)
+		}
+		st := n.status()
+		if c := st.Certificate; c == nil || c.Mode != "self-signed" || c.CA != caPath || c.DaysLeft < 390 || c.Warning != "" {
+			t.Errorf("status certificate: %+v", c)
+		}
+		if fi, err := os.Stat(filepath.Join(n.stateDir, "tls", "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("the CA key: %v %v", fi, err)
+		}
+	})
+
+	step(t, "curl and openssl verify the router with the CA, and refuse a wrong host name", func(t *testing.T) {
+		if out, err := curl(caPath, n.domain); err != nil || !strings.Contains(out, `"workspace-api"`) {
+			t.Errorf("curl --cacert: %v\n%s", err, out)
+		}
+		if out, err := sClient(caPath, n.domain); err != nil || !strings.Contains(out, "Verification: OK") {
+			t.Errorf("openssl s_client: %v\n%s", err, out)
+		}
+		if out, err := curl(caPath, "wrong.example.com"); err == nil || !strings.Contains(out, "wrong.example.com") {
+			t.Errorf("curl for a wrong host name succeeded or said something else: %v\n%s", err, out)
+		}
+		if out, err := sClient(caPath, "wrong.example.com"); err == nil || !strings.Contains(out, "hostname mismatch") {
+			t.Errorf("openssl for a wrong host name: %v\n%s", err, out)
+		}
+	})
+
+	step(t, "a second install keeps the certificate", func(t *testing.T) {
+		before, _ := os.ReadFile(filepath.Join(n.configDir, "certs", "carto.crt"))
+		n.mustRun(n.installArgs()...)
+		if after, _ := os.ReadFile(filepath.Join(n.configDir, "certs", "carto.crt")); string(after) != string(before) {
+			t.Error("the certificate was issued again")
+		}
+	})
+
+	_, certFile, keyFile := n.writeServerCert()
+	step(t, "a certificate for another domain or with another key is refused and nothing changes", func(t *testing.T) {
+		other := newNode(t, "e2e-tls-other")
+		_, otherCert, otherKey := other.writeServerCert()
+		before, containers := n.snapshot(), n.containers()
+		for _, tc := range []struct{ cert, key, want string }{
+			{otherCert, otherKey, "covers e2e-tls-other.carto.test, not e2e-tls.carto.test"},
+			{certFile, otherKey, "the key does not belong to the certificate"},
+			{keyFile, keyFile, `has a "PRIVATE KEY" block where certificates are expected`},
+		} {
+			_, errOut, code := n.run(n.installArgs("--tls-cert", tc.cert, "--tls-key", tc.key)...)
+			if code != 1 || !strings.Contains(errOut, tc.want) {
+				t.Errorf("exit %d, want 1 with %q:\n%s", code, tc.want, errOut)
+			}
+		}
+		sameSnapshot(t, before, n.snapshot())
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers changed: %v", changed)
+		}
+	})
+
+	step(t, "an imported certificate reaches the router by a reload, no container recreated", func(t *testing.T) {
+		containers := n.containers()
+		n.mustRun(n.installArgs("--tls-cert", certFile, "--tls-key", keyFile)...)
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers recreated: %v", changed)
+		}
+		want, _ := os.ReadFile(certFile)
+		eventually(t, 10*time.Second, func() error {
+			served, err := servedCertificate(n.httpsPort, n.domain)
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(string(want), served) {
+				return fmt.Errorf("the router still serves another certificate")
+			}
+			return nil
+		})
+		if c := n.status().Certificate; c == nil || c.Mode != "custom" || c.Issuer != "carto e2e CA" || c.CA != "" {
+			t.Errorf("status certificate: %+v", c)
+		}
+	})
+}
+
+// servedCertificate is the base64 body of the leaf certificate the router
+// presents for host, as it appears in a PEM file.
+func servedCertificate(port int, host string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{ServerName: host, InsecureSkipVerify: true}}
+	conn, err := d.DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	leaf := conn.(*tls.Conn).ConnectionState().PeerCertificates[0]
+	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))
+	lines := strings.Split(strings.TrimSpace(pemText), "\n")
+	return strings.Join(lines[1:len(lines)-1], "\n"), nil
+}

@@ -1,0 +1,225 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// TLS modes (appliance.yaml tls.mode).
+const (
+	// TLSSelfSigned: the appliance's own CA issues the router's
+	// certificate and renews it (the default).
+	TLSSelfSigned = "self-signed"
+	// TLSCustom: the customer's certificate, imported with --tls-cert.
+	TLSCustom = "custom"
+)
+
+// The router's TLS files in the config dir's certs/, and the CA's in the
+// state dir: its key never goes where containers can read it.
+const (
+	ServerCertFile = "carto.crt"
+	ServerKeyFile  = "carto.key"
+	CACertFile     = "carto-ca.crt"
+	caDirName      = "tls"
+)
+
+// TLSConfig is appliance.yaml's tls section.
+type TLSConfig struct {
+	Mode string `yaml:"mode,omitempty"` // self-signed (default) or custom
+}
+
+// TLSInput is a certificate given on the command line; empty keeps what is
+// installed.
+type TLSInput struct {
+	CertFile  string // server certificate, PEM (the chain may follow)
+	KeyFile   string // its private key, PEM, without a passphrase
+	ChainFile string // intermediate certificates, PEM (optional)
+}
+
+func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }
+
+// CAPath is where the self-signed mode's CA certificate is, for clients to
+// trust.
+func (p Paths) CAPath() string {
+	return filepath.Join(p.WithDefaults().ConfigDir, CertsDirName, CACertFile)
+}
+
+func (p Paths) caDir() string { return filepath.Join(p.StateDir, caDirName) }
+
+// planTLS decides the router's certificate: the imported one (checked for
+// the domain), or one from the appliance's CA, issued again when it is
+// missing, for another domain or near expiry. Nothing is written: the
+// files go into d.certs (and d.newCA) for commit.
+func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
+	domain := d.env.Get("SELFHOSTED_DOMAIN")
+	if !in.empty() {
+		if in.CertFile == "" || in.KeyFile == "" {
+			return fmt.Errorf("--tls-cert and --tls-key go together: give the certificate and its key")
+		}
+		var files [3][]byte
+		for i, f := range []struct{ flag, path string }{{"--tls-cert", in.CertFile}, {"--tls-key", in.KeyFile}, {"--tls-chain", in.ChainFile}} {
+			if f.path == "" {
+				continue
+			}
+			b, err := os.ReadFile(f.path)
+			if err != nil {
+				return fmt.Errorf("%s: %w", f.flag, err)
+			}
+			files[i] = b
+		}
+		pair, err := certs.CheckCustom(files[0], files[1], files[2], domain, now)
+		if err != nil {
+			return fmt.Errorf("--tls-cert %s: %w", in.CertFile, err)
+		}
+		d.cfg.TLS.Mode = TLSCustom
+		d.addCert(ServerCertFile, pair.CertPEM)
+		d.addCert(ServerKeyFile, pair.KeyPEM)
+		return nil
+	}
+	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	switch d.cfg.TLS.Mode {
+	case TLSCustom:
+		// Imported before; status and the agent warn as it nears expiry.
+		if _, err := os.Stat(filepath.Join(certsDir, ServerCertFile)); err != nil {
+			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again with --tls-cert and --tls-key", filepath.Join(certsDir, ServerCertFile))
+		}
+		return nil
+	case "", TLSSelfSigned:
+	default:
+		return fmt.Errorf("appliance.yaml tls.mode %q: use %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom)
+	}
+	ca, err := loadOrCreateCA(paths, domain, now)
+	if err != nil {
+		return err
+	}
+	if ca.created {
+		d.newCA = ca.CA
+	}
+	have := certs.Pair{}
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	if renew, why := certs.NeedsRenewal(have, ca.CA, domain, now); renew {
+		pair, err := ca.Issue(domain, now)
+		if err != nil {
+			return err
+		}
+		d.addCert(ServerCertFile, pair.CertPEM)
+		d.addCert(ServerKeyFile, pair.KeyPEM)
+		if len(have.CertPEM) > 0 {
+			d.warnings = append(d.warnings, fmt.Sprintf("issued a new self-signed certificate for %s: the previous one %s", domain, why))
+		}
+	}
+	if cur, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(cur, ca.CertPEM) {
+		d.addCert(CACertFile, ca.CertPEM)
+	}
+	return nil
+}
+
+// routerService is the stack's TLS entry point.
+const routerService = "router-http"
+
+// reloadRouter makes a router that was not recreated load a new
+// certificate: nginx reloads on HUP without dropping a connection, and
+// no other container is touched.
+func reloadRouter(ctx context.Context, eng *stack.Engine, project string, d *desired, applied *stack.ApplyResult) error {
+	if d.certs[ServerCertFile] == nil && d.certs[ServerKeyFile] == nil {
+		return nil
+	}
+	if slices.Contains(applied.Created, routerService) || slices.Contains(applied.Recreated, routerService) || slices.Contains(applied.Started, routerService) {
+		return nil // it read the new files at start
+	}
+	if _, err := eng.Signal(ctx, project, routerService, "HUP"); err != nil {
+		return fmt.Errorf("reloading the router for the new certificate: %w", err)
+	}
+	return nil
+}
+
+type loadedCA struct {
+	*certs.CA
+	created bool
+}
+
+func loadOrCreateCA(paths Paths, domain string, now time.Time) (loadedCA, error) {
+	dir := paths.caDir()
+	certPEM, errC := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	keyPEM, errK := os.ReadFile(filepath.Join(dir, "ca.key"))
+	if errors.Is(errC, fs.ErrNotExist) && errors.Is(errK, fs.ErrNotExist) {
+		ca, err := certs.NewCA(domain, now)
+		return loadedCA{CA: ca, created: true}, err
+	}
+	if err := errors.Join(errC, errK); err != nil {
+		return loadedCA{}, fmt.Errorf("reading the appliance's CA in %s: %w", dir, err)
+	}
+	ca, err := certs.LoadCA(certPEM, keyPEM)
+	if err != nil {
+		return loadedCA{}, fmt.Errorf("the appliance's CA in %s: %w; move the directory away to start with a new CA (clients must then trust the new one)", dir, err)
+	}
+	return loadedCA{CA: ca}, nil
+}
+
+// saveCA writes a new CA into the state dir, key first.
+func saveCA(paths Paths, ca *certs.CA) error {
+	dir := paths.caDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, "ca.key"), ca.KeyPEM, 0o600); err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o644)
+}
+
+// CertificateCheck is what the agent's periodic look at the router's
+// certificate found.
+type CertificateCheck struct {
+	// Renew is set when the self-signed certificate must be issued again
+	// (an Apply does it and reloads the router); Why says why.
+	Renew bool
+	Why   string
+	// Threshold and Warning are a custom certificate's expiry warning
+	// (certs.ExpiryWarning): the agent logs each threshold once.
+	Threshold int
+	Warning   string
+}
+
+// CheckCertificate looks at the installed router certificate.
+func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (CertificateCheck, error) {
+	paths = paths.WithDefaults()
+	cfg, project, err := loadInstalled(ctx, paths)
+	if err != nil {
+		return CertificateCheck{}, err
+	}
+	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	var have certs.Pair
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	if cfg.TLS.Mode == TLSCustom {
+		info, err := certs.Describe(have.CertPEM, now)
+		if err != nil {
+			return CertificateCheck{Warning: err.Error()}, nil
+		}
+		var c CertificateCheck
+		c.Threshold, c.Warning = certs.ExpiryWarning(info.NotAfter, now)
+		if c.Warning != "" && c.Threshold == 0 {
+			c.Threshold = -1 // expired: a threshold of its own
+		}
+		return c, nil
+	}
+	ca, err := loadOrCreateCA(paths, "", now)
+	if err != nil || ca.created {
+		return CertificateCheck{Renew: true, Why: "the appliance's CA is missing or unreadable"}, nil
+	}
+	renew, why := certs.NeedsRenewal(have, ca.CA, project.Environment["SELFHOSTED_DOMAIN"], now)
+	return CertificateCheck{Renew: renew, Why: why}, nil
+}
