@@ -75,6 +75,32 @@ func TestTLSCertificates(t *testing.T) {
 		}
 	})
 
+	step(t, "certs renew issues a new certificate that the router serves after a reload", func(t *testing.T) {
+		before, err := servedCertificate(n.httpsPort, n.domain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		containers := n.containers()
+		n.mustRun("certs", "renew")
+		eventually(t, 10*time.Second, func() error {
+			after, err := servedCertificate(n.httpsPort, n.domain)
+			if err == nil && after == before {
+				err = fmt.Errorf("the router still serves the old certificate")
+			}
+			return err
+		})
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers recreated: %v", changed)
+		}
+		if out, err := curl(caPath, n.domain); err != nil {
+			t.Errorf("curl --cacert after the renewal: %v\n%s", err, out)
+		}
+		out, _ := n.mustRun("certs", "status", "--json")
+		if !strings.Contains(out, `"mode": "self-signed"`) || !strings.Contains(out, `"days_left": 39`) {
+			t.Errorf("certs status --json:\n%s", out)
+		}
+	})
+
 	_, certFile, keyFile := n.writeServerCert()
 	step(t, "a certificate for another domain or with another key is refused and nothing changes", func(t *testing.T) {
 		other := newNode(t, "e2e-tls-other")
@@ -89,6 +115,10 @@ func TestTLSCertificates(t *testing.T) {
 			if code != 1 || !strings.Contains(errOut, tc.want) {
 				t.Errorf("exit %d, want 1 with %q:\n%s", code, tc.want, errOut)
 			}
+		}
+		_, errOut, code := n.run("certs", "import", "--cert", certFile, "--key", otherKey)
+		if code != 1 || !strings.Contains(errOut, "the key does not belong to the certificate") {
+			t.Errorf("certs import with another key: exit %d:\n%s", code, errOut)
 		}
 		sameSnapshot(t, before, n.snapshot())
 		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
@@ -115,6 +145,24 @@ func TestTLSCertificates(t *testing.T) {
 		})
 		if c := n.status().Certificate; c == nil || c.Mode != "custom" || c.Issuer != "carto e2e CA" || c.CA != "" {
 			t.Errorf("status certificate: %+v", c)
+		}
+		if _, errOut, code := n.run("certs", "renew"); code != 1 || !strings.Contains(errOut, "its issuer renews it") {
+			t.Errorf("certs renew of a custom certificate: exit %d:\n%s", code, errOut)
+		}
+	})
+
+	step(t, "certs self-signed goes back to the appliance's CA", func(t *testing.T) {
+		containers := n.containers()
+		n.mustRun("certs", "self-signed")
+		eventually(t, 10*time.Second, func() error {
+			out, err := curl(caPath, n.domain)
+			if err != nil {
+				return fmt.Errorf("curl --cacert: %v: %s", err, out)
+			}
+			return nil
+		})
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers recreated: %v", changed)
 		}
 	})
 }

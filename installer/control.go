@@ -81,7 +81,7 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 		return res, err
 	}
 
-	d, err := planInstalled(paths, nil)
+	d, err := planInstalled(paths, nil, TLSInput{})
 	if err != nil {
 		return nil, err
 	}

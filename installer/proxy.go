@@ -36,8 +36,13 @@ func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
 // reconfigure applies a change to the installed appliance.yaml and
 // converges to it; mutate returns a proxy CA to install, if any.
 func reconfigure(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error)) (*Result, error) {
+	return reconfigureTLS(ctx, opts, action, mutate, TLSInput{})
+}
+
+// reconfigureTLS is reconfigure with a change of the router's certificate.
+func reconfigureTLS(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error), tls TLSInput) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
-	d, err := planInstalled(paths, mutate)
+	d, err := planInstalled(paths, mutate, tls)
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +51,7 @@ func reconfigure(ctx context.Context, opts Options, action string, mutate func(*
 
 // planInstalled plans a run from the installed settings, changed by mutate
 // when it is not nil.
-func planInstalled(paths Paths, mutate func(*Config) ([]byte, error)) (*desired, error) {
+func planInstalled(paths Paths, mutate func(*Config) ([]byte, error), tls TLSInput) (*desired, error) {
 	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -63,7 +68,7 @@ func planInstalled(paths Paths, mutate func(*Config) ([]byte, error)) (*desired,
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile(), TLSInput{})
+	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile(), tls)
 	if err != nil {
 		return nil, err
 	}

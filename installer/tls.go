@@ -45,9 +45,56 @@ type TLSInput struct {
 	CertFile  string // server certificate, PEM (the chain may follow)
 	KeyFile   string // its private key, PEM, without a passphrase
 	ChainFile string // intermediate certificates, PEM (optional)
+	// Renew issues the self-signed certificate again even when it is not
+	// due.
+	Renew bool
 }
 
 func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }
+
+// ImportCertificate installs a customer's certificate for the router
+// (custom mode) after checking it, and reloads the router: nothing else is
+// touched. A refused certificate changes nothing.
+func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result, error) {
+	if in.CertFile == "" || in.KeyFile == "" {
+		return nil, fmt.Errorf("certs import needs --cert and --key")
+	}
+	return reconfigureTLS(ctx, opts, "certs import", nil, in)
+}
+
+// UseSelfSigned switches the router to a certificate from the appliance's
+// CA (self-signed mode) and reloads it.
+func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
+	return reconfigureTLS(ctx, opts, "certs self-signed", func(c *Config) ([]byte, error) {
+		c.TLS.Mode = TLSSelfSigned
+		return nil, nil
+	}, TLSInput{})
+}
+
+// RenewCertificate issues the self-signed certificate again now and
+// reloads the router. A custom certificate is renewed by its issuer.
+func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
+	return reconfigureTLS(ctx, opts, "certs renew", func(c *Config) ([]byte, error) {
+		if c.TLS.Mode == TLSCustom {
+			return nil, fmt.Errorf("the router's certificate is a custom one: its issuer renews it; install the new one with `carto-appliance certs import --cert FILE --key FILE`")
+		}
+		return nil, nil
+	}, TLSInput{Renew: true})
+}
+
+// GetCertificateStatus is the certificate part of status, without asking
+// the engine.
+func GetCertificateStatus(paths Paths) (*CertificateStatus, error) {
+	paths = paths.WithDefaults()
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	if !found {
+		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+	}
+	return certificateStatus(paths, cfg, time.Now()), nil
+}
 
 // CAPath is where the self-signed mode's CA certificate is, for clients to
 // trust.
@@ -63,6 +110,9 @@ func (p Paths) caDir() string { return filepath.Join(p.StateDir, caDirName) }
 // files go into d.certs (and d.newCA) for commit.
 func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
+	if in.Renew && d.cfg.TLS.Mode == TLSCustom {
+		return fmt.Errorf("the router's certificate is a custom one: its issuer renews it")
+	}
 	if !in.empty() {
 		if in.CertFile == "" || in.KeyFile == "" {
 			return fmt.Errorf("--tls-cert and --tls-key go together: give the certificate and its key")
@@ -109,7 +159,11 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 	have := certs.Pair{}
 	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
 	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
-	if renew, why := certs.NeedsRenewal(have, ca.CA, domain, now); renew {
+	renew, why := certs.NeedsRenewal(have, ca.CA, domain, now)
+	if in.Renew && !renew {
+		renew, why = true, "a renewal was asked for"
+	}
+	if renew {
 		pair, err := ca.Issue(domain, now)
 		if err != nil {
 			return err
@@ -117,7 +171,7 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 		d.addCert(ServerCertFile, pair.CertPEM)
 		d.addCert(ServerKeyFile, pair.KeyPEM)
 		if len(have.CertPEM) > 0 {
-			d.warnings = append(d.warnings, fmt.Sprintf("issued a new self-signed certificate for %s: the previous one %s", domain, why))
+			d.warnings = append(d.warnings, fmt.Sprintf("issued a new self-signed certificate for %s (%s)", domain, why))
 		}
 	}
 	if cur, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(cur, ca.CertPEM) {

@@ -87,6 +87,7 @@ func newRootCmd() *cobra.Command {
 		newEnvCmd(),
 		newConfigCmd(),
 		newProxyCmd(),
+		newCertsCmd(),
 		newAgentCmd(),
 		newServiceCmd(),
 		newUninstallCmd(),

@@ -96,18 +96,8 @@ func printStatus(w io.Writer, st *installer.Status) {
 		}
 		fmt.Fprintf(w, "Proxy: %s%s\n", p.URL, ca)
 	}
-	if c := st.Certificate; c != nil {
-		line := "TLS: " + c.Mode
-		if c.Info != nil {
-			line += fmt.Sprintf(" certificate for %s, issued by %s, valid until %s (%d days)", strings.Join(c.Names, ", "), c.Issuer, c.NotAfter.Format(time.DateOnly), c.DaysLeft)
-		}
-		if c.CA != "" {
-			line += "; clients trust the CA in " + c.CA
-		}
-		fmt.Fprintln(w, line)
-		if c.Warning != "" {
-			fmt.Fprintln(w, "Warning: "+c.Warning)
-		}
+	if st.Certificate != nil {
+		printCertificate(w, st.Certificate)
 	}
 	if st.AgentPID != 0 {
 		fmt.Fprintf(w, "Agent: supervising (pid %d)\n", st.AgentPID)
@@ -134,6 +124,20 @@ func printStatus(w io.Writer, st *installer.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, state, s.Health, s.Restarts+s.AgentRestarts, s.Image)
 	}
 	tw.Flush()
+}
+
+func printCertificate(w io.Writer, c *installer.CertificateStatus) {
+	line := "TLS: " + c.Mode
+	if c.Info != nil {
+		line += fmt.Sprintf(" certificate for %s, issued by %s, valid until %s (%d days)", strings.Join(c.Names, ", "), c.Issuer, c.NotAfter.Format(time.DateOnly), c.DaysLeft)
+	}
+	if c.CA != "" {
+		line += "; clients trust the CA in " + c.CA
+	}
+	fmt.Fprintln(w, line)
+	if c.Warning != "" {
+		fmt.Fprintln(w, "Warning: "+c.Warning)
+	}
 }
 
 func orDash(s string) string {

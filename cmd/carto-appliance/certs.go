@@ -1,0 +1,80 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/cartodb/carto-appliance/installer"
+)
+
+func newCertsCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "certs",
+		Short: "Show, import or renew the router's TLS certificate",
+		Long: `The router's certificate comes from the appliance's own CA (self-signed mode, the
+default: renewed by the agent a month before it expires) or from your own
+(custom mode: 'certs import'). A new certificate reaches the router by a reload;
+no container is recreated.`,
+	}
+	var asJSON bool
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the mode, issuer, names, expiry and the CA to trust",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := installer.GetCertificateStatus(pathsFrom(cmd))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), c)
+			}
+			printCertificate(cmd.OutOrStdout(), c)
+			return nil
+		},
+	}
+	status.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var in installer.TLSInput
+	imp := &cobra.Command{
+		Use:   "import --cert FILE --key FILE [--chain FILE]",
+		Short: "Serve your own certificate (custom mode), after checking it",
+		Long: `Checks the certificate before anything changes: PEM, a key that belongs to it
+and has no passphrase, valid now, covering the domain, the chain in order (the
+server certificate, then each issuer). Then installs it and reloads the router.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = pathsFrom(cmd)
+				return installer.ImportCertificate(cmd.Context(), o, in)
+			})
+		},
+	}
+	imp.Flags().StringVar(&in.CertFile, "cert", "", "the server certificate, PEM (its chain may follow it)")
+	imp.Flags().StringVar(&in.KeyFile, "key", "", "its private key, PEM, without a passphrase")
+	imp.Flags().StringVar(&in.ChainFile, "chain", "", "intermediate certificates, PEM, issuer after issuer")
+
+	selfSigned := &cobra.Command{
+		Use:   "self-signed",
+		Short: "Go back to a certificate from the appliance's own CA",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = pathsFrom(cmd)
+				return installer.UseSelfSigned(cmd.Context(), o)
+			})
+		},
+	}
+	renew := &cobra.Command{
+		Use:   "renew",
+		Short: "Issue the self-signed certificate again now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = pathsFrom(cmd)
+				return installer.RenewCertificate(cmd.Context(), o)
+			})
+		},
+	}
+	cmd.AddCommand(status, imp, selfSigned, renew)
+	return cmd
+}

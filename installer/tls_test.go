@@ -1,0 +1,91 @@
+package installer
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/envfile"
+)
+
+// planTLS issues a certificate once, keeps it while it is good, issues it
+// again on request, and refuses what it cannot serve, naming the fix.
+func TestPlanTLS(t *testing.T) {
+	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	dir := t.TempDir()
+	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	newDesired := func(mode string) *desired {
+		return &desired{cfg: Config{TLS: TLSConfig{Mode: mode}}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com")}
+	}
+	// commit writes what a plan decided, as the real commit does.
+	commit := func(d *desired) {
+		t.Helper()
+		if d.newCA != nil {
+			if err := saveCA(paths, d.newCA); err != nil {
+				t.Fatal(err)
+			}
+		}
+		certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+		os.MkdirAll(certsDir, 0o700)
+		for name, b := range d.certs {
+			if err := os.WriteFile(filepath.Join(certsDir, name), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	first := newDesired("")
+	if err := planTLS(paths, first, TLSInput{}, now); err != nil {
+		t.Fatal(err)
+	}
+	if first.newCA == nil || first.certs[ServerCertFile] == nil || first.certs[ServerKeyFile] == nil || first.certs[CACertFile] == nil {
+		t.Fatalf("a first plan issues a CA and a certificate: newCA=%v certs=%d", first.newCA != nil, len(first.certs))
+	}
+	commit(first)
+
+	again := newDesired("")
+	if err := planTLS(paths, again, TLSInput{}, now.Add(24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if again.newCA != nil || len(again.certs) != 0 || len(again.warnings) != 0 {
+		t.Errorf("a good certificate was replaced: newCA=%v certs=%d warnings=%v", again.newCA != nil, len(again.certs), again.warnings)
+	}
+
+	late := newDesired("")
+	if err := planTLS(paths, late, TLSInput{}, now.Add(370*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if late.certs[ServerCertFile] == nil || len(late.warnings) != 1 || !strings.Contains(late.warnings[0], "expires on") {
+		t.Errorf("a certificate near expiry was not issued again: certs=%d warnings=%v", len(late.certs), late.warnings)
+	}
+
+	asked := newDesired("")
+	if err := planTLS(paths, asked, TLSInput{Renew: true}, now); err != nil || asked.certs[ServerCertFile] == nil {
+		t.Errorf("a renewal on request: %v, certs=%d", err, len(asked.certs))
+	}
+
+	for _, tc := range []struct {
+		name string
+		mode string
+		in   TLSInput
+		want string
+	}{
+		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "--tls-cert and --tls-key go together"},
+		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "--tls-cert: open /nonexistent.crt"},
+		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed or custom`},
+		{"renewing a custom certificate", TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
+	} {
+		err := planTLS(paths, newDesired(tc.mode), tc.in, now)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+
+	// Custom mode serves what was imported, and says so when it is gone.
+	os.Remove(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
+	if err := planTLS(paths, newDesired(TLSCustom), TLSInput{}, now); err == nil || !strings.Contains(err.Error(), "import the certificate again") {
+		t.Errorf("custom mode without a certificate: %v", err)
+	}
+}
