@@ -7,6 +7,9 @@ import (
 	"crypto/tls"
 	"encoding/pem"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,7 +23,8 @@ import (
 // real clients (curl, openssl) verify the router with it and refuse a
 // wrong host name; a customer's certificate is checked before anything
 // changes and, once imported, reaches the router by a reload: no container
-// is recreated.
+// is recreated; with TLS offloaded to a load balancer the router serves
+// plain HTTP and nothing listens on the HTTPS port.
 func TestTLSCertificates(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, "e2e-tls")
@@ -151,8 +155,37 @@ func TestTLSCertificates(t *testing.T) {
 		}
 	})
 
-	step(t, "certs self-signed goes back to the appliance's CA", func(t *testing.T) {
+	step(t, "certs offload: the router serves plain HTTP and nothing listens on the HTTPS port", func(t *testing.T) {
+		n.mustRun("certs", "offload")
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/workspace-api/whoami", n.httpPort), nil)
+		req.Host = n.domain
+		client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.Contains(string(body), `"workspace-api"`) {
+			t.Errorf("plain HTTP through the router: %s %s", resp.Status, body)
+		}
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", n.httpsPort), 2*time.Second); err == nil {
+			conn.Close()
+			t.Errorf("something listens on the HTTPS port %d", n.httpsPort)
+		}
+		if c := n.status().Certificate; c == nil || c.Mode != "offload" || !strings.Contains(c.Note, "TLS ends at the load balancer") {
+			t.Errorf("status certificate: %+v", c)
+		}
+		// Re-installing keeps the mode, and preflight does not ask for the
+		// HTTPS port.
 		containers := n.containers()
+		n.mustRun(n.installArgs()...)
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers recreated: %v", changed)
+		}
+	})
+
+	step(t, "certs self-signed goes back to the appliance's CA", func(t *testing.T) {
 		n.mustRun("certs", "self-signed")
 		eventually(t, 10*time.Second, func() error {
 			out, err := curl(caPath, n.domain)
@@ -161,9 +194,6 @@ func TestTLSCertificates(t *testing.T) {
 			}
 			return nil
 		})
-		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
-			t.Errorf("containers recreated: %v", changed)
-		}
 	})
 }
 

@@ -185,6 +185,7 @@ func (c Config) envSettings(hostnames []string) ([]string, []string) {
 		"ROUTER_BIND_ADDRESS", d.Router.BindAddress,
 		// The appliance always provides the certificate (certs/carto.crt).
 		"ROUTER_SSL_AUTOGENERATE", "0",
+		"ROUTER_ENABLE_HTTPS", strconv.FormatBool(!c.TLS.offload()),
 	}
 	if c.Domain != "" {
 		kv = append(kv, "SELFHOSTED_DOMAIN", c.Domain)

@@ -61,6 +61,7 @@ type InstallOptions struct {
 	Proxy       ProxyInput
 	Warehouses  []string // replaces appliance.yaml's list when set
 	TLS         TLSInput // the router's certificate (custom mode)
+	TLSOffload  bool     // a load balancer ends TLS (offload mode)
 	// IgnorePreflight lists preflight checks whose failure only warns.
 	IgnorePreflight []string
 	// InstallDocker installs the Docker engine from the distribution's
@@ -175,10 +176,14 @@ func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string)
 		}
 	}
 	r := d.cfg.Defaults().Router
+	httpsPort := r.HTTPSPort
+	if d.cfg.TLS.offload() {
+		httpsPort = 0 // nothing listens there
+	}
 	opts := preflight.Options{
 		Requirements: d.release.Manifest.Requirements,
 		Domain:       d.env.Get("SELFHOSTED_DOMAIN"),
-		BindAddress:  r.BindAddress, HTTPPort: r.HTTPPort, HTTPSPort: r.HTTPSPort,
+		BindAddress:  r.BindAddress, HTTPPort: r.HTTPPort, HTTPSPort: httpsPort,
 		Project:  d.cfg.Defaults().Project,
 		DataDirs: []string{paths.ConfigDir, paths.StateDir},
 		Ignore:   ignore,
@@ -221,6 +226,12 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	}
 	if opts.Warehouses != nil {
 		cfg.Warehouses = opts.Warehouses
+	}
+	switch {
+	case !opts.TLS.empty():
+		cfg.TLS.Mode = TLSCustom
+	case opts.TLSOffload:
+		cfg.TLS.Mode = TLSOffload
 	}
 	ca, err := opts.Proxy.apply(&cfg)
 	if err != nil {
@@ -293,7 +304,7 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 		return nil, fmt.Errorf("key.json %s is not a JSON object (%v): pass the key.json of your CARTO customer package with --key", keyPath, err)
 	}
 	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
-		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(),
+		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.offload(),
 	})
 	if err != nil {
 		return nil, err

@@ -52,12 +52,18 @@ type CertificateStatus struct {
 	CA string `json:"ca,omitempty"`
 	// Warning says the certificate expires soon (or did), or cannot be read.
 	Warning string `json:"warning,omitempty"`
+	// Note explains the offload mode.
+	Note string `json:"note,omitempty"`
 }
 
 func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatus {
 	cs := &CertificateStatus{Mode: cfg.TLS.Mode}
 	if cs.Mode == "" {
 		cs.Mode = TLSSelfSigned
+	}
+	if cfg.TLS.offload() {
+		cs.Note = fmt.Sprintf("TLS ends at the load balancer; the router serves plain HTTP on %s:%d and nothing listens on %d", cfg.Defaults().Router.BindAddress, cfg.Defaults().Router.HTTPPort, cfg.Defaults().Router.HTTPSPort)
+		return cs
 	}
 	if cs.Mode == TLSSelfSigned {
 		cs.CA = paths.CAPath()

@@ -23,6 +23,9 @@ const (
 	TLSSelfSigned = "self-signed"
 	// TLSCustom: the customer's certificate, imported with --tls-cert.
 	TLSCustom = "custom"
+	// TLSOffload: TLS ends at a load balancer in front; the router serves
+	// plain HTTP on its HTTP port and nothing listens on the HTTPS one.
+	TLSOffload = "offload"
 )
 
 // The router's TLS files in the config dir's certs/, and the CA's in the
@@ -36,8 +39,10 @@ const (
 
 // TLSConfig is appliance.yaml's tls section.
 type TLSConfig struct {
-	Mode string `yaml:"mode,omitempty"` // self-signed (default) or custom
+	Mode string `yaml:"mode,omitempty"` // self-signed (default), custom or offload
 }
+
+func (t TLSConfig) offload() bool { return t.Mode == TLSOffload }
 
 // TLSInput is a certificate given on the command line; empty keeps what is
 // installed.
@@ -59,7 +64,19 @@ func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result,
 	if in.CertFile == "" || in.KeyFile == "" {
 		return nil, fmt.Errorf("certs import needs --cert and --key")
 	}
-	return reconfigureTLS(ctx, opts, "certs import", nil, in)
+	return reconfigureTLS(ctx, opts, "certs import", func(c *Config) ([]byte, error) {
+		c.TLS.Mode = TLSCustom
+		return nil, nil
+	}, in)
+}
+
+// OffloadTLS makes the router serve plain HTTP for a load balancer that
+// ends TLS in front of it; the router is recreated without its HTTPS port.
+func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
+	return reconfigureTLS(ctx, opts, "certs offload", func(c *Config) ([]byte, error) {
+		c.TLS.Mode = TLSOffload
+		return nil, nil
+	}, TLSInput{})
 }
 
 // UseSelfSigned switches the router to a certificate from the appliance's
@@ -145,9 +162,14 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again with --tls-cert and --tls-key", filepath.Join(certsDir, ServerCertFile))
 		}
 		return nil
+	case TLSOffload:
+		if in.Renew {
+			return fmt.Errorf("TLS is offloaded to the load balancer: there is no certificate here to renew")
+		}
+		return nil
 	case "", TLSSelfSigned:
 	default:
-		return fmt.Errorf("appliance.yaml tls.mode %q: use %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom)
+		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom, TLSOffload)
 	}
 	ca, err := loadOrCreateCA(paths, domain, now)
 	if err != nil {
@@ -258,6 +280,9 @@ func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (Certific
 	var have certs.Pair
 	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
 	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	if cfg.TLS.offload() {
+		return CertificateCheck{}, nil
+	}
 	if cfg.TLS.Mode == TLSCustom {
 		info, err := certs.Describe(have.CertPEM, now)
 		if err != nil {

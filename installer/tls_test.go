@@ -74,8 +74,9 @@ func TestPlanTLS(t *testing.T) {
 	}{
 		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "--tls-cert and --tls-key go together"},
 		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "--tls-cert: open /nonexistent.crt"},
-		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed or custom`},
+		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom or offload`},
 		{"renewing a custom certificate", TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
+		{"renewing with TLS offloaded", TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
 	} {
 		err := planTLS(paths, newDesired(tc.mode), tc.in, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -71,7 +71,8 @@ type Options struct {
 	Requirements templates.Requirements
 	// Domain is SELFHOSTED_DOMAIN; empty skips the DNS check.
 	Domain string
-	// BindAddress and the ports are where the router will listen.
+	// BindAddress and the ports are where the router will listen; a zero
+	// port is not checked (nothing will listen on it).
 	BindAddress         string
 	HTTPPort, HTTPSPort int
 	// Project is the compose project: ports its own router holds are not
@@ -126,6 +127,9 @@ func Run(ctx context.Context, opts Options) *Report {
 		name string
 		port int
 	}{{"HTTPS", opts.HTTPSPort}, {"HTTP", opts.HTTPPort}} {
+		if p.port == 0 {
+			continue
+		}
 		add(checkPort(ctx, h, p.name, opts.BindAddress, p.port, opts.Project))
 	}
 	if opts.Domain != "" {

@@ -16,8 +16,9 @@ import (
 
 // Template extension keys (see templates/release/docker-compose.yml).
 const (
-	extRole     = "x-carto-role"
-	extEmbedded = "x-carto-embedded"
+	extRole      = "x-carto-role"
+	extEmbedded  = "x-carto-embedded"
+	extHTTPSPort = "x-carto-https-port"
 )
 
 // Roles of a node. RoleAll runs every service (the standard layout).
@@ -41,6 +42,9 @@ type RenderOptions struct {
 	Role    string            // RoleAll (default) or one of the tier roles
 	Version string            // CARTO version, written as a label
 	Env     map[string]string // the rendered .env, for the x-carto-embedded switches
+	// TLSOffload drops the published HTTPS ports (x-carto-https-port): a
+	// load balancer in front ends TLS, and nothing listens on 443.
+	TLSOffload bool
 }
 
 // RenderCompose turns the release's compose template into this node's
@@ -81,6 +85,9 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		}
 		if key, ok := svc[extEmbedded].(string); ok && opts.Env[key] == "0" {
 			dropped[name] = true
+		}
+		if target, ok := svc[extHTTPSPort].(string); ok && opts.TLSOffload {
+			svc["ports"] = withoutTarget(svc["ports"], target)
 		}
 		for k := range svc {
 			if strings.HasPrefix(k, "x-") {
@@ -125,6 +132,23 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		return nil, fmt.Errorf("writing the compose file: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// withoutTarget drops the short-syntax port mappings to a container port
+// ("HOST:PORT:TARGET").
+func withoutTarget(ports any, target string) any {
+	list, ok := ports.([]any)
+	if !ok {
+		return ports
+	}
+	var out []any
+	for _, p := range list {
+		if s, ok := p.(string); ok && (s == target || strings.HasSuffix(s, ":"+target)) {
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // Load reads <dir>/docker-compose.yml and <dir>/.env the way `docker compose

@@ -3,6 +3,7 @@ package stack
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +94,35 @@ func TestRenderComposeDropsEmbeddedDatabases(t *testing.T) {
 	}
 	if _, ok := p.Services["workspace-migrations"]; !ok {
 		t.Error("workspace-migrations dropped with the embedded database; it must run against the external one")
+	}
+}
+
+// With TLS offloaded, the router publishes its HTTP port only.
+func TestRenderComposeTLSOffload(t *testing.T) {
+	rel := release(t)
+	for _, offload := range []bool{false, true} {
+		out, err := RenderCompose(rel.Compose, RenderOptions{Version: rel.Manifest.Version, TLSOffload: offload})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, ComposeFileName), out, 0o644)
+		os.WriteFile(filepath.Join(dir, ".env"), []byte(testDotenv), 0o600)
+		p, err := Load(context.Background(), dir, "carto")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []uint32
+		for _, port := range p.Services["router-http"].Ports {
+			targets = append(targets, port.Target)
+		}
+		want := []uint32{8080, 8443}
+		if offload {
+			want = []uint32{8080}
+		}
+		if fmt.Sprint(targets) != fmt.Sprint(want) {
+			t.Errorf("offload=%v: the router publishes %v, want %v", offload, targets, want)
+		}
 	}
 }
 

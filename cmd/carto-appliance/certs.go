@@ -64,6 +64,21 @@ server certificate, then each issuer). Then installs it and reloads the router.`
 			})
 		},
 	}
+	offload := &cobra.Command{
+		Use:   "offload",
+		Short: "Let a load balancer in front end TLS: the router serves plain HTTP",
+		Long: `For a load balancer that terminates TLS and forwards plain HTTP: the router
+serves the app on its HTTP port (appliance.yaml router.http_port) and nothing
+listens on the HTTPS port. Restrict who may reach the HTTP port to the load
+balancer. 'certs self-signed' or 'certs import' end the offload.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = pathsFrom(cmd)
+				return installer.OffloadTLS(cmd.Context(), o)
+			})
+		},
+	}
 	renew := &cobra.Command{
 		Use:   "renew",
 		Short: "Issue the self-signed certificate again now",
@@ -75,6 +90,6 @@ server certificate, then each issuer). Then installs it and reloads the router.`
 			})
 		},
 	}
-	cmd.AddCommand(status, imp, selfSigned, renew)
+	cmd.AddCommand(status, imp, selfSigned, offload, renew)
 	return cmd
 }

@@ -101,6 +101,7 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.TLS.CertFile, "tls-cert", "", "the router's certificate, PEM (custom TLS mode; default: a certificate from the appliance's own CA)")
 	f.StringVar(&opts.TLS.KeyFile, "tls-key", "", "the key of --tls-cert, PEM, without a passphrase")
 	f.StringVar(&opts.TLS.ChainFile, "tls-chain", "", "intermediate certificates of --tls-cert, PEM, issuer after issuer")
+	f.BoolVar(&opts.TLSOffload, "tls-offload", false, "a load balancer in front ends TLS: the router serves plain HTTP on --http-port and nothing listens on --https-port")
 	f.StringSliceVar(&opts.IgnorePreflight, "ignore-preflight", nil, "preflight checks whose failure only warns (comma-separated IDs: "+strings.Join(preflight.IDs, ", ")+")")
 }
 

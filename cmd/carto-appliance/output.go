@@ -134,6 +134,9 @@ func printCertificate(w io.Writer, c *installer.CertificateStatus) {
 	if c.CA != "" {
 		line += "; clients trust the CA in " + c.CA
 	}
+	if c.Note != "" {
+		line += ": " + c.Note
+	}
 	fmt.Fprintln(w, line)
 	if c.Warning != "" {
 		fmt.Fprintln(w, "Warning: "+c.Warning)

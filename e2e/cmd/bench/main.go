@@ -144,11 +144,18 @@ func (b *bench) prepareLegacy() error {
 		return err
 	}
 	env = []byte(strings.NewReplacer(`ROUTER_HTTP_PORT="18080"`, `ROUTER_HTTP_PORT="19080"`, `ROUTER_HTTPS_PORT="18443"`, `ROUTER_HTTPS_PORT="19443"`).Replace(string(env)))
-	key, err := os.ReadFile(b.bed.Registry.KeyJSONPath)
-	if err != nil {
-		return err
+	files := map[string][]byte{"docker-compose.yml": compose, ".env": env}
+	// The same certs/ as the appliance's: key.json and the router's
+	// certificate, which the appliance provides.
+	for _, name := range []string{"key.json", "carto.crt", "carto.key"} {
+		data, err := os.ReadFile(filepath.Join(b.appDir, "certs", name))
+		if err != nil {
+			return err
+		}
+		files["certs/"+name] = data
 	}
-	for name, data := range map[string][]byte{"docker-compose.yml": compose, ".env": env, "certs/key.json": key} {
+	key := files["certs/key.json"]
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dst, name), data, 0o600); err != nil {
 			return err
 		}
