@@ -81,6 +81,8 @@ type Config struct {
 	Warehouses []string `yaml:"warehouses,omitempty"`
 	// TLS is how the router gets its certificate. Default: self-signed.
 	TLS TLSConfig `yaml:"tls,omitempty"`
+	// Network limits who reaches the router. Default: everyone.
+	Network NetworkConfig `yaml:"network,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -143,6 +145,9 @@ func (c Config) Validate() error {
 	}
 	if net.ParseIP(d.Router.BindAddress) == nil {
 		return fmt.Errorf("appliance.yaml router.bind_address %q: give an IP address of this host, or 0.0.0.0 for all", d.Router.BindAddress)
+	}
+	if err := validateNetwork(c.Network); err != nil {
+		return err
 	}
 	return validateProxy(c)
 }

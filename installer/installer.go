@@ -62,6 +62,9 @@ type InstallOptions struct {
 	Warehouses  []string // replaces appliance.yaml's list when set
 	TLS         TLSInput // the router's certificate (custom mode)
 	TLSOffload  bool     // a load balancer ends TLS (offload mode)
+	// AllowedSources replaces appliance.yaml's network.allowed_sources
+	// when set (an empty list allows everyone).
+	AllowedSources []string
 	// IgnorePreflight lists preflight checks whose failure only warns.
 	IgnorePreflight []string
 	// InstallDocker installs the Docker engine from the distribution's
@@ -226,6 +229,9 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	}
 	if opts.Warehouses != nil {
 		cfg.Warehouses = opts.Warehouses
+	}
+	if opts.AllowedSources != nil {
+		cfg.Network.AllowedSources = opts.AllowedSources
 	}
 	switch {
 	case !opts.TLS.empty():
@@ -487,6 +493,9 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	}
 	if err := reloadRouter(ctx, eng, project.Name, d, applied); err != nil {
 		return res, err
+	}
+	if err := applyFirewall(ctx, d.cfg); err != nil {
+		return res, fmt.Errorf("limiting the router to network.allowed_sources: %w", err)
 	}
 	st.record(action, res.Version, time.Now().UTC())
 	if err := saveState(paths.StateDir, st); err != nil {

@@ -32,6 +32,8 @@ type Status struct {
 	// Held are the services stopped by the operator (`stop`); the stack
 	// is not healthy while any is.
 	Held []string `json:"held,omitempty"`
+	// AllowedSources are who may reach the router; empty: everyone.
+	AllowedSources []string `json:"allowed_sources,omitempty"`
 	// Certificate is the router's TLS certificate.
 	Certificate *CertificateStatus `json:"certificate,omitempty"`
 	// AgentPID is the supervising agent's process, when the status came
@@ -130,6 +132,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
+	out.AllowedSources = cfg.Network.AllowedSources
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
 		_, out.Notes = cfg.envSettings(nil)
@@ -230,6 +233,9 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 	defer eng.Close()
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
 		return fmt.Errorf("removing the stack: %w", err)
+	}
+	if err := removeFirewall(ctx, cfg.Defaults().Project); err != nil {
+		return fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
 	if !opts.Purge {
 		return nil

@@ -102,6 +102,7 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.TLS.KeyFile, "tls-key", "", "the key of --tls-cert, PEM, without a passphrase")
 	f.StringVar(&opts.TLS.ChainFile, "tls-chain", "", "intermediate certificates of --tls-cert, PEM, issuer after issuer")
 	f.BoolVar(&opts.TLSOffload, "tls-offload", false, "a load balancer in front ends TLS: the router serves plain HTTP on --http-port and nothing listens on --https-port")
+	f.StringSliceVar(&opts.AllowedSources, "allowed-sources", nil, "addresses or CIDRs that may reach the router (comma-separated; default everyone; \"\" allows everyone again)")
 	f.StringSliceVar(&opts.IgnorePreflight, "ignore-preflight", nil, "preflight checks whose failure only warns (comma-separated IDs: "+strings.Join(preflight.IDs, ", ")+")")
 }
 

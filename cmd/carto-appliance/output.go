@@ -99,6 +99,9 @@ func printStatus(w io.Writer, st *installer.Status) {
 	if st.Certificate != nil {
 		printCertificate(w, st.Certificate)
 	}
+	if len(st.AllowedSources) > 0 {
+		fmt.Fprintf(w, "Reachable from: %s only (network.allowed_sources)\n", strings.Join(st.AllowedSources, ", "))
+	}
 	if st.AgentPID != 0 {
 		fmt.Fprintf(w, "Agent: supervising (pid %d)\n", st.AgentPID)
 	} else {
