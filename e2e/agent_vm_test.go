@@ -22,11 +22,7 @@ import (
 func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if _, err := vm.EnsureImage(ctx, docker); err != nil {
-		t.Fatal(err)
-	}
-	netw := vm.NewNetwork(t, docker, "agentvm")
-	regHost, regCA := startRegistryMirror(t, netw.Name)
+	netw, regHost, regCA := vmNetwork(t, "agentvm")
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	agentJournalOnFailure(t, node)
 	healthy := func(t *testing.T, within time.Duration) {

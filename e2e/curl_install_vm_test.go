@@ -25,16 +25,12 @@ import (
 func TestCurlInstallOnFreshVM(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if _, err := vm.EnsureImage(ctx, docker); err != nil {
-		t.Fatal(err)
-	}
-	netw := vm.NewNetwork(t, docker, "curlvm")
+	netw, regHost, regCA := vmNetwork(t, "curlvm")
 	release, err := testbed.StartReleaseServer(ctx, "..", netw.Gateway, filepath.Join(t.TempDir(), "release"), "e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { release.Close() })
-	regHost, regCA := startRegistryMirror(t, netw.Name)
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	small := vm.New(t, docker, vm.Options{Name: "small", Network: netw.Name, Memory: 4 << 30})
 	noDocker := vm.New(t, docker, vm.Options{Name: "nodocker", Network: netw.Name})

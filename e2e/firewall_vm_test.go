@@ -19,11 +19,7 @@ import (
 func TestAllowedSourcesInFreshVM(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if _, err := vm.EnsureImage(ctx, docker); err != nil {
-		t.Fatal(err)
-	}
-	netw := vm.NewNetwork(t, docker, "fwvm")
-	regHost, regCA := startRegistryMirror(t, netw.Name)
+	netw, regHost, regCA := vmNetwork(t, "fwvm")
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	allowed := vm.New(t, docker, vm.Options{Name: "allowed", Network: netw.Name})
 	other := vm.New(t, docker, vm.Options{Name: "other", Network: netw.Name})

@@ -31,11 +31,7 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if _, err := vm.EnsureImage(ctx, docker); err != nil {
-		t.Fatal(err)
-	}
-	netw := vm.NewNetwork(t, docker, "pxvm")
-	regHost, regCA := startRegistryMirror(t, netw.Name)
+	netw, regHost, regCA := vmNetwork(t, "pxvm")
 	regIP, _, _ := strings.Cut(regHost, ":")
 	px, err := proxytest.StartTinyproxy(ctx, t.TempDir(), netw.Gateway.String())
 	if err != nil {
@@ -95,6 +91,19 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 			t.Errorf("router in the VM answered %q", out)
 		}
 	})
+}
+
+// vmNetwork is a test network for fresh VMs (their image built once) with
+// the release in a registry mirror on it; it returns the mirror's
+// host:port and CA.
+func vmNetwork(t *testing.T, name string) (*vm.Net, string, []byte) {
+	t.Helper()
+	if _, err := vm.EnsureImage(t.Context(), docker); err != nil {
+		t.Fatal(err)
+	}
+	netw := vm.NewNetwork(t, docker, name)
+	regHost, regCA := startRegistryMirror(t, netw.Name)
+	return netw, regHost, regCA
 }
 
 // trustRegistry makes the VM's engine trust the registry mirror's CA.

@@ -23,11 +23,7 @@ import (
 func TestServiceAgentUnderSystemd(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	if _, err := vm.EnsureImage(ctx, docker); err != nil {
-		t.Fatal(err)
-	}
-	netw := vm.NewNetwork(t, docker, "svcvm")
-	regHost, regCA := startRegistryMirror(t, netw.Name)
+	netw, regHost, regCA := vmNetwork(t, "svcvm")
 	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
 	agentJournalOnFailure(t, node)
 	const unitPath = "/etc/systemd/system/carto-appliance.service"

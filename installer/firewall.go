@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"strconv"
 	"strings"
 )
 
@@ -54,24 +53,22 @@ func applyFirewall(ctx context.Context, cfg Config) error {
 	if !cfg.TLS.offload() {
 		ports = append(ports, d.Router.HTTPSPort)
 	}
-	rules := [][]string{}
+	// One iptables-restore transaction replaces the chain's rules: never
+	// a moment with half of them, whether this is killed or not.
+	var rules strings.Builder
+	fmt.Fprintf(&rules, "*filter\n:%s - [0:0]\n", chain)
 	for _, p := range ports {
-		match := []string{"-p", "tcp", "-m", "conntrack", "--ctorigdstport", strconv.Itoa(p), "--ctdir", "ORIGINAL"}
+		match := fmt.Sprintf("-A %s -p tcp -m conntrack --ctorigdstport %d --ctdir ORIGINAL", chain, p)
 		for _, src := range cfg.Network.AllowedSources {
-			rules = append(rules, append(append([]string{"-A", chain}, match...), "-s", src, "-j", "RETURN"))
+			fmt.Fprintf(&rules, "%s -s %s -j RETURN\n", match, src)
 		}
-		rules = append(rules, append(append([]string{"-A", chain}, match...), "-j", "DROP"))
+		fmt.Fprintf(&rules, "%s -j DROP\n", match)
 	}
-	if _, err := iptables(ctx, "-N", chain); err != nil && !strings.Contains(err.Error(), "already exists") {
-		return err
-	}
-	if _, err := iptables(ctx, "-F", chain); err != nil {
-		return err
-	}
-	for _, r := range rules {
-		if _, err := iptables(ctx, r...); err != nil {
-			return err
-		}
+	rules.WriteString("COMMIT\n")
+	restore := exec.CommandContext(ctx, "iptables-restore", "-w", "--noflush")
+	restore.Stdin = strings.NewReader(rules.String())
+	if out, err := restore.CombinedOutput(); err != nil {
+		return fmt.Errorf("iptables-restore of %s: %v: %s", chain, err, strings.TrimSpace(string(out)))
 	}
 	if _, err := iptables(ctx, "-C", "DOCKER-USER", "-j", chain); err != nil {
 		if _, err := iptables(ctx, "-I", "DOCKER-USER", "-j", chain); err != nil {

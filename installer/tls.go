@@ -53,6 +53,9 @@ type TLSInput struct {
 	// Renew issues the self-signed certificate again even when it is not
 	// due.
 	Renew bool
+	// flags is how the command line named the files ("--tls-" for
+	// install's --tls-cert, "--" for certs import's --cert), for errors.
+	flags string
 }
 
 func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }
@@ -64,6 +67,7 @@ func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result,
 	if in.CertFile == "" || in.KeyFile == "" {
 		return nil, fmt.Errorf("certs import needs --cert and --key")
 	}
+	in.flags = "--"
 	return reconfigureTLS(ctx, opts, "certs import", func(c *Config) ([]byte, error) {
 		c.TLS.Mode = TLSCustom
 		return nil, nil
@@ -131,11 +135,15 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 		return fmt.Errorf("the router's certificate is a custom one: its issuer renews it")
 	}
 	if !in.empty() {
+		flag := in.flags
+		if flag == "" {
+			flag = "--tls-"
+		}
 		if in.CertFile == "" || in.KeyFile == "" {
-			return fmt.Errorf("--tls-cert and --tls-key go together: give the certificate and its key")
+			return fmt.Errorf("%scert and %skey go together: give the certificate and its key", flag, flag)
 		}
 		var files [3][]byte
-		for i, f := range []struct{ flag, path string }{{"--tls-cert", in.CertFile}, {"--tls-key", in.KeyFile}, {"--tls-chain", in.ChainFile}} {
+		for i, f := range []struct{ flag, path string }{{flag + "cert", in.CertFile}, {flag + "key", in.KeyFile}, {flag + "chain", in.ChainFile}} {
 			if f.path == "" {
 				continue
 			}
@@ -147,7 +155,7 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 		}
 		pair, err := certs.CheckCustom(files[0], files[1], files[2], domain, now)
 		if err != nil {
-			return fmt.Errorf("--tls-cert %s: %w", in.CertFile, err)
+			return fmt.Errorf("%scert %s: %w", flag, in.CertFile, err)
 		}
 		d.cfg.TLS.Mode = TLSCustom
 		d.addCert(ServerCertFile, pair.CertPEM)

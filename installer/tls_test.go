@@ -77,6 +77,7 @@ func TestPlanTLS(t *testing.T) {
 		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom or offload`},
 		{"renewing a custom certificate", TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
 		{"renewing with TLS offloaded", TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
+		{"certs import names its own flags", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", flags: "--"}, "--cert: open /nonexistent.crt"},
 	} {
 		err := planTLS(paths, newDesired(tc.mode), tc.in, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
