@@ -168,7 +168,12 @@ func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, err
 	if err != nil {
 		return nil, err
 	}
-	report, _ := runPreflight(ctx, paths, d, opts.IgnorePreflight)
+	report, err := runPreflight(ctx, paths, d, opts.IgnorePreflight)
+	var failed *preflight.FailedError
+	if err != nil && !errors.As(err, &failed) {
+		return nil, err // the options themselves are wrong
+	}
+	// A failed check is the report's news, not an error of the command.
 	return report, nil
 }
 

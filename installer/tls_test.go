@@ -91,3 +91,19 @@ func TestPlanTLS(t *testing.T) {
 		t.Errorf("custom mode without a certificate: %v", err)
 	}
 }
+
+// A wrong --ignore-preflight is an error naming the checks, not a report
+// the command cannot print.
+func TestPreflightRefusesUnknownIgnore(t *testing.T) {
+	dir := t.TempDir()
+	customer, key := filepath.Join(dir, "customer.env"), filepath.Join(dir, "key.json")
+	os.WriteFile(customer, []byte("SELFHOSTED_TENANT_ID=onp-x\nSELFHOSTED_DOMAIN=carto.example.com\nCARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION=2025.10.7\nPOSTGRES_ADMIN_PASSWORD=secret123\nWORKSPACE_POSTGRES_PASSWORD=secret456\n"), 0o600)
+	os.WriteFile(key, []byte(`{"type":"service_account"}`), 0o600)
+	report, err := Preflight(t.Context(), InstallOptions{
+		Options:     Options{Paths: Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
+		CustomerEnv: customer, KeyFile: key, IgnorePreflight: []string{"nope"},
+	})
+	if err == nil || report != nil || !strings.Contains(err.Error(), `--ignore-preflight "nope": no such check`) {
+		t.Errorf("report %v, err %v", report, err)
+	}
+}
