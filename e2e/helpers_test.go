@@ -15,12 +15,14 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -100,15 +102,36 @@ func newNode(t *testing.T, project string) *node {
 	return n
 }
 
+// freePort is a port for a router to publish, free now. It comes from
+// below the kernel's ephemeral range (32768 and up), where the engine's
+// and the tests' own outgoing connections cannot take it between now and
+// the install, and is never handed out twice in a run: parallel scenarios
+// once got the same port from the kernel and one router failed to start.
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := 20000 + mrand.IntN(12000)
+		if portsGiven[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 // baseCustomerEnv is a customer package's customer.env. The admin password
 // is single-quoted with characters that need care on the way to Postgres.

@@ -149,6 +149,9 @@ func (c Config) Validate() error {
 	if err := validateNetwork(c.Network); err != nil {
 		return err
 	}
+	if err := validateACME(c.TLS); err != nil {
+		return err
+	}
 	return validateProxy(c)
 }
 

@@ -31,6 +31,10 @@ func TestConfigValidate(t *testing.T) {
 		{"proxy CA elsewhere", Config{Proxy: proxy.Settings{URL: "http://proxy:3128", CACert: "/etc/ca.pem"}}, "proxy.ca_cert"},
 		{"no_proxy without url", Config{Proxy: proxy.Settings{NoProxy: []string{"x"}}}, "need proxy.url"},
 		{"unknown warehouse", Config{Warehouses: []string{"oracle"}}, "warehouse \"oracle\""},
+		{"acme", Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com"}}}, ""},
+		{"acme without e-mail", Config{TLS: TLSConfig{Mode: TLSACME}}, "tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates (--acme-email)"},
+		{"acme over plain http", Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", Directory: "http://ca.corp/dir"}}}, "tls.acme.directory \"http://ca.corp/dir\": give the ACME directory's https:// URL (--acme-ca)"},
+		{"acme settings kept in another mode", Config{TLS: TLSConfig{Mode: TLSSelfSigned, ACME: &ACMEConfig{Directory: "http://x"}}}, ""},
 	}
 	for _, c := range cases {
 		err := c.cfg.Validate()

@@ -59,9 +59,10 @@ type InstallOptions struct {
 	BindAddress string
 	Project     string
 	Proxy       ProxyInput
-	Warehouses  []string // replaces appliance.yaml's list when set
-	TLS         TLSInput // the router's certificate (custom mode)
-	TLSOffload  bool     // a load balancer ends TLS (offload mode)
+	Warehouses  []string  // replaces appliance.yaml's list when set
+	TLS         TLSInput  // the router's certificate (custom mode)
+	TLSOffload  bool      // a load balancer ends TLS (offload mode)
+	ACME        ACMEInput // certificates from an ACME CA (acme mode)
 	// AllowedSources replaces appliance.yaml's network.allowed_sources
 	// when set (an empty list allows everyone).
 	AllowedSources []string
@@ -200,6 +201,11 @@ func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string)
 		opts.ClockURL = "https://" + auth.Registry + "/v2/"
 	}
 	opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
+	if d.cfg.TLS.acme() {
+		opts.OwnListener = func(ctx context.Context, addr string, port int) bool {
+			return servedByFront(ctx, addr, port, opts.Project)
+		}
+	}
 	report := preflight.Run(ctx, opts)
 	if report.Failed {
 		return report, &preflight.FailedError{Report: report}
@@ -238,11 +244,27 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	if opts.AllowedSources != nil {
 		cfg.Network.AllowedSources = opts.AllowedSources
 	}
+	chosen := 0
+	for _, on := range []bool{!opts.TLS.empty(), opts.TLSOffload, opts.ACME.given()} {
+		if on {
+			chosen++
+		}
+	}
+	if chosen > 1 {
+		return nil, fmt.Errorf("--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them")
+	}
+	var acmeRoots []byte
 	switch {
 	case !opts.TLS.empty():
 		cfg.TLS.Mode = TLSCustom
 	case opts.TLSOffload:
 		cfg.TLS.Mode = TLSOffload
+	case opts.ACME.given():
+		in := opts.ACME
+		in.flag = "--acme-"
+		if acmeRoots, err = in.apply(&cfg); err != nil {
+			return nil, err
+		}
 	}
 	ca, err := opts.Proxy.apply(&cfg)
 	if err != nil {
@@ -270,6 +292,7 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 		return nil, err
 	}
 	d.addCert(proxy.CAFileName, ca)
+	d.addCert(ACMECAFileName, acmeRoots)
 	return d, nil
 }
 
@@ -296,6 +319,7 @@ type desired struct {
 	compose     []byte            // the rendered docker-compose.yml
 	warnings    []string
 	newCA       *certs.CA // a CA to save in the state dir (self-signed mode)
+	acme        *acmePlan // a certificate to obtain from the ACME CA first
 }
 
 func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
@@ -316,6 +340,7 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 	}
 	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
 		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.offload(),
+		HTTPByAgent: d.cfg.TLS.acme(),
 	})
 	if err != nil {
 		return nil, err
@@ -480,12 +505,20 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	if err := eng.Pull(ctx, project, pull); err != nil {
 		return nil, err
 	}
+	if err := obtainACME(ctx, eng, paths, d, st.Held); err != nil {
+		return &Result{Warnings: d.warnings}, err
+	}
 
+	// Read before commit: leaving acme mode hands the HTTP port back.
+	prev, _, _ := LoadConfig(paths.file(ConfigFileName))
 	if err := commit(paths, d); err != nil {
 		return nil, err
 	}
 	project, err = stack.Load(ctx, paths.ConfigDir, d.cfg.Defaults().Project)
 	if err != nil {
+		return nil, err
+	}
+	if err := waitFrontGone(ctx, prev, d.cfg); err != nil {
 		return nil, err
 	}
 	pull.Policy = stack.PullMissing // everything was pulled above

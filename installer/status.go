@@ -48,13 +48,15 @@ type Status struct {
 
 // CertificateStatus is the certificate part of Status.
 type CertificateStatus struct {
-	Mode string `json:"mode"` // self-signed or custom
+	Mode string `json:"mode"` // self-signed, custom, acme or offload
+	// ACMEDirectory is where acme mode's certificates come from.
+	ACMEDirectory string `json:"acme_directory,omitempty"`
 	*certs.Info
 	// CA is the self-signed mode's CA certificate, for clients to trust.
 	CA string `json:"ca,omitempty"`
 	// Warning says the certificate expires soon (or did), or cannot be read.
 	Warning string `json:"warning,omitempty"`
-	// Note explains the offload mode.
+	// Note explains the offload and acme modes.
 	Note string `json:"note,omitempty"`
 }
 
@@ -67,8 +69,13 @@ func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatu
 		cs.Note = fmt.Sprintf("TLS ends at the load balancer; the router serves plain HTTP on %s:%d and nothing listens on %d", cfg.Defaults().Router.BindAddress, cfg.Defaults().Router.HTTPPort, cfg.Defaults().Router.HTTPSPort)
 		return cs
 	}
-	if cs.Mode == TLSSelfSigned {
+	switch {
+	case cs.Mode == TLSSelfSigned:
 		cs.CA = paths.CAPath()
+	case cfg.TLS.acme():
+		r := cfg.Defaults().Router
+		cs.ACMEDirectory = cfg.TLS.ACME.directory()
+		cs.Note = fmt.Sprintf("renewed by the agent, which answers the CA's challenges and redirects to https on %s:%d", r.BindAddress, r.HTTPPort)
 	}
 	b, err := os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
 	if err == nil {

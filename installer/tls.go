@@ -39,7 +39,8 @@ const (
 
 // TLSConfig is appliance.yaml's tls section.
 type TLSConfig struct {
-	Mode string `yaml:"mode,omitempty"` // self-signed (default), custom or offload
+	Mode string      `yaml:"mode,omitempty"` // self-signed (default), custom, acme or offload
+	ACME *ACMEConfig `yaml:"acme,omitempty"` // acme mode's CA
 }
 
 func (t TLSConfig) offload() bool { return t.Mode == TLSOffload }
@@ -83,6 +84,22 @@ func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
 	}, TLSInput{})
 }
 
+// UseACME switches the router to a certificate from an ACME CA (acme
+// mode): it is obtained first, and a refusal changes nothing.
+func UseACME(ctx context.Context, opts Options, in ACMEInput) (*Result, error) {
+	in.flag = "--"
+	var roots []byte
+	d, err := planInstalled(opts.Paths.WithDefaults(), func(c *Config) (ca []byte, err error) {
+		roots, err = in.apply(c)
+		return nil, err
+	}, TLSInput{})
+	if err != nil {
+		return nil, err
+	}
+	d.addCert(ACMECAFileName, roots)
+	return run(ctx, opts, opts.Paths.WithDefaults(), d, "certs acme")
+}
+
 // UseSelfSigned switches the router to a certificate from the appliance's
 // CA (self-signed mode) and reloads it.
 func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
@@ -92,8 +109,9 @@ func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
 	}, TLSInput{})
 }
 
-// RenewCertificate issues the self-signed certificate again now and
-// reloads the router. A custom certificate is renewed by its issuer.
+// RenewCertificate issues the self-signed certificate again now, or
+// renews the ACME one with the CA, and reloads the router. A custom
+// certificate is renewed by its issuer.
 func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
 	return reconfigureTLS(ctx, opts, "certs renew", func(c *Config) ([]byte, error) {
 		if c.TLS.Mode == TLSCustom {
@@ -175,9 +193,11 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 			return fmt.Errorf("TLS is offloaded to the load balancer: there is no certificate here to renew")
 		}
 		return nil
+	case TLSACME:
+		return planACME(paths, d, in, now)
 	case "", TLSSelfSigned:
 	default:
-		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom, TLSOffload)
+		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s, %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom, TLSACME, TLSOffload)
 	}
 	ca, err := loadOrCreateCA(paths, domain, now)
 	if err != nil {
@@ -267,8 +287,9 @@ func saveCA(paths Paths, ca *certs.CA) error {
 // CertificateCheck is what the agent's periodic look at the router's
 // certificate found.
 type CertificateCheck struct {
-	// Renew is set when the self-signed certificate must be issued again
-	// (an Apply does it and reloads the router); Why says why.
+	// Renew is set when the self-signed certificate must be issued again,
+	// or the ACME one renewed (an Apply does it and reloads the router);
+	// Why says why.
 	Renew bool
 	Why   string
 	// Threshold and Warning are a custom certificate's expiry warning
@@ -290,6 +311,10 @@ func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (Certific
 	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
 	if cfg.TLS.offload() {
 		return CertificateCheck{}, nil
+	}
+	if cfg.TLS.acme() {
+		renew, why := certs.InRenewalWindow(have, project.Environment["SELFHOSTED_DOMAIN"], now)
+		return CertificateCheck{Renew: renew, Why: why}, nil
 	}
 	if cfg.TLS.Mode == TLSCustom {
 		info, err := certs.Describe(have.CertPEM, now)

@@ -74,7 +74,7 @@ func TestPlanTLS(t *testing.T) {
 	}{
 		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "--tls-cert and --tls-key go together"},
 		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "--tls-cert: open /nonexistent.crt"},
-		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom or offload`},
+		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom, acme or offload`},
 		{"renewing a custom certificate", TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
 		{"renewing with TLS offloaded", TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
 		{"certs import names its own flags", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", flags: "--"}, "--cert: open /nonexistent.crt"},
@@ -105,5 +105,17 @@ func TestPreflightRefusesUnknownIgnore(t *testing.T) {
 	})
 	if err == nil || report != nil || !strings.Contains(err.Error(), `--ignore-preflight "nope": no such check`) {
 		t.Errorf("report %v, err %v", report, err)
+	}
+}
+
+// Two ways of doing TLS at once are refused before anything is read.
+func TestInstallRefusesTwoTLSModes(t *testing.T) {
+	dir := t.TempDir()
+	_, err := Preflight(t.Context(), InstallOptions{
+		Options:    Options{Paths: Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
+		TLSOffload: true, ACME: ACMEInput{Email: "ops@example.com"},
+	})
+	if err == nil || !strings.Contains(err.Error(), "--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them") {
+		t.Errorf("offload and acme together: %v", err)
 	}
 }

@@ -152,7 +152,7 @@ func checkDisk(h Host, r templates.Requirement, dockerRoot string, dataDirs []st
 	return c
 }
 
-func checkPort(ctx context.Context, h Host, name, addr string, port int, project string) Check {
+func checkPort(ctx context.Context, h Host, name, addr string, port int, project string, own func(context.Context, string, int) bool) Check {
 	c := Check{ID: "port-" + strings.ToLower(name), Title: fmt.Sprintf("Port %d (%s)", port, name)}
 	if addr == "" {
 		addr = "0.0.0.0"
@@ -166,6 +166,10 @@ func checkPort(ctx context.Context, h Host, name, addr string, port int, project
 		owner, ownerProject, oerr := h.PortOwner(ctx, port)
 		if oerr == nil && owner != "" && ownerProject == project {
 			c.Status, c.Detail = Pass, "held by this appliance's "+owner
+			return c
+		}
+		if owner == "" && own != nil && own(ctx, addr, port) {
+			c.Status, c.Detail = Pass, "held by this appliance's agent"
 			return c
 		}
 		c.Status = Fail

@@ -78,6 +78,9 @@ type Options struct {
 	// Project is the compose project: ports its own router holds are not
 	// taken.
 	Project string
+	// OwnListener, when set, says whether the appliance itself (its
+	// agent) listens on addr:port: such a port is not taken either.
+	OwnListener func(ctx context.Context, addr string, port int) bool
 	// DataDirs are directories the appliance writes to (config and state);
 	// their filesystems need a little space too.
 	DataDirs []string
@@ -130,7 +133,7 @@ func Run(ctx context.Context, opts Options) *Report {
 		if p.port == 0 {
 			continue
 		}
-		add(checkPort(ctx, h, p.name, opts.BindAddress, p.port, opts.Project))
+		add(checkPort(ctx, h, p.name, opts.BindAddress, p.port, opts.Project, opts.OwnListener))
 	}
 	if opts.Domain != "" {
 		add(checkDomain(ctx, h, opts.Domain))

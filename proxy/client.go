@@ -27,10 +27,17 @@ func HTTPClient(s Settings, caPEM []byte, timeout time.Duration) (*http.Client, 
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.TLSClientConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
-	if s.Enabled() {
-		cfg := httpproxy.Config{HTTPProxy: s.URL, HTTPSProxy: s.URL, NoProxy: strings.Join(s.NoProxy, ",")}
-		fn := cfg.ProxyFunc()
-		tr.Proxy = func(r *http.Request) (*url.URL, error) { return fn(r.URL) }
-	}
+	tr.Proxy = Func(s)
 	return &http.Client{Transport: tr, Timeout: timeout}, nil
+}
+
+// Func is the proxy choice for an http.Transport: the proxy except for
+// NoProxy destinations, or nil (direct) with no proxy configured.
+func Func(s Settings) func(*http.Request) (*url.URL, error) {
+	if !s.Enabled() {
+		return nil
+	}
+	cfg := httpproxy.Config{HTTPProxy: s.URL, HTTPSProxy: s.URL, NoProxy: strings.Join(s.NoProxy, ",")}
+	fn := cfg.ProxyFunc()
+	return func(r *http.Request) (*url.URL, error) { return fn(r.URL) }
 }

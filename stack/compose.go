@@ -19,6 +19,7 @@ const (
 	extRole      = "x-carto-role"
 	extEmbedded  = "x-carto-embedded"
 	extHTTPSPort = "x-carto-https-port"
+	extHTTPPort  = "x-carto-http-port"
 )
 
 // Roles of a node. RoleAll runs every service (the standard layout).
@@ -45,6 +46,9 @@ type RenderOptions struct {
 	// TLSOffload drops the published HTTPS ports (x-carto-https-port): a
 	// load balancer in front ends TLS, and nothing listens on 443.
 	TLSOffload bool
+	// HTTPByAgent drops the published HTTP ports (x-carto-http-port): the
+	// agent answers there (ACME challenges, and redirects to https).
+	HTTPByAgent bool
 }
 
 // RenderCompose turns the release's compose template into this node's
@@ -87,6 +91,9 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 			dropped[name] = true
 		}
 		if target, ok := svc[extHTTPSPort].(string); ok && opts.TLSOffload {
+			svc["ports"] = withoutTarget(svc["ports"], target)
+		}
+		if target, ok := svc[extHTTPPort].(string); ok && opts.HTTPByAgent {
 			svc["ports"] = withoutTarget(svc["ports"], target)
 		}
 		for k := range svc {

@@ -97,11 +97,21 @@ func TestRenderComposeDropsEmbeddedDatabases(t *testing.T) {
 	}
 }
 
-// With TLS offloaded, the router publishes its HTTP port only.
-func TestRenderComposeTLSOffload(t *testing.T) {
+// With TLS offloaded, the router publishes its HTTP port only; with the
+// agent on the HTTP port (acme mode), its HTTPS port only.
+func TestRenderComposeRouterPorts(t *testing.T) {
 	rel := release(t)
-	for _, offload := range []bool{false, true} {
-		out, err := RenderCompose(rel.Compose, RenderOptions{Version: rel.Manifest.Version, TLSOffload: offload})
+	cases := []struct {
+		opts RenderOptions
+		want []uint32
+	}{
+		{RenderOptions{}, []uint32{8080, 8443}},
+		{RenderOptions{TLSOffload: true}, []uint32{8080}},
+		{RenderOptions{HTTPByAgent: true}, []uint32{8443}},
+	}
+	for _, tc := range cases {
+		tc.opts.Version = rel.Manifest.Version
+		out, err := RenderCompose(rel.Compose, tc.opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -116,12 +126,8 @@ func TestRenderComposeTLSOffload(t *testing.T) {
 		for _, port := range p.Services["router-http"].Ports {
 			targets = append(targets, port.Target)
 		}
-		want := []uint32{8080, 8443}
-		if offload {
-			want = []uint32{8080}
-		}
-		if fmt.Sprint(targets) != fmt.Sprint(want) {
-			t.Errorf("offload=%v: the router publishes %v, want %v", offload, targets, want)
+		if fmt.Sprint(targets) != fmt.Sprint(tc.want) {
+			t.Errorf("%+v: the router publishes %v, want %v", tc.opts, targets, tc.want)
 		}
 	}
 }

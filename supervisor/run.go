@@ -2,7 +2,8 @@
 // and running (SPEC §6). It converges at start, follows the Docker events
 // stream, brings back a container that dies or turns unhealthy with a
 // growing backoff, reports crash loops in the state dir for `status`, and
-// reconnects and converges again after the Docker engine restarts.
+// reconnects and converges again after the Docker engine restarts. In acme
+// mode it also answers the CA's challenges on the HTTP port, and renews.
 package supervisor
 
 import (
@@ -53,6 +54,7 @@ func Run(ctx context.Context, opts Options) error {
 	if s.opts.Resync == 0 {
 		s.opts.Resync = 10 * time.Second
 	}
+	defer s.front.close()
 	ready := false
 	for ctx.Err() == nil {
 		eng, err := s.connect(ctx)
@@ -84,6 +86,8 @@ type sup struct {
 	loadedStamp string
 
 	certWarned int // the expiry warning threshold last logged
+
+	front front // the HTTP port in acme mode; owned by the loop
 }
 
 // loadProject loads the installed compose project, again only when its
@@ -138,6 +142,9 @@ func (s *sup) converge(ctx context.Context) {
 		return
 	}
 	s.project = cfg.Defaults().Project
+	// Before the apply: in acme mode, a certificate it renews is validated
+	// on the port the front answers.
+	s.syncFront()
 	start := time.Now()
 	res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths})
 	if err != nil {
@@ -161,6 +168,8 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 	defer retry.Stop()
 	certTick := time.NewTicker(certCheckEvery)
 	defer certTick.Stop()
+	frontTick := time.NewTicker(frontEvery)
+	defer frontTick.Stop()
 	s.checkCertificate(ctx)
 	s.resync(ctx, eng, retry)
 	for {
@@ -185,6 +194,8 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 			s.resync(ctx, eng, retry)
 		case <-certTick.C:
 			s.checkCertificate(ctx)
+		case <-frontTick.C:
+			s.syncFront()
 		}
 	}
 }

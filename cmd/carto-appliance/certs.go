@@ -11,9 +11,10 @@ func newCertsCmd() *cobra.Command {
 		Use:   "certs",
 		Short: "Show, import or renew the router's TLS certificate",
 		Long: `The router's certificate comes from the appliance's own CA (self-signed mode, the
-default: renewed by the agent a month before it expires) or from your own
-(custom mode: 'certs import'). A new certificate reaches the router by a reload;
-no container is recreated.`,
+default: renewed by the agent a month before it expires), from your own
+(custom mode: 'certs import') or from an ACME CA ('certs acme': renewed by the
+agent). A new certificate reaches the router by a reload; no container is
+recreated.`,
 	}
 	var asJSON bool
 	status := &cobra.Command{
@@ -79,9 +80,29 @@ balancer. 'certs self-signed' or 'certs import' end the offload.`,
 			})
 		},
 	}
+	var acme installer.ACMEInput
+	acmeCmd := &cobra.Command{
+		Use:   "acme --email ADDRESS [--ca URL] [--ca-cert FILE]",
+		Short: "Get the router's certificate from an ACME CA (Let's Encrypt or an internal one)",
+		Long: `Obtains a certificate for the domain from the ACME CA before anything changes
+(HTTP-01: the CA connects to the domain on port 80; the router stops publishing
+the HTTP port, where the agent answers the challenges and redirects everything
+else to https). The agent renews it when a third of its lifetime is left; a
+refused order changes nothing.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = pathsFrom(cmd)
+				return installer.UseACME(cmd.Context(), o, acme)
+			})
+		},
+	}
+	acmeCmd.Flags().StringVar(&acme.Email, "email", "", "the e-mail address the CA writes to about the certificates (default: the installed one)")
+	acmeCmd.Flags().StringVar(&acme.Directory, "ca", "", "the ACME directory URL (default: the installed one, or Let's Encrypt)")
+	acmeCmd.Flags().StringVar(&acme.CACertFile, "ca-cert", "", "root certificates, PEM, to trust for the CA's TLS (an internal CA)")
 	renew := &cobra.Command{
 		Use:   "renew",
-		Short: "Issue the self-signed certificate again now",
+		Short: "Issue the self-signed certificate again, or renew the ACME one, now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
@@ -90,6 +111,6 @@ balancer. 'certs self-signed' or 'certs import' end the offload.`,
 			})
 		},
 	}
-	cmd.AddCommand(status, imp, selfSigned, offload, renew)
+	cmd.AddCommand(status, imp, selfSigned, acmeCmd, offload, renew)
 	return cmd
 }

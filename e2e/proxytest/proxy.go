@@ -1,13 +1,16 @@
-// Package proxytest runs real forward proxies from Debian packages
-// (tinyproxy as an HTTP proxy, squid as an HTTPS proxy) as child
-// processes, each with its own configuration in a temporary directory, on
-// a free port of a given address, with an access log the test reads; and a
-// destination server with its own CA. The proxy scenarios (SPEC §5.2,
-// issue 3) route the stack's outbound traffic through them.
+// Package proxytest runs the test's internet: real forward proxies from
+// Debian packages (tinyproxy as an HTTP proxy, squid as an HTTPS proxy)
+// and Pebble as an ACME CA, as child processes, each with its own
+// configuration in a temporary directory, on a free port of a given
+// address, with a log the test reads; and a destination server with its
+// own CA. The proxy scenarios (SPEC §5.2, issue 3) route the stack's
+// outbound traffic through them; the ACME scenario gets certificates from
+// Pebble.
 //
-// Packages: tinyproxy (1.11) and squid (5.7; Debian's GnuTLS build serves
-// https_port). scripts/testbed-deps.sh installs them with their system
-// services stopped and disabled.
+// Packages: tinyproxy (1.11), squid (5.7; Debian's GnuTLS build serves
+// https_port) and pebble (2.4, with pebble-challtestsrv as its DNS).
+// scripts/testbed-deps.sh installs them with their system services stopped
+// and disabled.
 package proxytest
 
 import (
@@ -43,6 +46,7 @@ type Proxy struct {
 
 	scheme    string
 	accessLog string
+	env       []string // added to the process's environment
 	cmd       *exec.Cmd
 	done      chan struct{} // closed when the process has exited
 	stopOnce  sync.Once
@@ -146,6 +150,9 @@ func launch(ctx context.Context, p *Proxy, outPath string, argv ...string) error
 	defer out.Close()
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = out, out
+	if len(p.env) > 0 {
+		cmd.Env = append(os.Environ(), p.env...)
+	}
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 	cmd.WaitDelay = stopTimeout
 	if err := cmd.Start(); err != nil {

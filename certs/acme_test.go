@@ -1,0 +1,122 @@
+package certs
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewACMERefusals(t *testing.T) {
+	good := ACMEOptions{Directory: "https://acme.example.com/dir", Email: "ops@example.com", StorageDir: t.TempDir()}
+	cases := []struct {
+		name   string
+		edit   func(*ACMEOptions)
+		domain string
+		want   string
+	}{
+		{"plain http directory", func(o *ACMEOptions) { o.Directory = "http://acme.example.com/dir" }, "carto.example.com", "not an https:// URL"},
+		{"no e-mail", func(o *ACMEOptions) { o.Email = "" }, "carto.example.com", "not an address"},
+		{"an IP for a domain", func(*ACMEOptions) {}, "10.0.0.1", "needs a DNS name"},
+		{"roots that are not PEM", func(o *ACMEOptions) { o.Roots = []byte("nope") }, "carto.example.com", "no PEM certificate"},
+	}
+	for _, tc := range cases {
+		opts := good
+		tc.edit(&opts)
+		_, err := NewACME(opts, tc.domain)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: got %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	if _, err := NewACME(good, "carto.example.com"); err != nil {
+		t.Errorf("good options refused: %v", err)
+	}
+}
+
+func TestInRenewalWindow(t *testing.T) {
+	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	ca, err := NewCA("carto.example.com", now.Add(-100*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Issued 100 days ago for 397 days: 297 days left of 397, not due.
+	pair, err := ca.Issue("carto.example.com", now.Add(-100*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name   string
+		pair   Pair
+		domain string
+		at     time.Time
+		due    bool
+		why    string
+	}{
+		{"fresh", pair, "carto.example.com", now, false, ""},
+		{"a third left", pair, "carto.example.com", now.Add(200 * 24 * time.Hour), true, "expires in"},
+		{"another domain", pair, "other.example.com", now, true, "does not cover other.example.com"},
+		{"none", Pair{}, "carto.example.com", now, true, "no certificate yet"},
+	}
+	for _, tc := range cases {
+		due, why := InRenewalWindow(tc.pair, tc.domain, tc.at)
+		if due != tc.due || !strings.Contains(why, tc.why) {
+			t.Errorf("%s: due=%v %q, want %v %q", tc.name, due, why, tc.due, tc.why)
+		}
+	}
+}
+
+func TestRedirectToHTTPS(t *testing.T) {
+	cases := []struct {
+		port       int
+		host, path string
+		want       string
+	}{
+		{443, "carto.example.com", "/workspace/?a=1", "https://carto.example.com/workspace/?a=1"},
+		{443, "carto.example.com:80", "/", "https://carto.example.com/"},
+		{8443, "carto.example.com", "/x", "https://carto.example.com:8443/x"},
+		{443, "[2001:db8::1]:80", "/", "https://[2001:db8::1]/"},
+		{8443, "[2001:db8::1]", "/", "https://[2001:db8::1]:8443/"},
+	}
+	for _, tc := range cases {
+		req := httptest.NewRequest(http.MethodGet, "http://placeholder"+tc.path, nil)
+		req.Host = tc.host
+		rec := httptest.NewRecorder()
+		RedirectToHTTPS(tc.port).ServeHTTP(rec, req)
+		if rec.Code != http.StatusMovedPermanently || rec.Header().Get("Location") != tc.want {
+			t.Errorf("%s%s on port %d: %d %q, want 301 %q", tc.host, tc.path, tc.port, rec.Code, rec.Header().Get("Location"), tc.want)
+		}
+	}
+}
+
+// The redirect never turns a request into a redirect elsewhere: whatever
+// the Host and path, the Location is https on the same host.
+func FuzzRedirectToHTTPS(f *testing.F) {
+	f.Add("carto.example.com", "/a?b=c")
+	f.Add("[::1]:80", "//evil.example.com/")
+	f.Fuzz(func(t *testing.T, host, path string) {
+		req, err := http.NewRequest(http.MethodGet, "http://placeholder/", nil)
+		if err != nil {
+			t.Skip()
+		}
+		req.Host = host
+		req.URL.Path = path
+		rec := httptest.NewRecorder()
+		RedirectToHTTPS(8443).ServeHTTP(rec, req)
+		if rec.Code != http.StatusMovedPermanently {
+			return
+		}
+		loc := rec.Header().Get("Location")
+		if !strings.HasPrefix(loc, "https://") {
+			t.Fatalf("Location %q is not https", loc)
+		}
+		u, err := url.Parse(loc)
+		if err != nil {
+			t.Fatalf("Location %q does not parse: %v", loc, err)
+		}
+		if u.User != nil || u.Hostname() == "" || !strings.Contains(host, u.Hostname()) {
+			t.Fatalf("Host %q redirected to another host: %q", host, loc)
+		}
+	})
+}

@@ -1,0 +1,338 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/proxy"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// TLSACME: certificates from an ACME CA (Let's Encrypt or an internal
+// one), obtained and renewed by the appliance; the agent answers the HTTP-01
+// challenges on the HTTP port, which the router then does not publish.
+const TLSACME = "acme"
+
+// ACMEConfig is appliance.yaml's tls.acme.
+type ACMEConfig struct {
+	// Directory is the ACME directory URL; empty means Let's Encrypt.
+	Directory string `yaml:"directory,omitempty"`
+	// Email is the ACME account's contact.
+	Email string `yaml:"email,omitempty"`
+	// CACert names the file in certs/ with the roots trusted for the
+	// directory's TLS (an internal ACME CA).
+	CACert string `yaml:"ca_cert,omitempty"`
+}
+
+func (c ACMEConfig) directory() string {
+	if c.Directory == "" {
+		return certs.LetsEncrypt
+	}
+	return c.Directory
+}
+
+// ACMECAFileName is the ACME directory's trusted roots in certs/.
+const ACMECAFileName = "acme-ca.crt"
+
+// acmeDirName is certmagic's storage in the state dir: the account key,
+// the certificates and the challenge tokens the agent answers.
+const acmeDirName = "acme"
+
+// FrontHeader marks the answers of the agent's HTTP front (acme mode), so
+// that preflight knows the HTTP port is held by the appliance itself.
+const FrontHeader = "X-Carto-Appliance"
+
+func (t TLSConfig) acme() bool { return t.Mode == TLSACME }
+
+// ACMEInput selects acme mode on the command line.
+type ACMEInput struct {
+	Enabled    bool   // --tls-acme; any other field selects acme mode too
+	Directory  string // ACME directory URL; empty keeps the installed one (or Let's Encrypt)
+	Email      string // account contact; empty keeps the installed one
+	CACertFile string // PEM roots to trust for the directory
+	// flag prefixes the flags' names in errors ("--acme-" for install,
+	// "--" for certs acme).
+	flag string
+}
+
+func (in ACMEInput) given() bool {
+	return in.Enabled || in.Directory != "" || in.Email != "" || in.CACertFile != ""
+}
+
+// apply sets acme mode on cfg and returns the roots file's contents.
+func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
+	cfg.TLS.Mode = TLSACME
+	if cfg.TLS.ACME == nil {
+		cfg.TLS.ACME = &ACMEConfig{}
+	}
+	a := cfg.TLS.ACME
+	if in.Directory != "" {
+		a.Directory = in.Directory
+	}
+	if in.Email != "" {
+		a.Email = in.Email
+	}
+	if in.CACertFile == "" {
+		return nil, nil
+	}
+	ca, err := os.ReadFile(in.CACertFile)
+	if err != nil {
+		return nil, fmt.Errorf("%sca-cert: %w", in.flag, err)
+	}
+	if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
+		return nil, fmt.Errorf("%sca-cert: %w", in.flag, err)
+	}
+	a.CACert = ACMECAFileName
+	return ca, nil
+}
+
+// validateACME checks tls.acme when acme mode is on.
+func validateACME(t TLSConfig) error {
+	if !t.acme() {
+		return nil
+	}
+	if t.ACME == nil || !strings.Contains(t.ACME.Email, "@") {
+		return fmt.Errorf("appliance.yaml tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates (--acme-email)")
+	}
+	u, err := url.Parse(t.ACME.directory())
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return fmt.Errorf("appliance.yaml tls.acme.directory %q: give the ACME directory's https:// URL (--acme-ca), or leave it out for Let's Encrypt", t.ACME.Directory)
+	}
+	return nil
+}
+
+// acmePlan is a certificate to obtain before the router gets it.
+type acmePlan struct {
+	force bool   // renew even when it is not due
+	why   string // why one is needed
+}
+
+// planACME decides whether the router needs a certificate from the CA:
+// none yet, one not for the domain, one due for renewal, or one that is
+// not the CA's (acme mode just chosen: the stored one is used if still
+// good, without asking the CA).
+func planACME(paths Paths, d *desired, in TLSInput, now time.Time) error {
+	if in.Renew {
+		d.acme = &acmePlan{force: true, why: "a renewal was asked for"}
+		return nil
+	}
+	domain := d.env.Get("SELFHOSTED_DOMAIN")
+	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	var have certs.Pair
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	if due, why := certs.InRenewalWindow(have, domain, now); due {
+		d.acme = &acmePlan{why: why}
+		return nil
+	}
+	a := d.cfg.TLS.ACME
+	stored, err := certs.NewACME(certs.ACMEOptions{Directory: a.directory(), Email: a.Email, StorageDir: filepath.Join(paths.StateDir, acmeDirName)}, domain)
+	if err != nil {
+		return err
+	}
+	if p, err := stored.Certificate(context.Background()); err != nil || !bytes.Equal(p.CertPEM, have.CertPEM) {
+		d.acme = &acmePlan{why: "the router's certificate is not from the ACME CA"}
+	}
+	return nil
+}
+
+// acmeClient is the ACME client for cfg. roots and proxyCA are the
+// files' contents when they are about to be installed (nil reads the
+// installed ones).
+func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (*certs.ACME, error) {
+	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	a := cfg.TLS.ACME
+	if a == nil {
+		a = &ACMEConfig{}
+	}
+	if roots == nil && a.CACert != "" {
+		b, err := os.ReadFile(filepath.Join(certsDir, a.CACert))
+		if err != nil {
+			return nil, fmt.Errorf("reading the ACME CA's roots: %w", err)
+		}
+		roots = b
+	}
+	if proxyCA == nil && cfg.Proxy.CACert != "" {
+		proxyCA, _ = os.ReadFile(filepath.Join(certsDir, cfg.Proxy.CACert))
+	}
+	r := cfg.Defaults().Router
+	host := r.BindAddress
+	if host == "0.0.0.0" {
+		host = ""
+	}
+	return certs.NewACME(certs.ACMEOptions{
+		Directory: a.directory(), Email: a.Email,
+		// A proxy that inspects TLS re-signs the directory's certificate.
+		Roots:      append(append([]byte{}, roots...), proxyCA...),
+		StorageDir: filepath.Join(paths.StateDir, acmeDirName),
+		ListenHost: host, HTTPPort: r.HTTPPort,
+		Proxy: proxy.Func(cfg.Proxy),
+	}, domain)
+}
+
+// obtainACME gets the planned certificate into d.certs. The CA validates
+// on the HTTP port: when the router publishes it (switching to acme from
+// another mode) the router is stopped for the few seconds this takes,
+// and started again if it fails; otherwise the agent's front answers
+// the challenge, or this process does while nothing listens there.
+func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired, held []string) error {
+	if d.acme == nil {
+		return nil
+	}
+	domain := d.env.Get("SELFHOSTED_DOMAIN")
+	client, err := acmeClient(paths, d.cfg, domain, d.certs[ACMECAFileName], d.certs[proxy.CAFileName])
+	if err != nil {
+		return err
+	}
+	resume, err := freeHTTPPort(ctx, eng, paths, d.cfg, held)
+	if err != nil {
+		return err
+	}
+	pair, _, err := client.Obtain(ctx, d.acme.force)
+	if err != nil {
+		resume()
+		port := d.cfg.Defaults().Router.HTTPPort
+		hint := fmt.Sprintf("check that %s resolves to this machine and that the CA reaches it on port 80", domain)
+		if port != 80 {
+			hint += fmt.Sprintf(" (forwarded to router.http_port %d)", port)
+		}
+		return fmt.Errorf("%w; %s; nothing was changed", err, hint)
+	}
+	current, _ := os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
+	if !bytes.Equal(current, pair.CertPEM) {
+		d.addCert(ServerCertFile, pair.CertPEM)
+		d.addCert(ServerKeyFile, pair.KeyPEM)
+		if len(current) > 0 {
+			d.warnings = append(d.warnings, fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.directory(), d.acme.why))
+		}
+	}
+	return nil
+}
+
+// freeHTTPPort stops the installed router when it publishes the HTTP port,
+// and returns how to bring it back.
+func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, held []string) (func(), error) {
+	nothing := func() {}
+	project := cfg.Defaults().Project
+	_, owner, err := eng.PortOwner(ctx, cfg.Defaults().Router.HTTPPort)
+	if err != nil || owner != project {
+		return nothing, err
+	}
+	installed, err := stack.Load(ctx, paths.ConfigDir, project)
+	if err != nil {
+		return nothing, err
+	}
+	if _, err := eng.Stop(ctx, installed, []string{routerService}, nil); err != nil {
+		return nothing, fmt.Errorf("freeing the HTTP port for the ACME challenge: %w", err)
+	}
+	return func() {
+		// Best effort: the agent converges the stack again anyway.
+		eng.Apply(context.WithoutCancel(ctx), installed, stack.ApplyOptions{Held: held})
+	}, nil
+}
+
+// Front is what the agent serves on the router's HTTP port in acme mode:
+// the CA's HTTP-01 challenges, and a redirect to https for everything
+// else.
+type Front struct {
+	Addr    string
+	Handler http.Handler
+}
+
+// ACMEFront is the front for the installed settings, nil when the
+// appliance is not in acme mode.
+func ACMEFront(paths Paths) (*Front, error) {
+	paths = paths.WithDefaults()
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil || !found || !cfg.TLS.acme() {
+		return nil, err
+	}
+	domain := cfg.Domain
+	if domain == "" {
+		// The domain is customer.env's SELFHOSTED_DOMAIN unless overridden.
+		b, err := os.ReadFile(paths.file(EnvFileName))
+		if err != nil {
+			return nil, fmt.Errorf("reading the domain from .env: %w", err)
+		}
+		env, err := envfile.Parse(b)
+		if err != nil {
+			return nil, fmt.Errorf("reading the domain from .env: %w", err)
+		}
+		domain = env.Get("SELFHOSTED_DOMAIN")
+	}
+	client, err := acmeClient(paths, cfg, domain, nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	r := cfg.Defaults().Router
+	project := cfg.Defaults().Project
+	h := client.Handler(r.HTTPSPort)
+	return &Front{
+		Addr: net.JoinHostPort(r.BindAddress, strconv.Itoa(r.HTTPPort)),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			w.Header().Set(FrontHeader, project)
+			h.ServeHTTP(w, req)
+		}),
+	}, nil
+}
+
+// frontHandover bounds the wait for the agent to free the HTTP port.
+const frontHandover = 15 * time.Second
+
+// waitFrontGone waits, when the router is to publish the HTTP port again
+// (acme mode left), until the agent's front has let go of it: the agent
+// looks at the committed settings every second.
+func waitFrontGone(ctx context.Context, prev, next Config) error {
+	if !prev.TLS.acme() || next.TLS.acme() {
+		return nil
+	}
+	r := prev.Defaults().Router
+	project := prev.Defaults().Project
+	deadline := time.Now().Add(frontHandover)
+	for servedByFront(ctx, r.BindAddress, r.HTTPPort, project) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the agent still answers on port %d after %s: restart it (systemctl restart carto-appliance) and run this again", r.HTTPPort, frontHandover)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// servedByFront says whether the agent's front answers on addr:port for
+// project.
+func servedByFront(ctx context.Context, addr string, port int, project string) bool {
+	if addr == "" || addr == "0.0.0.0" {
+		addr = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(addr, strconv.Itoa(port))+"/", nil)
+	if err != nil {
+		return false
+	}
+	c := &http.Client{
+		Transport:     &http.Transport{Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.Header.Get(FrontHeader) == project
+}
