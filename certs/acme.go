@@ -137,11 +137,14 @@ func (a *ACME) Certificate(ctx context.Context) (Pair, error) {
 	return p, nil
 }
 
-// Handler answers the CA's HTTP-01 challenges (from storage, whichever
-// process started them) and redirects every other request to https on
-// httpsPort.
-func (a *ACME) Handler(httpsPort int) http.Handler {
-	return a.issuer.HTTPChallengeHandler(RedirectToHTTPS(httpsPort))
+// IsChallenge says whether r asks for an HTTP-01 key authorization.
+func IsChallenge(r *http.Request) bool { return certmagic.LooksLikeHTTPChallenge(r) }
+
+// AnswerChallenge answers an HTTP-01 challenge of this client's CA from
+// memory or from storage (whichever process started it), and says
+// whether it did.
+func (a *ACME) AnswerChallenge(w http.ResponseWriter, r *http.Request) bool {
+	return a.issuer.HandleHTTPChallenge(w, r)
 }
 
 // RedirectToHTTPS sends every request to the same host and path over

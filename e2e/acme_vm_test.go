@@ -34,7 +34,7 @@ func TestACMEInFreshVM(t *testing.T) {
 	agentJournalOnFailure(t, node)
 	const domain = "carto.vm.test"
 
-	pb, err := proxytest.StartPebble(ctx, t.TempDir(), netw.Gateway.String(), 80, node.IP())
+	pb, err := proxytest.StartPebble(ctx, t.TempDir(), proxytest.PebbleOptions{ListenAddr: netw.Gateway.String(), ResolveTo: node.IP(), HTTPPort: 80})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,6 +217,49 @@ func TestACMEInFreshVM(t *testing.T) {
 		}
 		if byAgent, _, err := port80(); err != nil || !byAgent {
 			t.Errorf("port 80 by the agent %v (%v) after a refused renewal", byAgent, err)
+		}
+	})
+
+	step(t, "the agent renews a certificate that is due by itself (another CA, short-lived certificates)", func(t *testing.T) {
+		short, err := proxytest.StartPebble(ctx, t.TempDir(), proxytest.PebbleOptions{
+			ListenAddr: netw.Gateway.String(), ResolveTo: node.IP(), HTTPPort: 80, Validity: 45 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer short.Stop()
+		write(t, node, "/root/package/acme-ca-2.crt", short.CA.PEM, 0o644)
+		node.MustExec(t, "carto-appliance", "certs", "acme", "--ca", short.Directory, "--ca-cert", "/root/package/acme-ca-2.crt")
+		rootPEM, err := short.Roots(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots = x509.NewCertPool()
+		roots.AppendCertsFromPEM(rootPEM)
+		var first *x509.Certificate
+		// The router reloads on HUP: its workers switch within moments.
+		eventually(t, 10*time.Second, func() (err error) {
+			first, err = served()
+			return err
+		})
+		// Due with a third of its lifetime left; the agent looks when it
+		// starts (and hourly).
+		due := first.NotAfter.Add(-first.NotAfter.Sub(first.NotBefore) / 3)
+		time.Sleep(time.Until(due) + time.Second)
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		eventually(t, 60*time.Second, func() error {
+			c, err := served()
+			if err != nil {
+				return err
+			}
+			if c.SerialNumber.Cmp(first.SerialNumber) == 0 {
+				return fmt.Errorf("the router still serves serial %x", first.SerialNumber)
+			}
+			return nil
+		})
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
+		if !strings.Contains(journal, "event=certificate-renewed") {
+			t.Errorf("the agent did not log the renewal:\n%s", journal)
 		}
 	})
 }

@@ -9,12 +9,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -182,11 +184,14 @@ func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (
 }
 
 // obtainACME gets the planned certificate into d.certs. The CA validates
-// on the HTTP port: when the router publishes it (switching to acme from
-// another mode) the router is stopped for the few seconds this takes,
-// and started again if it fails; otherwise the agent's front answers
-// the challenge, or this process does while nothing listens there.
-func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired, held []string) error {
+// on the HTTP port: the agent's front answers the challenge there, or
+// this process does while nothing listens. When the router publishes the
+// port (switching to acme from another mode) it is stopped for the few
+// seconds this takes and started again if it fails; that only with
+// mayStop, under the converge lock (the agent would revive it otherwise):
+// without, such a certificate is left for the locked part. Obtaining
+// outside the lock keeps a slow CA from stalling the agent's resyncs.
+func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired, held []string, mayStop bool) error {
 	if d.acme == nil {
 		return nil
 	}
@@ -194,6 +199,15 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 	client, err := acmeClient(paths, d.cfg, domain, d.certs[ACMECAFileName], d.certs[proxy.CAFileName])
 	if err != nil {
 		return err
+	}
+	if !mayStop {
+		_, owner, err := eng.PortOwner(ctx, d.cfg.Defaults().Router.HTTPPort)
+		if err != nil || owner == d.cfg.Defaults().Project {
+			return err
+		}
+	}
+	if err := rememberDirectory(paths, d.cfg.TLS.ACME.directory()); err != nil {
+		return fmt.Errorf("recording the ACME directory: %w", err)
 	}
 	resume, err := freeHTTPPort(ctx, eng, paths, d.cfg, held)
 	if err != nil {
@@ -217,7 +231,20 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 			d.warnings = append(d.warnings, fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.directory(), d.acme.why))
 		}
 	}
+	d.acme = nil
 	return nil
+}
+
+// deferACME drops a planned ACME renewal for the agent's converges while
+// the router has a certificate: the agent renews beside its loop, so that
+// a slow or unreachable CA delays neither its start nor its resyncs.
+func deferACME(paths Paths, d *desired) {
+	if d.acme == nil || d.acme.force {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile)); err == nil {
+		d.acme = nil
+	}
 }
 
 // freeHTTPPort stops the installed router when it publishes the HTTP port,
@@ -271,20 +298,57 @@ func ACMEFront(paths Paths) (*Front, error) {
 		}
 		domain = env.Get("SELFHOSTED_DOMAIN")
 	}
-	client, err := acmeClient(paths, cfg, domain, nil, nil)
-	if err != nil {
-		return nil, err
-	}
 	r := cfg.Defaults().Router
 	project := cfg.Defaults().Project
-	h := client.Handler(r.HTTPSPort)
+	redirect := certs.RedirectToHTTPS(r.HTTPSPort)
+	storage := filepath.Join(paths.StateDir, acmeDirName)
 	return &Front{
 		Addr: net.JoinHostPort(r.BindAddress, strconv.Itoa(r.HTTPPort)),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 			w.Header().Set(FrontHeader, project)
-			h.ServeHTTP(w, req)
+			// Challenges are stored by CA: besides the installed one, a
+			// CA that an install or certs acme is switching to right now.
+			if certs.IsChallenge(req) {
+				for _, dir := range knownDirectories(paths, cfg.TLS.ACME.directory()) {
+					c, err := certs.NewACME(certs.ACMEOptions{Directory: dir, Email: cfg.TLS.ACME.Email, StorageDir: storage}, domain)
+					if err == nil && c.AnswerChallenge(w, req) {
+						return
+					}
+				}
+			}
+			redirect.ServeHTTP(w, req)
 		}),
 	}, nil
+}
+
+// directoriesFile lists, in the ACME storage, every directory certificates
+// were asked from, so that the agent's front answers the challenges of a
+// CA an install is switching to before the settings say so.
+const directoriesFile = "directories"
+
+// rememberDirectory adds dir to the directories file.
+func rememberDirectory(paths Paths, dir string) error {
+	known := knownDirectories(paths)
+	if slices.Contains(known, dir) {
+		return nil
+	}
+	path := filepath.Join(paths.StateDir, acmeDirName, directoriesFile)
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(path, []byte(strings.Join(append(known, dir), "\n")+"\n"), 0o600)
+}
+
+// knownDirectories is first, then the directories file's others.
+func knownDirectories(paths Paths, first ...string) []string {
+	b, _ := os.ReadFile(filepath.Join(paths.StateDir, acmeDirName, directoriesFile))
+	out := first
+	for _, d := range strings.Fields(string(b)) {
+		if !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // frontHandover bounds the wait for the agent to free the HTTP port.

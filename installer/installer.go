@@ -44,6 +44,9 @@ type Options struct {
 	// to take new proxy settings (which restarts every container); nil or
 	// false leaves the engine alone and says how to restart it.
 	ConfirmEngineRestart func(reason string) bool
+	// DeferACME leaves an ACME certificate that is due, but still served,
+	// to a later renewal (the agent's converges: it renews beside its loop).
+	DeferACME bool
 }
 
 // InstallOptions are install's inputs. Empty fields keep what is already
@@ -456,6 +459,20 @@ func (d *desired) redactor() func(string) string {
 // run stages the rendered files, pulls every image, and only then commits
 // the files to the config dir and converges the stack.
 func run(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+	if opts.DeferACME {
+		deferACME(paths, d)
+	}
+	if d.acme != nil {
+		eng, err := stack.Connect(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = obtainACME(ctx, eng, paths, d, nil, false)
+		eng.Close()
+		if err != nil {
+			return &Result{Warnings: d.warnings}, err
+		}
+	}
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
 		return nil, err
@@ -505,7 +522,7 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	if err := eng.Pull(ctx, project, pull); err != nil {
 		return nil, err
 	}
-	if err := obtainACME(ctx, eng, paths, d, st.Held); err != nil {
+	if err := obtainACME(ctx, eng, paths, d, st.Held, true); err != nil {
 		return &Result{Warnings: d.warnings}, err
 	}
 

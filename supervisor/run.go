@@ -15,6 +15,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -85,7 +86,8 @@ type sup struct {
 	loaded      *types.Project
 	loadedStamp string
 
-	certWarned int // the expiry warning threshold last logged
+	certWarned int         // the expiry warning threshold last logged
+	renewing   atomic.Bool // a certificate renewal runs in the background
 
 	front front // the HTTP port in acme mode; owned by the loop
 }
@@ -146,7 +148,7 @@ func (s *sup) converge(ctx context.Context) {
 	// on the port the front answers.
 	s.syncFront()
 	start := time.Now()
-	res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths})
+	res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths, DeferACME: true})
 	if err != nil {
 		s.opts.Logf("event=converge-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
 		return
@@ -277,17 +279,31 @@ func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) 
 // plenty.
 const certCheckEvery = time.Hour
 
-// checkCertificate renews a self-signed certificate that is due (a
-// converge issues it and reloads the router) and logs a custom one's
-// expiry warnings, each threshold once.
+// checkCertificate renews a self-signed or ACME certificate that is due
+// (an apply issues or obtains it and reloads the router) and logs a custom
+// one's expiry warnings, each threshold once. The renewal runs beside the
+// loop: an ACME CA may take minutes to answer, or time out, and the loop
+// must keep feeding the watchdog meanwhile (its resyncs wait for the
+// apply's lock, as they do for an install).
 func (s *sup) checkCertificate(ctx context.Context) {
 	c, err := installer.CheckCertificate(ctx, s.opts.Paths, time.Now())
 	switch {
 	case err != nil:
 		s.opts.Logf("event=certificate-check-failed err=%q", oneLine(err))
 	case c.Renew:
+		if !s.renewing.CompareAndSwap(false, true) {
+			return
+		}
 		s.opts.Logf("event=certificate-renewing reason=%q", c.Why)
-		s.converge(ctx)
+		go func() {
+			defer s.renewing.Store(false)
+			start := time.Now()
+			if _, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths}); err != nil {
+				s.opts.Logf("event=certificate-renew-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
+				return
+			}
+			s.opts.Logf("event=certificate-renewed took=%s", time.Since(start).Round(time.Millisecond))
+		}()
 	case c.Warning != "" && c.Threshold != s.certWarned:
 		s.certWarned = c.Threshold
 		s.opts.Logf("event=certificate-expiring err=%q", c.Warning)

@@ -29,11 +29,22 @@ type Pebble struct {
 	procs []*Proxy
 }
 
-// StartPebble runs Pebble and its DNS on free ports of listenAddr, with
-// their configuration and output in dir. Pebble validates HTTP-01 on
-// httpPort of resolveTo, the address every name resolves to. It runs until
-// Stop or until ctx ends.
-func StartPebble(ctx context.Context, dir, listenAddr string, httpPort int, resolveTo string) (pb *Pebble, err error) {
+// PebbleOptions configures StartPebble.
+type PebbleOptions struct {
+	// ListenAddr is where Pebble and its DNS listen (free ports).
+	ListenAddr string
+	// ResolveTo is the address every name resolves to; Pebble validates
+	// HTTP-01 on its HTTPPort.
+	ResolveTo string
+	HTTPPort  int
+	// Validity of the certificates; 0 is Pebble's default (5 years).
+	Validity time.Duration
+}
+
+// StartPebble runs Pebble and its DNS, with their configuration and output
+// in dir. It runs until Stop or until ctx ends.
+func StartPebble(ctx context.Context, dir string, opts PebbleOptions) (pb *Pebble, err error) {
+	listenAddr := opts.ListenAddr
 	pebbleBin, err := binary("pebble")
 	if err != nil {
 		return nil, err
@@ -78,7 +89,7 @@ func StartPebble(ctx context.Context, dir, listenAddr string, httpPort int, reso
 		dnsAddr = net.JoinHostPort(listenAddr, strconv.Itoa(dnsPort))
 		dns.Addr = net.JoinHostPort(listenAddr, strconv.Itoa(port))
 		return launch(ctx, dns, filepath.Join(dir, "challtestsrv.out"), dnsBin,
-			"-defaultIPv4", resolveTo, "-defaultIPv6", "", "-dns01", dnsAddr,
+			"-defaultIPv4", opts.ResolveTo, "-defaultIPv6", "", "-dns01", dnsAddr,
 			"-http01", "", "-https01", "", "-tlsalpn01", "", "-management", dns.Addr)
 	})
 	if err != nil {
@@ -98,12 +109,16 @@ func StartPebble(ctx context.Context, dir, listenAddr string, httpPort int, reso
 		}
 		p.Addr = net.JoinHostPort(listenAddr, strconv.Itoa(port))
 		pb.mgmt = net.JoinHostPort(listenAddr, strconv.Itoa(mgmtPort))
-		conf, _ := json.Marshal(map[string]any{"pebble": map[string]any{
+		settings := map[string]any{
 			"listenAddress": p.Addr, "managementListenAddress": pb.mgmt,
 			"certificate": certFile, "privateKey": keyFile,
-			"httpPort": httpPort, "tlsPort": 443,
+			"httpPort": opts.HTTPPort, "tlsPort": 443,
 			"ocspResponderURL": "", "externalAccountBindingRequired": false,
-		}})
+		}
+		if opts.Validity > 0 {
+			settings["certificateValidityPeriod"] = int(opts.Validity.Seconds())
+		}
+		conf, _ := json.Marshal(map[string]any{"pebble": settings})
 		confFile := filepath.Join(dir, "pebble.json")
 		if err := os.WriteFile(confFile, conf, 0o644); err != nil {
 			return err
