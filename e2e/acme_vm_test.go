@@ -57,6 +57,23 @@ func TestACMEInFreshVM(t *testing.T) {
 		defer conn.Close()
 		return conn.ConnectionState().PeerCertificates[0], nil
 	}
+	// servedAfter waits until the router serves another certificate than
+	// before, and returns it.
+	servedAfter := func(t *testing.T, before *x509.Certificate, within time.Duration) (after *x509.Certificate) {
+		t.Helper()
+		eventually(t, within, func() error {
+			c, err := served()
+			if err != nil {
+				return err
+			}
+			if c.SerialNumber.Cmp(before.SerialNumber) == 0 {
+				return fmt.Errorf("the router still serves serial %x", before.SerialNumber)
+			}
+			after = c
+			return nil
+		})
+		return after
+	}
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		Proxy: nil,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -151,18 +168,7 @@ func TestACMEInFreshVM(t *testing.T) {
 			load.stop()
 			t.Fatalf("certs renew: exit %d %v\n%s\n%s", code, err, out, errOut)
 		}
-		var after *x509.Certificate
-		eventually(t, 30*time.Second, func() error {
-			c, err := served()
-			if err != nil {
-				return err
-			}
-			if c.SerialNumber.Cmp(before.SerialNumber) == 0 {
-				return fmt.Errorf("the router still serves serial %x", before.SerialNumber)
-			}
-			after = c
-			return nil
-		})
+		after := servedAfter(t, before, 30*time.Second)
 		time.Sleep(2 * time.Second)
 		ok, failed := load.stop()
 		t.Logf("renewed: serial %x -> %x; load loop: %d requests, %d failed", before.SerialNumber, after.SerialNumber, ok+len(failed), len(failed))
@@ -247,16 +253,7 @@ func TestACMEInFreshVM(t *testing.T) {
 		due := first.NotAfter.Add(-first.NotAfter.Sub(first.NotBefore) / 3)
 		time.Sleep(time.Until(due) + time.Second)
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
-		eventually(t, 60*time.Second, func() error {
-			c, err := served()
-			if err != nil {
-				return err
-			}
-			if c.SerialNumber.Cmp(first.SerialNumber) == 0 {
-				return fmt.Errorf("the router still serves serial %x", first.SerialNumber)
-			}
-			return nil
-		})
+		servedAfter(t, first, 60*time.Second)
 		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
 		if !strings.Contains(journal, "event=certificate-renewed") {
 			t.Errorf("the agent did not log the renewal:\n%s", journal)
