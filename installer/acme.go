@@ -176,11 +176,23 @@ func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (
 	return certs.NewACME(certs.ACMEOptions{
 		Directory: a.directory(), Email: a.Email,
 		// A proxy that inspects TLS re-signs the directory's certificate.
-		Roots:      append(append([]byte{}, roots...), proxyCA...),
+		Roots:      joinPEM(roots, proxyCA),
 		StorageDir: filepath.Join(paths.StateDir, acmeDirName),
 		ListenHost: host, HTTPPort: r.HTTPPort,
 		Proxy: proxy.Func(cfg.Proxy),
 	}, domain)
+}
+
+// joinPEM concatenates PEM files, each on lines of its own (a file
+// without a final newline would glue its END line to the next BEGIN).
+func joinPEM(files ...[]byte) []byte {
+	var out []byte
+	for _, f := range files {
+		if f = bytes.TrimSpace(f); len(f) > 0 {
+			out = append(append(out, f...), '\n')
+		}
+	}
+	return out
 }
 
 // obtainACME gets the planned certificate into d.certs. The CA validates

@@ -1,12 +1,15 @@
 package installer
 
 import (
+	"bytes"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
@@ -117,5 +120,35 @@ func TestInstallRefusesTwoTLSModes(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them") {
 		t.Errorf("offload and acme together: %v", err)
+	}
+}
+
+// The ACME client trusts an internal CA's roots and the proxy's CA, each
+// alone or both, whatever their final newlines.
+func TestACMEClientRoots(t *testing.T) {
+	now := time.Now()
+	a, _ := certs.NewCA("a.example.com", now)
+	b, _ := certs.NewCA("b.example.com", now)
+	cfg := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", Directory: "https://ca.corp/dir"}}}
+	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	for _, tc := range []struct {
+		name           string
+		roots, proxyCA []byte
+		want           int
+	}{{"none", nil, nil, 0}, {"an internal CA", a.CertPEM, nil, 1}, {"the proxy's CA", nil, b.CertPEM, 1}, {"both", bytes.TrimSpace(a.CertPEM), b.CertPEM, 2}} {
+		if _, err := acmeClient(paths, cfg, "carto.example.com", tc.roots, tc.proxyCA); err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+		n, rest := 0, joinPEM(tc.roots, tc.proxyCA)
+		for {
+			var blk *pem.Block
+			if blk, rest = pem.Decode(rest); blk == nil {
+				break
+			}
+			n++
+		}
+		if n != tc.want {
+			t.Errorf("%s: %d certificates trusted, want %d", tc.name, n, tc.want)
+		}
 	}
 }

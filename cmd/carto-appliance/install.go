@@ -50,6 +50,9 @@ is recreated.`,
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
 				res, err := installer.Install(cmd.Context(), opts)
+				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == installer.TLSACME {
+					res.Warnings = append(res.Warnings, "without the agent (--no-service) nothing answers the HTTP port nor renews the ACME certificate: run `carto-appliance service install`")
+				}
 				if err != nil || noService {
 					return res, err
 				}
