@@ -14,6 +14,8 @@
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN      := bin/carto-appliance
+# The benchmarks' binary also trusts the tests' licence key (license/licensetest).
+TESTBIN  := bin/carto-appliance-licensetest
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 RELEASE_URL ?= https://releases.example.invalid/carto-appliance
 RELEASE_DIR ?= .cache/release
@@ -27,12 +29,22 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build release deps lint unit fuzz integration check demo demo-down bench clean
+.PHONY: all build release deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign
 
 all: build
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/carto-appliance
+	$(GO) build -trimpath -tags licensetest -ldflags '$(LDFLAGS)' -o $(TESTBIN) ./cmd/carto-appliance
+
+# Release team tooling: a licence signing key pair (KEYNAME, into KEYDIR;
+# the public half goes into license/keys.go) and signing a licence
+# (LICENSE_IN: its fields as JSON; KEY: a key file) to stdout.
+KEYDIR ?= .
+license-keygen:
+	$(GO) run ./cmd/carto-license keygen -name $(KEYNAME) -out $(KEYDIR)
+license-sign:
+	@$(GO) run ./cmd/carto-license sign -key $(KEY) -in $(LICENSE_IN)
 
 release:
 	packaging/release.sh $(RELEASE_DIR) $(RELEASE_URL) $(VERSION)
@@ -48,8 +60,10 @@ lint:
 	$(GO) vet ./...
 	$(GO) vet -tags integration ./...
 
+# Unit tests run as the tests' builds do: trusting the tests' licence key
+# (license.TestTrustedKeys checks that the release's keys do not).
 unit: lint
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -tags licensetest ./...
 
 # Short coverage-guided runs of every fuzz target (scripts/fuzz.sh).
 fuzz:
@@ -68,8 +82,8 @@ demo-down: build
 	$(GO) run ./e2e/cmd/demo -down
 
 bench: deps build
-	$(GO) run ./e2e/cmd/bench -runs $(BENCH_RUNS)
-	$(GO) run ./e2e/cmd/agentbench
+	$(GO) run ./e2e/cmd/bench -runs $(BENCH_RUNS) -bin $(TESTBIN)
+	$(GO) run ./e2e/cmd/agentbench -bin $(TESTBIN)
 
 clean:
 	rm -rf bin .cache

@@ -52,7 +52,7 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		bin = filepath.Join(tmp, "carto-appliance")
-		build := exec.CommandContext(ctx, "go", "build", "-o", bin, "../cmd/carto-appliance")
+		build := exec.CommandContext(ctx, "go", "build", testbed.LicenseBuildFlags, "-o", bin, "../cmd/carto-appliance")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
@@ -168,6 +168,11 @@ func (n *node) writeCustomerEnv(vals map[string]string) {
 		n.t.Fatal(err)
 	}
 	if err := os.WriteFile(n.customerEnv, []byte(b.String()), 0o600); err != nil {
+		n.t.Fatal(err)
+	}
+	// The package's licence, for its tenant.
+	tenant := strings.Trim(vals["SELFHOSTED_TENANT_ID"], `'"`)
+	if err := testbed.WriteTestLicense(filepath.Join(filepath.Dir(n.customerEnv), "license.json"), tenant); err != nil {
 		n.t.Fatal(err)
 	}
 }

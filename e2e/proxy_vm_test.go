@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/e2e/vm"
 	"github.com/cartodb/carto-appliance/installer"
 )
@@ -149,6 +150,11 @@ func stageCustomerPackage(t *testing.T, node *vm.VM) {
 		fmt.Fprintf(&env, "%s=%s\n", k, v)
 	}
 	write(t, node, "/root/package/customer.env", []byte(env.String()), 0o600)
+	lic, err := testbed.TestLicense(baseCustomerEnv("carto.vm.test")["SELFHOSTED_TENANT_ID"], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, node, "/root/package/license.json", lic, 0o600)
 }
 
 func vmStatus(t *testing.T, node *vm.VM) installer.Status {

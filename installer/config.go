@@ -83,6 +83,8 @@ type Config struct {
 	TLS TLSConfig `yaml:"tls,omitempty"`
 	// Network limits who reaches the router. Default: everyone.
 	Network NetworkConfig `yaml:"network,omitempty"`
+	// License says where the licence is checked online.
+	License LicenseConfig `yaml:"license,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -150,6 +152,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := validateACME(c.TLS); err != nil {
+		return err
+	}
+	if err := validateLicense(c.License); err != nil {
 		return err
 	}
 	return validateProxy(c)

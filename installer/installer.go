@@ -66,6 +66,10 @@ type InstallOptions struct {
 	TLS         TLSInput  // the router's certificate (custom mode)
 	TLSOffload  bool      // a load balancer ends TLS (offload mode)
 	ACME        ACMEInput // certificates from an ACME CA (acme mode)
+	// LicenseFile is the licence (default: license.json next to
+	// CustomerEnv, or the installed one).
+	LicenseFile   string
+	LicenseServer string // where the licence is checked online
 	// AllowedSources replaces appliance.yaml's network.allowed_sources
 	// when set (an empty list allows everyone).
 	AllowedSources []string
@@ -146,6 +150,9 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
 	d, err := planInstall(paths, opts)
 	if err != nil {
+		return nil, err
+	}
+	if err := planLicense(paths, d, opts.LicenseFile, opts.CustomerEnv); err != nil {
 		return nil, err
 	}
 	if opts.InstallDocker {
@@ -247,6 +254,9 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	if opts.AllowedSources != nil {
 		cfg.Network.AllowedSources = opts.AllowedSources
 	}
+	if opts.LicenseServer != "" {
+		cfg.License.Server = opts.LicenseServer
+	}
 	chosen := 0
 	for _, on := range []bool{!opts.TLS.empty(), opts.TLSOffload, opts.ACME.given()} {
 		if on {
@@ -323,6 +333,7 @@ type desired struct {
 	warnings    []string
 	newCA       *certs.CA // a CA to save in the state dir (self-signed mode)
 	acme        *acmePlan // a certificate to obtain from the ACME CA first
+	license     []byte    // the licence to install (install only)
 }
 
 func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
@@ -608,6 +619,11 @@ func commit(paths Paths, d *desired) error {
 	}
 	if err := atomicfile.Write(paths.keyFile(), d.key, 0o600); err != nil {
 		return err
+	}
+	if d.license != nil {
+		if err := atomicfile.Write(paths.file(LicenseFileName), d.license, 0o600); err != nil {
+			return err
+		}
 	}
 	for name, data := range d.certs {
 		if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -44,6 +45,9 @@ type Status struct {
 	// Notes are facts the operator should know, e.g. which data warehouse
 	// connections bypass the proxy.
 	Notes []string `json:"notes,omitempty"`
+	// License is the licence's state; an expired one never stops the
+	// stack.
+	License *license.Status `json:"license,omitempty"`
 }
 
 // CertificateStatus is the certificate part of Status.
@@ -139,6 +143,10 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
+	if lic, err := os.ReadFile(paths.file(LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
+		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())
+		out.License = &st
+	}
 	out.AllowedSources = cfg.Network.AllowedSources
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}

@@ -21,6 +21,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -88,6 +89,7 @@ type sup struct {
 
 	certWarned int         // the expiry warning threshold last logged
 	renewing   atomic.Bool // a certificate renewal runs in the background
+	licensing  atomic.Bool // a licence check runs in the background
 
 	front front // the HTTP port in acme mode; owned by the loop
 }
@@ -172,6 +174,9 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 	defer certTick.Stop()
 	frontTick := time.NewTicker(frontEvery)
 	defer frontTick.Stop()
+	licenseTick := time.NewTicker(licenseCheckEvery)
+	defer licenseTick.Stop()
+	s.checkLicense(ctx)
 	s.checkCertificate(ctx)
 	s.resync(ctx, eng, retry)
 	for {
@@ -198,6 +203,8 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 			s.checkCertificate(ctx)
 		case <-frontTick.C:
 			s.syncFront()
+		case <-licenseTick.C:
+			s.checkLicense(ctx)
 		}
 	}
 }
@@ -308,6 +315,36 @@ func (s *sup) checkCertificate(ctx context.Context) {
 		s.certWarned = c.Threshold
 		s.opts.Logf("event=certificate-expiring err=%q", c.Warning)
 	}
+}
+
+// licenseCheckEvery is how often the licence server is asked; the grace
+// period (days) leaves room for many failed checks.
+const licenseCheckEvery = 6 * time.Hour
+
+// checkLicense asks the licence server beside the loop (it may be slow or
+// away) and logs the licence's state. Whatever it is, nothing of the stack
+// changes: an expired licence is reported, never enforced on a running
+// stack.
+func (s *sup) checkLicense(ctx context.Context) {
+	if !s.licensing.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.licensing.Store(false)
+		st, err := installer.CheckLicense(ctx, s.opts.Paths)
+		switch {
+		case err != nil:
+			s.opts.Logf("event=license-check-failed err=%q", oneLine(err))
+		case st.State == license.Valid:
+			s.opts.Logf("event=license-checked state=valid expires=%s", st.ExpiresAt.Format(time.DateOnly))
+		default:
+			grace := ""
+			if st.GraceEndsAt != nil {
+				grace = " grace_ends=" + st.GraceEndsAt.Format(time.DateOnly)
+			}
+			s.opts.Logf("event=license-checked state=%s%s err=%q action=none", st.State, grace, st.Reason+" (the stack keeps running)")
+		}
+	}()
 }
 
 func (s *sup) alive() {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
 )
 
@@ -25,6 +26,7 @@ const (
 	exitError     = 1
 	exitUsage     = 2
 	exitPreflight = 3
+	exitLicense   = 4
 	exitInterrupt = 130
 )
 
@@ -54,6 +56,9 @@ func run(ctx context.Context, args []string) int {
 	var pf *preflight.FailedError
 	if errors.As(err, &pf) {
 		return exitPreflight
+	}
+	if errors.Is(err, license.ErrInvalid) {
+		return exitLicense
 	}
 	var ue usageError
 	if errors.As(err, &ue) || errors.Is(err, installer.ErrUnknownService) {
@@ -88,6 +93,7 @@ func newRootCmd() *cobra.Command {
 		newConfigCmd(),
 		newProxyCmd(),
 		newCertsCmd(),
+		newLicenseCmd(),
 		newAgentCmd(),
 		newServiceCmd(),
 		newUninstallCmd(),

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -99,6 +100,9 @@ func printStatus(w io.Writer, st *installer.Status) {
 	if st.Certificate != nil {
 		printCertificate(w, st.Certificate)
 	}
+	if st.License != nil {
+		printLicense(w, st.License)
+	}
 	if len(st.AllowedSources) > 0 {
 		fmt.Fprintf(w, "Reachable from: %s only (network.allowed_sources)\n", strings.Join(st.AllowedSources, ", "))
 	}
@@ -143,6 +147,38 @@ func printCertificate(w io.Writer, c *installer.CertificateStatus) {
 	fmt.Fprintln(w, line)
 	if c.Warning != "" {
 		fmt.Fprintln(w, "Warning: "+c.Warning)
+	}
+}
+
+// printLicense shows the licence; anything but valid is loud, with what
+// it means for the stack.
+func printLicense(w io.Writer, l *license.Status) {
+	line := "Licence: " + string(l.State)
+	if l.Customer != "" {
+		line += fmt.Sprintf(" (%s, %s)", l.Customer, l.ID)
+	}
+	if l.ExpiresAt != nil {
+		line += fmt.Sprintf(", expires %s (%d days)", l.ExpiresAt.Format(time.DateOnly), l.DaysLeft)
+	}
+	switch {
+	case l.AirGap:
+		line += ", air-gapped: checked offline only"
+	case l.LastChecked != nil:
+		line += ", last checked " + l.LastChecked.Local().Format(time.DateTime)
+	default:
+		line += ", not checked online yet"
+	}
+	fmt.Fprintln(w, line)
+	switch l.State {
+	case license.Valid:
+	case license.Expired, license.Invalid:
+		fmt.Fprintf(w, "LICENCE %s: %s. The stack keeps running; installs and upgrades are refused.\n", strings.ToUpper(string(l.State)), l.Reason)
+	default:
+		msg := "Warning: licence: " + l.Reason
+		if l.GraceEndsAt != nil {
+			msg += fmt.Sprintf(" (grace ends %s)", l.GraceEndsAt.Format(time.DateOnly))
+		}
+		fmt.Fprintln(w, msg)
 	}
 }
 

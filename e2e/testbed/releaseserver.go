@@ -45,7 +45,7 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 	}
 	s := &ReleaseServer{URL: "https://" + ln.Addr().String(), Dir: dir}
 	cmd := exec.CommandContext(ctx, filepath.Join(repoDir, "packaging", "release.sh"), dir, s.URL, version)
-	cmd.Env = append(os.Environ(), "ARCHES="+runtime.GOARCH)
+	cmd.Env = append(os.Environ(), "ARCHES="+runtime.GOARCH, "GOFLAGS="+LicenseBuildFlags)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("building the release: %v\n%s", err, out)

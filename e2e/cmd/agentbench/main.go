@@ -82,6 +82,9 @@ func run(ctx context.Context, dir, bin string, kills int, idle time.Duration) er
 	}
 	customer := filepath.Join(dir, "customer.env")
 	os.WriteFile(customer, []byte("SELFHOSTED_TENANT_ID=onp-bench\nSELFHOSTED_DOMAIN=agentbench.carto.test\nCARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION=2025.10.7\nPOSTGRES_ADMIN_PASSWORD=bench-admin\nWORKSPACE_POSTGRES_PASSWORD=bench-ws\n"), 0o600)
+	if err := testbed.WriteTestLicense(filepath.Join(dir, "license.json"), "onp-bench"); err != nil {
+		return err
+	}
 	if out, err := appliance("install", "--no-service", "--customer-env", customer, "--key", bed.Registry.KeyJSONPath,
 		"--registry", bed.Registry.Host, "--project", "agentbench", "--http-port", "28080", "--https-port", "28443", "--bind-address", "127.0.0.1", "--ignore-preflight", "dns"); err != nil {
 		return fmt.Errorf("install: %v\n%s", err, out)

@@ -57,6 +57,9 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 	if err := os.WriteFile(b.customer, []byte(customerEnv), 0o600); err != nil {
 		return err
 	}
+	if err := testbed.WriteTestLicense(filepath.Join(dir, "license.json"), "onp-bench"); err != nil {
+		return err
+	}
 	defer b.appliance(context.Background(), "uninstall", "--purge", "--yes")
 	defer b.legacy(context.Background(), "down", "-v")
 

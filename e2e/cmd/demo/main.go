@@ -100,6 +100,10 @@ func run(ctx context.Context, dir string, down bool) error {
 		return err
 	}
 	domain := node.IP()
+	lic, err := testbed.TestLicense("onp-demo", nil)
+	if err != nil {
+		return err
+	}
 	for _, f := range []struct {
 		path string
 		data []byte
@@ -108,6 +112,7 @@ func run(ctx context.Context, dir string, down bool) error {
 		{"/usr/local/share/ca-certificates/demo-release-ca.crt", release.CAPEM, 0o644},
 		{"/etc/docker/certs.d/" + reg.Host + "/ca.crt", regCA, 0o644},
 		{"/root/package/customer.env", []byte(strings.ReplaceAll(demoCustomerEnv, "@DOMAIN@", domain)), 0o600},
+		{"/root/package/license.json", lic, 0o600},
 	} {
 		if err := node.WriteFile(ctx, f.path, f.data, f.mode); err != nil {
 			return err

@@ -1,0 +1,263 @@
+package installer
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/proxy"
+)
+
+// LicenseFileName is the licence in the config dir, as CARTO signed it.
+const LicenseFileName = "license.json"
+
+// licenseCheckFile keeps the licence server's last word in the state dir.
+const licenseCheckFile = "license-check.json"
+
+// DefaultLicenseServer is where licences are checked online.
+const DefaultLicenseServer = "https://licenses.carto.com/v1/check"
+
+// LicenseConfig is appliance.yaml's license section.
+type LicenseConfig struct {
+	// Server is the licence server's check URL; empty means
+	// DefaultLicenseServer.
+	Server string `yaml:"server,omitempty"`
+	// GraceDays is how long the licence stays valid while the server
+	// cannot be reached; 0 means 14.
+	GraceDays int `yaml:"grace_days,omitempty"`
+}
+
+func (c LicenseConfig) server() string {
+	if c.Server == "" {
+		return DefaultLicenseServer
+	}
+	return c.Server
+}
+
+func (c LicenseConfig) grace() time.Duration { return time.Duration(c.GraceDays) * 24 * time.Hour }
+
+func validateLicense(c LicenseConfig) error {
+	u, err := url.Parse(c.server())
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return fmt.Errorf("appliance.yaml license.server %q: give the licence server's URL (https://…)", c.Server)
+	}
+	if c.GraceDays < 0 {
+		return fmt.Errorf("appliance.yaml license.grace_days %d: give a number of days, 0 for the default 14", c.GraceDays)
+	}
+	return nil
+}
+
+// planLicense reads and judges the licence an install uses: file, or the
+// customer package's license.json next to customerEnv, or the installed
+// one. A licence that is invalid, expired, revoked, past its grace, or not
+// for this tenant and layout is refused (license.ErrInvalid: exit 4)
+// before anything changes.
+func planLicense(paths Paths, d *desired, file, customerEnv string) error {
+	if file == "" && customerEnv != "" {
+		if p := filepath.Join(filepath.Dir(customerEnv), LicenseFileName); fileExists(p) {
+			file = p
+		}
+	}
+	if file == "" {
+		file = paths.file(LicenseFileName)
+	}
+	data, err := os.ReadFile(file)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: no licence at %s: pass --license FILE, the license.json of your CARTO customer package", license.ErrInvalid, file)
+	}
+	if err != nil {
+		return fmt.Errorf("reading the licence: %w", err)
+	}
+	st := evaluateLicense(paths, d.cfg, d.env, data, time.Now())
+	switch st.State {
+	case license.Invalid, license.Expired:
+		return fmt.Errorf("%w: %s: %s", license.ErrInvalid, file, strings.TrimPrefix(st.Reason, license.ErrInvalid.Error()+": "))
+	case license.Grace, license.Expiring:
+		d.warnings = append(d.warnings, "licence: "+st.Reason)
+	}
+	d.license = data
+	return nil
+}
+
+func fileExists(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && !fi.IsDir()
+}
+
+// evaluateLicense is the licence's state for this installation.
+func evaluateLicense(paths Paths, cfg Config, env envfile.Env, data []byte, now time.Time) license.Status {
+	if len(data) == 0 {
+		return license.Status{State: license.Invalid, Reason: "no licence is installed: install the license.json of your CARTO customer package with `carto-appliance license update FILE`"}
+	}
+	l, err := license.Parse(data)
+	usage := license.Usage{TenantID: env.Get("SELFHOSTED_TENANT_ID"), Layout: cfg.Defaults().Layout, Nodes: 1}
+	return license.Evaluate(l, err, usage, loadLicenseCheck(paths), cfg.License.grace(), now)
+}
+
+func loadLicenseCheck(paths Paths) license.Online {
+	var o license.Online
+	b, err := os.ReadFile(filepath.Join(paths.StateDir, licenseCheckFile))
+	if err == nil {
+		json.Unmarshal(b, &o)
+	}
+	return o
+}
+
+func saveLicenseCheck(paths Paths, o license.Online) error {
+	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(o, "", "  ")
+	return atomicfile.Write(filepath.Join(paths.StateDir, licenseCheckFile), append(b, '\n'), 0o600)
+}
+
+// installedLicense reads what licence status needs of the installation.
+func installedLicense(paths Paths) (Config, envfile.Env, []byte, error) {
+	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	if err != nil {
+		return Config{}, envfile.Env{}, nil, err
+	}
+	if !found {
+		return Config{}, envfile.Env{}, nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+	}
+	b, err := os.ReadFile(paths.file(EnvFileName))
+	if err != nil {
+		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the tenant from .env: %w", err)
+	}
+	env, err := envfile.Parse(b)
+	if err != nil {
+		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the tenant from .env: %w", err)
+	}
+	data, err := os.ReadFile(paths.file(LicenseFileName))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the licence: %w", err)
+	}
+	return cfg, env, data, nil
+}
+
+// GetLicenseStatus is the installed licence's state, from what the
+// licence server last said (no network).
+func GetLicenseStatus(paths Paths) (*license.Status, error) {
+	paths = paths.WithDefaults()
+	cfg, env, data, err := installedLicense(paths)
+	if err != nil {
+		return nil, err
+	}
+	st := evaluateLicense(paths, cfg, env, data, time.Now())
+	return &st, nil
+}
+
+// CheckLicense asks the licence server about the installed licence now
+// (through the proxy), records its answer or the failure, and returns the
+// licence's state. An air-gap licence is not checked online. Nothing of the
+// stack changes, whatever the answer.
+func CheckLicense(ctx context.Context, paths Paths) (*license.Status, error) {
+	paths = paths.WithDefaults()
+	cfg, env, data, err := installedLicense(paths)
+	if err != nil {
+		return nil, err
+	}
+	l, perr := license.Parse(data)
+	if perr == nil && !l.AirGap {
+		o := loadLicenseCheck(paths)
+		if o.ID != l.ID {
+			o = license.Online{ID: l.ID}
+		}
+		now := time.Now().UTC()
+		revoked, err := askLicenseServer(ctx, paths, cfg, l)
+		if err != nil {
+			if o.FailingSince.IsZero() {
+				o.FailingSince = now
+			}
+			o.Error = err.Error()
+		} else {
+			o.Checked, o.Revoked, o.FailingSince, o.Error = now, revoked, time.Time{}, ""
+		}
+		if err := saveLicenseCheck(paths, o); err != nil {
+			return nil, err
+		}
+	}
+	st := evaluateLicense(paths, cfg, env, data, time.Now())
+	return &st, nil
+}
+
+// licenseAnswer is the licence server's reply.
+type licenseAnswer struct {
+	Status string `json:"status"` // valid or revoked
+}
+
+// askLicenseServer posts the licence's id and tenant to the server and
+// says whether it is revoked; an error is a server that did not answer
+// (unreachable, refused by the proxy, not a licence server).
+func askLicenseServer(ctx context.Context, paths Paths, cfg Config, l *license.License) (bool, error) {
+	var ca []byte
+	if cfg.Proxy.CACert != "" {
+		ca, _ = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, cfg.Proxy.CACert))
+	}
+	client, err := proxy.HTTPClient(cfg.Proxy, ca, 20*time.Second)
+	if err != nil {
+		return false, err
+	}
+	body, _ := json.Marshal(map[string]string{"id": l.ID, "tenant_id": l.TenantID})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.License.server(), bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return false, fmt.Errorf("asking %s: %w", cfg.License.server(), unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return false, fmt.Errorf("%s answered %s", cfg.License.server(), resp.Status)
+	}
+	var a licenseAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&a); err != nil || (a.Status != "valid" && a.Status != "revoked") {
+		return false, fmt.Errorf("%s did not answer as a licence server does", cfg.License.server())
+	}
+	return a.Status == "revoked", nil
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// UpdateLicense installs a new licence after judging it as install does;
+// the running stack is not touched. A refused licence changes nothing.
+func UpdateLicense(ctx context.Context, paths Paths, file string) (*license.Status, error) {
+	paths = paths.WithDefaults()
+	cfg, env, _, err := installedLicense(paths)
+	if err != nil {
+		return nil, err
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("reading the licence: %w", err)
+	}
+	st := evaluateLicense(paths, cfg, env, data, time.Now())
+	if st.State == license.Invalid || st.State == license.Expired {
+		return &st, fmt.Errorf("%w: %s: %s", license.ErrInvalid, file, strings.TrimPrefix(st.Reason, license.ErrInvalid.Error()+": "))
+	}
+	if err := atomicfile.Write(paths.file(LicenseFileName), data, 0o600); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
