@@ -129,3 +129,23 @@ func TestCheckAndUpdateLicense(t *testing.T) {
 		t.Errorf("after update: %+v", st)
 	}
 }
+
+// An air-gap licence is never checked online: no request, no record.
+func TestAirGapLicenseIsNotCheckedOnline(t *testing.T) {
+	asked := false
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
+	defer ts.Close()
+	dir := t.TempDir()
+	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	os.MkdirAll(paths.ConfigDir, 0o755)
+	saveConfig(paths.file(ConfigFileName), Config{License: LicenseConfig{Server: ts.URL}})
+	os.WriteFile(paths.file(EnvFileName), []byte("SELFHOSTED_TENANT_ID=onp-acme\n"), 0o600)
+	os.WriteFile(paths.file(LicenseFileName), testLicense(t, func(l *license.License) { l.AirGap = true }), 0o600)
+	st, err := CheckLicense(context.Background(), paths)
+	if err != nil || st.State != license.Valid || !st.AirGap || st.LastChecked != nil || asked {
+		t.Errorf("air-gap: %v %+v, server asked: %v", err, st, asked)
+	}
+	if _, err := os.Stat(filepath.Join(paths.StateDir, licenseCheckFile)); err == nil {
+		t.Error("an air-gap check left a record")
+	}
+}
