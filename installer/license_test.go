@@ -60,7 +60,9 @@ func TestPlanLicense(t *testing.T) {
 	}{
 		{"tampered", []byte(tampered), "the signature does not match"},
 		{"another tenant", testLicense(t, func(l *license.License) { l.TenantID = "onp-other" }), "it is for tenant onp-other"},
-		{"expired", testLicense(t, func(l *license.License) { l.Issued, l.Expires = l.Issued.Add(-400*24*time.Hour), time.Now().Add(-time.Hour) }), "it expired on"},
+		{"expired", testLicense(t, func(l *license.License) {
+			l.Issued, l.Expires = l.Issued.Add(-400*24*time.Hour), time.Now().Add(-time.Hour)
+		}), "it expired on"},
 		{"another layout", testLicense(t, func(l *license.License) { l.Layouts = []string{"tier2"} }), "not standard"},
 	}
 	for _, tc := range cases {
