@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
-	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -225,13 +224,25 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 	if err != nil {
 		return err
 	}
-	pair, _, err := client.Obtain(ctx, d.acme.force)
+	octx := ctx
+	if resume != nil {
+		// The router is down meanwhile: a CA that does not answer must
+		// not keep it down for certmagic's five minutes.
+		var cancel context.CancelFunc
+		octx, cancel = context.WithTimeout(ctx, routerDownLimit)
+		defer cancel()
+	}
+	pair, _, err := client.Obtain(octx, d.acme.force)
 	if err != nil {
-		resume()
 		port := d.cfg.Defaults().Router.HTTPPort
 		hint := fmt.Sprintf("check that %s resolves to this machine and that the CA reaches it on port 80", domain)
 		if port != 80 {
 			hint += fmt.Sprintf(" (forwarded to router.http_port %d)", port)
+		}
+		if resume != nil {
+			if rerr := resume(); rerr != nil {
+				return fmt.Errorf("%w; %s; starting the router again failed too (%v): run `carto-appliance config apply`", err, hint, rerr)
+			}
 		}
 		return fmt.Errorf("%w; %s; nothing was changed", err, hint)
 	}
@@ -259,25 +270,27 @@ func deferACME(paths Paths, d *desired) {
 	}
 }
 
+// routerDownLimit bounds an ACME order while the router is stopped for it.
+const routerDownLimit = 2 * time.Minute
+
 // freeHTTPPort stops the installed router when it publishes the HTTP port,
-// and returns how to bring it back.
-func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, held []string) (func(), error) {
-	nothing := func() {}
+// and returns how to bring it back (nil when nothing was stopped).
+func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, held []string) (func() error, error) {
 	project := cfg.Defaults().Project
 	_, owner, err := eng.PortOwner(ctx, cfg.Defaults().Router.HTTPPort)
 	if err != nil || owner != project {
-		return nothing, err
+		return nil, err
 	}
 	installed, err := stack.Load(ctx, paths.ConfigDir, project)
 	if err != nil {
-		return nothing, err
+		return nil, err
 	}
 	if _, err := eng.Stop(ctx, installed, []string{routerService}, nil); err != nil {
-		return nothing, fmt.Errorf("freeing the HTTP port for the ACME challenge: %w", err)
+		return nil, fmt.Errorf("freeing the HTTP port for the ACME challenge: %w", err)
 	}
-	return func() {
-		// Best effort: the agent converges the stack again anyway.
-		eng.Apply(context.WithoutCancel(ctx), installed, stack.ApplyOptions{Held: held})
+	return func() error {
+		_, err := eng.Apply(context.WithoutCancel(ctx), installed, stack.ApplyOptions{Held: held})
+		return err
 	}, nil
 }
 
@@ -297,19 +310,11 @@ func ACMEFront(paths Paths) (*Front, error) {
 	if err != nil || !found || !cfg.TLS.acme() {
 		return nil, err
 	}
-	domain := cfg.Domain
-	if domain == "" {
-		// The domain is customer.env's SELFHOSTED_DOMAIN unless overridden.
-		b, err := os.ReadFile(paths.file(EnvFileName))
-		if err != nil {
-			return nil, fmt.Errorf("reading the domain from .env: %w", err)
-		}
-		env, err := envfile.Parse(b)
-		if err != nil {
-			return nil, fmt.Errorf("reading the domain from .env: %w", err)
-		}
-		domain = env.Get("SELFHOSTED_DOMAIN")
+	env, err := installedEnv(paths)
+	if err != nil {
+		return nil, err
 	}
+	domain := env.Get("SELFHOSTED_DOMAIN")
 	r := cfg.Defaults().Router
 	project := cfg.Defaults().Project
 	redirect := certs.RedirectToHTTPS(r.HTTPSPort)

@@ -84,7 +84,7 @@ func planLicense(paths Paths, d *desired, file, customerEnv string) error {
 	st := evaluateLicense(paths, d.cfg, d.env, data, time.Now())
 	switch st.State {
 	case license.Invalid, license.Expired:
-		return fmt.Errorf("%w: %s: %s", license.ErrInvalid, file, strings.TrimPrefix(st.Reason, license.ErrInvalid.Error()+": "))
+		return refuseLicense(file, st)
 	case license.Grace, license.Expiring:
 		d.warnings = append(d.warnings, "licence: "+st.Reason)
 	}
@@ -133,19 +133,32 @@ func installedLicense(paths Paths) (Config, envfile.Env, []byte, error) {
 	if !found {
 		return Config{}, envfile.Env{}, nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
 	}
-	b, err := os.ReadFile(paths.file(EnvFileName))
+	env, err := installedEnv(paths)
 	if err != nil {
-		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the tenant from .env: %w", err)
-	}
-	env, err := envfile.Parse(b)
-	if err != nil {
-		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the tenant from .env: %w", err)
+		return Config{}, envfile.Env{}, nil, err
 	}
 	data, err := os.ReadFile(paths.file(LicenseFileName))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return Config{}, envfile.Env{}, nil, fmt.Errorf("reading the licence: %w", err)
 	}
 	return cfg, env, data, nil
+}
+
+// installedEnv is the rendered .env: the domain and tenant in use.
+func installedEnv(paths Paths) (envfile.Env, error) {
+	b, err := os.ReadFile(paths.file(EnvFileName))
+	if err == nil {
+		var env envfile.Env
+		if env, err = envfile.Parse(b); err == nil {
+			return env, nil
+		}
+	}
+	return envfile.Env{}, fmt.Errorf("reading the installed %s: %w; run `carto-appliance config apply` to render it again", paths.file(EnvFileName), err)
+}
+
+// refuseLicense is install's and update's refusal of a licence (exit 4).
+func refuseLicense(file string, st license.Status) error {
+	return fmt.Errorf("%w: %s: %s", license.ErrInvalid, file, strings.TrimPrefix(st.Reason, license.ErrInvalid.Error()+": "))
 }
 
 // GetLicenseStatus is the installed licence's state, from what the
@@ -254,7 +267,7 @@ func UpdateLicense(ctx context.Context, paths Paths, file string) (*license.Stat
 	}
 	st := evaluateLicense(paths, cfg, env, data, time.Now())
 	if st.State == license.Invalid || st.State == license.Expired {
-		return &st, fmt.Errorf("%w: %s: %s", license.ErrInvalid, file, strings.TrimPrefix(st.Reason, license.ErrInvalid.Error()+": "))
+		return &st, refuseLicense(file, st)
 	}
 	if err := atomicfile.Write(paths.file(LicenseFileName), data, 0o600); err != nil {
 		return nil, err

@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,14 +41,10 @@ func (s *sup) frontFailed(format string, args ...any) {
 // still publishes it while an install switches modes) is tried again on
 // the next pass.
 func (s *sup) syncFront() {
-	var stamp strings.Builder
-	for _, name := range []string{installer.ConfigFileName, installer.EnvFileName} {
-		if fi, err := os.Stat(filepath.Join(s.opts.Paths.ConfigDir, name)); err == nil {
-			fmt.Fprintf(&stamp, "|%s:%d:%d", name, fi.Size(), fi.ModTime().UnixNano())
-		}
-	}
+	// Missing files (not installed yet) are a stamp of their own.
+	stamp, _ := filesStamp(s.opts.Paths.ConfigDir, installer.ConfigFileName, installer.EnvFileName)
 	f := &s.front
-	if stamp.String() == f.stamp {
+	if stamp == f.stamp {
 		return
 	}
 	want, err := installer.ACMEFront(s.opts.Paths)
@@ -61,7 +54,7 @@ func (s *sup) syncFront() {
 	}
 	if want != nil && f.srv != nil && want.Addr == f.addr {
 		f.handler.Store(want.Handler)
-		f.stamp = stamp.String()
+		f.stamp = stamp
 		return
 	}
 	if f.srv != nil {
@@ -69,7 +62,7 @@ func (s *sup) syncFront() {
 	}
 	f.close()
 	if want == nil {
-		f.stamp = stamp.String()
+		f.stamp = stamp
 		return
 	}
 	ln, err := net.Listen("tcp", want.Addr)
@@ -78,7 +71,7 @@ func (s *sup) syncFront() {
 		return
 	}
 	f.handler.Store(want.Handler)
-	f.addr, f.stamp, f.lastErr = want.Addr, stamp.String(), ""
+	f.addr, f.stamp, f.lastErr = want.Addr, stamp, ""
 	f.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			f.handler.Load().(http.Handler).ServeHTTP(w, r)

@@ -97,24 +97,34 @@ type sup struct {
 // loadProject loads the installed compose project, again only when its
 // files changed since the last pass.
 func (s *sup) loadProject(ctx context.Context) (*types.Project, error) {
-	var stamp strings.Builder
-	stamp.WriteString(s.project)
-	for _, name := range []string{stack.ComposeFileName, installer.EnvFileName} {
-		fi, err := os.Stat(filepath.Join(s.opts.Paths.ConfigDir, name))
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&stamp, "|%s:%d:%d", name, fi.Size(), fi.ModTime().UnixNano())
+	stamp, err := filesStamp(s.opts.Paths.ConfigDir, stack.ComposeFileName, installer.EnvFileName)
+	if err != nil {
+		return nil, err
 	}
-	if s.loaded != nil && stamp.String() == s.loadedStamp {
+	stamp = s.project + stamp
+	if s.loaded != nil && stamp == s.loadedStamp {
 		return s.loaded, nil
 	}
 	p, err := stack.Load(ctx, s.opts.Paths.ConfigDir, s.project)
 	if err != nil {
 		return nil, err
 	}
-	s.loaded, s.loadedStamp = p, stamp.String()
+	s.loaded, s.loadedStamp = p, stamp
 	return p, nil
+}
+
+// filesStamp identifies the files' current contents by size and
+// modification time (atomic writes replace the file, so both change).
+func filesStamp(dir string, names ...string) (string, error) {
+	var stamp strings.Builder
+	for _, name := range names {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(&stamp, "|%s:%d:%d", name, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return stamp.String(), nil
 }
 
 // connect waits for the engine, retrying on a bounded backoff, until ctx
