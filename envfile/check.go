@@ -79,7 +79,7 @@ func Check(env Env, m templates.Manifest) error {
 			continue
 		}
 		if v := env.vals[k]; v != "0" && v != "1" {
-			add(k, "%s is %q: set it to 1 (run the embedded service) or 0 (use an external one)", k, v)
+			add(k, "%s is %q: set it to 1 (run the embedded service) or 0 (use an external one)", k, MaskValue(k, v))
 		}
 	}
 
@@ -91,7 +91,7 @@ func Check(env Env, m templates.Manifest) error {
 		state := "is empty"
 		for _, e := range embedded {
 			if host == e {
-				state = fmt.Sprintf("is %q, the embedded %s", host, what)
+				state = fmt.Sprintf("is %q, the embedded %s", MaskValue(hostKey, host), what)
 			}
 		}
 		if host != "" && state == "is empty" {
@@ -131,7 +131,7 @@ func packageVersion(env Env, m templates.Manifest, reported bool) *Problem {
 	have, err := templates.ParseVersion(raw)
 	if err != nil {
 		return &Problem{Key: packageVersionKey, Msg: fmt.Sprintf(
-			"%s %q is not a version like 2025.6.2: %s", packageVersionKey, raw, requiredHints[packageVersionKey])}
+			"%s %q is not a version like 2025.6.2: %s", packageVersionKey, MaskValue(packageVersionKey, raw), requiredHints[packageVersionKey])}
 	}
 	minV, err := templates.ParseVersion(m.MinCustomerPackageVersion)
 	if err != nil {

@@ -52,7 +52,15 @@ func TestRenderGolden(t *testing.T) {
 	}
 	got := r.Marshal()
 	golden(t, "testdata/rendered.env.golden", got)
-	golden(t, "testdata/rendered-masked.env.golden", r.Masked().Marshal())
+	masked := r.Masked().Marshal()
+	golden(t, "testdata/rendered-masked.env.golden", masked)
+	for _, k := range r.Env.Keys() {
+		for _, part := range SecretParts(k, r.Env.Get(k)) {
+			if bytes.Contains(masked, []byte(escaper.Replace(part))) {
+				t.Errorf("the masked .env shows the secret part %q of %s", part, k)
+			}
+		}
+	}
 
 	// What compose reads from the file is r.Env.
 	m, err := composeParse(got)

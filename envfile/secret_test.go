@@ -1,7 +1,10 @@
 package envfile
 
 import (
+	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // secretKeys classifies every key of the embedded env template and of
@@ -45,6 +48,8 @@ var secretKeys = map[string]bool{
 	"HTTPS_PROXY":                               false, // credentials in proxy URLs are refused
 	"https_proxy":                               false,
 	"NODE_EXTRA_CA_CERTS":                       false,
+	"REDIS_AUTH":                                true,
+	"DATABASE_URL":                              false, // masked by value: its password
 
 	// env template
 	"GOOGLE_APPLICATION_CREDENTIALS":             false, // the path of key.json
@@ -120,6 +125,16 @@ var secretKeys = map[string]bool{
 	"VALKEY":                      false,
 	"":                            false,
 	"_":                           false,
+	// #11: names the first rules let through
+	"APP_SALT":               true,
+	"GPG_PASSPHRASE":         true,
+	"KEYPASSPHRASE":          true,
+	"SESSION_JWT":            true,
+	"AZURE_STORAGE_SAS":      true,
+	"WEBHOOK_HMAC":           true,
+	"COOKIE_SIGNING":         true,
+	"SALTLAKE_REGION":        false, // SALT only as a word
+	"BIGQUERY_OAUTH2_SCOPES": false, // AUTH only as a word
 }
 
 func TestIsSecret(t *testing.T) {
@@ -131,6 +146,8 @@ func TestIsSecret(t *testing.T) {
 	}
 }
 
+// TestSecretTableCoversKnownKeys also checks that every known key that is
+// not a secret is known to be harmless: shown whatever its shape.
 func TestSecretTableCoversKnownKeys(t *testing.T) {
 	t.Parallel()
 	tpl, err := Parse(release(t).EnvTemplate)
@@ -143,18 +160,122 @@ func TestSecretTableCoversKnownKeys(t *testing.T) {
 	}
 	for _, e := range []Env{tpl, customer, applianceSettings()} {
 		for _, k := range e.Keys() {
-			if _, ok := secretKeys[k]; !ok {
+			secret, ok := secretKeys[k]
+			if !ok {
 				t.Errorf("key %s is not classified in secretKeys: add it, secret or not", k)
+			}
+			if !secret && !Harmless(k) {
+				t.Errorf("key %s is not a secret but not known to be harmless: add it to harmlessKeys", k)
 			}
 		}
 	}
 }
 
+func TestMaskValue(t *testing.T) {
+	t.Parallel()
+	const pemKey = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"
+	const jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhY21lIn0.c2lnbmF0dXJlLWZha2U"
+	for _, tc := range []struct{ key, value, want string }{
+		// By name.
+		{"REDIS_AUTH", "hunter22", Mask},
+		{"APP_SALT", "pepper", Mask},
+		{"GPG_PASSPHRASE", "open sesame", Mask},
+		{"SESSION_JWT", jwt, Mask},
+		{"AZURE_SAS", "sv=2020&sig=x", Mask},
+		{"WEBHOOK_HMAC", "abc", Mask},
+		{"COOKIE_SIGNING", "abc", Mask},
+		{"POSTGRES_ADMIN_PASSWORD", "", ""},
+		// By value, whatever the key.
+		{"DATABASE_URL", "postgres://carto:s3cret@db.acme.lan:5432/carto", "postgres://carto:" + Mask + "@db.acme.lan:5432/carto"},
+		{"DATABASE_URL", "postgres://carto:p@ss/w0rd@db/carto?sslmode=require", "postgres://carto:" + Mask + "@db/carto?sslmode=require"},
+		{"DATABASE_URL", "postgres://carto@db/carto", "postgres://carto@db/carto"},
+		{"REDIS_URL", "rediss://:s3cret@cache:6380/0", "rediss://:" + Mask + "@cache:6380/0"},
+		{"HTTPS_PROXY", "http://u:pw@proxy:3128", "http://u:" + Mask + "@proxy:3128"},
+		{"STORAGE", "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=abc123+/==;EndpointSuffix=core.windows.net",
+			"DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=" + Mask + ";EndpointSuffix=core.windows.net"},
+		{"EXPORT_URL", "https://acme.blob.core.windows.net/c?sv=2020-08-04&sig=abcDEF%2B123", "https://acme.blob.core.windows.net/c?sv=2020-08-04&sig=" + Mask},
+		{"SQLSERVER", "Server=db;User Id=sa;Password=Pa55;", "Server=db;User Id=sa;Password=" + Mask + ";"},
+		{"WELCOME_MESSAGE", "key: " + pemKey, Mask},
+		{"CUSTOM_CONFIG", jwt, Mask},
+		// Unknown keys: masked when the value looks like a token.
+		{"CUSTOM_THING", "9f86d081884c7d659a2feaa0c55ad015", Mask},
+		{"CUSTOM_THING", "123e4567-e89b-12d3-a456-426614174000", Mask},
+		{"CUSTOM_THING", "hello world", "hello world"},
+		{"CUSTOM_THING", "us-east-1", "us-east-1"},
+		{"CUSTOM_THING", "gcr.io/carto-onprem-artifacts", "gcr.io/carto-onprem-artifacts"},
+		{"CUSTOM_THING", "/usr/src/certs/a0b1c2d3e4f5a6b7c8d9.pem", "/usr/src/certs/a0b1c2d3e4f5a6b7c8d9.pem"},
+		{"CUSTOM_THING", "2025.10.1", "2025.10.1"},
+		// Known harmless keys are shown whatever their shape.
+		{"CARTO_AUTH0_CLIENT_ID", "Xk2fakeClientId0123456789abcdef", "Xk2fakeClientId0123456789abcdef"},
+		{"SELFHOSTED_TENANT_ID", "onp-acme01", "onp-acme01"},
+		{"REACT_APP_ACCOUNTS_URL", "https://carto.example.com/acc/", "https://carto.example.com/acc/"},
+		{"ROUTER_SSL_CERTIFICATE_KEY_PATH", "/etc/nginx/ssl/carto.key", "/etc/nginx/ssl/carto.key"},
+	} {
+		if got := MaskValue(tc.key, tc.value); got != tc.want {
+			t.Errorf("MaskValue(%s, %q) = %q, want %q", tc.key, tc.value, got, tc.want)
+		}
+	}
+}
+
+func TestMaskText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"connecting to postgres://admin:hunter22@db:5432/x failed", "connecting to postgres://admin:" + Mask + "@db:5432/x failed"},
+		{"GET /v1?token=abc123&page=2", "GET /v1?token=" + Mask + "&page=2"},
+		{"Authorization: Bearer abcdefgh12345678", "Authorization: Bearer " + Mask},
+		{`config {"password=x"}`, `config {"password=` + Mask + `"}`},
+		{"key -----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY----- loaded", "key " + Mask + " loaded"},
+		{"key -----BEGIN EC PRIVATE KEY----- MHcCAQEEI", "key " + Mask},
+		{"nothing secret at https://carto.example.com/", "nothing secret at https://carto.example.com/"},
+	} {
+		if got := MaskText(tc.in); got != tc.want {
+			t.Errorf("MaskText(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestSecretParts(t *testing.T) {
+	t.Parallel()
+	got := SecretParts("DATABASE_URL", "postgres://u:p%40ss@db/x")
+	if !slices.Equal(got, []string{"p%40ss", "p@ss"}) {
+		t.Errorf("SecretParts = %q, want the password, escaped and not", got)
+	}
+	if got := SecretParts("POSTGRES_ADMIN_PASSWORD", "hunter22"); !slices.Equal(got, []string{"hunter22"}) {
+		t.Errorf("SecretParts = %q", got)
+	}
+	if got := SecretParts("LOG_LEVEL", "info"); len(got) != 0 {
+		t.Errorf("SecretParts = %q, want none", got)
+	}
+}
+
+// FuzzMaskValue checks that a value masked whole never shows, and that a
+// URL's password never survives MaskValue.
+func FuzzMaskValue(f *testing.F) {
+	for _, s := range []string{"hunter22", "p@ss/w0rd", "a b", "%40", "x@y@z", ""} {
+		f.Add("DATABASE_URL", s)
+	}
+	f.Fuzz(func(t *testing.T, key, password string) {
+		if len(password) < 4 || strings.ContainsAny(password, " \t\n\r\v\f") || !utf8.ValidString(password) {
+			return
+		}
+		v := "postgres://carto:" + password + "@db.example.com:5432/carto"
+		got := MaskValue(key, v)
+		if strings.Contains(got, password) {
+			t.Fatalf("MaskValue(%q, %q) = %q shows the password", key, v, got)
+		}
+		if IsSecret(key) && got != Mask {
+			t.Fatalf("MaskValue(%q) = %q, want the mask", key, got)
+		}
+	})
+}
+
 func TestMasked(t *testing.T) {
 	t.Parallel()
-	env := NewEnv("A", "1", "DB_PASSWORD", "x", "API_TOKEN", "", "ROUTER_SSL_CERTIFICATE_KEY_PATH", "/k")
+	env := NewEnv("A", "1", "DB_PASSWORD", "x", "API_TOKEN", "", "ROUTER_SSL_CERTIFICATE_KEY_PATH", "/k",
+		"DATABASE_URL", "postgres://u:pw@db/x")
 	m := Masked(env)
-	want := []string{"A", "1", "DB_PASSWORD", Mask, "API_TOKEN", "", "ROUTER_SSL_CERTIFICATE_KEY_PATH", "/k"}
+	want := []string{"A", "1", "DB_PASSWORD", Mask, "API_TOKEN", "", "ROUTER_SSL_CERTIFICATE_KEY_PATH", "/k",
+		"DATABASE_URL", "postgres://u:" + Mask + "@db/x"}
 	got := pairs(m)
 	if len(got) != len(want) {
 		t.Fatalf("got %q", got)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -289,7 +290,7 @@ func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths Paths, cfg Confi
 		return nil, fmt.Errorf("freeing the HTTP port for the ACME challenge: %w", err)
 	}
 	return func() error {
-		_, err := eng.Apply(context.WithoutCancel(ctx), installed, stack.ApplyOptions{Held: held})
+		_, err := eng.Apply(context.WithoutCancel(ctx), installed, stack.ApplyOptions{Held: held, Redact: envfile.MaskText})
 		return err
 	}, nil
 }

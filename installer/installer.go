@@ -438,14 +438,13 @@ func (d *desired) url() string {
 	return u + "/"
 }
 
-// redactor replaces the values of the secret settings, and the key.json's
-// private key, in a text with the mask.
+// redactor masks, in a text (a failing service's log line), every part of
+// the settings that env render masks, the key.json's private key, and
+// whatever has a secret's shape (envfile.MaskText).
 func (d *desired) redactor() func(string) string {
 	var secrets []string
 	for _, k := range d.env.Keys() {
-		if envfile.IsSecret(k) {
-			secrets = append(secrets, d.env.Get(k))
-		}
+		secrets = append(secrets, envfile.SecretParts(k, d.env.Get(k))...)
 	}
 	var key map[string]any
 	if json.Unmarshal(d.key, &key) == nil {
@@ -457,6 +456,9 @@ func (d *desired) redactor() func(string) string {
 			}
 		}
 	}
+	// The replacer tries its pairs in order: longest first, so that a
+	// secret containing another is masked whole.
+	slices.SortStableFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	var pairs []string
 	for _, v := range secrets {
 		// Short values would mask ordinary words; no real secret is that short.
@@ -464,7 +466,8 @@ func (d *desired) redactor() func(string) string {
 			pairs = append(pairs, v, envfile.Mask)
 		}
 	}
-	return strings.NewReplacer(pairs...).Replace
+	r := strings.NewReplacer(pairs...)
+	return func(s string) string { return envfile.MaskText(r.Replace(s)) }
 }
 
 // run stages the rendered files, pulls every image, and only then commits

@@ -51,3 +51,30 @@ func TestConvergeLockIsExclusive(t *testing.T) {
 	}
 	unlock2()
 }
+
+// The failure logs hide what env render hides (#11): the names the first
+// denylist missed, a URL's password (escaped or not), and secret shapes
+// that no setting holds.
+func TestRedactorMasksByNameAndByValue(t *testing.T) {
+	d := &desired{env: envfile.NewEnv(
+		"REDIS_AUTH", "r3dis-auth",
+		"APP_SALT", "s4lty-salt",
+		"DATABASE_URL", "postgres://carto:db%40pass@db.lan/carto",
+	)}
+	redact := d.redactor()
+	for _, line := range []string{
+		"auth r3dis-auth refused",
+		"salt s4lty-salt",
+		"login as carto with db@pass failed",
+		"dsn postgres://carto:db%40pass@db.lan/carto",
+		"session eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl",
+		"Authorization: Bearer abcdefgh12345678",
+	} {
+		got := redact(line)
+		for _, secret := range []string{"r3dis-auth", "s4lty-salt", "db@pass", "db%40pass", "eyJzdWIiOiJhIn0", "abcdefgh12345678"} {
+			if strings.Contains(got, secret) {
+				t.Errorf("redact(%q) = %q shows %q", line, got, secret)
+			}
+		}
+	}
+}
