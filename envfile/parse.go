@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/template"
@@ -71,22 +72,52 @@ func isDirErr(path string) bool {
 // from the shell environment) is an error, and so is text after a closing
 // quote that is not another KEY=value. A key set twice keeps its first
 // position and its last value, the value compose uses.
+//
+// Parse refuses what compose would pass on silently but no service can use:
+// a value with a NUL byte, one that is not UTF-8, and one longer than
+// MaxValueSize.
 func Parse(data []byte) (Env, error) {
+	env, _, err := parse(data, nil, nil)
+	return env, err
+}
+
+// ParseWithWarnings is Parse, with warnings about lines compose reads
+// differently from what their author likely meant (LineWarning).
+func ParseWithWarnings(data []byte) (Env, []LineWarning, error) {
 	return parse(data, nil, nil)
 }
+
+// MaxValueSize is the longest value Parse accepts: a setting, not a file.
+const MaxValueSize = 128 << 10
+
+// LineWarning is a line of an env file that compose reads, but maybe not
+// as its author meant: a key set twice (the last value wins), a $ that
+// compose reads as a variable nobody set (it becomes empty), and an
+// unquoted " #" that cuts a masked value short (the rest is a comment).
+// Compose warns about the first two only in passing, or not at all. Msg
+// names the key and the fix, never the value.
+type LineWarning struct {
+	Line int
+	Key  string
+	Msg  string
+}
+
+func (w LineWarning) String() string { return fmt.Sprintf("line %d: %s", w.Line, w.Msg) }
 
 // lookupFn resolves a variable for interpolation.
 type lookupFn func(name string) (string, bool)
 
 // parse parses data. A ${VAR} is resolved, in order, against first, the
 // keys set earlier in data, then last; first and last may be nil.
-func parse(data []byte, first, last lookupFn) (Env, error) {
+func parse(data []byte, first, last lookupFn) (Env, []LineWarning, error) {
 	src := string(bytes.TrimPrefix(data, []byte("\uFEFF"))) // as compose does
 	stmts, err := scan(src)
 	if err != nil {
-		return Env{}, err
+		return Env{}, nil, err
 	}
 	var env Env
+	var warnings []LineWarning
+	firstLine := map[string]int{}
 	resolve := func(name string) (string, bool) {
 		if first != nil {
 			if v, ok := first(name); ok {
@@ -104,11 +135,38 @@ func parse(data []byte, first, last lookupFn) (Env, error) {
 	for _, st := range stmts {
 		v, err := parseStatement(st, resolve)
 		if err != nil {
-			return Env{}, err
+			return Env{}, nil, err
+		}
+		if err := checkValue(st, v); err != nil {
+			return Env{}, nil, err
+		}
+		warnings = append(warnings, lint(st, v, resolve)...)
+		if l, ok := firstLine[st.key]; ok {
+			warnings = append(warnings, LineWarning{Line: st.line, Key: st.key, Msg: fmt.Sprintf(
+				"%s is set again (first on line %d): compose uses the last value; remove one of the two lines", st.key, l)})
+		} else {
+			firstLine[st.key] = st.line
 		}
 		env.Set(st.key, v)
 	}
-	return env, nil
+	return env, warnings, nil
+}
+
+// checkValue refuses a value no service can take, which compose passes on.
+func checkValue(st statement, v string) error {
+	var msg string
+	switch {
+	case strings.IndexByte(v, 0) >= 0:
+		msg = "the value of %s has a NUL byte, which ends a string for the services: remove it"
+	case !utf8.ValidString(v):
+		msg = "the value of %s is not valid UTF-8: save the file as UTF-8"
+	case len(v) > MaxValueSize:
+		msg = fmt.Sprintf("the value of %%s is %d KiB, more than the %d KiB a setting may have: shorten it (a file's content goes in a file, not in a setting)",
+			(len(v)+1023)>>10, MaxValueSize>>10)
+	default:
+		return nil
+	}
+	return &ParseError{Line: st.line, Msg: fmt.Sprintf(msg, st.key)}
 }
 
 // nonColonRef finds ${NAME-…}, ${NAME+…} and ${NAME?…}: the forms where an
@@ -166,6 +224,11 @@ type statement struct {
 	key  string // the key as compose reads it
 	line int    // line of the statement's first character
 	text string // from the first character (maybe "export") to the value's end
+	// quote is the value's quote character, or 0 when it is unquoted.
+	quote byte
+	// raw is the value as written: inside the quotes, or the unquoted rest
+	// of the line (comment included).
+	raw string
 }
 
 var exportRE = regexp.MustCompile(`^export\s+`) // compose-go's
@@ -282,7 +345,13 @@ func scan(src string) ([]statement, error) {
 			}
 			prevEnd, prevKey = -1, ""
 		}
-		out = append(out, statement{key: key, line: line, text: src[start:end]})
+		st := statement{key: key, line: line, text: src[start:end]}
+		if v != "" && (v[0] == '"' || v[0] == '\'') {
+			st.quote, st.raw = v[0], src[vOff+1:end-1]
+		} else {
+			st.raw = strings.TrimSuffix(src[vOff:end], "\n")
+		}
+		out = append(out, st)
 		pos = end
 	}
 	return out, nil

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/sirupsen/logrus"
@@ -146,6 +147,100 @@ func TestParseErrors(t *testing.T) {
 	}
 }
 
+// Values no service can take are refused with the line and the key
+// (#11): compose passes them on.
+func TestParseRefusesUnusableValues(t *testing.T) {
+	t.Parallel()
+	big := strings.Repeat("x", MaxValueSize+1)
+	half := strings.Repeat("y", MaxValueSize/2+1)
+	for _, tc := range []struct {
+		name string
+		in   string
+		line int
+		msg  string
+	}{
+		{"NUL byte", "A=1\nPASSWORD=ab\x00cd\n", 2, "the value of PASSWORD has a NUL byte"},
+		{"NUL by an octal escape", "A=1\n\nP=\"ab\\0000cd\"\n", 3, "the value of P has a NUL byte"},
+		{"invalid UTF-8", "A=caf\xe9\n", 1, "the value of A is not valid UTF-8: save the file as UTF-8"},
+		{"invalid UTF-8 in quotes", "A=1\nB='\xff\xfe'\n", 2, "the value of B is not valid UTF-8"},
+		{"too long", "A=1\nBIG=" + big + "\n", 2, "the value of BIG is 129 KiB, more than the 128 KiB"},
+		{"too long by interpolation", "H=" + half + "\nB=${H}${H}\n", 2, "the value of B is"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(tc.in))
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("error %v (%T), want a *ParseError", err, err)
+			}
+			if pe.Line != tc.line || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("error %q at line %d, want %q at line %d", err, pe.Line, tc.msg, tc.line)
+			}
+			// compose-go reads every one of them.
+			if _, err := composeParse([]byte(tc.in)); err != nil {
+				t.Errorf("compose-go refuses it too (%v): the test no longer shows a gap", err)
+			}
+		})
+	}
+	// The largest value allowed passes.
+	if _, err := Parse([]byte("A=" + big[1:])); err != nil {
+		t.Errorf("a value of MaxValueSize: %v", err)
+	}
+}
+
+func TestParseWarnings(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr"
+	for _, tc := range []struct {
+		name string
+		in   string
+		want []string // "line: substring", in order
+	}{
+		{"clean", "A=1\nB=${A}\nC='$x'\nD=$$x\nE=\"\\$x\"\nF=${X:-d}${X-d}${X:+a}\nLOG_LEVEL=info # a comment\n", nil},
+		{"duplicate", "A=1\nB=2\nA=3\n", []string{"3: A is set again (first on line 1): compose uses the last value"}},
+		{"unquoted unset variable", "A=1\nPASSWORD=ab$" + secret + "\n", []string{"2: the value of PASSWORD has a $ that compose reads as a variable not set above"}},
+		{"double-quoted unset variable", "P=\"ab${" + secret + "}\"\n", []string{"1: the value of P has a $"}},
+		{"set later is unset here", "P=a$B\nB=1\n", []string{"1: the value of P has a $"}},
+		{"self reference", "P=$P\n", []string{"1: the value of P has a $"}},
+		{"octal escape makes a name", "P=\"$\\0101\"\n", []string{"1: the value of P has a $"}},
+		{"comment cuts a secret", "A=1\n\nPOSTGRES_ADMIN_PASSWORD=ab #" + secret + "\n", []string{"3: the value of POSTGRES_ADMIN_PASSWORD ends at \" #\""}},
+		{"comment cuts a masked value", "CUSTOM=9f86d081884c7d659a2feaa0c55ad015 #" + secret + "\n", []string{"1: the value of CUSTOM ends at \" #\""}},
+		{"quoted # is kept", "PASSWORD=\"ab #" + secret + "\"\nP2='a #b'\n", nil},
+		{"several", "PASSWORD=$x #c\nPASSWORD=1\n", []string{
+			"1: the value of PASSWORD ends at", "1: the value of PASSWORD has a $", "2: PASSWORD is set again"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env, warnings, err := ParseWithWarnings([]byte(tc.in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, w := range warnings {
+				got = append(got, w.String())
+				if strings.Contains(w.Msg, secret) {
+					t.Errorf("warning %q shows the value", w)
+				}
+				if _, ok := env.Lookup(w.Key); !ok {
+					t.Errorf("warning %q names key %q, which is not set", w, w.Key)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("warnings:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+			for i, w := range tc.want {
+				line, msg, _ := strings.Cut(w, ": ")
+				if !strings.HasPrefix(got[i], "line "+line+": ") || !strings.Contains(got[i], msg) {
+					t.Errorf("warning %q, want line %s and %q", got[i], line, msg)
+				}
+			}
+			// Parse reads the same values, without the warnings.
+			plain, err := Parse([]byte(tc.in))
+			if err != nil || !maps.Equal(plain.Map(), env.Map()) {
+				t.Errorf("Parse: %v %q", err, plain.Map())
+			}
+		})
+	}
+}
+
 func TestParseAllowsSpaceBeforeEquals(t *testing.T) {
 	t.Parallel()
 	env, err := Parse([]byte("A = 1\nB\t=\t2"))
@@ -219,11 +314,12 @@ func FuzzParse(f *testing.F) {
 	for _, s := range []string{
 		"A=1\nB=${A}\n", `A="x\"y" # c`, "export A='b'\nC: d", "A=\"x\ny\"", `A="\0101\$X$$Y"`,
 		"A=${X-d}${X}", "A=${X:?m}", "A=\"x\" B=1", "A=1\r\nB=2", "\uFEFFA=1", "A\n", "=1", "A=\"\\",
+		"A=x\x00y", "A=\"\\0000\"", "A=\xff", "P=a$b #c\nP=1", "P=\"$\\0101\"",
 	} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		env, err := Parse(data)
+		env, warnings, err := ParseWithWarnings(data)
 		if err != nil {
 			var pe *ParseError
 			if !errors.As(err, &pe) || pe.Line < 1 {
@@ -236,6 +332,17 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 			return
+		}
+		for _, k := range env.Keys() {
+			if v := env.Get(k); strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) || len(v) > MaxValueSize {
+				t.Fatalf("we accept a value no service can take, %s=%q", k, v)
+			}
+		}
+		lines := bytes.Count(data, []byte("\n")) + 1
+		for _, w := range warnings {
+			if _, ok := env.Lookup(w.Key); !ok || w.Line < 1 || w.Line > lines {
+				t.Fatalf("warning %q (key %q) is not about a line and key of %q", w, w.Key, data)
+			}
 		}
 		want, err := composeParse(data)
 		if err != nil {
@@ -269,4 +376,26 @@ func TestParseDoesNotLog(t *testing.T) {
 	if buf.Len() > 0 {
 		t.Errorf("compose-go logged:\n%s", buf.String())
 	}
+}
+
+// FuzzParseWarnings checks that a warning about a value never shows it:
+// the value is a password between fixed lines.
+func FuzzParseWarnings(f *testing.F) {
+	for _, s := range []string{"a$b~c", "x #y~z", "${~}", "$$~", "\"a$b~\"", "'a #~'"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, value string) {
+		if !strings.Contains(value, "~") || strings.ContainsAny(value, "\n\r") {
+			return // "~" is in no message; one line keeps the statement whole
+		}
+		env, warnings, err := ParseWithWarnings([]byte("A=1\nPASSWORD=" + value + "\nA=2\n"))
+		if err != nil {
+			return
+		}
+		for _, w := range warnings {
+			if strings.Contains(w.String(), "~") {
+				t.Fatalf("warning %q shows the value %q", w, env.Get("PASSWORD"))
+			}
+		}
+	})
 }

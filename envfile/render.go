@@ -112,7 +112,7 @@ func Render(in RenderInput) (*Rendered, error) {
 		}
 		return in.Customer.Lookup(name)
 	}
-	tpl, err := parse(in.EnvTemplate, in.Appliance.Lookup, below)
+	tpl, _, err := parse(in.EnvTemplate, in.Appliance.Lookup, below)
 	if err != nil {
 		return nil, fmt.Errorf("rendering .env: reading the env template of release %s: %w", in.Version, err)
 	}
