@@ -131,11 +131,15 @@ func (c Config) Validate() error {
 	if !projectRE.MatchString(d.Project) {
 		return fmt.Errorf("appliance.yaml project %q: use lowercase letters, digits, '-' and '_' only", d.Project)
 	}
-	if c.Domain != "" && !domainRE.MatchString(c.Domain) {
-		return fmt.Errorf("domain %q is not a valid host name: give the DNS name users reach CARTO at, e.g. carto.example.com", c.Domain)
+	if c.Domain != "" {
+		if err := checkDomain("domain", c.Domain, "give the DNS name users reach CARTO at, e.g. carto.example.com"); err != nil {
+			return err
+		}
 	}
-	if c.Registry != "" && !registryRE.MatchString(c.Registry) {
-		return fmt.Errorf("registry %q is not a registry base path: give host[:port][/path], e.g. registry.example.com:5000/carto", c.Registry)
+	if c.Registry != "" {
+		if err := checkRegistry("registry", c.Registry, "give the registry's base path with --registry"); err != nil {
+			return err
+		}
 	}
 	for name, p := range map[string]int{"router.http_port": d.Router.HTTPPort, "router.https_port": d.Router.HTTPSPort} {
 		if p < 1 || p > 65535 {

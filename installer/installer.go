@@ -136,6 +136,10 @@ type Result struct {
 	Status   *Status
 	// Preflight is the report of the checks install ran first.
 	Preflight *preflight.Report `json:",omitempty"`
+	// CredentialsTo is the registry host key.json goes to as the pull
+	// password, and the only one: CARTO's, or the one named with
+	// --registry.
+	CredentialsTo string `json:",omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.
@@ -373,9 +377,12 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 	if d.customer, err = os.ReadFile(customerPath); err != nil {
 		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
 	}
-	customerEnv, err := envfile.Parse(d.customer)
+	customerEnv, lints, err := envfile.ParseWithWarnings(d.customer)
 	if err != nil {
 		return nil, fmt.Errorf("reading customer.env %s: %w", customerPath, err)
+	}
+	for _, w := range lints {
+		d.warnings = append(d.warnings, fmt.Sprintf("customer.env %s %s", customerPath, w))
 	}
 	hostnames, err := stack.Hostnames(rel.Compose)
 	if err != nil {
@@ -393,6 +400,9 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 		return nil, err
 	}
 	if err := envfile.Check(rendered.Env, rel.Manifest); err != nil {
+		return nil, fmt.Errorf("customer.env %s: %w", customerPath, err)
+	}
+	if err := checkCustomerInputs(cfg, rendered.Env, rel); err != nil {
 		return nil, fmt.Errorf("customer.env %s: %w", customerPath, err)
 	}
 	for _, w := range rendered.Warnings {
@@ -556,7 +566,7 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{
 		Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout, Redact: d.redactor(), Held: st.Held,
 	})
-	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings}
+	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings, CredentialsTo: auth.Registry}
 	if err != nil {
 		return res, fmt.Errorf("bringing the stack up: %w", err)
 	}

@@ -151,6 +151,9 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 	} else {
 		fmt.Fprintf(out, "\nCARTO %s is up at %s\n\n", res.Version, res.URL)
 	}
+	if res.CredentialsTo != "" {
+		fmt.Fprintf(out, "Registry credentials (key.json) go to %s only\n", res.CredentialsTo)
+	}
 	if res.Status != nil {
 		printStatus(out, res.Status)
 	}
