@@ -106,6 +106,21 @@ func TestCustomerEnvInputs(t *testing.T) {
 			t.Errorf("env render does not warn about the line:\n%s", errOut)
 		}
 	})
+
+	step(t, "logs mask what env render masks", func(t *testing.T) {
+		// A service that prints its settings: written to its PID 1's
+		// output, which the engine logs.
+		n.exec("lds-api", "sh", "-c", "echo 'settings: postgres://carto:db-secret-9@db.example.com/carto redis-auth-secret adm1n$ecret #x y' > /proc/1/fd/1")
+		logs, _ := n.mustRun("logs", "lds-api")
+		if !strings.Contains(logs, "settings: postgres://carto:********@db.example.com/carto ********") {
+			t.Errorf("logs lack the masked line:\n%s", logs)
+		}
+		for _, secret := range []string{"db-secret-9", "redis-auth-secret", "adm1n"} {
+			if strings.Contains(logs, secret) {
+				t.Errorf("logs show %q", secret)
+			}
+		}
+	})
 }
 
 func appendLines(t *testing.T, path, lines string) {

@@ -194,7 +194,20 @@ func Logs(ctx context.Context, paths Paths, w io.Writer, opts stack.LogsOptions)
 		return err
 	}
 	defer eng.Close()
+	opts.Redact = installedRedactor(paths)
 	return eng.Logs(ctx, cfg.Defaults().Project, w, opts)
+}
+
+// installedRedactor masks in the services' logs what a failure log masks,
+// from the installed .env and key.json; a file it cannot read leaves the
+// masking of secret shapes.
+func installedRedactor(paths Paths) func(string) string {
+	d := &desired{}
+	if b, err := os.ReadFile(paths.file(EnvFileName)); err == nil {
+		d.env, _ = envfile.Parse(b)
+	}
+	d.key, _ = os.ReadFile(paths.keyFile())
+	return d.redactor()
 }
 
 // RenderedEnv is `env render`'s output.

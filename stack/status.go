@@ -100,6 +100,8 @@ type LogsOptions struct {
 	Follow   bool
 	Since    string // as docker logs --since: a duration ("10m") or a timestamp
 	Tail     string // lines per service; "" or "all"
+	// Redact, when set, is applied to every line before it is written.
+	Redact func(string) string `json:"-"`
 }
 
 // Logs writes the services' output to w, each line prefixed with the
@@ -144,8 +146,12 @@ func (e *Engine) Logs(ctx context.Context, project string, w io.Writer, opts Log
 			sc := bufio.NewScanner(pr)
 			sc.Buffer(make([]byte, 64*1024), 1024*1024)
 			for sc.Scan() {
+				line := sc.Text()
+				if opts.Redact != nil {
+					line = opts.Redact(line)
+				}
 				mu.Lock()
-				io.WriteString(w, prefix+sc.Text()+"\n")
+				io.WriteString(w, prefix+line+"\n")
 				mu.Unlock()
 			}
 			if err := sc.Err(); err != nil && ctx.Err() == nil {
