@@ -94,7 +94,8 @@ const MaxValueSize = 128 << 10
 // as its author meant: a key set twice (the last value wins), a $ that
 // compose reads as a variable nobody set (it becomes empty), and an
 // unquoted " #" that cuts a masked value short (the rest is a comment).
-// Compose warns about the first two only in passing, or not at all. Msg
+// Compose says nothing of the first and the third, and its warning about
+// the second is one Parse must silence (a library does not print). Msg
 // names the key and the fix, never the value.
 type LineWarning struct {
 	Line int
@@ -185,13 +186,24 @@ func parseStatement(st statement, resolve lookupFn) (string, error) {
 	for _, m := range nonColonRef.FindAllStringSubmatch(st.text, -1) {
 		strict[m[1]] = true
 	}
+	// Each reference copies a value: count what they bring, and stop
+	// feeding them past MaxValueSize, so that B=${A}${A}... cannot make
+	// gigabytes out of a small file.
+	fed := 0
 	lookup := func(name string) (string, bool) {
 		if v, ok := resolve(name); ok {
+			if fed += len(v); fed > MaxValueSize {
+				return "", true
+			}
 			return v, true
 		}
 		return "", !strict[name]
 	}
 	m, err := dotenv.UnmarshalWithLookup(st.text, lookup)
+	if fed > MaxValueSize {
+		return "", &ParseError{Line: st.line, Msg: fmt.Sprintf(
+			"the value of %s takes more than the %d KiB a setting may have from the variables it refers to: shorten it", st.key, MaxValueSize>>10)}
+	}
 	if err != nil {
 		var missing *template.MissingRequiredError
 		var invalid *template.InvalidTemplateError

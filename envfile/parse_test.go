@@ -164,7 +164,8 @@ func TestParseRefusesUnusableValues(t *testing.T) {
 		{"invalid UTF-8", "A=caf\xe9\n", 1, "the value of A is not valid UTF-8: save the file as UTF-8"},
 		{"invalid UTF-8 in quotes", "A=1\nB='\xff\xfe'\n", 2, "the value of B is not valid UTF-8"},
 		{"too long", "A=1\nBIG=" + big + "\n", 2, "the value of BIG is 129 KiB, more than the 128 KiB"},
-		{"too long by interpolation", "H=" + half + "\nB=${H}${H}\n", 2, "the value of B is"},
+		{"too long by interpolation", "H=" + half + "\nB=${H}${H}\n", 2, "the value of B takes more than the 128 KiB"},
+		{"too long by repeated references", "H=" + strings.Repeat("z", 4096) + "\nB=" + strings.Repeat("$H", 64) + "\n", 2, "the value of B takes more"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse([]byte(tc.in))
