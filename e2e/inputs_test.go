@@ -17,6 +17,9 @@ import (
 // customer.env's doubtful lines, and env render masks secrets by name and
 // by value.
 func TestCustomerEnvInputs(t *testing.T) {
+	// Parallel, so that it runs after TestStandardInstallLifecycle, which
+	// must be the first to pull from the run's registry.
+	t.Parallel()
 	n := newNode(t, "e2e-inputs")
 
 	refused := func(t *testing.T, args []string, wants ...string) {
