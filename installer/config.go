@@ -137,7 +137,7 @@ func (c Config) Validate() error {
 		}
 	}
 	if c.Registry != "" {
-		if err := checkRegistry("registry", c.Registry, "give the registry's base path with --registry"); err != nil {
+		if err := checkRegistry("registry", c.Registry, "correct --registry (appliance.yaml registry)"); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package installer
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/distribution/reference"
 
@@ -88,7 +89,7 @@ func checkCustomerInputs(cfg Config, env envfile.Env, rel *templates.Release) er
 	if err != nil {
 		return err
 	}
-	if host != carto {
+	if !strings.EqualFold(host, carto) {
 		return fmt.Errorf("DOCKER_REGISTRY_BASE_PATH %q names registry %s, not CARTO's (%s), and key.json (a Google Cloud private key) "+
 			"is sent as the pull password only to CARTO's registry or to one named with --registry: "+
 			"remove DOCKER_REGISTRY_BASE_PATH from customer.env, or, if %s is your registry and may receive key.json, pass --registry %s",

@@ -36,6 +36,7 @@ func TestCustomerEnvRegistry(t *testing.T) {
 	}{
 		{"the release's registry", "", "", "", "gcr.io"},
 		{"another path on CARTO's registry", "", "DOCKER_REGISTRY_BASE_PATH=gcr.io/carto-onprem-artifacts/eu\n", "", "gcr.io"},
+		{"CARTO's host in capitals", "", "DOCKER_REGISTRY_BASE_PATH=GCR.io/carto-onprem-artifacts\n", "", "GCR.io"},
 		{"another host", "", "DOCKER_REGISTRY_BASE_PATH=registry.attacker.example/x\n",
 			`DOCKER_REGISTRY_BASE_PATH "registry.attacker.example/x" names registry registry.attacker.example, not CARTO's (gcr.io), and key.json`, ""},
 		{"a name that means Docker Hub", "", "DOCKER_REGISTRY_BASE_PATH=carto\n", "names registry docker.io", ""},
