@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 // checkRoundTrip marshals env and fails unless both compose-go and Parse
@@ -21,6 +22,16 @@ func checkRoundTrip(t *testing.T, env Env) {
 		t.Fatalf("compose-go reads back %q, want %q\nfile:\n%s", got, env.Map(), out)
 	}
 	back, err := Parse(out)
+	for _, v := range env.vals {
+		if strings.IndexByte(v, 0) >= 0 || !utf8.ValidString(v) || len(v) > MaxValueSize {
+			// A value Parse refuses in customer.env, so never rendered:
+			// it is refused here too.
+			if err == nil {
+				t.Fatalf("Parse reads a value it refuses in customer.env:\n%s", out)
+			}
+			return
+		}
+	}
 	if err != nil {
 		t.Fatalf("Parse cannot read Marshal's output: %v\n%s", err, out)
 	}
