@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -146,8 +147,12 @@ func loadLicenseCheck(paths Paths) license.Online {
 	if err == nil {
 		json.Unmarshal(b, &o)
 	}
+	// Older versions recorded a failure with the server's URL whole.
+	o.Error = urlUserinfo.ReplaceAllString(o.Error, "$1")
 	return o
 }
+
+var urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@`)
 
 func saveLicenseCheck(paths Paths, o license.Online) error {
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {

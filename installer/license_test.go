@@ -256,6 +256,17 @@ func TestLicenseServerAndGraceAreChecked(t *testing.T) {
 	}
 }
 
+// A failure recorded by an older version with the server's credentials
+// does not show them.
+func TestRecordedCredentialsAreNotShown(t *testing.T) {
+	paths := installedForCheck(t, "")
+	saveLicenseCheck(paths, license.Online{ID: "lic-1", FailingSince: time.Now().Add(-time.Hour), Error: `asking http://bob:s3cret@licenses.example.com/v1/check: connection refused`})
+	st, err := GetLicenseStatus(paths)
+	if err != nil || st.State != license.Grace || strings.Contains(st.Reason, "s3cret") || strings.Contains(st.Reason, "bob") || !strings.Contains(st.Reason, "http://licenses.example.com/v1/check") {
+		t.Errorf("%v %+v", err, st)
+	}
+}
+
 // Install refuses a bad --license-server before anything is written.
 func TestInstallRefusesAPlainLicenseServer(t *testing.T) {
 	dir := t.TempDir()
