@@ -38,11 +38,13 @@ build:
 	$(GO) build -trimpath -tags licensetest -ldflags '$(LDFLAGS)' -o $(TESTBIN) ./cmd/carto-appliance
 
 # Release team tooling: a licence signing key pair (KEYNAME, into KEYDIR;
-# the public half goes into license/keys.go) and signing a licence
-# (LICENSE_IN: its fields as JSON; KEY: a key file) to stdout.
+# the public half goes into license/keys.go; SERVER=1 for the licence
+# server's answer key) and signing a licence (LICENSE_IN: its fields as
+# JSON; KEY: a key file) to stdout. The licence server signs its answers
+# with license.SignAnswer (or `carto-license answer`).
 KEYDIR ?= .
 license-keygen:
-	$(GO) run ./cmd/carto-license keygen -name $(KEYNAME) -out $(KEYDIR)
+	$(GO) run ./cmd/carto-license keygen -name $(KEYNAME) -out $(KEYDIR) $(if $(SERVER),-server)
 license-sign:
 	@$(GO) run ./cmd/carto-license sign -key $(KEY) -in $(LICENSE_IN)
 

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +23,10 @@ import (
 )
 
 // The licence in a fresh VM behind a proxy, with a licence server the test
-// runs: checked online through the proxy while valid; the server down
-// starts the grace period, with its end date; revoked makes it expired and
+// runs, over https: checked online through the proxy while valid; an
+// unsigned answer, or a signed one replayed for another check, counts as
+// no answer (grace, logged as untrusted); the server down starts the grace
+// period, with its end date; revoked makes it expired and
 // installs are refused (exit 4); `license update` restores it. The stack
 // runs unchanged (same containers) through all of it.
 func TestLicenseInFreshVM(t *testing.T) {
@@ -58,6 +61,10 @@ func TestLicenseInFreshVM(t *testing.T) {
 
 	step(t, "install through the proxy; the licence is checked online through it", func(t *testing.T) {
 		trustRegistry(t, node, regHost, regCA)
+		// The licence server's certificate is from a test CA: the VM
+		// trusts it as it would a public CA.
+		write(t, node, "/usr/local/share/ca-certificates/licence-ca.crt", srv.caPEM, 0o644)
+		node.MustExec(t, "update-ca-certificates")
 		stagePackage(t, node)
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost,
@@ -90,6 +97,43 @@ func TestLicenseInFreshVM(t *testing.T) {
 			return nil
 		})
 		stack = vmContainers(t, node)
+	})
+
+	step(t, "an unsigned or replayed answer is no answer: grace runs, logged as untrusted; the stack runs on", func(t *testing.T) {
+		before, code := check(t)
+		if code != 0 || before.State != license.Valid || before.LastChecked == nil {
+			t.Fatalf("license check: exit %d %+v", code, before)
+		}
+		for _, tc := range []struct{ mode, want string }{
+			{"unsigned", "not signed"},
+			{"replay", "nonce is not the one sent"},
+		} {
+			srv.setMode(tc.mode)
+			st, code := check(t)
+			if code != 0 || st.State != license.Grace || !strings.Contains(st.Reason, "untrusted licence server answer") || !strings.Contains(st.Reason, tc.want) {
+				t.Errorf("license check with a server answering %s: exit %d %+v, want grace and %q", tc.mode, code, st, tc.want)
+			}
+			if st.LastChecked == nil || !st.LastChecked.Equal(*before.LastChecked) || st.GraceEndsAt == nil || !st.GraceEndsAt.Equal(before.LastChecked.Add(license.DefaultGrace)) {
+				t.Errorf("%s: last checked %v, grace ends %v: want both from the last signed answer (%s)", tc.mode, st.LastChecked, st.GraceEndsAt, before.LastChecked)
+			}
+		}
+		if n := srv.requestNonces(); len(n) < 2 || n[len(n)-1] == n[len(n)-2] || n[len(n)-1] == "" {
+			t.Errorf("the checks' nonces %v: want a fresh one each time", n)
+		}
+		// The agent checks at start: it logs the replayed answer as
+		// untrusted and the state as grace, never as valid.
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		eventually(t, 60*time.Second, func() error {
+			j := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager")
+			for _, line := range strings.Split(j, "\n") {
+				if strings.Contains(line, "event=license-checked state=grace") && strings.Contains(line, "untrusted licence server answer") && strings.Contains(line, "nonce") {
+					return nil
+				}
+			}
+			return errors.New("the agent has not logged the replayed answer as untrusted")
+		})
+		sameContainers(t, stack, vmContainers(t, node))
+		srv.setMode("")
 	})
 
 	step(t, "the licence server down: grace, with the date it ends; the stack runs on", func(t *testing.T) {
@@ -166,48 +210,84 @@ func TestLicenseInFreshVM(t *testing.T) {
 	})
 }
 
-// licenseServer is a small licence server: POST {"id","tenant_id"} →
-// {"status":"valid"|"revoked"}; down, it is not listening at all.
+// licenseServer is a small licence server over https (its CA is caPEM):
+// POST license.Request → an answer signed with the tests' server key over
+// the request's nonce (testbed.TestAnswer); down, it is not listening at
+// all. Its mode makes it misbehave: "unsigned" answers as servers did
+// before answers were signed, "replay" sends back the last signed answer
+// (another check's nonce).
 type licenseServer struct {
 	url, addr string
+	caPEM     []byte
+	tls       *tls.Config
 	mu        sync.Mutex
-	ln        net.Listener
 	srv       *http.Server
 	revoked   map[string]bool
+	mode      string
+	last      []byte   // the last signed answer
 	from      []string // remote IPs of the requests
+	nonces    []string
 }
 
 func startLicenseServer(t *testing.T, host string) *licenseServer {
+	ca, err := proxytest.NewCA("licence server CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.TLSCertificate(host)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &licenseServer{addr: ln.Addr().String(), revoked: map[string]bool{}}
-	s.url = "http://" + s.addr + "/v1/check"
+	s := &licenseServer{addr: ln.Addr().String(), caPEM: ca.PEM, revoked: map[string]bool{},
+		tls: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}}
+	s.url = "https://" + s.addr + "/v1/check"
 	s.serve(ln)
 	t.Cleanup(func() { s.setDown(true) })
 	return s
 }
 
 func (s *licenseServer) serve(ln net.Listener) {
-	s.ln = ln
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct{ ID, TenantID string }
+		var req license.Request
 		if r.Method != http.MethodPost || json.NewDecoder(r.Body).Decode(&req) != nil {
-			http.Error(w, "POST a licence id", http.StatusBadRequest)
+			http.Error(w, "POST a licence check", http.StatusBadRequest)
 			return
 		}
 		ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		s.from = append(s.from, ip)
+		s.nonces = append(s.nonces, req.Nonce)
 		status := "valid"
 		if s.revoked[req.ID] {
 			status = "revoked"
 		}
-		s.mu.Unlock()
-		json.NewEncoder(w).Encode(map[string]string{"status": status})
+		switch s.mode {
+		case "unsigned":
+			json.NewEncoder(w).Encode(map[string]string{"status": status})
+		case "replay":
+			w.Write(s.last)
+		default:
+			b, err := testbed.TestAnswer(req, status)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			s.last = b
+			w.Write(b)
+		}
 	}), ReadHeaderTimeout: 5 * time.Second}
-	go s.srv.Serve(ln)
+	go s.srv.Serve(tls.NewListener(ln, s.tls))
+}
+
+func (s *licenseServer) setMode(mode string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mode = mode
 }
 
 func (s *licenseServer) setDown(down bool) error {
@@ -237,4 +317,10 @@ func (s *licenseServer) requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]string(nil), s.from...)
+}
+
+func (s *licenseServer) requestNonces() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.nonces...)
 }

@@ -259,6 +259,9 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 		cfg.Network.AllowedSources = opts.AllowedSources
 	}
 	if opts.LicenseServer != "" {
+		if err := checkLicenseServer(opts.LicenseServer, "--license-server"); err != nil {
+			return nil, err
+		}
 		cfg.License.Server = opts.LicenseServer
 	}
 	chosen := 0

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -32,11 +33,11 @@ const DefaultLicenseServer = "https://licenses.carto.com/v1/check"
 
 // LicenseConfig is appliance.yaml's license section.
 type LicenseConfig struct {
-	// Server is the licence server's check URL; empty means
-	// DefaultLicenseServer.
+	// Server is the licence server's check URL (https, no credentials);
+	// empty means DefaultLicenseServer.
 	Server string `yaml:"server,omitempty"`
-	// GraceDays is how long the licence stays valid while the server
-	// cannot be reached; 0 means 14.
+	// GraceDays is how long the licence stays valid while the server gives
+	// no trusted answer: 1 to license.MaxGraceDays; 0 means 14.
 	GraceDays int `yaml:"grace_days,omitempty"`
 }
 
@@ -50,14 +51,47 @@ func (c LicenseConfig) server() string {
 func (c LicenseConfig) grace() time.Duration { return time.Duration(c.GraceDays) * 24 * time.Hour }
 
 func validateLicense(c LicenseConfig) error {
-	u, err := url.Parse(c.server())
-	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return fmt.Errorf("appliance.yaml license.server %q: give the licence server's URL (https://…)", c.Server)
+	if c.Server != "" {
+		if err := checkLicenseServer(c.Server, "appliance.yaml license.server"); err != nil {
+			return err
+		}
 	}
-	if c.GraceDays < 0 {
-		return fmt.Errorf("appliance.yaml license.grace_days %d: give a number of days, 0 for the default 14", c.GraceDays)
+	if c.GraceDays < 0 || c.GraceDays > license.MaxGraceDays {
+		return fmt.Errorf("appliance.yaml license.grace_days %d: give a number of days from 1 to %d, or 0 for the default 14", c.GraceDays, license.MaxGraceDays)
 	}
 	return nil
+}
+
+// checkLicenseServer refuses a licence server URL that is not https or
+// carries credentials; field names where it came from. The URL itself is
+// never repeated whole: it may hold a password.
+func checkLicenseServer(raw, field string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("%s: not a URL: give the licence server's https:// URL, e.g. %s", field, DefaultLicenseServer)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%s %s: remove the user name and password from the URL: the licence server takes none, and they would show in status and logs", field, redactURL(u))
+	}
+	if u.Scheme != "https" {
+		return fmt.Errorf("%s %s: the licence server must be reached over https: use https://%s%s", field, redactURL(u), u.Host, u.EscapedPath())
+	}
+	return nil
+}
+
+// redactURL is u without what may be a secret (user info, query,
+// fragment): what messages say of a URL.
+func redactURL(u *url.URL) string {
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// serverName is the configured server as messages show it.
+func (c LicenseConfig) serverName() string {
+	u, err := url.Parse(c.server())
+	if err != nil {
+		return "the licence server"
+	}
+	return redactURL(u)
 }
 
 // planLicense reads and judges the licence an install uses: file, or the
@@ -113,8 +147,12 @@ func loadLicenseCheck(paths Paths) license.Online {
 	if err == nil {
 		json.Unmarshal(b, &o)
 	}
+	// Older versions recorded a failure with the server's URL whole.
+	o.Error = urlUserinfo.ReplaceAllString(o.Error, "$1")
 	return o
 }
+
+var urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@`)
 
 func saveLicenseCheck(paths Paths, o license.Online) error {
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
@@ -207,42 +245,64 @@ func CheckLicense(ctx context.Context, paths Paths) (*license.Status, error) {
 	return &st, nil
 }
 
-// licenseAnswer is the licence server's reply.
-type licenseAnswer struct {
-	Status string `json:"status"` // valid or revoked
-}
-
-// askLicenseServer posts the licence's id and tenant to the server and
-// says whether it is revoked; an error is a server that did not answer
-// (unreachable, refused by the proxy, not a licence server).
-func askLicenseServer(ctx context.Context, paths Paths, cfg Config, l *license.License) (bool, error) {
+// licenseClient is the HTTP client of the online check; tests swap it
+// for one that trusts their server.
+var licenseClient = func(paths Paths, cfg Config) (*http.Client, error) {
 	var ca []byte
 	if cfg.Proxy.CACert != "" {
 		ca, _ = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, cfg.Proxy.CACert))
 	}
-	client, err := proxy.HTTPClient(cfg.Proxy, ca, 20*time.Second)
+	return proxy.HTTPClient(cfg.Proxy, ca, 20*time.Second)
+}
+
+// askLicenseServer posts the licence's id and tenant with a fresh nonce to
+// the server and says whether it is revoked. An error is a server that
+// gave no trusted answer: unreachable, refused by the proxy, not a licence
+// server, or an answer that is unsigned, badly signed, replayed or stale
+// (license.ErrUntrustedAnswer).
+func askLicenseServer(ctx context.Context, paths Paths, cfg Config, l *license.License) (bool, error) {
+	if err := checkLicenseServer(cfg.License.server(), "appliance.yaml license.server"); err != nil {
+		return false, err
+	}
+	base, err := licenseClient(paths, cfg)
 	if err != nil {
 		return false, err
 	}
-	body, _ := json.Marshal(map[string]string{"id": l.ID, "tenant_id": l.TenantID})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.License.server(), bytes.NewReader(body))
+	client := *base
+	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
+		if r.URL.Scheme != "https" || len(via) >= 5 {
+			return fmt.Errorf("redirected to %s: the licence server must stay on https", redactURL(r.URL))
+		}
+		return nil
+	}
+	lreq, err := license.NewRequest(l)
 	if err != nil {
 		return false, err
+	}
+	body, _ := json.Marshal(lreq)
+	server := cfg.License.serverName()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.License.server(), bytes.NewReader(body))
+	if err != nil {
+		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("asking %s: %w", cfg.License.server(), unwrapURLError(err))
+		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("%s answered %s", cfg.License.server(), resp.Status)
+		return false, fmt.Errorf("%s answered %s", server, resp.Status)
 	}
-	var a licenseAnswer
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&a); err != nil || (a.Status != "valid" && a.Status != "revoked") {
-		return false, fmt.Errorf("%s did not answer as a licence server does", cfg.License.server())
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+	if err != nil {
+		return false, fmt.Errorf("reading %s's answer: %w", server, err)
 	}
-	return a.Status == "revoked", nil
+	a, err := license.VerifyAnswer(data, lreq, time.Now())
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", server, err)
+	}
+	return a.Status == license.AnswerRevoked, nil
 }
 
 func unwrapURLError(err error) error {

@@ -14,13 +14,30 @@ var productionKeys = map[string]ed25519.PublicKey{
 	"carto-2026": mustKey("iWLA0E3fBLsogL2v8HnM+9I/sMszI25jVMo4WqEuV6k="),
 }
 
-// testKeys are added by builds with the licensetest tag (keys_test_build.go):
-// the tests' own key, never in a release build.
-var testKeys = map[string]ed25519.PublicKey{}
+// productionAnswerKeys are the public keys CARTO's licence server signs
+// its answers with (SignAnswer), by name. They are not licence keys: the
+// server's private key lives on an online machine, and a thief of it must
+// not be able to mint licences; nor can a licence key vouch for an answer.
+var productionAnswerKeys = map[string]ed25519.PublicKey{
+	"carto-licensing-2026": mustKey("FIpjaVPtgnDz6p7u7UxxSX1G85+qpIqDhLJmIwkEMDI="),
+}
+
+// testKeys and testAnswerKeys are added by builds with the licensetest tag
+// (keys_test_build.go): the tests' own keys, never in a release build.
+var (
+	testKeys       = map[string]ed25519.PublicKey{}
+	testAnswerKeys = map[string]ed25519.PublicKey{}
+)
 
 func trustedKeys() map[string]ed25519.PublicKey {
 	keys := maps.Clone(productionKeys)
 	maps.Copy(keys, testKeys)
+	return keys
+}
+
+func trustedAnswerKeys() map[string]ed25519.PublicKey {
+	keys := maps.Clone(productionAnswerKeys)
+	maps.Copy(keys, testAnswerKeys)
 	return keys
 }
 

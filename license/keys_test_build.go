@@ -9,7 +9,9 @@ import (
 )
 
 // A test build (go build -tags licensetest: the e2e binaries, make demo)
-// also trusts the tests' key.
+// also trusts the tests' keys: licences signed with Key, licence server
+// answers signed with ServerKey.
 func init() {
 	testKeys[licensetest.KeyName] = licensetest.Key.Public().(ed25519.PublicKey)
+	testAnswerKeys[licensetest.ServerKeyName] = licensetest.ServerKey.Public().(ed25519.PublicKey)
 }

@@ -1,8 +1,43 @@
 // Package license owns CARTO's licence (SPEC §8): the signed document's
 // format, its verification against the public keys compiled into the
-// binary, and what a licence allows (tenant, layout, time). It neither
-// reads files nor asks the licence server: the installer and the agent do,
-// and decide what a state means for the stack (never an outage).
+// binary, what a licence allows (tenant, layout, time), and the licence
+// server's signed answers. It neither reads files nor asks the licence
+// server: the installer and the agent do, and decide what a state means
+// for the stack (never an outage).
+//
+// # Licence file
+//
+//	{"payload": B64(P), "signature": B64(ed25519(P)), "key": NAME}
+//
+// P is License as JSON, signed as is (pure ed25519, no prefix) by the
+// licence key NAME (keys.go: productionKeys).
+//
+// # Online check
+//
+// The appliance POSTs (Content-Type application/json) to license.server,
+// over https only:
+//
+//	{"id": LICENCE_ID, "tenant_id": TENANT, "nonce": B64(32 random bytes)}
+//
+// with a fresh nonce for every check (Request). The server answers 200
+// with (SignAnswer)
+//
+//	{"payload": B64(A), "signature": B64(ed25519(AnswerContext || A)), "key": NAME}
+//
+// where A is Answer as JSON: {"id": LICENCE_ID, "status": "valid" or
+// "revoked", "time": RFC 3339, "nonce": the request's nonce, as sent}, and
+// NAME a licence server key (keys.go: productionAnswerKeys; never a licence
+// key). AnswerContext ("carto-appliance licence-server answer v1" and a
+// NUL byte) separates the two uses: a licence's signed bytes are JSON and
+// start with '{', an answer's start with the context, so neither signature
+// verifies as the other. B64 is standard base64 with padding.
+//
+// The appliance trusts an answer only when it is signed by a trusted
+// answer key, carries the nonce it sent and the licence it asked about,
+// and is dated within MaxAnswerSkew of its clock (VerifyAnswer). Anything
+// else (no answer, an error status, an unsigned, badly signed, replayed or
+// stale answer) counts as no answer: the grace period runs, and the
+// reason is recorded; it never makes a licence valid or revoked.
 package license
 
 import (

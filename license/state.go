@@ -17,19 +17,27 @@ const (
 )
 
 // DefaultGrace is how long a licence stays valid while the licence server
-// cannot be reached.
+// gives no trusted answer.
 const DefaultGrace = 14 * 24 * time.Hour
+
+// MaxGraceDays bounds the grace period an installation may set: a longer
+// one would let a revoked licence run for months behind a blocked server.
+const MaxGraceDays = 90
+
+// MaxGrace is MaxGraceDays as a duration.
+const MaxGrace = MaxGraceDays * 24 * time.Hour
 
 // Online is what the licence server said, kept between checks.
 type Online struct {
 	// ID is the licence the record is about: a new licence starts afresh.
 	ID string `json:"id"`
-	// Checked is the last time the server answered.
+	// Checked is the last time the server gave a trusted answer.
 	Checked time.Time `json:"checked,omitzero"`
 	// Revoked is the server's word that the licence is no longer good.
 	Revoked bool `json:"revoked,omitempty"`
-	// FailingSince is the first failed check after the last answer, and
-	// Error the last failure.
+	// FailingSince is the first failed check after the last trusted
+	// answer, and Error the last failure (unreachable, or an answer that
+	// was not trusted: unsigned, badly signed, replayed, stale).
 	FailingSince time.Time `json:"failing_since,omitzero"`
 	Error        string    `json:"error,omitempty"`
 }
@@ -50,12 +58,14 @@ type Status struct {
 }
 
 // Evaluate is the licence's state now: l as parsed (or the parse error),
-// for u, with the licence server's last word. grace 0 means DefaultGrace.
+// for u, with the licence server's last word. grace 0 (or less) means
+// DefaultGrace; more than MaxGrace counts as MaxGrace.
 func Evaluate(l *License, parseErr error, u Usage, online Online, grace time.Duration, now time.Time) Status {
 	if parseErr != nil {
 		return Status{State: Invalid, Reason: parseErr.Error()}
 	}
-	if grace == 0 {
+	grace = min(grace, MaxGrace)
+	if grace <= 0 {
 		grace = DefaultGrace
 	}
 	s := Status{
@@ -85,10 +95,10 @@ func Evaluate(l *License, parseErr error, u Usage, online Online, grace time.Dur
 			end := since.Add(grace)
 			s.GraceEndsAt = &end
 			if !now.Before(end) {
-				s.State, s.Reason = Expired, fmt.Sprintf("the licence server has not answered since %s (%s); the grace period ended on %s: let the appliance reach it (proxy, firewall) and run `carto-appliance license check`", since.Format(time.DateOnly), online.Error, end.Format(time.DateOnly))
+				s.State, s.Reason = Expired, fmt.Sprintf("no trusted answer from the licence server since %s (%s); the grace period ended on %s: let the appliance reach it (proxy, firewall) and run `carto-appliance license check`", since.Format(time.DateOnly), online.Error, end.Format(time.DateOnly))
 				return s
 			}
-			s.State, s.Reason = Grace, fmt.Sprintf("the licence server cannot be reached (%s): valid until %s unless it answers", online.Error, end.Format(time.DateOnly))
+			s.State, s.Reason = Grace, fmt.Sprintf("no trusted answer from the licence server (%s): valid until %s unless it answers", online.Error, end.Format(time.DateOnly))
 			return s
 		}
 	}

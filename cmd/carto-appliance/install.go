@@ -95,7 +95,7 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.LicenseFile, "license", "", "license.json of your CARTO customer package (default: the one next to --customer-env, or the installed one)")
-	f.StringVar(&opts.LicenseServer, "license-server", "", "URL the licence is checked at online (default "+installer.DefaultLicenseServer+")")
+	f.StringVar(&opts.LicenseServer, "license-server", "", "https URL (no credentials) the licence is checked at online (default "+installer.DefaultLicenseServer+")")
 	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")
 	f.StringVar(&opts.Registry, "registry", "", "image registry base path, e.g. a private mirror (default gcr.io/carto-onprem-artifacts)")
 	f.IntVar(&opts.HTTPPort, "http-port", 0, "host port for HTTP (default 80)")

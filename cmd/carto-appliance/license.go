@@ -14,8 +14,10 @@ func newLicenseCmd() *cobra.Command {
 		Use:   "license",
 		Short: "Show, check online or replace the CARTO licence",
 		Long: `The licence is signed by CARTO and verified offline; the agent also checks it with
-the licence server (through the proxy) every few hours. An unreachable server
-starts a grace period (14 days by default). An expired, revoked or invalid
+the licence server (over https, through the proxy) every few hours. The
+server's answer must be signed over a fresh nonce; an unreachable server, or
+an answer that is unsigned, badly signed, replayed or stale, starts a grace
+period (license.grace_days: 14 by default, at most 90). An expired, revoked or invalid
 licence never stops the running stack: status says so, and installs and
 upgrades are refused (exit code 4) until 'license update FILE' installs a good
 one.`,

@@ -29,6 +29,15 @@ func TestLicense(tenant string, edit func(*license.License)) ([]byte, error) {
 	return license.Sign(l, licensetest.KeyName, licensetest.Key)
 }
 
+// TestAnswer is a test licence server's answer to req: status ("valid"
+// or "revoked") about req's licence, dated now, over req's nonce, signed
+// with the tests' server key (what license.SignAnswer documents for CARTO's
+// server).
+func TestAnswer(req license.Request, status string) ([]byte, error) {
+	a := license.Answer{ID: req.ID, Status: status, Time: time.Now().UTC(), Nonce: req.Nonce}
+	return license.SignAnswer(a, licensetest.ServerKeyName, licensetest.ServerKey)
+}
+
 // WriteTestLicense writes TestLicense(tenant, nil) to path: the
 // license.json of a test customer package.
 func WriteTestLicense(path, tenant string) error {
