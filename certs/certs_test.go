@@ -142,15 +142,15 @@ func TestCheckCustom(t *testing.T) {
 }
 
 func TestSelfSigned(t *testing.T) {
-	ca, err := NewCA("carto.example.com", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := LoadCA(ca.CertPEM, ca.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, domain := range []string{"carto.example.com", "10.1.2.3"} {
+	for _, domain := range []string{"carto.example.com", "10.1.2.3", "2001:db8::7"} {
+		ca, err := NewCA(domain, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := LoadCA(ca.CertPEM, ca.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
 		p, err := again.Issue(domain, now)
 		if err != nil {
 			t.Fatal(err)
@@ -173,8 +173,12 @@ func TestSelfSigned(t *testing.T) {
 		if renew, why := NeedsRenewal(p, ca, "other.example.com", now); !renew || !strings.Contains(why, "does not cover other.example.com") {
 			t.Errorf("%s: another domain: %v %q", domain, renew, why)
 		}
+		if rotate, why := ca.NeedsRotation(domain, now); rotate {
+			t.Errorf("%s: a new CA needs rotation: %s", domain, why)
+		}
 	}
-	other, _ := NewCA("x", now)
+	ca, _ := NewCA("carto.example.com", now)
+	other, _ := NewCA("carto.example.com", now)
 	p, _ := other.Issue("carto.example.com", now)
 	if renew, why := NeedsRenewal(p, ca, "carto.example.com", now); !renew || !strings.Contains(why, "not issued by the appliance's CA") {
 		t.Errorf("another CA's certificate: %v %q", renew, why)
@@ -184,6 +188,15 @@ func TestSelfSigned(t *testing.T) {
 	}
 	if _, err := LoadCA(ca.CertPEM, other.KeyPEM); err == nil || !strings.Contains(err.Error(), "does not belong") {
 		t.Errorf("a CA with another key: %v", err)
+	}
+	if _, err := NewCA("", now); err == nil {
+		t.Error("a CA without a domain, so without constraints, was made")
+	}
+	// A server certificate never outlives its CA.
+	late := now.Add(CALifetime - 100*24*time.Hour)
+	p, _ = ca.Issue("carto.example.com", late)
+	if leaf, _ := parseCerts(p.CertPEM, "leaf"); leaf[0].NotAfter.After(ca.Cert.NotAfter) {
+		t.Errorf("the certificate ends %s, after its CA (%s)", leaf[0].NotAfter, ca.Cert.NotAfter)
 	}
 }
 
