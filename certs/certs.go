@@ -335,10 +335,20 @@ func parseCerts(data []byte, what string) ([]*x509.Certificate, error) {
 }
 
 // parseKey reads a private key (PKCS#8, PKCS#1 or SEC 1), refusing one
-// protected by a passphrase: the router cannot ask for it.
+// protected by a passphrase: the router cannot ask for it. An EC
+// PARAMETERS block before the key (what `openssl ecparam -genkey` writes)
+// is skipped: the key names its curve itself.
 func parseKey(data []byte, what string) (crypto.Signer, error) {
-	b, _ := pem.Decode(data)
-	if b == nil {
+	b, rest := pem.Decode(data)
+	params := false
+	for b != nil && b.Type == "EC PARAMETERS" {
+		params = true
+		b, rest = pem.Decode(rest)
+	}
+	switch {
+	case b == nil && params:
+		return nil, fmt.Errorf("%s holds only EC parameters, no private key: it was made with `openssl ecparam` without -genkey; make a key with `openssl ecparam -name prime256v1 -genkey -noout -out KEY` and a certificate for it", what)
+	case b == nil:
 		return nil, fmt.Errorf("%s is not PEM: expected a -----BEGIN PRIVATE KEY----- block", what)
 	}
 	if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {

@@ -231,16 +231,41 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
-// The checks never panic, whatever the files hold.
+// The checks never panic, whatever the files hold, and what they accept
+// is a pair browsers take: a key the router can read, of a kind and size
+// browsers accept.
 func FuzzCheckCustom(f *testing.F) {
 	ca, _ := NewCA("carto.example.com", now)
 	p, _ := ca.Issue("carto.example.com", now)
 	f.Add(p.CertPEM, p.KeyPEM, ca.CertPEM, "carto.example.com")
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"), []byte{}, []byte{}, "")
+	// openssl ecparam -genkey: EC parameters, then the key.
+	if b, _ := pem.Decode(p.KeyPEM); b != nil {
+		if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
+			sec1, _ := x509.MarshalECPrivateKey(k.(*ecdsa.PrivateKey))
+			f.Add(p.CertPEM, append(append([]byte(nil), ecParams...), pemBlock("EC PRIVATE KEY", sec1)...), []byte{}, "carto.example.com")
+		}
+	}
+	f.Add(p.CertPEM, append(append([]byte(nil), ecParams...), ecParams...), []byte{}, "carto.example.com")
 	f.Fuzz(func(t *testing.T, cert, key, chain []byte, domain string) {
 		pair, err := CheckCustom(cert, key, chain, domain, now)
-		if err == nil && (len(pair.CertPEM) == 0 || len(pair.KeyPEM) == 0) {
+		if err != nil {
+			return
+		}
+		if len(pair.CertPEM) == 0 || len(pair.KeyPEM) == 0 {
 			t.Fatal("accepted with nothing to serve")
+		}
+		if _, err := parseKey(pair.KeyPEM, "served key"); err != nil {
+			t.Fatalf("the served key does not read back: %v", err)
+		}
+		served, err := parseCerts(pair.CertPEM, "served")
+		if err != nil {
+			t.Fatalf("the served certificates do not read back: %v", err)
+		}
+		for _, c := range served {
+			if err := checkServerKey(c); err != nil {
+				t.Fatalf("accepted a key browsers refuse: %v", err)
+			}
 		}
 	})
 }
