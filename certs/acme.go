@@ -147,34 +147,35 @@ func (a *ACME) AnswerChallenge(w http.ResponseWriter, r *http.Request) bool {
 	return a.issuer.HandleHTTPChallenge(w, r)
 }
 
-// RedirectToHTTPS sends every request to the same host and path over
-// https on port (443 is left out of the URL). A Host that is neither a DNS
-// name nor an IP address gets 400: it would make the Location header say
-// anything.
-func RedirectToHTTPS(port int) http.Handler {
+// RedirectToHTTPS sends every request to the same path on
+// https://domain (with port unless 443), whatever Host it names: a Host
+// taken from the request would let anyone make the appliance's port 80
+// send users elsewhere. The redirect is a 307: not cached unless told
+// (a 301 or 308 would be kept by browsers and send users to this port and
+// domain after the router changed either), and the method and body are
+// kept (a 302 lets clients turn a POST into a GET, losing the body).
+// HSTS, served over https, is what makes https stick.
+func RedirectToHTTPS(domain string, port int) http.Handler {
+	host := domain
+	ip := net.ParseIP(domain)
+	switch {
+	case port != 443 && port != 0:
+		host = net.JoinHostPort(domain, strconv.Itoa(port))
+	case ip != nil && ip.To4() == nil:
+		host = "[" + domain + "]"
+	}
+	valid := ip != nil || (domain != "" && hostnameRE.MatchString(domain))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		} else {
-			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		}
-		ip := net.ParseIP(host)
-		if ip == nil && !hostnameRE.MatchString(host) {
-			http.Error(w, "the Host header is not a host name", http.StatusBadRequest)
+		if !valid {
+			http.Error(w, "the appliance's domain is not a host name: set SELFHOSTED_DOMAIN", http.StatusInternalServerError)
 			return
-		}
-		switch {
-		case port != 443 && port != 0:
-			host = net.JoinHostPort(host, strconv.Itoa(port))
-		case ip != nil && ip.To4() == nil:
-			host = "[" + host + "]"
 		}
 		uri := r.URL.RequestURI()
 		if !strings.HasPrefix(uri, "/") {
 			uri = "/" + uri
 		}
-		http.Redirect(w, r, "https://"+host+uri, http.StatusMovedPermanently)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, "https://"+host+uri, http.StatusTemporaryRedirect)
 	})
 }
 

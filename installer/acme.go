@@ -317,7 +317,7 @@ func ACMEFront(paths Paths) (*Front, error) {
 	domain := env.Get("SELFHOSTED_DOMAIN")
 	r := cfg.Defaults().Router
 	project := cfg.Defaults().Project
-	redirect := certs.RedirectToHTTPS(r.HTTPSPort)
+	redirect := certs.RedirectToHTTPS(domain, r.HTTPSPort)
 	storage := filepath.Join(paths.StateDir, acmeDirName)
 	return &Front{
 		Addr: net.JoinHostPort(r.BindAddress, strconv.Itoa(r.HTTPPort)),
