@@ -43,6 +43,29 @@ type ACMEOptions struct {
 	Proxy func(*http.Request) (*url.URL, error)
 }
 
+// MaxRootsSize bounds a file of root certificates to trust (Mozilla's
+// whole bundle is about 220 KB).
+const MaxRootsSize = 1 << 20
+
+// CheckRoots checks a file of root certificates to trust for an ACME
+// directory's TLS: PEM certificates only, each readable, at least one of
+// them a CA (a server's own certificate is not a root).
+func CheckRoots(data []byte) error {
+	if len(data) > MaxRootsSize {
+		return fmt.Errorf("it is larger than %d bytes: give only the CA certificates to trust", MaxRootsSize)
+	}
+	certs, err := parseCerts(data, "it")
+	if err != nil {
+		return err
+	}
+	for _, c := range certs {
+		if c.BasicConstraintsValid && c.IsCA {
+			return nil
+		}
+	}
+	return fmt.Errorf("it holds no CA certificate (%s is not a CA): give the root certificate of the CA that signed the ACME server's certificate", describe(certs[0]))
+}
+
 // ACME obtains and renews one domain's certificate with certmagic. The
 // certificate lives in certmagic's storage; Certificate exports it.
 type ACME struct {

@@ -130,3 +130,46 @@ func FuzzRedirectToHTTPS(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckRoots(t *testing.T) {
+	ca, _ := NewCA("acme.corp.example", now)
+	leaf, _ := ca.Issue("acme.corp.example", now)
+	leafOnly, _, _ := strings.Cut(string(leaf.CertPEM), "-----END CERTIFICATE-----\n")
+	leafOnly += "-----END CERTIFICATE-----\n"
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string // "" for accepted
+	}{
+		{"a CA", ca.CertPEM, ""},
+		{"a server certificate, then its CA", leaf.CertPEM, ""},
+		{"a server certificate alone", []byte(leafOnly), `holds no CA certificate ("acme.corp.example" issued by`},
+		{"a key", leaf.KeyPEM, `has a "PRIVATE KEY" block where certificates are expected`},
+		{"not PEM", []byte("hello"), "is not PEM"},
+		{"empty", nil, "is not PEM"},
+		{"too large", append(append([]byte(nil), ca.CertPEM...), make([]byte, MaxRootsSize)...), "larger than 1048576 bytes"},
+	} {
+		err := CheckRoots(tc.data)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// CheckRoots never panics, and what it accepts the ACME client takes.
+func FuzzCheckRoots(f *testing.F) {
+	ca, _ := NewCA("acme.corp.example", now)
+	leaf, _ := ca.Issue("acme.corp.example", now)
+	f.Add(ca.CertPEM)
+	f.Add(leaf.CertPEM)
+	f.Add(leaf.KeyPEM)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if CheckRoots(data) != nil {
+			return
+		}
+		if _, err := NewACME(ACMEOptions{Directory: "https://acme.corp.example/dir", Email: "ops@example.com", Roots: data, StorageDir: t.TempDir()}, "carto.example.com"); err != nil {
+			t.Fatalf("accepted roots the ACME client refuses: %v", err)
+		}
+	})
+}
