@@ -146,13 +146,13 @@ func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
 // CALifetime, or it ends within CARotateBefore.
 func (ca *CA) NeedsRotation(domain string, now time.Time) (bool, string) {
 	c := ca.Cert
-	have := Constraints(c)
+	have := constraintsOf(c)
 	switch {
 	case len(c.PermittedDNSDomains) == 0 && len(c.PermittedIPRanges) == 0:
 		return true, "it has no name constraints, so its key could sign certificates for any domain"
 	case !c.PermittedDNSDomainsCritical:
 		return true, "its name constraints are not marked critical"
-	case strings.Join(have, " ") != strings.Join(Constraints(caTemplate(domain, now)), " "):
+	case strings.Join(have, " ") != strings.Join(constraintsOf(caTemplate(domain, now)), " "):
 		return true, fmt.Sprintf("it is constrained to %s, not %s", strings.Join(have, ", "), domain)
 	case c.NotAfter.Sub(c.NotBefore) > CALifetime+2*time.Hour:
 		return true, fmt.Sprintf("it is valid until %s, longer than %d days", c.NotAfter.UTC().Format(time.DateOnly), CALifetime/(24*time.Hour))
@@ -162,9 +162,9 @@ func (ca *CA) NeedsRotation(domain string, now time.Time) (bool, string) {
 	return false, ""
 }
 
-// Constraints are a CA's name constraints as text, permitted names
+// constraintsOf are a CA's name constraints as text, permitted names
 // first: "carto.example.com", "excluded 0.0.0.0/0", ...
-func Constraints(c *x509.Certificate) []string {
+func constraintsOf(c *x509.Certificate) []string {
 	var out []string
 	out = append(out, c.PermittedDNSDomains...)
 	for _, n := range c.PermittedIPRanges {

@@ -132,21 +132,29 @@ func TestTLSCertificates(t *testing.T) {
 		}
 	})
 
-	step(t, "an old unconstrained CA rotates by itself: published beside the new one, then the router switches by a reload", func(t *testing.T) {
-		legacyCert, legacyKey := legacyCA(t, n.domain)
-		tlsDir := filepath.Join(n.stateDir, "tls")
+	// An install made before name constraints, as an upgraded binary
+	// finds it.
+	legacyCert, legacyKey := legacyCA(t, n.domain)
+	tlsDir := filepath.Join(n.stateDir, "tls")
+	oldOnly := filepath.Join(t.TempDir(), "old-ca.crt")
+	overlap := filepath.Join(t.TempDir(), "both.crt")
+	var containers map[string]string
+	step(t, "the agent starts replacing an old unconstrained CA by itself: the new CA is published beside the old one", func(t *testing.T) {
 		os.WriteFile(filepath.Join(tlsDir, "ca.crt"), legacyCert, 0o644)
 		os.WriteFile(filepath.Join(tlsDir, "ca.key"), legacyKey, 0o600)
 		os.WriteFile(caPath, legacyCert, 0o600)
-		oldOnly := filepath.Join(t.TempDir(), "old-ca.crt")
 		os.WriteFile(oldOnly, legacyCert, 0o644)
-		containers := n.containers()
-
-		// What the agent runs when its hourly look finds the CA.
-		_, out := n.mustRun("config", "apply")
-		if !strings.Contains(out, "it has no name constraints") || !strings.Contains(out, "have clients trust that file again before") {
-			t.Errorf("config apply did not say the CA is being replaced:\n%s", out)
-		}
+		containers = n.containers()
+		// The agent looks at the certificate when it starts, then hourly;
+		// it is stopped when this step ends.
+		logs, _ := n.startAgent(t)
+		// Its first converge finds the CA and says so in the journal.
+		eventually(t, 90*time.Second, func() error {
+			if !strings.Contains(logs.String(), `event=apply-warning err="the appliance's CA must be replaced (it has no name constraints`) {
+				return fmt.Errorf("the agent has not replaced the CA:\n%s", logs.String())
+			}
+			return nil
+		})
 		eventually(t, 10*time.Second, func() error {
 			if out, err := curl(oldOnly, n.domain); err != nil {
 				return fmt.Errorf("a client trusting the old CA only: %v: %s", err, out)
@@ -157,7 +165,6 @@ func TestTLSCertificates(t *testing.T) {
 		if c := strings.Count(string(bundle), "BEGIN CERTIFICATE"); c != 2 || !strings.HasPrefix(string(bundle), string(legacyCert)) {
 			t.Errorf("the published CA file holds %d certificates, want the old CA then the new one", c)
 		}
-		overlap := filepath.Join(t.TempDir(), "both.crt")
 		os.WriteFile(overlap, bundle, 0o644)
 		if out, err := curl(overlap, n.domain); err != nil {
 			t.Errorf("a client given the new CA file during the overlap: %v\n%s", err, out)
@@ -166,9 +173,12 @@ func TestTLSCertificates(t *testing.T) {
 		if ca := st.Certificate.CAInfo; ca == nil || ca.Rotating == nil || !strings.Contains(ca.Reason, "no name constraints") || ca.Rotating.SwitchAt.Before(time.Now().AddDate(0, 0, 59)) {
 			t.Errorf("status during the rotation: %+v", ca)
 		}
-		before, _ := servedCertificate(n.httpsPort, n.domain)
+	})
 
-		// The overlap ends (its date moved to the past): the router switches.
+	step(t, "when the overlap ends the router switches to the new CA by a reload, and the old key is gone", func(t *testing.T) {
+		before, _ := servedCertificate(n.httpsPort, n.domain)
+		// The overlap's end moved to now; config apply is what the
+		// agent's next hourly look runs.
 		rotation := filepath.Join(tlsDir, "rotation.json")
 		b, _ := os.ReadFile(rotation)
 		var r map[string]any
