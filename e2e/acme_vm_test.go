@@ -145,6 +145,16 @@ func TestACMEInFreshVM(t *testing.T) {
 			}
 			return nil
 		})
+		// Another Host is sent to the domain, not to itself, and the
+		// redirect is not one browsers cache.
+		foreign, err := client.Get("http://evil.example.net/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign.Body.Close()
+		if loc := foreign.Header.Get("Location"); foreign.StatusCode != http.StatusTemporaryRedirect || loc != "https://"+domain+"/login" || foreign.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("Host evil.example.net: %s to %q (Cache-Control %q)", foreign.Status, loc, foreign.Header.Get("Cache-Control"))
+		}
 		resp, err := client.Get("https://" + domain + "/workspace-api/whoami")
 		if err != nil {
 			t.Fatal(err)
