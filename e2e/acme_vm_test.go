@@ -264,10 +264,14 @@ func TestACMEInFreshVM(t *testing.T) {
 		time.Sleep(time.Until(due) + time.Second)
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 		servedAfter(t, first, 60*time.Second)
-		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
-		if !strings.Contains(journal, "event=certificate-renewed") {
-			t.Errorf("the agent did not log the renewal:\n%s", journal)
-		}
+		// The router reloads before the agent's apply returns and logs it.
+		eventually(t, 30*time.Second, func() error {
+			journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
+			if !strings.Contains(journal, "event=certificate-renewed") {
+				return fmt.Errorf("the agent did not log the renewal:\n%s", journal)
+			}
+			return nil
+		})
 	})
 }
 
