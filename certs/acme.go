@@ -43,6 +43,29 @@ type ACMEOptions struct {
 	Proxy func(*http.Request) (*url.URL, error)
 }
 
+// MaxRootsSize bounds a file of root certificates to trust (Mozilla's
+// whole bundle is about 220 KB).
+const MaxRootsSize = 1 << 20
+
+// CheckRoots checks a file of root certificates to trust for an ACME
+// directory's TLS: PEM certificates only, each readable, at least one of
+// them a CA (a server's own certificate is not a root).
+func CheckRoots(data []byte) error {
+	if len(data) > MaxRootsSize {
+		return fmt.Errorf("it is larger than %d bytes: give only the CA certificates to trust", MaxRootsSize)
+	}
+	certs, err := parseCerts(data, "it")
+	if err != nil {
+		return err
+	}
+	for _, c := range certs {
+		if c.BasicConstraintsValid && c.IsCA {
+			return nil
+		}
+	}
+	return fmt.Errorf("it holds no CA certificate (%s is not a CA): give the root certificate of the CA that signed the ACME server's certificate", describe(certs[0]))
+}
+
 // ACME obtains and renews one domain's certificate with certmagic. The
 // certificate lives in certmagic's storage; Certificate exports it.
 type ACME struct {
@@ -147,34 +170,35 @@ func (a *ACME) AnswerChallenge(w http.ResponseWriter, r *http.Request) bool {
 	return a.issuer.HandleHTTPChallenge(w, r)
 }
 
-// RedirectToHTTPS sends every request to the same host and path over
-// https on port (443 is left out of the URL). A Host that is neither a DNS
-// name nor an IP address gets 400: it would make the Location header say
-// anything.
-func RedirectToHTTPS(port int) http.Handler {
+// RedirectToHTTPS sends every request to the same path on
+// https://domain (with port unless 443), whatever Host it names: a Host
+// taken from the request would let anyone make the appliance's port 80
+// send users elsewhere. The redirect is a 307: not cached unless told
+// (a 301 or 308 would be kept by browsers and send users to this port and
+// domain after the router changed either), and the method and body are
+// kept (a 302 lets clients turn a POST into a GET, losing the body).
+// HSTS, served over https, is what makes https stick.
+func RedirectToHTTPS(domain string, port int) http.Handler {
+	host := domain
+	ip := net.ParseIP(domain)
+	switch {
+	case port != 443 && port != 0:
+		host = net.JoinHostPort(domain, strconv.Itoa(port))
+	case ip != nil && ip.To4() == nil:
+		host = "[" + domain + "]"
+	}
+	valid := ip != nil || (domain != "" && hostnameRE.MatchString(domain))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		} else {
-			host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-		}
-		ip := net.ParseIP(host)
-		if ip == nil && !hostnameRE.MatchString(host) {
-			http.Error(w, "the Host header is not a host name", http.StatusBadRequest)
+		if !valid {
+			http.Error(w, "the appliance's domain is not a host name: set SELFHOSTED_DOMAIN", http.StatusInternalServerError)
 			return
-		}
-		switch {
-		case port != 443 && port != 0:
-			host = net.JoinHostPort(host, strconv.Itoa(port))
-		case ip != nil && ip.To4() == nil:
-			host = "[" + host + "]"
 		}
 		uri := r.URL.RequestURI()
 		if !strings.HasPrefix(uri, "/") {
 			uri = "/" + uri
 		}
-		http.Redirect(w, r, "https://"+host+uri, http.StatusMovedPermanently)
+		w.Header().Set("Cache-Control", "no-store")
+		http.Redirect(w, r, "https://"+host+uri, http.StatusTemporaryRedirect)
 	})
 }
 

@@ -67,34 +67,47 @@ func TestInRenewalWindow(t *testing.T) {
 	}
 }
 
+// The redirect goes to the configured domain whatever Host the request
+// names, and is not cached.
 func TestRedirectToHTTPS(t *testing.T) {
 	cases := []struct {
+		domain     string
 		port       int
 		host, path string
 		want       string
 	}{
-		{443, "carto.example.com", "/workspace/?a=1", "https://carto.example.com/workspace/?a=1"},
-		{443, "carto.example.com:80", "/", "https://carto.example.com/"},
-		{8443, "carto.example.com", "/x", "https://carto.example.com:8443/x"},
-		{443, "[2001:db8::1]:80", "/", "https://[2001:db8::1]/"},
-		{8443, "[2001:db8::1]", "/", "https://[2001:db8::1]:8443/"},
+		{"carto.example.com", 443, "carto.example.com", "/workspace/?a=1", "https://carto.example.com/workspace/?a=1"},
+		{"carto.example.com", 443, "carto.example.com:80", "/", "https://carto.example.com/"},
+		{"carto.example.com", 8443, "carto.example.com", "/x", "https://carto.example.com:8443/x"},
+		{"carto.example.com", 443, "evil.example.net", "/login", "https://carto.example.com/login"},
+		{"carto.example.com", 443, "evil.example.net:80", "//evil.example.net/", "https://carto.example.com//evil.example.net/"},
+		{"carto.example.com", 443, "[2001:db8::1]:80", "/", "https://carto.example.com/"},
+		{"carto.example.com", 443, "", "/", "https://carto.example.com/"},
+		{"2001:db8::1", 443, "x", "/", "https://[2001:db8::1]/"},
+		{"2001:db8::1", 8443, "x", "/", "https://[2001:db8::1]:8443/"},
 	}
 	for _, tc := range cases {
-		req := httptest.NewRequest(http.MethodGet, "http://placeholder"+tc.path, nil)
+		req := httptest.NewRequest(http.MethodPost, "http://placeholder"+tc.path, nil)
 		req.Host = tc.host
 		rec := httptest.NewRecorder()
-		RedirectToHTTPS(tc.port).ServeHTTP(rec, req)
-		if rec.Code != http.StatusMovedPermanently || rec.Header().Get("Location") != tc.want {
-			t.Errorf("%s%s on port %d: %d %q, want 301 %q", tc.host, tc.path, tc.port, rec.Code, rec.Header().Get("Location"), tc.want)
+		RedirectToHTTPS(tc.domain, tc.port).ServeHTTP(rec, req)
+		if rec.Code != http.StatusTemporaryRedirect || rec.Header().Get("Location") != tc.want || rec.Header().Get("Cache-Control") != "no-store" {
+			t.Errorf("Host %s%s on port %d: %d %q (Cache-Control %q), want 307 %q", tc.host, tc.path, tc.port, rec.Code, rec.Header().Get("Location"), rec.Header().Get("Cache-Control"), tc.want)
 		}
+	}
+	rec := httptest.NewRecorder()
+	RedirectToHTTPS("bad host/", 443).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "http://x/", nil))
+	if rec.Code != http.StatusInternalServerError || rec.Header().Get("Location") != "" {
+		t.Errorf("an invalid domain: %d %q", rec.Code, rec.Header().Get("Location"))
 	}
 }
 
-// The redirect never turns a request into a redirect elsewhere: whatever
-// the Host and path, the Location is https on the same host.
+// Whatever the Host and path, the Location is https on the configured
+// domain and port.
 func FuzzRedirectToHTTPS(f *testing.F) {
 	f.Add("carto.example.com", "/a?b=c")
 	f.Add("[::1]:80", "//evil.example.com/")
+	f.Add("evil.example.com", "/@evil.example.com")
 	f.Fuzz(func(t *testing.T, host, path string) {
 		req, err := http.NewRequest(http.MethodGet, "http://placeholder/", nil)
 		if err != nil {
@@ -103,20 +116,60 @@ func FuzzRedirectToHTTPS(f *testing.F) {
 		req.Host = host
 		req.URL.Path = path
 		rec := httptest.NewRecorder()
-		RedirectToHTTPS(8443).ServeHTTP(rec, req)
-		if rec.Code != http.StatusMovedPermanently {
-			return
+		RedirectToHTTPS("carto.example.com", 8443).ServeHTTP(rec, req)
+		if rec.Code != http.StatusTemporaryRedirect {
+			t.Fatalf("Host %q path %q: %d", host, path, rec.Code)
 		}
 		loc := rec.Header().Get("Location")
-		if !strings.HasPrefix(loc, "https://") {
-			t.Fatalf("Location %q is not https", loc)
-		}
 		u, err := url.Parse(loc)
 		if err != nil {
 			t.Fatalf("Location %q does not parse: %v", loc, err)
 		}
-		if u.User != nil || u.Hostname() == "" || !strings.Contains(host, u.Hostname()) {
-			t.Fatalf("Host %q redirected to another host: %q", host, loc)
+		if u.Scheme != "https" || u.User != nil || u.Host != "carto.example.com:8443" {
+			t.Fatalf("Host %q path %q redirected elsewhere: %q", host, path, loc)
+		}
+	})
+}
+
+func TestCheckRoots(t *testing.T) {
+	ca, _ := NewCA("acme.corp.example", now)
+	leaf, _ := ca.Issue("acme.corp.example", now)
+	leafOnly, _, _ := strings.Cut(string(leaf.CertPEM), "-----END CERTIFICATE-----\n")
+	leafOnly += "-----END CERTIFICATE-----\n"
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string // "" for accepted
+	}{
+		{"a CA", ca.CertPEM, ""},
+		{"a server certificate, then its CA", leaf.CertPEM, ""},
+		{"a server certificate alone", []byte(leafOnly), `holds no CA certificate ("acme.corp.example" issued by`},
+		{"a key", leaf.KeyPEM, `has a "PRIVATE KEY" block where certificates are expected`},
+		{"not PEM", []byte("hello"), "is not PEM"},
+		{"empty", nil, "is not PEM"},
+		{"too large", append(append([]byte(nil), ca.CertPEM...), make([]byte, MaxRootsSize)...), "larger than 1048576 bytes"},
+	} {
+		err := CheckRoots(tc.data)
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// CheckRoots never panics, and what it accepts the ACME client takes.
+func FuzzCheckRoots(f *testing.F) {
+	ca, _ := NewCA("acme.corp.example", now)
+	leaf, _ := ca.Issue("acme.corp.example", now)
+	f.Add(ca.CertPEM)
+	f.Add(leaf.CertPEM)
+	f.Add(leaf.KeyPEM)
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if CheckRoots(data) != nil {
+			return
+		}
+		if _, err := NewACME(ACMEOptions{Directory: "https://acme.corp.example/dir", Email: "ops@example.com", Roots: data, StorageDir: t.TempDir()}, "carto.example.com"); err != nil {
+			t.Fatalf("accepted roots the ACME client refuses: %v", err)
 		}
 	})
 }

@@ -142,15 +142,15 @@ func TestCheckCustom(t *testing.T) {
 }
 
 func TestSelfSigned(t *testing.T) {
-	ca, err := NewCA("carto.example.com", now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	again, err := LoadCA(ca.CertPEM, ca.KeyPEM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, domain := range []string{"carto.example.com", "10.1.2.3"} {
+	for _, domain := range []string{"carto.example.com", "10.1.2.3", "2001:db8::7"} {
+		ca, err := NewCA(domain, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := LoadCA(ca.CertPEM, ca.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
 		p, err := again.Issue(domain, now)
 		if err != nil {
 			t.Fatal(err)
@@ -173,8 +173,12 @@ func TestSelfSigned(t *testing.T) {
 		if renew, why := NeedsRenewal(p, ca, "other.example.com", now); !renew || !strings.Contains(why, "does not cover other.example.com") {
 			t.Errorf("%s: another domain: %v %q", domain, renew, why)
 		}
+		if rotate, why := ca.NeedsRotation(domain, now); rotate {
+			t.Errorf("%s: a new CA needs rotation: %s", domain, why)
+		}
 	}
-	other, _ := NewCA("x", now)
+	ca, _ := NewCA("carto.example.com", now)
+	other, _ := NewCA("carto.example.com", now)
 	p, _ := other.Issue("carto.example.com", now)
 	if renew, why := NeedsRenewal(p, ca, "carto.example.com", now); !renew || !strings.Contains(why, "not issued by the appliance's CA") {
 		t.Errorf("another CA's certificate: %v %q", renew, why)
@@ -184,6 +188,15 @@ func TestSelfSigned(t *testing.T) {
 	}
 	if _, err := LoadCA(ca.CertPEM, other.KeyPEM); err == nil || !strings.Contains(err.Error(), "does not belong") {
 		t.Errorf("a CA with another key: %v", err)
+	}
+	if _, err := NewCA("", now); err == nil {
+		t.Error("a CA without a domain, so without constraints, was made")
+	}
+	// A server certificate never outlives its CA.
+	late := now.Add(CALifetime - 100*24*time.Hour)
+	p, _ = ca.Issue("carto.example.com", late)
+	if leaf, _ := parseCerts(p.CertPEM, "leaf"); leaf[0].NotAfter.After(ca.Cert.NotAfter) {
+		t.Errorf("the certificate ends %s, after its CA (%s)", leaf[0].NotAfter, ca.Cert.NotAfter)
 	}
 }
 
@@ -218,16 +231,41 @@ func TestDescribe(t *testing.T) {
 	}
 }
 
-// The checks never panic, whatever the files hold.
+// The checks never panic, whatever the files hold, and what they accept
+// is a pair browsers take: a key the router can read, of a kind and size
+// browsers accept.
 func FuzzCheckCustom(f *testing.F) {
 	ca, _ := NewCA("carto.example.com", now)
 	p, _ := ca.Issue("carto.example.com", now)
 	f.Add(p.CertPEM, p.KeyPEM, ca.CertPEM, "carto.example.com")
 	f.Add([]byte("-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n"), []byte{}, []byte{}, "")
+	// openssl ecparam -genkey: EC parameters, then the key.
+	if b, _ := pem.Decode(p.KeyPEM); b != nil {
+		if k, err := x509.ParsePKCS8PrivateKey(b.Bytes); err == nil {
+			sec1, _ := x509.MarshalECPrivateKey(k.(*ecdsa.PrivateKey))
+			f.Add(p.CertPEM, append(append([]byte(nil), ecParams...), pemBlock("EC PRIVATE KEY", sec1)...), []byte{}, "carto.example.com")
+		}
+	}
+	f.Add(p.CertPEM, append(append([]byte(nil), ecParams...), ecParams...), []byte{}, "carto.example.com")
 	f.Fuzz(func(t *testing.T, cert, key, chain []byte, domain string) {
 		pair, err := CheckCustom(cert, key, chain, domain, now)
-		if err == nil && (len(pair.CertPEM) == 0 || len(pair.KeyPEM) == 0) {
+		if err != nil {
+			return
+		}
+		if len(pair.CertPEM) == 0 || len(pair.KeyPEM) == 0 {
 			t.Fatal("accepted with nothing to serve")
+		}
+		if _, err := parseKey(pair.KeyPEM, "served key"); err != nil {
+			t.Fatalf("the served key does not read back: %v", err)
+		}
+		served, err := parseCerts(pair.CertPEM, "served")
+		if err != nil {
+			t.Fatalf("the served certificates do not read back: %v", err)
+		}
+		for _, c := range served {
+			if err := checkServerKey(c); err != nil {
+				t.Fatalf("accepted a key browsers refuse: %v", err)
+			}
 		}
 	})
 }

@@ -2,6 +2,10 @@ package certs
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
 	"strings"
@@ -45,6 +49,15 @@ func CheckCustom(certPEM, keyPEM, chainPEM []byte, domain string, now time.Time)
 	case now.Before(leaf.NotBefore):
 		return Pair{}, fmt.Errorf("the certificate is not valid before %s (check this machine's clock)", leaf.NotBefore.UTC().Format(time.RFC3339))
 	}
+	for i, c := range certs {
+		if err := checkServerKey(c); err != nil {
+			what := "the certificate's key"
+			if i > 0 {
+				what = fmt.Sprintf("the key of chain certificate %d (%s)", i+1, describe(c))
+			}
+			return Pair{}, fmt.Errorf("%s is %w", what, err)
+		}
+	}
 	if err := leaf.VerifyHostname(domain); err != nil {
 		return Pair{}, fmt.Errorf("the certificate covers %s, not %s: request one that names %s", strings.Join(names(leaf), ", "), domain, domain)
 	}
@@ -60,6 +73,29 @@ func CheckCustom(certPEM, keyPEM, chainPEM []byte, domain string, now time.Time)
 		return Pair{}, err
 	}
 	return Pair{CertPEM: out.Bytes(), KeyPEM: keyOut}, nil
+}
+
+// checkServerKey refuses a certificate key that browsers refuse (Chrome
+// and Firefox: RSA of 2048 bits or more, ECDSA on P-256 or P-384; no
+// Ed25519 in TLS certificates), with the reason: the router would serve it
+// and every browser would fail the handshake.
+func checkServerKey(c *x509.Certificate) error {
+	const fix = "request a certificate with an ECDSA P-256 or RSA-2048 (or larger) key"
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if n := k.N.BitLen(); n < 2048 {
+			return fmt.Errorf("RSA-%d: browsers refuse RSA keys under 2048 bits; %s", n, fix)
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() && k.Curve != elliptic.P384() {
+			return fmt.Errorf("ECDSA on %s: browsers accept only the P-256 and P-384 curves; %s", k.Curve.Params().Name, fix)
+		}
+	case ed25519.PublicKey:
+		return fmt.Errorf("Ed25519: browsers do not accept Ed25519 server certificates; %s", fix)
+	default:
+		return fmt.Errorf("of a kind browsers do not accept (%s); %s", c.PublicKeyAlgorithm, fix)
+	}
+	return nil
 }
 
 // checkOrder makes sure each certificate is signed by the next one, as

@@ -145,6 +145,16 @@ func TestACMEInFreshVM(t *testing.T) {
 			}
 			return nil
 		})
+		// Another Host is sent to the domain, not to itself, and the
+		// redirect is not one browsers cache.
+		foreign, err := client.Get("http://evil.example.net/login")
+		if err != nil {
+			t.Fatal(err)
+		}
+		foreign.Body.Close()
+		if loc := foreign.Header.Get("Location"); foreign.StatusCode != http.StatusTemporaryRedirect || loc != "https://"+domain+"/login" || foreign.Header.Get("Cache-Control") != "no-store" {
+			t.Errorf("Host evil.example.net: %s to %q (Cache-Control %q)", foreign.Status, loc, foreign.Header.Get("Cache-Control"))
+		}
 		resp, err := client.Get("https://" + domain + "/workspace-api/whoami")
 		if err != nil {
 			t.Fatal(err)
@@ -254,10 +264,14 @@ func TestACMEInFreshVM(t *testing.T) {
 		time.Sleep(time.Until(due) + time.Second)
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 		servedAfter(t, first, 60*time.Second)
-		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
-		if !strings.Contains(journal, "event=certificate-renewed") {
-			t.Errorf("the agent did not log the renewal:\n%s", journal)
-		}
+		// The router reloads before the agent's apply returns and logs it.
+		eventually(t, 30*time.Second, func() error {
+			journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-n", "50")
+			if !strings.Contains(journal, "event=certificate-renewed") {
+				return fmt.Errorf("the agent did not log the renewal:\n%s", journal)
+			}
+			return nil
+		})
 	})
 }
 

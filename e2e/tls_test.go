@@ -4,10 +4,17 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -102,6 +109,117 @@ func TestTLSCertificates(t *testing.T) {
 		out, _ := n.mustRun("certs", "status", "--json")
 		if !strings.Contains(out, `"mode": "self-signed"`) || !strings.Contains(out, `"days_left": 39`) {
 			t.Errorf("certs status --json:\n%s", out)
+		}
+	})
+
+	step(t, "the CA may only sign for the domain: real openssl refuses a certificate for another name signed with its key", func(t *testing.T) {
+		st := n.status()
+		if ca := st.Certificate.CAInfo; ca == nil || len(ca.Names) != 1 || ca.Names[0] != n.domain || ca.NotAfter.After(time.Now().AddDate(3, 0, 1)) || ca.Rotated != nil || ca.Rotating != nil {
+			t.Errorf("status ca_info: %+v", ca)
+		}
+		out, err := exec.Command("openssl", "x509", "-in", caPath, "-noout", "-text").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "X509v3 Name Constraints: critical") || !strings.Contains(string(out), "DNS:"+n.domain) {
+			t.Errorf("the CA's name constraints:\n%s", out)
+		}
+		caKey := filepath.Join(n.stateDir, "tls", "ca.key")
+		if got, err := opensslSign(t, caPath, caKey, n.domain); err != nil {
+			t.Errorf("openssl verify of a certificate for the domain: %v\n%s", err, got)
+		}
+		for _, other := range []string{"bank.example.net", "example.com"} {
+			if got, err := opensslSign(t, caPath, caKey, other); err == nil || !strings.Contains(got, "permitted subtree violation") {
+				t.Errorf("openssl verify of a certificate for %s signed with the CA's key: %v\n%s", other, err, got)
+			}
+		}
+	})
+
+	// An install made before name constraints, as an upgraded binary
+	// finds it.
+	legacyCert, legacyKey := legacyCA(t, n.domain)
+	tlsDir := filepath.Join(n.stateDir, "tls")
+	oldOnly := filepath.Join(t.TempDir(), "old-ca.crt")
+	overlap := filepath.Join(t.TempDir(), "both.crt")
+	var containers map[string]string
+	step(t, "the agent starts replacing an old unconstrained CA by itself: the new CA is published beside the old one", func(t *testing.T) {
+		os.WriteFile(filepath.Join(tlsDir, "ca.crt"), legacyCert, 0o644)
+		os.WriteFile(filepath.Join(tlsDir, "ca.key"), legacyKey, 0o600)
+		os.WriteFile(caPath, legacyCert, 0o600)
+		os.WriteFile(oldOnly, legacyCert, 0o644)
+		containers = n.containers()
+		// The agent looks at the certificate when it starts, then hourly;
+		// it is stopped when this step ends.
+		logs, _ := n.startAgent(t)
+		// Its first converge finds the CA and says so in the journal.
+		eventually(t, 90*time.Second, func() error {
+			if !strings.Contains(logs.String(), `event=apply-warning err="the appliance's CA must be replaced (it has no name constraints`) {
+				return fmt.Errorf("the agent has not replaced the CA:\n%s", logs.String())
+			}
+			return nil
+		})
+		eventually(t, 10*time.Second, func() error {
+			if out, err := curl(oldOnly, n.domain); err != nil {
+				return fmt.Errorf("a client trusting the old CA only: %v: %s", err, out)
+			}
+			return nil
+		})
+		bundle, _ := os.ReadFile(caPath)
+		if c := strings.Count(string(bundle), "BEGIN CERTIFICATE"); c != 2 || !strings.HasPrefix(string(bundle), string(legacyCert)) {
+			t.Errorf("the published CA file holds %d certificates, want the old CA then the new one", c)
+		}
+		os.WriteFile(overlap, bundle, 0o644)
+		if out, err := curl(overlap, n.domain); err != nil {
+			t.Errorf("a client given the new CA file during the overlap: %v\n%s", err, out)
+		}
+		st := n.status()
+		if ca := st.Certificate.CAInfo; ca == nil || ca.Rotating == nil || !strings.Contains(ca.Reason, "no name constraints") || ca.Rotating.SwitchAt.Before(time.Now().AddDate(0, 0, 59)) {
+			t.Errorf("status during the rotation: %+v", ca)
+		}
+	})
+
+	step(t, "when the overlap ends the router switches to the new CA by a reload, and the old key is gone", func(t *testing.T) {
+		before, _ := servedCertificate(n.httpsPort, n.domain)
+		// The overlap's end moved to now; config apply is what the
+		// agent's next hourly look runs.
+		rotation := filepath.Join(tlsDir, "rotation.json")
+		b, _ := os.ReadFile(rotation)
+		var r map[string]any
+		json.Unmarshal(b, &r)
+		r["switch_at"] = time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
+		b, _ = json.Marshal(r)
+		os.WriteFile(rotation, b, 0o600)
+		if _, out := n.mustRun("config", "apply"); !strings.Contains(out, "the router now serves a certificate from the new CA") {
+			t.Errorf("config apply did not say the router switched:\n%s", out)
+		}
+		eventually(t, 10*time.Second, func() error {
+			if after, err := servedCertificate(n.httpsPort, n.domain); err != nil || after == before {
+				return fmt.Errorf("the router still serves the old CA's certificate (%v)", err)
+			}
+			return nil
+		})
+		if out, err := curl(overlap, n.domain); err != nil {
+			t.Errorf("a client given the CA file during the overlap, after the switch: %v\n%s", err, out)
+		}
+		if out, err := sClient(caPath, n.domain); err != nil {
+			t.Errorf("openssl with the CA file after the switch: %v\n%s", err, out)
+		}
+		if out, err := curl(oldOnly, n.domain); err == nil {
+			t.Errorf("a client trusting only the old CA still verifies the router after the switch:\n%s", out)
+		}
+		if bundle, _ := os.ReadFile(caPath); strings.Count(string(bundle), "BEGIN CERTIFICATE") != 1 || strings.Contains(string(bundle), string(legacyCert)) {
+			t.Errorf("the published CA file after the switch:\n%s", bundle)
+		}
+		if key, _ := os.ReadFile(filepath.Join(tlsDir, "ca.key")); string(key) == string(legacyKey) {
+			t.Error("the old CA's key is still the CA's key")
+		}
+		for _, gone := range []string{"ca.key.prev", "next-ca.key"} {
+			if _, err := os.Stat(filepath.Join(tlsDir, gone)); err == nil {
+				t.Errorf("%s is left after the switch", gone)
+			}
+		}
+		if ca := n.status().Certificate.CAInfo; ca == nil || ca.Rotated == nil || ca.Rotating != nil || len(ca.Names) != 1 {
+			t.Errorf("status after the rotation: %+v", ca)
+		}
+		if changed := changedServices(containers, n.containers()); len(changed) > 0 {
+			t.Errorf("containers recreated: %v", changed)
 		}
 	})
 
@@ -212,4 +330,41 @@ func servedCertificate(port int, host string) (string, error) {
 	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}))
 	lines := strings.Split(strings.TrimSpace(pemText), "\n")
 	return strings.Join(lines[1:len(lines)-1], "\n"), nil
+}
+
+// opensslSign signs a certificate for name with the CA's key, as anyone
+// holding it could, and has openssl verify it against the CA file.
+func opensslSign(t *testing.T, caFile, caKey, name string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	key, csr, crt, ext := filepath.Join(dir, "k.pem"), filepath.Join(dir, "r.csr"), filepath.Join(dir, "c.pem"), filepath.Join(dir, "ext.cnf")
+	os.WriteFile(ext, []byte("subjectAltName=DNS:"+name+"\nextendedKeyUsage=serverAuth\n"), 0o600)
+	for _, args := range [][]string{
+		{"req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-subj", "/CN=" + name, "-out", csr},
+		{"x509", "-req", "-in", csr, "-CA", caFile, "-CAkey", caKey, "-set_serial", "7", "-days", "30", "-extfile", ext, "-out", crt},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", args, err, out)
+		}
+	}
+	out, err := exec.Command("openssl", "verify", "-CAfile", caFile, "-purpose", "sslserver", crt).CombinedOutput()
+	return string(out), err
+}
+
+// legacyCA is a CA as the appliance made them before name constraints:
+// ten years, any name.
+func legacyCA(t *testing.T, domain string) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "CARTO self-hosted CA for " + domain, Organization: []string{"carto-appliance"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(10, 0, 0),
+		IsCA: true, BasicConstraintsValid: true, MaxPathLenZero: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, _ := x509.MarshalPKCS8PrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

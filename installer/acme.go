@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
@@ -88,15 +90,43 @@ func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
 	if in.CACertFile == "" {
 		return nil, nil
 	}
-	ca, err := os.ReadFile(in.CACertFile)
+	ca, err := readACMERoots(in.CACertFile, in.flag+"ca-cert")
 	if err != nil {
-		return nil, fmt.Errorf("%sca-cert: %w", in.flag, err)
-	}
-	if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
-		return nil, fmt.Errorf("%sca-cert: %w", in.flag, err)
+		return nil, err
 	}
 	a.CACert = ACMECAFileName
 	return ca, nil
+}
+
+// readACMERoots reads a file of root certificates for the ACME directory:
+// a regular file (a FIFO or a device would hang or never end), at most
+// certs.MaxRootsSize, checked by certs.CheckRoots. field names where the
+// path came from, for errors.
+func readACMERoots(path, field string) ([]byte, error) {
+	fail := func(err error) ([]byte, error) {
+		return nil, fmt.Errorf("%s %s: %w", field, path, err)
+	}
+	// O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fail(fmt.Errorf("not a regular file (%s): give the CA certificates' PEM file", fi.Mode().Type()))
+	}
+	b, err := io.ReadAll(io.LimitReader(f, certs.MaxRootsSize+1))
+	if err != nil {
+		return fail(err)
+	}
+	if err := certs.CheckRoots(b); err != nil {
+		return fail(err)
+	}
+	return b, nil
 }
 
 // validateACME checks tls.acme when acme mode is on.
@@ -106,6 +136,9 @@ func validateACME(t TLSConfig) error {
 	}
 	if t.ACME == nil || !strings.Contains(t.ACME.Email, "@") {
 		return fmt.Errorf("appliance.yaml tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates (--acme-email)")
+	}
+	if c := t.ACME.CACert; c != "" && c != ACMECAFileName {
+		return fmt.Errorf("appliance.yaml tls.acme.ca_cert %q: it can only name the appliance's own copy, %s in the config dir's certs/; to trust another CA give its file with --acme-ca-cert (install) or `carto-appliance certs acme --ca-cert FILE`, which check and copy it", c, ACMECAFileName)
 	}
 	u, err := url.Parse(t.ACME.directory())
 	if err != nil || u.Scheme != "https" || u.Host == "" {
@@ -159,9 +192,9 @@ func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (
 		a = &ACMEConfig{}
 	}
 	if roots == nil && a.CACert != "" {
-		b, err := os.ReadFile(filepath.Join(certsDir, a.CACert))
+		b, err := readACMERoots(filepath.Join(certsDir, ACMECAFileName), "appliance.yaml tls.acme.ca_cert")
 		if err != nil {
-			return nil, fmt.Errorf("reading the ACME CA's roots: %w", err)
+			return nil, fmt.Errorf("%w; give the CA file again with `carto-appliance certs acme --ca-cert FILE`", err)
 		}
 		roots = b
 	}
@@ -318,7 +351,7 @@ func ACMEFront(paths Paths) (*Front, error) {
 	domain := env.Get("SELFHOSTED_DOMAIN")
 	r := cfg.Defaults().Router
 	project := cfg.Defaults().Project
-	redirect := certs.RedirectToHTTPS(r.HTTPSPort)
+	redirect := certs.RedirectToHTTPS(domain, r.HTTPSPort)
 	storage := filepath.Join(paths.StateDir, acmeDirName)
 	return &Front{
 		Addr: net.JoinHostPort(r.BindAddress, strconv.Itoa(r.HTTPPort)),

@@ -20,7 +20,6 @@ import (
 
 	"github.com/distribution/reference"
 
-	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/preflight"
@@ -338,7 +337,7 @@ type desired struct {
 	certs       map[string][]byte // files to install in certs/, by name
 	compose     []byte            // the rendered docker-compose.yml
 	warnings    []string
-	newCA       *certs.CA // a CA to save in the state dir (self-signed mode)
+	ca          *caPlan   // the CA's files to write in the state dir (self-signed mode)
 	acme        *acmePlan // a certificate to obtain from the ACME CA first
 	license     []byte    // the licence to install (install only)
 }
@@ -625,8 +624,8 @@ func commit(paths Paths, d *desired) error {
 	if err := os.Chmod(certs, 0o700); err != nil {
 		return fmt.Errorf("securing %s: %w", certs, err)
 	}
-	if d.newCA != nil {
-		if err := saveCA(paths, d.newCA); err != nil {
+	if d.ca != nil {
+		if err := d.ca.save(paths); err != nil {
 			return err
 		}
 	}

@@ -58,6 +58,9 @@ type CertificateStatus struct {
 	*certs.Info
 	// CA is the self-signed mode's CA certificate, for clients to trust.
 	CA string `json:"ca,omitempty"`
+	// CAInfo is that CA: the names it may sign for, when it ends, and its
+	// rotation.
+	CAInfo *CAStatus `json:"ca_info,omitempty"`
 	// Warning says the certificate expires soon (or did), or cannot be read.
 	Warning string `json:"warning,omitempty"`
 	// Note explains the offload and acme modes.
@@ -76,6 +79,14 @@ func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatu
 	switch {
 	case cs.Mode == TLSSelfSigned:
 		cs.CA = paths.CAPath()
+		env, err := installedEnv(paths)
+		if err == nil {
+			cs.CAInfo, err = caStatus(paths, env.Get("SELFHOSTED_DOMAIN"), now)
+		}
+		if err != nil {
+			cs.Warning = "the appliance's CA cannot be read: " + err.Error()
+			return cs
+		}
 	case cfg.TLS.acme():
 		r := cfg.Defaults().Router
 		cs.ACMEDirectory = cfg.TLS.ACME.directory()
@@ -90,6 +101,9 @@ func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatu
 		return cs
 	}
 	_, cs.Warning = certs.ExpiryWarning(cs.NotAfter, now)
+	if cs.Warning == "" && cs.CAInfo != nil {
+		cs.Warning = cs.CAInfo.Warning
+	}
 	return cs
 }
 

@@ -3,16 +3,13 @@ package installer
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
-	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -146,7 +143,7 @@ func (p Paths) caDir() string { return filepath.Join(p.StateDir, caDirName) }
 // planTLS decides the router's certificate: the imported one (checked for
 // the domain), or one from the appliance's CA, issued again when it is
 // missing, for another domain or near expiry. Nothing is written: the
-// files go into d.certs (and d.newCA) for commit.
+// files go into d.certs (and d.ca) for commit.
 func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
 	if in.Renew && d.cfg.TLS.Mode == TLSCustom {
@@ -199,22 +196,25 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 	default:
 		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s, %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom, TLSACME, TLSOffload)
 	}
-	ca, err := loadOrCreateCA(paths, domain, now)
+	ca, err := planCA(paths, domain, now)
 	if err != nil {
 		return err
 	}
-	if ca.created {
-		d.newCA = ca.CA
+	if ca.changed() {
+		d.ca = ca
+		if n := ca.note(paths); n != "" {
+			d.warnings = append(d.warnings, n)
+		}
 	}
 	have := certs.Pair{}
 	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
 	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
-	renew, why := certs.NeedsRenewal(have, ca.CA, domain, now)
+	renew, why := certs.NeedsRenewal(have, ca.cur, domain, now)
 	if in.Renew && !renew {
 		renew, why = true, "a renewal was asked for"
 	}
 	if renew {
-		pair, err := ca.Issue(domain, now)
+		pair, err := ca.cur.Issue(domain, now)
 		if err != nil {
 			return err
 		}
@@ -224,8 +224,8 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 			d.warnings = append(d.warnings, fmt.Sprintf("issued a new self-signed certificate for %s (%s)", domain, why))
 		}
 	}
-	if cur, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(cur, ca.CertPEM) {
-		d.addCert(CACertFile, ca.CertPEM)
+	if cur, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(cur, ca.bundle()) {
+		d.addCert(CACertFile, ca.bundle())
 	}
 	return nil
 }
@@ -247,41 +247,6 @@ func reloadRouter(ctx context.Context, eng *stack.Engine, project string, d *des
 		return fmt.Errorf("reloading the router for the new certificate: %w", err)
 	}
 	return nil
-}
-
-type loadedCA struct {
-	*certs.CA
-	created bool
-}
-
-func loadOrCreateCA(paths Paths, domain string, now time.Time) (loadedCA, error) {
-	dir := paths.caDir()
-	certPEM, errC := os.ReadFile(filepath.Join(dir, "ca.crt"))
-	keyPEM, errK := os.ReadFile(filepath.Join(dir, "ca.key"))
-	if errors.Is(errC, fs.ErrNotExist) && errors.Is(errK, fs.ErrNotExist) {
-		ca, err := certs.NewCA(domain, now)
-		return loadedCA{CA: ca, created: true}, err
-	}
-	if err := errors.Join(errC, errK); err != nil {
-		return loadedCA{}, fmt.Errorf("reading the appliance's CA in %s: %w", dir, err)
-	}
-	ca, err := certs.LoadCA(certPEM, keyPEM)
-	if err != nil {
-		return loadedCA{}, fmt.Errorf("the appliance's CA in %s: %w; move the directory away to start with a new CA (clients must then trust the new one)", dir, err)
-	}
-	return loadedCA{CA: ca}, nil
-}
-
-// saveCA writes a new CA into the state dir, key first.
-func saveCA(paths Paths, ca *certs.CA) error {
-	dir := paths.caDir()
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", dir, err)
-	}
-	if err := atomicfile.Write(filepath.Join(dir, "ca.key"), ca.KeyPEM, 0o600); err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(dir, "ca.crt"), ca.CertPEM, 0o644)
 }
 
 // CertificateCheck is what the agent's periodic look at the router's
@@ -328,10 +293,17 @@ func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (Certific
 		}
 		return c, nil
 	}
-	ca, err := loadOrCreateCA(paths, "", now)
-	if err != nil || ca.created {
-		return CertificateCheck{Renew: true, Why: "the appliance's CA is missing or unreadable"}, nil
+	domain := project.Environment["SELFHOSTED_DOMAIN"]
+	ca, err := planCA(paths, domain, now)
+	switch {
+	case err != nil:
+		return CertificateCheck{}, err
+	case ca.changed():
+		return CertificateCheck{Renew: true, Why: ca.why}, nil
 	}
-	renew, why := certs.NeedsRenewal(have, ca.CA, project.Environment["SELFHOSTED_DOMAIN"], now)
+	if published, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(published, ca.bundle()) {
+		return CertificateCheck{Renew: true, Why: "the published CA file is not the appliance's CA"}, nil
+	}
+	renew, why := certs.NeedsRenewal(have, ca.cur, domain, now)
 	return CertificateCheck{Renew: renew, Why: why}, nil
 }

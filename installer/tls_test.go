@@ -25,8 +25,8 @@ func TestPlanTLS(t *testing.T) {
 	// commit writes what a plan decided, as the real commit does.
 	commit := func(d *desired) {
 		t.Helper()
-		if d.newCA != nil {
-			if err := saveCA(paths, d.newCA); err != nil {
+		if d.ca != nil {
+			if err := d.ca.save(paths); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -43,8 +43,8 @@ func TestPlanTLS(t *testing.T) {
 	if err := planTLS(paths, first, TLSInput{}, now); err != nil {
 		t.Fatal(err)
 	}
-	if first.newCA == nil || first.certs[ServerCertFile] == nil || first.certs[ServerKeyFile] == nil || first.certs[CACertFile] == nil {
-		t.Fatalf("a first plan issues a CA and a certificate: newCA=%v certs=%d", first.newCA != nil, len(first.certs))
+	if first.ca == nil || !first.ca.newCur || first.certs[ServerCertFile] == nil || first.certs[ServerKeyFile] == nil || first.certs[CACertFile] == nil || len(first.warnings) != 0 {
+		t.Fatalf("a first plan issues a CA and a certificate: ca=%v certs=%d warnings=%v", first.ca != nil, len(first.certs), first.warnings)
 	}
 	commit(first)
 
@@ -52,8 +52,8 @@ func TestPlanTLS(t *testing.T) {
 	if err := planTLS(paths, again, TLSInput{}, now.Add(24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if again.newCA != nil || len(again.certs) != 0 || len(again.warnings) != 0 {
-		t.Errorf("a good certificate was replaced: newCA=%v certs=%d warnings=%v", again.newCA != nil, len(again.certs), again.warnings)
+	if again.ca != nil || len(again.certs) != 0 || len(again.warnings) != 0 {
+		t.Errorf("a good certificate was replaced: ca=%v certs=%d warnings=%v", again.ca != nil, len(again.certs), again.warnings)
 	}
 
 	late := newDesired("")

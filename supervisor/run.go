@@ -168,6 +168,16 @@ func (s *sup) converge(ctx context.Context) {
 	a := res.Applied
 	s.opts.Logf("event=converged took=%s created=%d recreated=%d started=%d unchanged=%d",
 		time.Since(start).Round(time.Millisecond), len(a.Created), len(a.Recreated), len(a.Started), len(a.Unchanged))
+	s.logWarnings(res)
+}
+
+// logWarnings puts what an apply of the agent's own would have told an
+// operator at the terminal into the journal: e.g. that the appliance's CA
+// is being replaced and until when clients must trust the new file.
+func (s *sup) logWarnings(res *installer.Result) {
+	for _, w := range res.Warnings {
+		s.opts.Logf("event=apply-warning err=%q", w)
+	}
 }
 
 // watch follows the project's events and resyncs periodically until the
@@ -315,10 +325,12 @@ func (s *sup) checkCertificate(ctx context.Context) {
 		go func() {
 			defer s.renewing.Store(false)
 			start := time.Now()
-			if _, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths}); err != nil {
+			res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths})
+			if err != nil {
 				s.opts.Logf("event=certificate-renew-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
 				return
 			}
+			s.logWarnings(res)
 			s.opts.Logf("event=certificate-renewed took=%s", time.Since(start).Round(time.Millisecond))
 		}()
 	case c.Warning != "" && c.Threshold != s.certWarned:

@@ -14,7 +14,13 @@ func newCertsCmd() *cobra.Command {
 default: renewed by the agent a month before it expires), from your own
 (custom mode: 'certs import') or from an ACME CA ('certs acme': renewed by the
 agent). A new certificate reaches the router by a reload; no container is
-recreated.`,
+recreated.
+
+The appliance's CA may only sign for the domain (X.509 name constraints) and
+lives 3 years. The agent replaces it 90 days before its end, when the domain
+changes, or when it has no name constraints (made by an older version): the
+new CA is first published beside the old one in carto-ca.crt, and 60 days
+later the router switches to it. 'certs status' shows when.`,
 	}
 	var asJSON bool
 	status := &cobra.Command{

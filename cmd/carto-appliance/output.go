@@ -145,6 +145,22 @@ func printCertificate(w io.Writer, c *installer.CertificateStatus) {
 		line += ": " + c.Note
 	}
 	fmt.Fprintln(w, line)
+	if ca := c.CAInfo; ca != nil {
+		line := "CA: "
+		if len(ca.Names) > 0 {
+			line += "for " + strings.Join(ca.Names, ", ") + " only, "
+		} else {
+			line += "for any name (no name constraints), "
+		}
+		line += "valid until " + ca.NotAfter.Format(time.DateOnly)
+		switch {
+		case ca.Rotating != nil:
+			line += fmt.Sprintf("; being replaced since %s (%s): %s holds the new CA too, the router switches to it on %s", ca.Rotating.Started.Format(time.DateOnly), ca.Reason, c.CA, ca.Rotating.SwitchAt.Format(time.DateOnly))
+		case ca.Rotated != nil:
+			line += fmt.Sprintf("; rotated on %s (%s)", ca.Rotated.Format(time.DateOnly), ca.Reason)
+		}
+		fmt.Fprintln(w, line)
+	}
 	if c.Warning != "" {
 		fmt.Fprintln(w, "Warning: "+c.Warning)
 	}
