@@ -630,6 +630,9 @@ func commit(paths Paths, d *desired) error {
 			return err
 		}
 	}
+	if err := publishMounts(paths, d.cfg); err != nil {
+		return err
+	}
 	if err := saveConfig(paths.file(ConfigFileName), d.cfg); err != nil {
 		return err
 	}
