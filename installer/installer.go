@@ -571,46 +571,6 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	return res, err
 }
 
-// stageDirPrefix names the state dir's staging dirs.
-const stageDirPrefix = "stage-"
-
-// stage writes the rendered files into a private dir of the state dir laid
-// out like the config dir, for compose-go to check before anything real
-// changes. The full .env holds every secret: it stays under the state dir
-// (0700 dir, 0600 files), never in the shared temp dir, and a stage a
-// killed run left is removed here. The caller holds the converge lock, so
-// no other run is using one.
-func stage(paths Paths, d *desired) (string, error) {
-	if err := removeStaleStages(paths); err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp(paths.StateDir, stageDirPrefix+"*")
-	if err != nil {
-		return "", fmt.Errorf("staging the rendered files: %w", err)
-	}
-	for name, data := range map[string][]byte{EnvFileName: d.envFile, stack.ComposeFileName: d.compose} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			os.RemoveAll(dir)
-			return "", fmt.Errorf("staging the rendered files: %w", err)
-		}
-	}
-	return dir, nil
-}
-
-// removeStaleStages removes the staging dirs of runs that were killed.
-func removeStaleStages(paths Paths) error {
-	stale, err := filepath.Glob(filepath.Join(paths.StateDir, stageDirPrefix+"*"))
-	if err != nil {
-		return err
-	}
-	for _, dir := range stale {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("removing the stale stage %s: %w", dir, err)
-		}
-	}
-	return nil
-}
-
 func writeRendered(dir string, d *desired) error {
 	if err := os.MkdirAll(filepath.Join(dir, CertsDirName), 0o700); err != nil {
 		return err

@@ -11,8 +11,8 @@ import (
 )
 
 // The full .env (every secret) is staged under the state dir, private,
-// never in the shared temp dir; a stage a killed run left behind is
-// removed by the next run.
+// never in the shared temp dir; a stage a killed run left behind (here or,
+// by an earlier version, in the temp dir) is removed by the next run.
 func TestStageIsPrivateAndCleansUpAfterAKilledRun(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
@@ -20,6 +20,10 @@ func TestStageIsPrivateAndCleansUpAfterAKilledRun(t *testing.T) {
 	stale := filepath.Join(paths.StateDir, stageDirPrefix+"123")
 	os.MkdirAll(stale, 0o700)
 	os.WriteFile(filepath.Join(stale, EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
+	// Where an earlier version staged.
+	legacy := filepath.Join(tmp, "carto-appliance-stage-42")
+	os.MkdirAll(legacy, 0o700)
+	os.WriteFile(filepath.Join(legacy, EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
 
 	rel, err := templates.Default()
 	if err != nil {
@@ -48,7 +52,7 @@ func TestStageIsPrivateAndCleansUpAfterAKilledRun(t *testing.T) {
 		}
 	}
 	if ents, _ := os.ReadDir(tmp); len(ents) != 0 {
-		t.Errorf("the temp dir holds %v", ents)
+		t.Errorf("the temp dir holds %v: an earlier version's stage was left", ents)
 	}
 	// compose-go checks the staged stack as it is.
 	if _, err := stack.Load(context.Background(), dir, "carto"); err != nil {
