@@ -286,7 +286,10 @@ func (n *node) psql(sql string) string {
 }
 
 // snapshot is the config and state dirs' files, with contents, modes and
-// modification times, to prove a failed command changed nothing.
+// modification times, to prove a failed command changed nothing. A
+// directory counts by its mode and entries, not its mtime: a run stages
+// its files in a private dir of the state dir and removes it, which
+// changes nothing but the state dir's mtime.
 func (n *node) snapshot() map[string]string {
 	n.t.Helper()
 	out := map[string]string{}
@@ -299,10 +302,10 @@ func (n *node) snapshot() map[string]string {
 			if err != nil {
 				return err
 			}
-			entry := fmt.Sprintf("%v %d", fi.Mode(), fi.ModTime().UnixNano())
+			entry := fi.Mode().String()
 			if !d.IsDir() {
 				b, _ := os.ReadFile(path)
-				entry += " " + string(b)
+				entry += fmt.Sprintf(" %d %s", fi.ModTime().UnixNano(), b)
 			}
 			out[path] = entry
 			return nil

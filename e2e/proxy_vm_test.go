@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,8 @@ import (
 // the registry is blocked, `install --proxy-url` gives the Docker engine
 // the proxy (a docker.service drop-in, engine restarted after --yes), so
 // the stack's images are pulled through the proxy and the stack ends
-// healthy; the proxy's log shows the registry tunnel.
+// healthy; the proxy's log shows the registry tunnel. A replaced proxy CA
+// leaves the engine's trust dir (and the services') with the new CA alone.
 func TestFreshVMPullsThroughProxy(t *testing.T) {
 	t.Parallel()
 	if err := proxytest.Available(); err != nil {
@@ -52,11 +54,21 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 		}
 	})
 
+	// Two corporate CAs: the install trusts the first, a proxy set
+	// replaces it with the second.
+	var cas [2]*proxytest.CA
+	for i := range cas {
+		if cas[i], err = proxytest.NewCA(fmt.Sprintf("corporate CA %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	step(t, "install through the proxy ends healthy", func(t *testing.T) {
 		stagePackage(t, node)
+		write(t, node, "/root/package/proxy-ca-0.pem", cas[0].PEM, 0o644)
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--no-service", "--yes",
 			"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json",
-			"--registry", regHost, "--proxy-url", px.URL())
+			"--registry", regHost, "--proxy-url", px.URL(), "--proxy-ca-cert", "/root/package/proxy-ca-0.pem")
 		if err != nil || code != 0 {
 			t.Fatalf("install in the VM: exit %d %v\n%s\n%s", code, err, out, errOut)
 		}
@@ -90,6 +102,36 @@ func TestFreshVMPullsThroughProxy(t *testing.T) {
 		out := node.MustExec(t, "curl", "-sk", "--max-time", "10", "--resolve", "carto.vm.test:443:127.0.0.1", "https://carto.vm.test/workspace-api/whoami")
 		if !strings.Contains(out, `"workspace-api"`) {
 			t.Errorf("router in the VM answered %q", out)
+		}
+	})
+
+	step(t, "after a proxy CA change the engine trusts the new CA alone", func(t *testing.T) {
+		// The engine trusts every file of its SSL_CERT_DIR: the replaced CA
+		// must not stay there as a .prev. The services' environment does
+		// not change (nothing is recreated); without --yes the engine is
+		// not restarted: the files are what this checks.
+		write(t, node, "/root/package/proxy-ca-1.pem", cas[1].PEM, 0o644)
+		ids := func() string { return node.MustExec(t, "docker", "ps", "-aq", "--no-trunc") }
+		before := ids()
+		node.MustExec(t, "carto-appliance", "proxy", "set", "--url", px.URL(), "--ca-cert", "/root/package/proxy-ca-1.pem")
+		if after := ids(); after != before {
+			t.Errorf("a CA change recreated containers:\n%s\n->\n%s", before, after)
+		}
+		current := cas[1].PEM
+		if env := node.MustExec(t, "cat", "/etc/systemd/system/docker.service.d/carto-proxy.conf"); !strings.Contains(env, "SSL_CERT_DIR=/etc/ssl/certs:/etc/docker/carto-proxy-ca") {
+			t.Errorf("drop-in without the CA dir:\n%s", env)
+		}
+		for _, dir := range []string{"/etc/docker/carto-proxy-ca", "/opt/carto/certs/app", "/opt/carto/certs/ca"} {
+			names := strings.Fields(node.MustExec(t, "ls", "-A", dir))
+			if !slices.Contains(names, "proxy-ca.pem") || slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, ".prev") || strings.HasPrefix(n, ".") }) {
+				t.Errorf("%s holds %v: want proxy-ca.pem and no previous or stray file", dir, names)
+			}
+			if got := node.MustExec(t, "cat", dir+"/proxy-ca.pem"); got != string(current) {
+				t.Errorf("%s/proxy-ca.pem is not the current CA", dir)
+			}
+		}
+		if names := strings.Fields(node.MustExec(t, "ls", "-A", "/etc/docker/carto-proxy-ca")); len(names) != 1 {
+			t.Errorf("the engine's trust dir holds %v, want proxy-ca.pem alone", names)
 		}
 	})
 }

@@ -12,14 +12,17 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -273,6 +276,31 @@ func TestTLSCertificates(t *testing.T) {
 		}
 	})
 
+	step(t, "each service sees only the secrets it uses, and no previous version of one", func(t *testing.T) {
+		// The certificate was replaced twice above: certs/ keeps .prev
+		// copies, which no container may see. The import services parse
+		// uploads and call Pub/Sub: key.json, never the router's key.
+		gcp := []string{"workspace-api", "workspace-subscriber", "maps-api", "sql-worker", "import-api", "import-worker", "lds-api", "cdn-invalidator-sub", "router-metrics"}
+		for service := range n.containers() {
+			if service == "workspace-migrations" {
+				continue // exited; the unit test checks its mounts
+			}
+			want := ""
+			switch {
+			case service == "router-http":
+				want = "carto.crt carto.key"
+			case slices.Contains(gcp, service):
+				want = "key.json"
+			}
+			if got := secretsSeen(t, n, service); got != want {
+				t.Errorf("%s sees %q, want %q", service, got, want)
+			}
+		}
+		if prev, _ := filepath.Glob(filepath.Join(n.configDir, "certs", "*.prev")); len(prev) == 0 {
+			t.Error("certs/ keeps no previous version: the check above proves nothing about them")
+		}
+	})
+
 	step(t, "certs offload: the router serves plain HTTP and nothing listens on the HTTPS port", func(t *testing.T) {
 		n.mustRun("certs", "offload")
 		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/workspace-api/whoami", n.httpPort), nil)
@@ -367,4 +395,38 @@ func legacyCA(t *testing.T, domain string) (certPEM, keyPEM []byte) {
 	}
 	kder, _ := x509.MarshalPKCS8PrivateKey(key)
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+}
+
+// secretsSeen lists, sorted and space-separated, the names of the
+// appliance's secret and TLS files found anywhere in a service's
+// container (key.json, the router's certificate and key, the CA's key,
+// any .prev), as the container sees its file system.
+func secretsSeen(t *testing.T, n *node, service string) string {
+	t.Helper()
+	find := []string{"/bin/busybox", "find", "/"}
+	if service == "router-http" || service == "workspace-postgres" || service == "valkey" {
+		find = []string{"find", "/"} // Debian images
+	}
+	args := append([]string{"exec", n.container(service)}, find...)
+	args = append(args, "(", "-path", "/proc", "-o", "-path", "/sys", ")", "-prune", "-o",
+		"(", "-name", "key.json", "-o", "-name", "carto.crt", "-o", "-name", "carto.key", "-o", "-name", "ca.key", "-o", "-name", "*.prev", ")", "-print")
+	// find exits 1 on an unreadable path; what it printed counts.
+	out, err := exec.Command("docker", args...).Output()
+	if ee := (*exec.ExitError)(nil); err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 1) {
+		t.Fatalf("docker %s: %v %s", strings.Join(args, " "), err, stderrOf(err))
+	}
+	seen := map[string]bool{}
+	for _, p := range strings.Fields(string(out)) {
+		seen[filepath.Base(p)] = true
+	}
+	names := slices.Sorted(maps.Keys(seen))
+	return strings.Join(names, " ")
+}
+
+func stderrOf(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return string(ee.Stderr)
+	}
+	return ""
 }

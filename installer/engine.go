@@ -36,7 +36,6 @@ func configureEngineProxy(ctx context.Context, paths Paths, d *desired, confirm 
 		return nil, nil
 	}
 	dropIn := filepath.Join(proxy.DockerDropInDir, proxy.DockerDropInName)
-	caPath := filepath.Join(proxy.DockerCADir, proxy.CAFileName)
 	wantDropIn := proxy.DockerDropIn(p, strings.Split(d.env.Get("NO_PROXY"), ","))
 	var wantCA []byte
 	if p.CACert != "" {
@@ -49,15 +48,18 @@ func configureEngineProxy(ctx context.Context, paths Paths, d *desired, confirm 
 		}
 	}
 	haveDropIn, _ := os.ReadFile(dropIn)
-	haveCA, _ := os.ReadFile(caPath)
-	if bytes.Equal(haveDropIn, wantDropIn) && bytes.Equal(haveCA, wantCA) {
-		return nil, nil
+	dropInChanged := !bytes.Equal(haveDropIn, wantDropIn)
+	if dropInChanged {
+		if err := syncFile(dropIn, wantDropIn, 0o644); err != nil {
+			return nil, fmt.Errorf("writing the Docker engine's proxy drop-in: %w", err)
+		}
 	}
-	if err := syncFile(dropIn, wantDropIn, 0o644); err != nil {
-		return nil, fmt.Errorf("writing the Docker engine's proxy drop-in: %w", err)
-	}
-	if err := syncFile(caPath, wantCA, 0o644); err != nil {
+	caChanged, err := syncTrustDir(proxy.DockerCADir, wantCA)
+	if err != nil {
 		return nil, fmt.Errorf("installing the proxy CA for the Docker engine: %w", err)
+	}
+	if !dropInChanged && !caChanged {
+		return nil, nil
 	}
 	reason := fmt.Sprintf("the Docker engine must restart to use the new proxy settings (%s); every container restarts with it", dropIn)
 	if confirm == nil || !confirm(reason) {
@@ -69,6 +71,22 @@ func configureEngineProxy(ctx context.Context, paths Paths, d *desired, confirm 
 		}
 	}
 	return []string{"restarted the Docker engine with the new proxy settings"}, nil
+}
+
+// syncTrustDir makes the engine's trust directory dir (in its
+// SSL_CERT_DIR) hold exactly the proxy CA, or removes it when there is
+// none. The engine trusts every file there, so a replaced CA must not stay
+// as a .prev, nor any other file. It reports whether anything changed:
+// the engine reads the directory once, at start, and only a restart makes
+// it forget a CA.
+func syncTrustDir(dir string, ca []byte) (bool, error) {
+	if ca == nil {
+		if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+			return false, nil
+		}
+		return true, os.RemoveAll(dir)
+	}
+	return atomicfile.WriteDir(dir, map[string][]byte{proxy.CAFileName: ca}, 0o644)
 }
 
 // syncFile makes path hold data, or removes it when data is nil.

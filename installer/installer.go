@@ -536,7 +536,7 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	}
 	defer eng.Close()
 
-	staged, err := stage(d)
+	staged, err := stage(paths, d)
 	if err != nil {
 		return nil, err
 	}
@@ -586,20 +586,6 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	return res, err
 }
 
-// stage writes the rendered files into a private temporary dir laid out like
-// the config dir, for compose-go to check before anything real changes.
-func stage(d *desired) (string, error) {
-	dir, err := os.MkdirTemp("", "carto-appliance-stage-")
-	if err != nil {
-		return "", fmt.Errorf("staging the rendered files: %w", err)
-	}
-	if err := writeRendered(dir, d); err != nil {
-		os.RemoveAll(dir)
-		return "", fmt.Errorf("staging the rendered files: %w", err)
-	}
-	return dir, nil
-}
-
 func writeRendered(dir string, d *desired) error {
 	if err := os.MkdirAll(filepath.Join(dir, CertsDirName), 0o700); err != nil {
 		return err
@@ -644,6 +630,9 @@ func commit(paths Paths, d *desired) error {
 		if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {
 			return err
 		}
+	}
+	if err := publishMounts(paths, d.cfg); err != nil {
+		return err
 	}
 	if err := saveConfig(paths.file(ConfigFileName), d.cfg); err != nil {
 		return err

@@ -6,7 +6,8 @@ import (
 )
 
 // Where the appliance keeps the proxy CA, and where the CARTO services see
-// it: every service mounts the config dir's certs/ at /usr/src/certs.
+// it: every service that reads .env mounts a directory holding it at
+// /usr/src/certs.
 const (
 	CAFileName      = "proxy-ca.pem"
 	CAContainerPath = "/usr/src/certs/" + CAFileName

@@ -213,7 +213,7 @@ func TestCreateConfigFromTemplate(t *testing.T) {
 		t.Errorf("restart policy %+v", cfg.HostConfig.RestartPolicy)
 	}
 	// Short-syntax binds create a missing host dir, as with compose.
-	if want := filepath.Join(dir, "certs") + ":/etc/nginx/ssl:ro"; len(cfg.HostConfig.Binds) != 1 || cfg.HostConfig.Binds[0] != want {
+	if want := filepath.Join(dir, "certs", "router") + ":/etc/nginx/ssl:ro"; len(cfg.HostConfig.Binds) != 1 || cfg.HostConfig.Binds[0] != want {
 		t.Errorf("binds %v: want [%s]", cfg.HostConfig.Binds, want)
 	}
 	if cfg.Config.Healthcheck == nil || cfg.Config.Healthcheck.Retries != 5 {

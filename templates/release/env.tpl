@@ -23,7 +23,7 @@ REDIS_PORT=${REDIS_PORT:-6379}
 REDIS_TLS_ENABLED=${REDIS_TLS_ENABLED:-false}
 REDIS_CACHE_PREFIX=onprem
 
-## Router TLS (paths inside the router container: <config-dir>/certs is /etc/nginx/ssl)
+## Router TLS (paths inside the router container: <config-dir>/certs/router is /etc/nginx/ssl)
 ROUTER_ENABLE_HTTPS=${ROUTER_ENABLE_HTTPS:-true}
 ROUTER_SSL_AUTOGENERATE=${ROUTER_SSL_AUTOGENERATE:-1}
 ROUTER_SSL_CERTIFICATE_PATH=${ROUTER_SSL_CERTIFICATE_PATH:-/etc/nginx/ssl/carto.crt}
