@@ -152,7 +152,7 @@ func (c Config) Validate() error {
 	if net.ParseIP(d.Router.BindAddress) == nil {
 		return fmt.Errorf("appliance.yaml router.bind_address %q: give an IP address of this host, or 0.0.0.0 for all", d.Router.BindAddress)
 	}
-	if err := validateNetwork(c.Network); err != nil {
+	if err := validateNetwork(c.Network, d.Router.BindAddress); err != nil {
 		return err
 	}
 	if err := validateACME(c.TLS); err != nil {

@@ -552,6 +552,11 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 		return &Result{Warnings: d.warnings}, err
 	}
 
+	// The allow-list is in force before anything publishes a port, and
+	// stays so whatever becomes of the converge below.
+	if err := applyFirewall(ctx, paths, d.cfg); err != nil {
+		return nil, fmt.Errorf("limiting the router to network.allowed_sources: %w", err)
+	}
 	// Read before commit: leaving acme mode hands the HTTP port back.
 	prev, _, _ := LoadConfig(paths.file(ConfigFileName))
 	if err := commit(paths, d); err != nil {
@@ -574,9 +579,6 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	}
 	if err := reloadRouter(ctx, eng, project.Name, d, applied); err != nil {
 		return res, err
-	}
-	if err := applyFirewall(ctx, d.cfg); err != nil {
-		return res, fmt.Errorf("limiting the router to network.allowed_sources: %w", err)
 	}
 	st.record(action, res.Version, time.Now().UTC())
 	if err := saveState(paths.StateDir, st); err != nil {

@@ -276,7 +276,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
 		return fmt.Errorf("removing the stack: %w", err)
 	}
-	if err := removeFirewall(ctx, cfg.Defaults().Project); err != nil {
+	if err := clearFirewall(ctx, paths, cfg.Defaults().Project); err != nil {
 		return fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
 	if !opts.Purge {

@@ -57,6 +57,9 @@ func Run(ctx context.Context, opts Options) error {
 		s.opts.Resync = 10 * time.Second
 	}
 	defer s.front.close()
+	// Before anything else, even before the engine answers: the router
+	// it restarts by its restart policy must find the allow-list there.
+	s.enforceFirewall(ctx)
 	ready := false
 	for ctx.Err() == nil {
 		eng, err := s.connect(ctx)
@@ -150,6 +153,9 @@ func (s *sup) connect(ctx context.Context) (*stack.Engine, error) {
 // converge applies the installed configuration (a no-op when the stack
 // already matches it).
 func (s *sup) converge(ctx context.Context) {
+	// Again at each converge (after an engine restart too), whatever
+	// the converge's outcome.
+	s.enforceFirewall(ctx)
 	cfg, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
 	if err != nil {
 		s.opts.Logf("event=converge-failed err=%q", err)
@@ -177,6 +183,13 @@ func (s *sup) converge(ctx context.Context) {
 func (s *sup) logWarnings(res *installer.Result) {
 	for _, w := range res.Warnings {
 		s.opts.Logf("event=apply-warning err=%q", w)
+	}
+}
+
+// enforceFirewall applies the router's allow-list (network.allowed_sources).
+func (s *sup) enforceFirewall(ctx context.Context) {
+	if err := installer.EnforceFirewall(ctx, s.opts.Paths); err != nil {
+		s.opts.Logf("event=firewall-failed err=%q", oneLine(err))
 	}
 }
 

@@ -98,6 +98,7 @@ func newRootCmd() *cobra.Command {
 		newServiceCmd(),
 		newUninstallCmd(),
 		newVersionCmd(),
+		newFirewallCmd(),
 	)
 	return root
 }

@@ -11,6 +11,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -57,6 +58,12 @@ func (r Request) RemoteIP() string {
 // StartTestServer starts a test server on listenAddr (an IP address: the
 // Docker network's gateway, 127.0.0.1, 0.0.0.0). It runs until Close.
 func StartTestServer(ctx context.Context, listenAddr string) (*TestServer, error) {
+	return StartTestServerOnPorts(ctx, listenAddr, 0, 0)
+}
+
+// StartTestServerOnPorts is StartTestServer on given ports (0: a free
+// one), for tests about what reaches a well-known port such as 443.
+func StartTestServerOnPorts(ctx context.Context, listenAddr string, httpsPort, httpPort int) (*TestServer, error) {
 	ca, err := NewCA("proxytest destination CA")
 	if err != nil {
 		return nil, err
@@ -74,11 +81,11 @@ func StartTestServer(ctx context.Context, listenAddr string) (*TestServer, error
 	s := &TestServer{CA: ca, Marker: "proxytest marker " + hex.EncodeToString(b)}
 
 	var lc net.ListenConfig
-	tlsLn, err := lc.Listen(ctx, "tcp", net.JoinHostPort(listenAddr, "0"))
+	tlsLn, err := lc.Listen(ctx, "tcp", net.JoinHostPort(listenAddr, strconv.Itoa(httpsPort)))
 	if err != nil {
 		return nil, fmt.Errorf("test server: listening on %s: %w", listenAddr, err)
 	}
-	plainLn, err := lc.Listen(ctx, "tcp", net.JoinHostPort(listenAddr, "0"))
+	plainLn, err := lc.Listen(ctx, "tcp", net.JoinHostPort(listenAddr, strconv.Itoa(httpPort)))
 	if err != nil {
 		tlsLn.Close()
 		return nil, fmt.Errorf("test server: listening on %s: %w", listenAddr, err)

@@ -15,6 +15,12 @@ import (
 // CONNECT port is allowed: the listen address is what limits who can use
 // it. It runs until Stop or until ctx ends.
 func StartTinyproxy(ctx context.Context, dir, listenAddr string) (*Proxy, error) {
+	return StartTinyproxyOnPort(ctx, dir, listenAddr, 0)
+}
+
+// StartTinyproxyOnPort is StartTinyproxy on a given port (0: a free one),
+// for a proxy on a well-known port such as 80.
+func StartTinyproxyOnPort(ctx context.Context, dir, listenAddr string, fixedPort int) (*Proxy, error) {
 	bin, err := binary("tinyproxy")
 	if err != nil {
 		return nil, err
@@ -23,7 +29,7 @@ func StartTinyproxy(ctx context.Context, dir, listenAddr string) (*Proxy, error)
 		return nil, err
 	}
 	p := &Proxy{Kind: "tinyproxy", Dir: dir, scheme: "http", accessLog: filepath.Join(dir, "tinyproxy.log")}
-	err = startOnFreePort(listenAddr, func(port int) error {
+	start := func(port int) error {
 		p.Addr = net.JoinHostPort(listenAddr, strconv.Itoa(port))
 		conf := filepath.Join(dir, "tinyproxy.conf")
 		if err := os.WriteFile(conf, []byte(tinyproxyConf(listenAddr, port, dir)), 0o644); err != nil {
@@ -31,7 +37,12 @@ func StartTinyproxy(ctx context.Context, dir, listenAddr string) (*Proxy, error)
 		}
 		// -d: stay in the foreground, so that the process is ours to stop.
 		return launch(ctx, p, filepath.Join(dir, "tinyproxy.out"), bin, "-d", "-c", conf)
-	})
+	}
+	if fixedPort != 0 {
+		err = start(fixedPort)
+	} else {
+		err = startOnFreePort(listenAddr, start)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("starting tinyproxy on %s: %w", listenAddr, err)
 	}

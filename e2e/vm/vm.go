@@ -43,8 +43,9 @@ const (
 
 // DefaultBootTimeout bounds Start and Reboot when Options.BootTimeout is 0.
 // A boot takes a few seconds on these machines; the margin is for a loaded
-// shared host.
-const DefaultBootTimeout = 60 * time.Second
+// shared host (parallel scenarios on 2 cores have made one docker exec
+// take a minute).
+const DefaultBootTimeout = 3 * time.Minute
 
 // Options describe a VM. Name and Network are required.
 //

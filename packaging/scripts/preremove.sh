@@ -10,4 +10,12 @@ if [ -x /usr/bin/carto-appliance ] && [ -e /etc/systemd/system/carto-appliance.s
 	grep -q '/usr/bin/carto-appliance' /etc/systemd/system/carto-appliance.service; then
 	/usr/bin/carto-appliance service uninstall || true
 fi
+# The Docker engine restores the router's allow-list with this binary
+# before it starts: once the binary is gone that would keep the engine from
+# starting, so the drop-in goes with it (the rules stay until a reboot).
+dropin=/etc/systemd/system/docker.service.d/carto-firewall.conf
+if [ -e "$dropin" ] && grep -q '/usr/bin/carto-appliance' "$dropin"; then
+	rm -f "$dropin" "$dropin.prev"
+	systemctl daemon-reload 2>/dev/null || true
+fi
 exit 0
