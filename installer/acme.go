@@ -16,6 +16,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -87,7 +88,7 @@ func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
 	if in.CACertFile == "" {
 		return nil, nil
 	}
-	ca, err := os.ReadFile(in.CACertFile)
+	ca, err := boundedread.ReadFile(in.CACertFile, boundedread.PEM)
 	if err != nil {
 		return nil, fmt.Errorf("%sca-cert: %w", in.flag, err)
 	}

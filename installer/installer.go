@@ -23,6 +23,7 @@ import (
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -113,8 +114,8 @@ func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
 	next := proxy.Settings{URL: u, NoProxy: noProxy, RejectUnauthorized: in.RejectUnauthorized}
 	var ca []byte
 	if in.CACertFile != "" {
-		if ca, err = os.ReadFile(in.CACertFile); err != nil {
-			return nil, fmt.Errorf("reading the proxy CA: %w", err)
+		if ca, err = boundedread.ReadFile(in.CACertFile, boundedread.PEM); err != nil {
+			return nil, fmt.Errorf("reading the proxy CA (--proxy-ca-cert; proxy set --ca-cert): %w", err)
 		}
 		if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
 			return nil, err
@@ -345,7 +346,7 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 		return nil, err
 	}
 	d.keySrc = keyPath
-	if d.key, err = os.ReadFile(keyPath); err != nil {
+	if d.key, err = boundedread.ReadFile(keyPath, boundedread.KeyJSON); err != nil {
 		return nil, fmt.Errorf("reading key.json: %w; pass the key.json of your customer package with --key", err)
 	}
 	var keyDoc map[string]any
@@ -370,7 +371,7 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 		return nil, err
 	}
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
-	if d.customer, err = os.ReadFile(customerPath); err != nil {
+	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
 		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
 	}
 	customerEnv, err := envfile.Parse(d.customer)

@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -66,7 +67,7 @@ func run(args []string) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		b, err := os.ReadFile(*keyFile)
+		b, err := boundedread.ReadFile(*keyFile, boundedread.KeyJSON)
 		if err != nil {
 			return fmt.Errorf("sign: -key: %w", err)
 		}
@@ -75,7 +76,7 @@ func run(args []string) error {
 		if !ok || err != nil || len(seed) != ed25519.SeedSize {
 			return fmt.Errorf("sign: -key %s is not a key file from keygen", *keyFile)
 		}
-		fields, err := os.ReadFile(*in)
+		fields, err := boundedread.ReadFile(*in, boundedread.License)
 		if err != nil {
 			return fmt.Errorf("sign: -in: %w", err)
 		}
