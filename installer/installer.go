@@ -603,6 +603,13 @@ func commit(paths Paths, d *desired) error {
 	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
 		return fmt.Errorf("creating the config dir: %w", err)
 	}
+	// Marked first: uninstall --purge deletes only in marked dirs.
+	if err := markOwned(paths.ConfigDir, "config dir"); err != nil {
+		return err
+	}
+	if err := markOwned(paths.StateDir, "state dir"); err != nil {
+		return err
+	}
 	certs := filepath.Join(paths.ConfigDir, CertsDirName)
 	if err := os.MkdirAll(certs, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", certs, err)
