@@ -22,8 +22,9 @@ import (
 // taken, too little disk or memory, no Docker) exits 3 with its own message and
 // leaves the VM as it was; --install-docker installs Docker from the
 // distribution's packages; the install ends healthy under systemd, a second run
-// changes nothing, uninstall + install keeps the data and uninstall --purge
-// leaves nothing.
+// changes nothing, uninstall + install keeps the data, uninstall --purge of
+// a dir that is not the appliance's is refused and uninstall --purge leaves
+// nothing.
 func TestCurlInstallOnFreshVM(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -261,6 +262,26 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		if got := vmPsql(t, node, "SELECT v FROM curl_e2e"); got != "kept" {
 			t.Errorf("the row after reinstall: %q", got)
 		}
+	})
+
+	step(t, "uninstall --purge of a dir that is not the appliance's is refused and changes nothing", func(t *testing.T) {
+		before := vmContainers(t, node)
+		node.MustExec(t, "sh", "-c", "mkdir -p /opt/vendor && echo keep >/opt/vendor/file")
+		_, errOut, code, err := node.Exec(ctx, "carto-appliance", "uninstall", "--purge", "--yes", "--config-dir", "/opt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 || !strings.Contains(errOut, "--config-dir /opt is not carto-appliance's") || !strings.Contains(errOut, "nothing was changed") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "cat", "/opt/vendor/file")); got != "keep" {
+			t.Errorf("/opt/vendor/file: %q", got)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "systemctl", "is-active", "carto-appliance")); got != "active" {
+			t.Errorf("the agent: %s", got)
+		}
+		sameContainers(t, before, vmContainers(t, node))
+		node.MustExec(t, "rm", "-r", "/opt/vendor")
 	})
 
 	step(t, "uninstall --purge leaves no trace", func(t *testing.T) {
