@@ -7,7 +7,8 @@
 #   make check   every test: unit, fuzz (short), integration against the real
 #                engine, registry and compose (what .ci/run calls)
 #   make release the directory a static HTTPS server hosts for the curl
-#                installer (RELEASE_URL is where it will be served from)
+#                installer (RELEASE_URL is where it will be served from,
+#                RELEASE_KEY the ed25519 key SHA256SUMS is signed with)
 #   make bench   cold start and no-op apply vs legacy docker-compose 1.29;
 #                the agent's reaction time, memory, idle CPU, status latency
 
@@ -29,7 +30,7 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build release deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign
+.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign
 
 all: build
 
@@ -48,8 +49,19 @@ license-keygen:
 license-sign:
 	@$(GO) run ./cmd/carto-license sign -key $(KEY) -in $(LICENSE_IN)
 
+# A release is signed: no default key, so none is used by accident
+# (release.sh also refuses the tests' key).
 release:
-	packaging/release.sh $(RELEASE_DIR) $(RELEASE_URL) $(VERSION)
+	@[ -n "$(RELEASE_KEY)" ] || { echo "make release needs RELEASE_KEY=FILE, the release signing key (ed25519, PEM; make release-keygen RELEASE_KEY=FILE makes one)" >&2; exit 2; }
+	RELEASE_KEY='$(RELEASE_KEY)' packaging/release.sh $(RELEASE_DIR) $(RELEASE_URL) $(VERSION)
+
+# Release team tooling: a release signing key (its public half goes into
+# each release's install.sh); never overwrites one.
+release-keygen:
+	@[ -n "$(RELEASE_KEY)" ] || { echo "make release-keygen needs RELEASE_KEY=FILE, where to write the key" >&2; exit 2; }
+	@[ ! -e "$(RELEASE_KEY)" ] || { echo "$(RELEASE_KEY) exists: not overwriting a key" >&2; exit 2; }
+	(umask 077 && openssl genpkey -algorithm ed25519 -out '$(RELEASE_KEY)')
+	openssl pkey -in '$(RELEASE_KEY)' -pubout
 
 # The test bed: Debian packages, a running Docker engine, the compose v2 plugin.
 deps:

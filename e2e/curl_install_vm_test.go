@@ -16,12 +16,15 @@ import (
 
 // The operator's first command on a fresh VM: `curl .../install.sh | sh -s
 // -- FLAGS`, against a release served over HTTPS like any static site. A
-// tampered binary is refused; a failed preflight (no DNS record, port 443
+// tampered binary is refused, and so is one served with a SHA256SUMS made to
+// match it (its signature does not verify) and a release URL over plain
+// http; a failed preflight (no DNS record, port 443
 // taken, too little disk or memory, no Docker) exits 3 with its own message and
 // leaves the VM as it was; --install-docker installs Docker from the
 // distribution's packages; the install ends healthy under systemd, a second run
-// changes nothing, uninstall + install keeps the data and uninstall --purge
-// leaves nothing.
+// changes nothing, uninstall + install keeps the data, uninstall --purge of
+// a dir that is not the appliance's is refused and uninstall --purge leaves
+// nothing.
 func TestCurlInstallOnFreshVM(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -99,6 +102,33 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		untouched(t, node)
 	})
 
+	step(t, "a tampered binary with a SHA256SUMS made to match it is refused by the signature", func(t *testing.T) {
+		release.TamperedSums.Store(true)
+		defer release.TamperedSums.Store(false)
+		_, errOut, code := curlInstall(node)
+		if code == 0 || !strings.Contains(errOut, "SHA256SUMS does not match its signature") || !strings.Contains(errOut, "nothing was installed") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/usr/local/bin/carto-appliance"); code == 0 {
+			t.Error("the tampered binary was installed")
+		}
+		untouched(t, node)
+	})
+
+	step(t, "a release URL over plain http is refused", func(t *testing.T) {
+		plain := "http://" + strings.TrimPrefix(release.URL, "https://")
+		cmd := fmt.Sprintf("curl -fsSL %s/install.sh | CARTO_APPLIANCE_RELEASE_URL=%s sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json",
+			release.URL, plain)
+		_, errOut, code, err := node.Exec(ctx, "sh", "-c", cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 || !strings.Contains(errOut, "the release URL must be https:// (got "+plain+")") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		untouched(t, node)
+	})
+
 	step(t, "a domain that does not resolve fails preflight", func(t *testing.T) {
 		preflightFails(t, node, "Domain carto.vm.test", "does not resolve")
 	})
@@ -169,7 +199,13 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		if deb == "" {
 			t.Fatal("the release has no amd64 deb")
 		}
-		small.MustExec(t, "sh", "-c", "cd /root && curl -fsSLO "+release.URL+"/"+deb+" && curl -fsSL "+release.URL+"/SHA256SUMS | grep ' "+deb+"$' | sha256sum -c -")
+		// As an operator checks a package: SHA256SUMS against its
+		// signature by the release key (the one install.sh carries), then
+		// the package against SHA256SUMS.
+		small.MustExec(t, "sh", "-c", "cd /root && curl -fsSLO "+release.URL+"/SHA256SUMS && curl -fsSLO "+release.URL+"/SHA256SUMS.sig"+
+			" && curl -fsSL "+release.URL+"/install.sh | sed -n 's/^\trelease_pubkey=//p' | { echo '-----BEGIN PUBLIC KEY-----'; cat; echo '-----END PUBLIC KEY-----'; } >release.pub"+
+			" && openssl pkeyutl -verify -pubin -inkey release.pub -rawin -in SHA256SUMS -sigfile SHA256SUMS.sig"+
+			" && curl -fsSLO "+release.URL+"/"+deb+" && grep ' "+deb+"$' SHA256SUMS | sha256sum -c -")
 		small.MustExec(t, "dpkg", "-i", "/root/"+deb)
 		if out := small.MustExec(t, "carto-appliance", "version"); !strings.Contains(out, "e2e") {
 			t.Errorf("carto-appliance version from the package: %s", out)
@@ -226,6 +262,26 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		if got := vmPsql(t, node, "SELECT v FROM curl_e2e"); got != "kept" {
 			t.Errorf("the row after reinstall: %q", got)
 		}
+	})
+
+	step(t, "uninstall --purge of a dir that is not the appliance's is refused and changes nothing", func(t *testing.T) {
+		before := vmContainers(t, node)
+		node.MustExec(t, "sh", "-c", "mkdir -p /opt/vendor && echo keep >/opt/vendor/file")
+		_, errOut, code, err := node.Exec(ctx, "carto-appliance", "uninstall", "--purge", "--yes", "--config-dir", "/opt")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code == 0 || !strings.Contains(errOut, "--config-dir /opt is not carto-appliance's") || !strings.Contains(errOut, "nothing was changed") {
+			t.Errorf("exit %d:\n%s", code, errOut)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "cat", "/opt/vendor/file")); got != "keep" {
+			t.Errorf("/opt/vendor/file: %q", got)
+		}
+		if got := strings.TrimSpace(node.MustExec(t, "systemctl", "is-active", "carto-appliance")); got != "active" {
+			t.Errorf("the agent: %s", got)
+		}
+		sameContainers(t, before, vmContainers(t, node))
+		node.MustExec(t, "rm", "-r", "/opt/vendor")
 	})
 
 	step(t, "uninstall --purge leaves no trace", func(t *testing.T) {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/template"
+
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 )
 
 // ParseError is a problem at one line of an env file. Its message says what
@@ -33,7 +35,7 @@ func (e *ParseError) Unwrap() error { return e.Err }
 // ReadFile reads and parses the env file at path (customer.env). Errors name
 // the path, the line and the fix.
 func ReadFile(path string) (Env, error) {
-	data, err := os.ReadFile(path)
+	data, err := boundedread.ReadFile(path, boundedread.EnvFile)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -13,12 +12,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -99,32 +98,16 @@ func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
 }
 
 // readACMERoots reads a file of root certificates for the ACME directory:
-// a regular file (a FIFO or a device would hang or never end), at most
-// certs.MaxRootsSize, checked by certs.CheckRoots. field names where the
+// a regular file of at most certs.MaxRootsSize (boundedread), checked by
+// certs.CheckRoots. field names where the
 // path came from, for errors.
 func readACMERoots(path, field string) ([]byte, error) {
-	fail := func(err error) ([]byte, error) {
-		return nil, fmt.Errorf("%s %s: %w", field, path, err)
-	}
-	// O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return fail(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return fail(err)
-	}
-	if !fi.Mode().IsRegular() {
-		return fail(fmt.Errorf("not a regular file (%s): give the CA certificates' PEM file", fi.Mode().Type()))
-	}
-	b, err := io.ReadAll(io.LimitReader(f, certs.MaxRootsSize+1))
-	if err != nil {
-		return fail(err)
+	b, err := boundedread.ReadFile(path, certs.MaxRootsSize)
+	if err != nil { // its errors name the path
+		return nil, fmt.Errorf("%s: %w", field, err)
 	}
 	if err := certs.CheckRoots(b); err != nil {
-		return fail(err)
+		return nil, fmt.Errorf("%s %s: %w", field, path, err)
 	}
 	return b, nil
 }

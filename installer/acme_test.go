@@ -63,11 +63,11 @@ func TestACMERootsFile(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, want string
 	}{
-		{"a FIFO", fifo, "--acme-ca-cert " + fifo + ": not a regular file"},
-		{"a device", "/dev/zero", "--acme-ca-cert /dev/zero: not a regular file"},
+		{"a FIFO", fifo, "--acme-ca-cert: " + fifo + " is a FIFO, not a regular file"},
+		{"a device", "/dev/zero", "--acme-ca-cert: /dev/zero is a character device, not a regular file"},
 		{"a directory", dir, "not a regular file"},
 		{"missing", filepath.Join(dir, "nope"), "no such file"},
-		{"too large", file("big.pem", append(append([]byte(nil), ca.CertPEM...), make([]byte, certs.MaxRootsSize)...)), "larger than"},
+		{"too large", file("big.pem", append(append([]byte(nil), ca.CertPEM...), make([]byte, certs.MaxRootsSize)...)), "too large: over 1 MiB"},
 		{"a key", file("key.pem", leaf.KeyPEM), `"PRIVATE KEY" block`},
 		{"a server certificate", file("leaf.pem", leaf.CertPEM[:bytes.Index(leaf.CertPEM, []byte("-----END"))+len("-----END CERTIFICATE-----\n")]), "holds no CA certificate"},
 	} {

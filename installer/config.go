@@ -7,7 +7,6 @@ import (
 	"io"
 	"io/fs"
 	"net"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/proxy"
 )
 
@@ -220,7 +220,7 @@ func (c Config) envSettings(hostnames []string) ([]string, []string) {
 // LoadConfig reads appliance.yaml; a missing file is the zero Config.
 // Unknown keys are refused with their name, so a typo cannot pass silently.
 func LoadConfig(path string) (Config, bool, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedread.ReadFile(path, boundedread.EnvFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Config{}, false, nil
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -112,8 +113,8 @@ func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
 	next := proxy.Settings{URL: u, NoProxy: noProxy, RejectUnauthorized: in.RejectUnauthorized}
 	var ca []byte
 	if in.CACertFile != "" {
-		if ca, err = os.ReadFile(in.CACertFile); err != nil {
-			return nil, fmt.Errorf("reading the proxy CA: %w", err)
+		if ca, err = boundedread.ReadFile(in.CACertFile, boundedread.PEM); err != nil {
+			return nil, fmt.Errorf("reading the proxy CA (--proxy-ca-cert; proxy set --ca-cert): %w", err)
 		}
 		if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
 			return nil, err
@@ -351,7 +352,7 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 		return nil, err
 	}
 	d.keySrc = keyPath
-	if d.key, err = os.ReadFile(keyPath); err != nil {
+	if d.key, err = boundedread.ReadFile(keyPath, boundedread.KeyJSON); err != nil {
 		return nil, fmt.Errorf("reading key.json: %w; pass the key.json of your customer package with --key", err)
 	}
 	var keyDoc map[string]any
@@ -376,7 +377,7 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 		return nil, err
 	}
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
-	if d.customer, err = os.ReadFile(customerPath); err != nil {
+	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
 		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
 	}
 	customerEnv, lints, err := envfile.ParseWithWarnings(d.customer)
@@ -604,6 +605,13 @@ func writeRendered(dir string, d *desired) error {
 func commit(paths Paths, d *desired) error {
 	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
 		return fmt.Errorf("creating the config dir: %w", err)
+	}
+	// Marked first: uninstall --purge deletes only in marked dirs.
+	if err := markOwned(paths.ConfigDir, "config dir"); err != nil {
+		return err
+	}
+	if err := markOwned(paths.StateDir, "state dir"); err != nil {
+		return err
 	}
 	certs := filepath.Join(paths.ConfigDir, CertsDirName)
 	if err := os.MkdirAll(certs, 0o700); err != nil {

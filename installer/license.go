@@ -18,6 +18,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/proxy"
 )
@@ -108,12 +109,12 @@ func planLicense(paths Paths, d *desired, file, customerEnv string) error {
 	if file == "" {
 		file = paths.file(LicenseFileName)
 	}
-	data, err := os.ReadFile(file)
+	data, err := boundedread.ReadFile(file, boundedread.License)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%w: no licence at %s: pass --license FILE, the license.json of your CARTO customer package", license.ErrInvalid, file)
 	}
 	if err != nil {
-		return fmt.Errorf("reading the licence: %w", err)
+		return fmt.Errorf("reading the licence (--license): %w", err)
 	}
 	st := evaluateLicense(paths, d.cfg, d.env, data, time.Now())
 	switch st.State {
@@ -321,9 +322,9 @@ func UpdateLicense(ctx context.Context, paths Paths, file string) (*license.Stat
 	if err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(file)
+	data, err := boundedread.ReadFile(file, boundedread.License)
 	if err != nil {
-		return nil, fmt.Errorf("reading the licence: %w", err)
+		return nil, fmt.Errorf("reading the licence (license update FILE): %w", err)
 	}
 	st := evaluateLicense(paths, cfg, env, data, time.Now())
 	if st.State == license.Invalid || st.State == license.Expired {

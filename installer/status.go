@@ -256,13 +256,27 @@ type UninstallOptions struct {
 	Reporter stack.Reporter
 }
 
+// UninstallResult is what Uninstall left behind on purpose.
+type UninstallResult struct {
+	// Kept lists the config or state dir a purge left because it holds
+	// files the appliance did not write (those files stay too).
+	Kept []Kept
+}
+
 // Uninstall stops and removes the stack's containers and network. Data is
-// kept (volumes, config dir, state dir) unless Purge is set.
-func Uninstall(ctx context.Context, opts UninstallOptions) error {
+// kept (volumes, config dir, state dir) unless Purge is set; a purge
+// refuses, before anything changes, a dir that is not the appliance's
+// (CheckPurge), and deletes in each dir only what the appliance wrote.
+func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, error) {
 	paths := opts.Paths.WithDefaults()
+	if opts.Purge {
+		if err := CheckPurge(paths); err != nil {
+			return nil, err
+		}
+	}
 	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
 	if err != nil && !opts.Purge {
-		return err
+		return nil, err
 	}
 	var project *types.Project
 	if _, p, err := loadInstalled(ctx, paths); err == nil {
@@ -270,22 +284,27 @@ func Uninstall(ctx context.Context, opts UninstallOptions) error {
 	}
 	eng, err := stack.Connect(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer eng.Close()
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
-		return fmt.Errorf("removing the stack: %w", err)
+		return nil, fmt.Errorf("removing the stack: %w", err)
 	}
 	if err := clearFirewall(ctx, paths, cfg.Defaults().Project); err != nil {
-		return fmt.Errorf("removing the router's firewall rules: %w", err)
+		return nil, fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
+	res := &UninstallResult{}
 	if !opts.Purge {
-		return nil
+		return res, nil
 	}
-	for _, dir := range []string{paths.ConfigDir, paths.StateDir} {
-		if err := os.RemoveAll(dir); err != nil {
-			return fmt.Errorf("purging %s: %w", dir, err)
+	for _, d := range purgeDirs(paths) {
+		kept, err := d.purge()
+		if err != nil {
+			return res, err
+		}
+		if kept != nil {
+			res.Kept = append(res.Kept, *kept)
 		}
 	}
-	return nil
+	return res, nil
 }

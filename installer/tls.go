@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -162,7 +163,7 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 			if f.path == "" {
 				continue
 			}
-			b, err := os.ReadFile(f.path)
+			b, err := boundedread.ReadFile(f.path, boundedread.PEM)
 			if err != nil {
 				return fmt.Errorf("%s: %w", f.flag, err)
 			}

@@ -4,7 +4,10 @@
 #   curl -fsSL https://RELEASE_URL/install.sh | sudo sh -s -- --customer-env customer.env --key key.json
 #
 # Downloads the carto-appliance binary for this machine from the release it
-# came from, checks it against the release's SHA256SUMS, installs it as
+# came from over https only, checks the release's SHA256SUMS against its
+# ed25519 signature (SHA256SUMS.sig, by the release key whose public half is
+# written into this script when the release is built; verified with openssl
+# 3.0 or later), checks the binary against SHA256SUMS, installs it as
 # /usr/local/bin/carto-appliance (leaving an identical one untouched) and
 # runs `carto-appliance install` with the arguments given. Re-running it
 # converges. The downloads honour https_proxy/HTTPS_PROXY, and the
@@ -13,7 +16,9 @@
 # Environment: CARTO_APPLIANCE_RELEASE_URL overrides the release URL;
 # CARTO_APPLIANCE_BIN_DIR the install directory.
 #
-# Everything is inside main, called on the last line: a download cut short
+# Everything is inside main, called from a brace group on the last line:
+# the shell runs a compound command only once it has read all of it, so a
+# download cut anywhere (even right after "main") is a syntax error that
 # runs nothing.
 
 main() {
@@ -24,6 +29,14 @@ main() {
 	@*) fail "this install.sh has no release URL: download it from a release, or set CARTO_APPLIANCE_RELEASE_URL" ;;
 	esac
 	release_url=${release_url%/}
+	case $release_url in
+	https://?*) ;;
+	*) fail "the release URL must be https:// (got $release_url): the downloads are refused over plain http" ;;
+	esac
+	release_pubkey=@RELEASE_PUBKEY@
+	case $release_pubkey in
+	@*) fail "this install.sh has no release key: download it from a release built by make release" ;;
+	esac
 
 	[ "$(id -u)" = 0 ] || fail "run as root: curl -fsSL $release_url/install.sh | sudo sh -s -- ..."
 	[ "$(uname -s)" = Linux ] || fail "carto-appliance runs on Linux; this is $(uname -s)"
@@ -33,6 +46,7 @@ main() {
 	*) fail "no carto-appliance build for $(uname -m): use an amd64 or arm64 machine" ;;
 	esac
 	command -v sha256sum >/dev/null 2>&1 || fail "sha256sum is missing (package coreutils)"
+	check_openssl
 
 	proxy_args "$@"
 	tmp=$(mktemp -d)
@@ -41,6 +55,8 @@ main() {
 	name=carto-appliance_linux_$arch
 	say "Downloading $name from $release_url"
 	download "$release_url/SHA256SUMS" "$tmp/SHA256SUMS"
+	download_sig "$release_url/SHA256SUMS.sig" "$tmp/SHA256SUMS.sig"
+	verify_sums "$tmp" "$release_pubkey"
 	download "$release_url/$name" "$tmp/$name"
 	want=$(awk -v f="$name" '$2 == f || $2 == "*" f { print $1 }' "$tmp/SHA256SUMS")
 	[ -n "$want" ] || fail "$release_url/SHA256SUMS has no entry for $name; nothing was installed"
@@ -87,18 +103,48 @@ proxy_args() {
 	done
 }
 
+# check_openssl makes sure openssl can verify an ed25519 signature over raw
+# data (pkeyutl -rawin, OpenSSL 3.0 and later) before anything is downloaded.
+check_openssl() {
+	command -v openssl >/dev/null 2>&1 || fail "openssl is missing: it verifies the release's signature (install the openssl package, 3.0 or later); nothing was installed"
+	openssl pkeyutl -help 2>&1 | grep -q -- '-rawin' ||
+		fail "$(openssl version 2>/dev/null || echo this openssl) cannot verify ed25519 signatures (pkeyutl -rawin needs OpenSSL 3.0 or later): upgrade openssl, or verify SHA256SUMS.sig on another machine and install the deb or rpm package; nothing was installed"
+}
+
+# verify_sums checks SHA256SUMS against SHA256SUMS.sig with the release's
+# public key (base64 DER): no checksum is trusted before this.
+verify_sums() {
+	printf '%s\n' '-----BEGIN PUBLIC KEY-----' "$2" '-----END PUBLIC KEY-----' >"$1/release.pub"
+	openssl pkeyutl -verify -pubin -inkey "$1/release.pub" -rawin \
+		-in "$1/SHA256SUMS" -sigfile "$1/SHA256SUMS.sig" >/dev/null 2>&1 ||
+		fail "$release_url/SHA256SUMS does not match its signature (SHA256SUMS.sig, by the release key): the release is corrupt or was tampered with; nothing was installed"
+}
+
+# download_sig is download with a missing signature named as such.
+download_sig() {
+	fetch "$1" "$2" ||
+		fail "$1 could not be downloaded: without it the release's checksums cannot be trusted; nothing was installed"
+}
+
 download() {
+	fetch "$1" "$2" || fail "downloading $1 failed (behind a proxy? pass --proxy-url, or set https_proxy)"
+}
+
+fetch() {
 	if command -v curl >/dev/null 2>&1; then
-		set -- curl -fsSL --retry 3 --connect-timeout 15 -o "$2" "$1"
+		# https only, redirects included; a proxy may still be http://.
+		set -- curl -fsSL --proto =https --proto-redir =https --retry 3 --connect-timeout 15 -o "$2" "$1"
 		[ -n "$dl_proxy" ] && set -- "$@" --proxy "$dl_proxy"
 		[ -n "$dl_proxy_ca" ] && set -- "$@" --proxy-cacert "$dl_proxy_ca"
 	elif command -v wget >/dev/null 2>&1; then
 		[ -n "$dl_proxy" ] && export https_proxy="$dl_proxy" http_proxy="$dl_proxy"
+		# wget cannot refuse a redirect to http (--https-only is for
+		# recursive downloads): the signature check is what holds there.
 		set -- wget -q -O "$2" "$1"
 	else
 		fail "neither curl nor wget is installed"
 	fi
-	"$@" || fail "downloading $1 failed (behind a proxy? pass --proxy-url, or set https_proxy)"
+	"$@"
 }
 
-main "$@"
+{ main "$@"; }

@@ -21,10 +21,19 @@ func newUninstallCmd() *cobra.Command {
 		Short: "Stop and remove the stack (data kept unless --purge)",
 		Long: `Stops and removes the stack's containers and network. The embedded
 databases' volumes, the config dir and the state dir are kept, so a later
-install brings the same data back. --purge deletes them too.`,
+install brings the same data back. --purge deletes them too: in the config
+and state dirs only what the appliance wrote (a dir that is not the
+appliance's is refused; one that holds other files is kept, with them).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
+			if opts.Purge {
+				// Before the question and before the agent stops: a dir
+				// that is not the appliance's changes nothing.
+				if err := installer.CheckPurge(opts.Paths); err != nil {
+					return err
+				}
+			}
 			if opts.Purge && !yes {
 				if !term.IsTerminal(int(os.Stdin.Fd())) {
 					return usageError{fmt.Errorf("uninstall --purge deletes the databases and settings: pass --yes to confirm (no terminal to ask on); nothing was changed")}
@@ -42,12 +51,17 @@ install brings the same data back. --purge deletes them too.`,
 			}
 			pr := newProgress(os.Stderr)
 			opts.Reporter = pr
-			err := installer.Uninstall(cmd.Context(), opts)
+			res, err := installer.Uninstall(cmd.Context(), opts)
 			pr.Close()
-			if err == nil {
-				fmt.Fprintln(cmd.OutOrStdout(), "CARTO removed.")
+			if err != nil {
+				return err
 			}
-			return err
+			for _, k := range res.Kept {
+				fmt.Fprintf(os.Stderr, "Kept %s: it holds files carto-appliance did not write (%s); the appliance's own files in it are gone. Delete the rest yourself if you no longer need it.\n",
+					k.Dir, strings.Join(k.Foreign, ", "))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "CARTO removed.")
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&opts.Purge, "purge", false, "also delete volumes, configuration and state")

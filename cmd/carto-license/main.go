@@ -30,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -85,7 +86,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("sign: %w", err)
 		}
-		fields, err := os.ReadFile(*in)
+		fields, err := boundedread.ReadFile(*in, boundedread.License)
 		if err != nil {
 			return fmt.Errorf("sign: -in: %w", err)
 		}
@@ -139,7 +140,7 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 
 // readKey reads a key file from keygen: its name and private key.
 func readKey(path string) (string, ed25519.PrivateKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := boundedread.ReadFile(path, boundedread.KeyJSON)
 	if err != nil {
 		return "", nil, fmt.Errorf("-key: %w", err)
 	}

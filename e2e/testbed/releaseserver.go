@@ -2,6 +2,7 @@ package testbed
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -30,6 +31,10 @@ type ReleaseServer struct {
 	Dir string
 	// Tampered, while set, serves the binaries with one byte changed.
 	Tampered atomic.Bool
+	// TamperedSums, while set, serves the binaries with one byte changed
+	// and a SHA256SUMS that matches them (what an attacker who can change
+	// the release's files serves); SHA256SUMS.sig stays the release's.
+	TamperedSums atomic.Bool
 
 	srv *http.Server
 }
@@ -44,8 +49,14 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 		return nil, fmt.Errorf("release server: %w", err)
 	}
 	s := &ReleaseServer{URL: "https://" + ln.Addr().String(), Dir: dir}
+	keyPath := dir + ".key"
+	if err := WriteTestReleaseKey(keyPath); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, filepath.Join(repoDir, "packaging", "release.sh"), dir, s.URL, version)
 	cmd.Env = append(os.Environ(), "ARCHES="+runtime.GOARCH, "GOFLAGS="+LicenseBuildFlags)
+	cmd.Env = append(cmd.Env, releaseEnv(keyPath)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("building the release: %v\n%s", err, out)
@@ -69,17 +80,25 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 	files := http.FileServer(http.Dir(dir))
 	s.srv = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if s.Tampered.Load() && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_") {
-				b, err := os.ReadFile(filepath.Join(dir, filepath.Base(r.URL.Path)))
+			tamper := s.Tampered.Load() || s.TamperedSums.Load()
+			switch {
+			case tamper && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_"):
+				b, err := tampered(filepath.Join(dir, filepath.Base(r.URL.Path)))
 				if err != nil {
 					http.NotFound(w, r)
 					return
 				}
-				b[len(b)/2] ^= 0xff
 				w.Write(b)
-				return
+			case s.TamperedSums.Load() && r.URL.Path == "/SHA256SUMS":
+				b, err := tamperedSums(dir)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusInternalServerError)
+					return
+				}
+				w.Write(b)
+			default:
+				files.ServeHTTP(w, r)
 			}
-			files.ServeHTTP(w, r)
 		}),
 		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
 		ReadHeaderTimeout: 10 * time.Second,
@@ -90,6 +109,40 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 		}
 	}()
 	return s, nil
+}
+
+// tampered is the file at path with one byte changed.
+func tampered(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	b[len(b)/2] ^= 0xff
+	return b, nil
+}
+
+// tamperedSums is the release's SHA256SUMS with the binaries' lines made
+// to match their tampered versions.
+func tamperedSums(dir string) ([]byte, error) {
+	sums, err := os.ReadFile(filepath.Join(dir, "SHA256SUMS"))
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(string(sums), "\n")
+	for i, line := range lines {
+		sum, name, ok := strings.Cut(line, "  ")
+		if !ok || !strings.HasPrefix(name, "carto-appliance_linux_") {
+			continue
+		}
+		b, err := tampered(filepath.Join(dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if got := fmt.Sprintf("%x", sha256.Sum256(b)); got != sum {
+			lines[i] = got + "  " + name
+		}
+	}
+	return []byte(strings.Join(lines, "\n")), nil
 }
 
 // Close stops serving.

@@ -3,8 +3,12 @@ package testbed
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"io"
+	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
@@ -133,5 +137,21 @@ func TestImagesFor(t *testing.T) {
 		if got := im.For(name); got != want {
 			t.Errorf("For(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// release.sh refuses the tests' release key by its public half: the two
+// must stay in step.
+func TestReleaseShKnowsTheTestReleaseKey(t *testing.T) {
+	der, err := x509.MarshalPKIXPublicKey(TestReleaseKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile("../../packaging/release.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "\ntest_pubkey=" + base64.StdEncoding.EncodeToString(der) + "\n"; !strings.Contains(string(script), want) {
+		t.Errorf("packaging/release.sh does not say %q", strings.TrimSpace(want))
 	}
 }
