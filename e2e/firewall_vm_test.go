@@ -105,8 +105,10 @@ func TestAllowedSourcesInFreshVM(t *testing.T) {
 	})
 
 	step(t, "after a reboot with a stack that fails to converge, a host not listed is refused from the first second the router answers", func(t *testing.T) {
-		node.MustExec(t, "cp", "/opt/carto/docker-compose.yml", "/root/docker-compose.yml.good")
-		node.MustExec(t, "sh", "-c", "echo 'services: [' >> /opt/carto/docker-compose.yml")
+		// The agent renders the stack anew at each converge: an operator's
+		// customer.env without a mandatory key makes every one fail.
+		node.MustExec(t, "cp", "/opt/carto/customer.env", "/root/customer.env.good")
+		node.MustExec(t, "sed", "-i", "/^WORKSPACE_POSTGRES_PASSWORD=/d", "/opt/carto/customer.env")
 		ip := node.IP()
 		// Each test host knocks on the router five times a second, in
 		// the background through the reboot, bounded to 4 minutes.
@@ -143,7 +145,7 @@ func TestAllowedSourcesInFreshVM(t *testing.T) {
 		// Docker writes a VM's /etc/hosts anew at each start, where a real
 		// machine keeps it: the operator's entry for the domain goes back.
 		node.MustExec(t, "sh", "-c", "echo '127.0.0.1 carto.vm.test' >> /etc/hosts")
-		node.MustExec(t, "cp", "/root/docker-compose.yml.good", "/opt/carto/docker-compose.yml")
+		node.MustExec(t, "cp", "/root/customer.env.good", "/opt/carto/customer.env")
 		node.MustExec(t, "carto-appliance", "config", "apply")
 		enforced(t, 60*time.Second)
 	})
@@ -177,7 +179,7 @@ func fetchFromEveryService(t *testing.T, node *vm.VM, u string, direct bool) map
   s=$(docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' $c)
   case $s in workspace-postgres|valkey|router-http) continue;; esac
   ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' $c)
-  echo "$s $(curl -s --max-time 20 "http://$ip:3000/fetch?` + q + `")"
+  echo "$s $(curl -s --max-time 20 "http://$ip:3000/fetch?` + q + `" | tr -d '\n')"
 done`
 	out := node.MustExec(t, "sh", "-c", script)
 	got := map[string]fetchResult{}
