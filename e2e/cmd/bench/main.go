@@ -148,17 +148,29 @@ func (b *bench) prepareLegacy() error {
 	}
 	env = []byte(strings.NewReplacer(`ROUTER_HTTP_PORT="18080"`, `ROUTER_HTTP_PORT="19080"`, `ROUTER_HTTPS_PORT="18443"`, `ROUTER_HTTPS_PORT="19443"`).Replace(string(env)))
 	files := map[string][]byte{"docker-compose.yml": compose, ".env": env}
-	// The same certs/ as the appliance's: key.json and the router's
-	// certificate, which the appliance provides.
-	for _, name := range []string{"key.json", "carto.crt", "carto.key"} {
-		data, err := os.ReadFile(filepath.Join(b.appDir, "certs", name))
+	// The same certs/ mounts as the appliance's (certs/router, certs/app,
+	// certs/ca): key.json and the router's certificate, which the
+	// appliance provides.
+	mounts, err := filepath.Glob(filepath.Join(b.appDir, "certs", "*", "*"))
+	if err != nil {
+		return err
+	}
+	for _, path := range mounts {
+		data, err := os.ReadFile(path)
 		if err != nil {
 			return err
 		}
-		files["certs/"+name] = data
+		rel, _ := filepath.Rel(b.appDir, path)
+		files[rel] = data
 	}
-	key := files["certs/key.json"]
+	key, err := os.ReadFile(filepath.Join(b.appDir, "certs", "key.json"))
+	if err != nil {
+		return err
+	}
 	for name, data := range files {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, name)), 0o700); err != nil {
+			return err
+		}
 		if err := os.WriteFile(filepath.Join(dst, name), data, 0o600); err != nil {
 			return err
 		}
