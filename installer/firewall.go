@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -172,10 +173,14 @@ func saveFirewall(paths Paths, fw *firewallRules) error {
 	if err != nil {
 		return err
 	}
+	path := filepath.Join(paths.StateDir, FirewallFileName)
+	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, b) {
+		return nil // the agent applies it at every converge
+	}
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
 		return fmt.Errorf("saving the allow-list: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(paths.StateDir, FirewallFileName), b, 0o600); err != nil {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return fmt.Errorf("saving the allow-list: %w", err)
 	}
 	return nil

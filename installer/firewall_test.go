@@ -1,6 +1,8 @@
 package installer
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -94,5 +96,27 @@ func TestFirewallDropInRestoresBeforeTheEngine(t *testing.T) {
 func TestRestoreFirewallWithoutSavedRulesDoesNothing(t *testing.T) {
 	if err := RestoreFirewall(t.Context(), Paths{StateDir: t.TempDir(), ConfigDir: t.TempDir()}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The agent applies the allow-list at every converge: an unchanged one is
+// not written again (no .prev churn in the state dir).
+func TestSaveFirewallWritesOnlyAChange(t *testing.T) {
+	paths := Paths{StateDir: t.TempDir()}
+	fw := &firewallRules{Chain: "CARTO-carto", Rules: "*filter\nCOMMIT\n"}
+	for range 2 {
+		if err := saveFirewall(paths, fw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(paths.StateDir, FirewallFileName+".prev")); !os.IsNotExist(err) {
+		t.Errorf("an unchanged allow-list was written again: %v", err)
+	}
+	fw.Rules = "*filter\n-A CARTO-carto -j DROP\nCOMMIT\n"
+	if err := saveFirewall(paths, fw); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(paths.StateDir, FirewallFileName+".prev")); err != nil {
+		t.Errorf("a changed allow-list kept no previous version: %v", err)
 	}
 }
