@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,30 +90,29 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		untouched(t, n)
 	}
 
-	step(t, "a tampered binary is refused and nothing is installed", func(t *testing.T) {
-		release.Tampered.Store(true)
-		defer release.Tampered.Store(false)
+	// tampered has the release server serve a tampered release while the
+	// curl installer runs, which must refuse it with want and install
+	// nothing.
+	tampered := func(t *testing.T, tamper *atomic.Bool, want string) {
+		t.Helper()
+		tamper.Store(true)
+		defer tamper.Store(false)
 		_, errOut, code := curlInstall(node)
-		if code == 0 || !strings.Contains(errOut, "checksum mismatch for carto-appliance_linux_amd64") || !strings.Contains(errOut, "nothing was installed") {
+		if code == 0 || !strings.Contains(errOut, want) || !strings.Contains(errOut, "nothing was installed") {
 			t.Errorf("exit %d:\n%s", code, errOut)
 		}
 		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/usr/local/bin/carto-appliance"); code == 0 {
 			t.Error("the tampered binary was installed")
 		}
 		untouched(t, node)
+	}
+
+	step(t, "a tampered binary is refused and nothing is installed", func(t *testing.T) {
+		tampered(t, &release.Tampered, "checksum mismatch for carto-appliance_linux_amd64")
 	})
 
 	step(t, "a tampered binary with a SHA256SUMS made to match it is refused by the signature", func(t *testing.T) {
-		release.TamperedSums.Store(true)
-		defer release.TamperedSums.Store(false)
-		_, errOut, code := curlInstall(node)
-		if code == 0 || !strings.Contains(errOut, "SHA256SUMS does not match its signature") || !strings.Contains(errOut, "nothing was installed") {
-			t.Errorf("exit %d:\n%s", code, errOut)
-		}
-		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/usr/local/bin/carto-appliance"); code == 0 {
-			t.Error("the tampered binary was installed")
-		}
-		untouched(t, node)
+		tampered(t, &release.TamperedSums, "SHA256SUMS does not match its signature")
 	})
 
 	step(t, "a release URL over plain http is refused", func(t *testing.T) {

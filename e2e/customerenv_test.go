@@ -24,16 +24,7 @@ func TestCustomerEnvInputs(t *testing.T) {
 
 	refused := func(t *testing.T, args []string, wants ...string) {
 		t.Helper()
-		_, errOut, code := n.run(args...)
-		if code == 0 {
-			t.Fatalf("accepted: %v", args)
-		}
-		t.Logf("refused with exit %d:\n%s", code, errOut)
-		for _, w := range wants {
-			if !strings.Contains(errOut, w) {
-				t.Errorf("error lacks %q:\n%s", w, errOut)
-			}
-		}
+		n.mustRefuse(t, args, wants...)
 		if _, err := os.Stat(n.configDir); !os.IsNotExist(err) {
 			t.Errorf("a refused install created %s (%v)", n.configDir, err)
 		}

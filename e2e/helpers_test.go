@@ -196,6 +196,22 @@ func (n *node) run(args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// mustRefuse runs the binary with args, which must fail with an error
+// naming each of wants; the caller checks that nothing changed.
+func (n *node) mustRefuse(t *testing.T, args []string, wants ...string) {
+	t.Helper()
+	_, errOut, code := n.run(args...)
+	if code == 0 {
+		t.Fatalf("accepted: %v", args)
+	}
+	t.Logf("refused with exit %d:\n%s", code, errOut)
+	for _, w := range wants {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("error lacks %q:\n%s", w, errOut)
+		}
+	}
+}
+
 // mustRun runs the binary and fails the test on a non-zero exit.
 func (n *node) mustRun(args ...string) (string, string) {
 	n.t.Helper()

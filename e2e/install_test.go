@@ -232,16 +232,7 @@ func TestStandardInstallLifecycle(t *testing.T) {
 	refused := func(t *testing.T, args []string, wants ...string) {
 		t.Helper()
 		files, ctrs := n.snapshot(), n.containers()
-		_, errOut, code := n.run(args...)
-		if code == 0 {
-			t.Fatalf("accepted: %v", args)
-		}
-		t.Logf("refused with exit %d:\n%s", code, errOut)
-		for _, w := range wants {
-			if !strings.Contains(errOut, w) {
-				t.Errorf("error lacks %q:\n%s", w, errOut)
-			}
-		}
+		n.mustRefuse(t, args, wants...)
 		sameSnapshot(t, files, n.snapshot())
 		if ch := changedServices(ctrs, n.containers()); len(ch) > 0 {
 			t.Errorf("a refused install changed containers %v", ch)
