@@ -1,20 +1,13 @@
 package installer
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 
-	"github.com/cartodb/carto-appliance/internal/atomicfile"
-	"github.com/cartodb/carto-appliance/proxy"
+	"github.com/cartodb/carto-appliance/firewall"
 )
 
 // NetworkConfig is appliance.yaml's network section.
@@ -52,85 +45,47 @@ func validateNetwork(n NetworkConfig, bindAddress string) error {
 	return nil
 }
 
-// firewallChain is the project's own chain, jumped to from DOCKER-USER
-// (iptables chain names are at most 28 characters).
-func firewallChain(project string) string {
-	name := "CARTO-" + project
-	if len(name) > 28 {
-		name = name[:28]
+// firewallHost is where the allow-list is saved and how the engine
+// restores it: with the installed binary, else this one (an install run
+// from elsewhere, with --no-service).
+func firewallHost(paths Paths) firewall.Host {
+	binary := defaultBinary()
+	if !fileExists(binary) {
+		if self, err := os.Executable(); err == nil {
+			if self, err = filepath.EvalSymlinks(self); err == nil {
+				binary = self
+			}
+		}
 	}
-	return name
+	return firewall.Host{StateDir: paths.StateDir, Binary: binary, Systemd: systemdRunning()}
 }
 
-// dockerUserChain is where Docker lets its users filter forwarded traffic,
-// before its own rules.
-const dockerUserChain = "DOCKER-USER"
-
-// FirewallFileName (state dir) is the last allow-list applied, which the
-// Docker engine's ExecStartPre restores before the engine starts any
-// container, so that no boot or engine restart opens the router.
-const FirewallFileName = "firewall.json"
-
-// firewallDropInName is the docker.service drop-in that restores the rules.
-const firewallDropInName = "carto-firewall.conf"
-
-// firewallRules is what one apply enforces: the project's chain and the
-// iptables-restore input that replaces its rules.
-type firewallRules struct {
-	Chain string `json:"chain"`
-	Rules string `json:"rules"`
-}
-
-// renderFirewall returns the rules that let only cfg's allowed sources
-// reach the router's published ports, or nil when everyone may.
-//
-// Only connections Docker DNAT-ed (--ctstate DNAT) to one of the router's
-// published ports (--ctorigdstport, the port before DNAT) are matched:
-// DOCKER-USER sees every forwarded packet, including the containers' own
-// outbound connections to ports 80 and 443 (CARTO's calls to its auth,
-// Google APIs, LaunchDarkly), which must never be touched.
-func renderFirewall(cfg Config) *firewallRules {
+// routerFirewall is the allow-list cfg asks for, or nil when everyone may
+// reach the router: its published ports, the HTTPS one unless TLS is
+// offloaded.
+func routerFirewall(cfg Config) *firewall.Rules {
 	if len(cfg.Network.AllowedSources) == 0 {
 		return nil
 	}
 	d := cfg.Defaults()
-	chain := firewallChain(d.Project)
 	ports := []int{d.Router.HTTPPort}
 	if !cfg.TLS.offload() {
 		ports = append(ports, d.Router.HTTPSPort)
 	}
-	// Declaring the chain in an iptables-restore --noflush transaction
-	// replaces its rules at once: never a moment with half of them.
-	var rules strings.Builder
-	fmt.Fprintf(&rules, "*filter\n:%s - [0:0]\n", chain)
-	for _, p := range ports {
-		match := fmt.Sprintf("-A %s -p tcp -m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdstport %d", chain, p)
-		for _, src := range cfg.Network.AllowedSources {
-			fmt.Fprintf(&rules, "%s -s %s -j RETURN\n", match, src)
-		}
-		fmt.Fprintf(&rules, "%s -j DROP\n", match)
-	}
-	rules.WriteString("COMMIT\n")
-	return &firewallRules{Chain: chain, Rules: rules.String()}
+	return firewall.Render(d.Project, ports, cfg.Network.AllowedSources)
 }
 
 // applyFirewall makes the host firewall enforce cfg's allow-list, or
-// removes the project's rules when everyone may. The rules are saved
-// first, and the Docker engine restores them before it starts (a
-// docker.service drop-in), so that the router is never open between a
-// boot or an engine restart and the agent's next apply.
+// removes the project's rules when everyone may. The rules are saved, and
+// the Docker engine restores them before it starts, so that the router is
+// never open between a boot or an engine restart and the agent's next
+// apply.
 func applyFirewall(ctx context.Context, paths Paths, cfg Config) error {
-	fw := renderFirewall(cfg)
-	if fw == nil {
-		return clearFirewall(ctx, paths, cfg.Defaults().Project)
+	r := routerFirewall(cfg)
+	if r == nil {
+		return firewall.Clear(ctx, firewallHost(paths), cfg.Defaults().Project)
 	}
-	if err := saveFirewall(paths, fw); err != nil {
-		return err
-	}
-	if err := installFirewallDropIn(ctx, paths); err != nil {
-		return err
-	}
-	return enforceFirewall(ctx, fw)
+	return firewall.Apply(ctx, firewallHost(paths), r)
 }
 
 // EnforceFirewall applies the installed allow-list now: from appliance.yaml
@@ -144,7 +99,7 @@ func EnforceFirewall(ctx context.Context, paths Paths) error {
 	if err == nil && found {
 		return applyFirewall(ctx, paths, cfg)
 	}
-	if rerr := RestoreFirewall(ctx, paths); rerr != nil {
+	if rerr := firewall.Restore(ctx, paths.StateDir); rerr != nil {
 		return rerr
 	}
 	return err
@@ -153,180 +108,5 @@ func EnforceFirewall(ctx context.Context, paths Paths) error {
 // RestoreFirewall applies the rules last saved in the state dir, if any:
 // what the Docker engine's drop-in runs before the engine starts.
 func RestoreFirewall(ctx context.Context, paths Paths) error {
-	paths = paths.WithDefaults()
-	b, err := os.ReadFile(filepath.Join(paths.StateDir, FirewallFileName))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading the saved allow-list: %w", err)
-	}
-	var fw firewallRules
-	if err := json.Unmarshal(b, &fw); err != nil || !strings.HasPrefix(fw.Chain, "CARTO-") || fw.Rules == "" {
-		return fmt.Errorf("%s is not an allow-list the appliance saved; run carto-appliance config apply to write it again", filepath.Join(paths.StateDir, FirewallFileName))
-	}
-	return enforceFirewall(ctx, &fw)
-}
-
-func saveFirewall(paths Paths, fw *firewallRules) error {
-	b, err := json.MarshalIndent(fw, "", "  ")
-	if err != nil {
-		return err
-	}
-	path := filepath.Join(paths.StateDir, FirewallFileName)
-	if have, err := os.ReadFile(path); err == nil && bytes.Equal(have, b) {
-		return nil // the agent applies it at every converge
-	}
-	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
-		return fmt.Errorf("saving the allow-list: %w", err)
-	}
-	if err := atomicfile.Write(path, b, 0o600); err != nil {
-		return fmt.Errorf("saving the allow-list: %w", err)
-	}
-	return nil
-}
-
-// enforceFirewall replaces the chain's rules and makes sure forwarded
-// traffic goes through them. Before the Docker engine's first start
-// DOCKER-USER does not exist yet: it is created, with FORWARD's jump to
-// it, and the engine keeps both (it only adds what is missing).
-func enforceFirewall(ctx context.Context, fw *firewallRules) error {
-	if _, err := iptables(ctx, "-n", "-L", dockerUserChain); err != nil {
-		if _, err := iptables(ctx, "-N", dockerUserChain); err != nil {
-			return err
-		}
-	}
-	restore := exec.CommandContext(ctx, "iptables-restore", "-w", "--noflush")
-	restore.Stdin = strings.NewReader(fw.Rules)
-	if out, err := restore.CombinedOutput(); err != nil {
-		return fmt.Errorf("iptables-restore of %s: %v: %s", fw.Chain, err, strings.TrimSpace(string(out)))
-	}
-	if err := ensureJump(ctx, dockerUserChain, fw.Chain); err != nil {
-		return err
-	}
-	return ensureJump(ctx, "FORWARD", dockerUserChain)
-}
-
-// ensureJump puts a jump from chain to target first in chain, unless one
-// is there.
-func ensureJump(ctx context.Context, chain, target string) error {
-	if _, err := iptables(ctx, "-C", chain, "-j", target); err == nil {
-		return nil
-	}
-	_, err := iptables(ctx, "-I", chain, "1", "-j", target)
-	return err
-}
-
-// clearFirewall removes the project's rules, the saved copy and the
-// engine's drop-in.
-func clearFirewall(ctx context.Context, paths Paths, project string) error {
-	if err := removeFirewall(ctx, project); err != nil {
-		return err
-	}
-	if err := syncFile(filepath.Join(paths.StateDir, FirewallFileName), nil, 0); err != nil {
-		return fmt.Errorf("removing the saved allow-list: %w", err)
-	}
-	if err := os.Remove(filepath.Join(paths.StateDir, FirewallFileName+".prev")); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("removing the saved allow-list: %w", err)
-	}
-	return removeFirewallDropIn(ctx)
-}
-
-// firewallDropIn is the docker.service drop-in that restores the saved
-// allow-list before every start of the engine. It fails closed: if the
-// rules cannot be applied the engine does not start, and its status says
-// why, rather than starting the router open to everyone.
-func firewallDropIn(binary string, paths Paths) []byte {
-	if abs, err := filepath.Abs(paths.StateDir); err == nil {
-		paths.StateDir = abs
-	}
-	return []byte("# Written by carto-appliance (network.allowed_sources); do not edit.\n" +
-		"# The router's allow-list is in force before the engine starts any container.\n" +
-		"[Service]\n" +
-		"ExecStartPre=" + binary + " firewall restore --state-dir " + paths.StateDir + "\n")
-}
-
-// firewallBinary is the program the drop-in runs: the installed binary,
-// else this one (an install run from elsewhere, with --no-service).
-func firewallBinary() string {
-	if b := defaultBinary(); fileExists(b) {
-		return b
-	}
-	if self, err := os.Executable(); err == nil {
-		if self, err = filepath.EvalSymlinks(self); err == nil {
-			return self
-		}
-	}
-	return defaultBinary()
-}
-
-func installFirewallDropIn(ctx context.Context, paths Paths) error {
-	if !systemdRunning() {
-		return nil
-	}
-	path := filepath.Join(proxy.DockerDropInDir, firewallDropInName)
-	want := firewallDropIn(firewallBinary(), paths)
-	if have, err := os.ReadFile(path); err == nil && string(have) == string(want) {
-		return nil
-	}
-	if err := syncFile(path, want, 0o644); err != nil {
-		return fmt.Errorf("writing the Docker engine's allow-list drop-in: %w", err)
-	}
-	return daemonReload(ctx)
-}
-
-func removeFirewallDropIn(ctx context.Context) error {
-	path := filepath.Join(proxy.DockerDropInDir, firewallDropInName)
-	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	for _, p := range []string{path, path + ".prev"} {
-		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing the Docker engine's allow-list drop-in: %w", err)
-		}
-	}
-	if !systemdRunning() {
-		return nil
-	}
-	return daemonReload(ctx)
-}
-
-func daemonReload(ctx context.Context) error {
-	if out, err := exec.CommandContext(ctx, "systemctl", "daemon-reload").CombinedOutput(); err != nil {
-		return fmt.Errorf("systemctl daemon-reload: %v: %s", err, strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-// removeFirewall removes the project's chain and its jump, if any.
-func removeFirewall(ctx context.Context, project string) error {
-	chain := firewallChain(project)
-	if _, err := exec.LookPath("iptables"); err != nil {
-		return nil // nothing can have been set
-	}
-	if _, err := iptables(ctx, "-S", chain); err != nil {
-		return nil // no chain
-	}
-	for {
-		if _, err := iptables(ctx, "-D", dockerUserChain, "-j", chain); err != nil {
-			break
-		}
-	}
-	if _, err := iptables(ctx, "-F", chain); err != nil {
-		return err
-	}
-	_, err := iptables(ctx, "-X", chain)
-	return err
-}
-
-func iptables(ctx context.Context, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, "iptables", append([]string{"-w"}, args...)...).CombinedOutput()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) || errors.Is(err, exec.ErrNotFound) {
-			return "", fmt.Errorf("iptables %s: %s", strings.Join(args, " "), strings.TrimSpace(string(out)+" "+err.Error()))
-		}
-		return "", err
-	}
-	return string(out), nil
+	return firewall.Restore(ctx, paths.WithDefaults().StateDir)
 }

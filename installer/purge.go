@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -27,7 +28,7 @@ var (
 	configOwnedDirs  = []string{CertsDirName}
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
-	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, FirewallFileName, "agent.sock", "agent.lock"}
+	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
 	stateOwnedDirs  = []string{caDirName, acmeDirName}
 )
 

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cartodb/carto-appliance/firewall"
 )
 
 // tree lists the paths under dir, relative, sorted.
@@ -125,7 +127,7 @@ func TestPurgeRemovesEverythingCommitWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The saved allow-list, and a stage a killed run left.
-	if err := saveFirewall(paths, &firewallRules{Chain: "CARTO-carto", Rules: "*filter\nCOMMIT\n"}); err != nil {
+	if err := os.WriteFile(filepath.Join(paths.StateDir, firewall.FileName), []byte(`{"chain":"CARTO-carto","rules":"*filter\nCOMMIT\n"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.MkdirAll(filepath.Join(paths.StateDir, stageDirPrefix+"killed"), 0o700); err != nil {

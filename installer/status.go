@@ -15,6 +15,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -290,7 +291,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, er
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
 		return nil, fmt.Errorf("removing the stack: %w", err)
 	}
-	if err := clearFirewall(ctx, paths, cfg.Defaults().Project); err != nil {
+	if err := firewall.Clear(ctx, firewallHost(paths), cfg.Defaults().Project); err != nil {
 		return nil, fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
 	res := &UninstallResult{}
