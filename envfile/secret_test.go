@@ -251,16 +251,19 @@ func TestSecretParts(t *testing.T) {
 // FuzzMaskValue checks that a value masked whole never shows, and that a
 // URL's password never survives MaskValue.
 func FuzzMaskValue(f *testing.F) {
-	for _, s := range []string{"hunter22", "p@ss/w0rd", "a b", "%40", "x@y@z", ""} {
+	for _, s := range []string{"hunter22", "p@ss/w0rd", "a b", "%40", "x@y@z", "", "****", "**@d"} {
 		f.Add("DATABASE_URL", s)
 	}
+	// A password that is part of the masked URL itself (the mask's stars,
+	// "@db.") shows in any correct answer, so it proves nothing.
+	const maskedURL = "postgres://carto:" + Mask + "@db.example.com:5432/carto"
 	f.Fuzz(func(t *testing.T, key, password string) {
 		if len(password) < 4 || strings.ContainsAny(password, " \t\n\r\v\f") || !utf8.ValidString(password) {
 			return
 		}
 		v := "postgres://carto:" + password + "@db.example.com:5432/carto"
 		got := MaskValue(key, v)
-		if strings.Contains(got, password) {
+		if strings.Contains(got, password) && !strings.Contains(maskedURL, password) {
 			t.Fatalf("MaskValue(%q, %q) = %q shows the password", key, v, got)
 		}
 		if IsSecret(key) && got != Mask {
