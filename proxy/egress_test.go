@@ -21,8 +21,8 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -161,45 +161,168 @@ func TestCheckWildcardIsNotCheckable(t *testing.T) {
 	}
 }
 
+// Check runs at most parallel requests at a time and returns the results
+// in the targets' order, whatever order they finish in. In a synctest
+// bubble, synctest.Wait returns once every request is either under way
+// (blocked in the transport until the test lets it finish) or waiting its
+// turn, so the bound is checked exactly, without counting on requests
+// happening to overlap in time.
 func TestCheckIsBoundedAndOrdered(t *testing.T) {
-	var inFlight, peak atomic.Int32
-	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n := inFlight.Add(1)
-		defer inFlight.Add(-1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
+	synctest.Test(t, func(t *testing.T) {
+		var (
+			mu      sync.Mutex
+			running []string                     // hosts whose request is under way, in arrival order
+			gates   = map[string]chan struct{}{} // closed: that request answers
+			peak    int
+		)
+		var targets []Target
+		for i := range 9 {
+			host := fmt.Sprintf("host%d.test", i)
+			gates[host] = make(chan struct{})
+			targets = append(targets, Target{Domain: host, Feature: fmt.Sprint(i)})
+		}
+		client := &http.Client{Transport: egRoundTripper(func(r *http.Request) (*http.Response, error) {
+			mu.Lock()
+			running = append(running, r.URL.Hostname())
+			peak = max(peak, len(running))
+			mu.Unlock()
+			select {
+			case <-gates[r.URL.Hostname()]:
+				return &http.Response{StatusCode: http.StatusOK, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+			case <-r.Context().Done():
+				return nil, r.Context().Err()
+			}
+		})}
+		done := make(chan []Result)
+		go func() { done <- Check(t.Context(), client, targets, 3) }()
+		for finished := 0; finished < len(targets); finished++ {
+			synctest.Wait()
+			mu.Lock()
+			if want := min(3, len(targets)-finished); len(running) != want {
+				t.Fatalf("%d requests under way (%v) with %d finished, want %d", len(running), running, finished, want)
+			}
+			// The newest first: the results must still come in order.
+			last := running[len(running)-1]
+			running = running[:len(running)-1]
+			mu.Unlock()
+			close(gates[last])
+		}
+		res := <-done
+		for i, r := range res {
+			if !r.OK || r.Domain != targets[i].Domain || r.Feature != fmt.Sprint(i) {
+				t.Errorf("result %d: %+v", i, r)
 			}
 		}
-		time.Sleep(30 * time.Millisecond)
-	}))
-	defer srv.Close()
-	var targets []Target
-	for i := range 9 {
-		targets = append(targets, Target{Domain: srv.Listener.Addr().String(), Feature: fmt.Sprint(i)})
-	}
-	res := Check(t.Context(), srv.Client(), targets, 3)
-	for i, r := range res {
-		if !r.OK || r.Feature != fmt.Sprint(i) {
-			t.Errorf("result %d: %+v", i, r)
+		if peak != 3 {
+			t.Errorf("at most %d requests at a time, want 3", peak)
 		}
-	}
-	if p := peak.Load(); p > 3 || p < 2 {
-		t.Errorf("peak concurrency %d, want 2..3", p)
-	}
+	})
+}
 
-	ctx, cancel := context.WithCancel(t.Context())
-	cancel()
-	start := time.Now()
-	for _, r := range Check(ctx, srv.Client(), targets, 1) {
-		if r.OK || r.Kind == "" {
-			t.Errorf("cancelled check: %+v", r)
+// A cancelled check returns at once with every target failed. On the
+// bubble's clock, which moves only when everything waits, no time passes
+// unless Check waits for a timer (its 30 s default timeout) instead of
+// the context.
+func TestCheckCancelled(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		client := &http.Client{Transport: egRoundTripper(func(r *http.Request) (*http.Response, error) {
+			<-r.Context().Done() // never answers
+			return nil, r.Context().Err()
+		})}
+		var targets []Target
+		for i := range 9 {
+			targets = append(targets, Target{Domain: fmt.Sprintf("host%d.test", i)})
 		}
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		start := time.Now()
+		for _, r := range Check(ctx, client, targets, 1) {
+			if r.OK || r.Kind != KindOther || !strings.Contains(r.Reason, "cancelled") {
+				t.Errorf("cancelled check: %+v", r)
+			}
+		}
+		if d := time.Since(start); d != 0 {
+			t.Errorf("a cancelled check waited %s", d)
+		}
+	})
+}
+
+// A destination or a proxy that never answers is reported as a timeout
+// once the client's timeout (DefaultTimeout when it has none) has passed,
+// and a proxy that refuses a CONNECT but never finishes its page is
+// classified from its headers after 2 s. A real *http.Transport talks over
+// in-memory connections whose far end never answers, in a synctest bubble:
+// each timer fires exactly when due on the bubble's clock, so the test
+// neither races a real timeout nor waits for one; a check left without a
+// bound hangs every goroutine, which synctest reports as a deadlock.
+func TestCheckTimeoutsOnTheBubblesClock(t *testing.T) {
+	proxyURL := &url.URL{Scheme: "http", Host: "proxy.test:3128"}
+	cases := []struct {
+		name      string
+		proxy     *url.URL
+		timeout   time.Duration  // the client's; 0: DefaultTimeout applies
+		far       func(net.Conn) // the other end of the connection
+		wantKind  string
+		reason    string
+		wantAfter time.Duration
+	}{
+		{"destination never answers, default timeout", nil, 0, egSilent, KindTimeout, "no answer from dest.test in time", DefaultTimeout},
+		{"destination never answers, the client's timeout", nil, 7 * time.Second, egSilent, KindTimeout, "in time", 7 * time.Second},
+		{"proxy never answers the CONNECT", proxyURL, 0, egReadsForever, KindTimeout, "in time", DefaultTimeout},
+		{"proxy refuses and never sends its page", proxyURL, 0, egRefusesWithoutPage, KindConnectRefused, "500 Internal Server Error", 2 * time.Second},
 	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Errorf("a cancelled check took %s", d)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				var mu sync.Mutex // the transport dials in goroutines of its own
+				var conns []net.Conn
+				t.Cleanup(func() {
+					mu.Lock()
+					defer mu.Unlock()
+					for _, c := range conns {
+						c.Close()
+					}
+				})
+				tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+					near, far := net.Pipe()
+					mu.Lock()
+					conns = append(conns, near, far)
+					mu.Unlock()
+					go c.far(far)
+					return near, nil
+				}}
+				if c.proxy != nil {
+					tr.Proxy = http.ProxyURL(c.proxy)
+				}
+				// No resolver: the ambiguous 500 is not looked up in DNS.
+				start := time.Now()
+				r := newChecker(&http.Client{Transport: tr, Timeout: c.timeout}, nil).run(t.Context(), []Target{{Domain: "dest.test"}}, 1)[0]
+				t.Logf("%+v", r)
+				if r.OK || r.Kind != c.wantKind || !strings.Contains(r.Reason, c.reason) {
+					t.Errorf("got kind %q reason %q, want %q with %q", r.Kind, r.Reason, c.wantKind, c.reason)
+				}
+				if d := time.Since(start); d != c.wantAfter {
+					t.Errorf("answered after %s, want %s", d, c.wantAfter)
+				}
+			})
+		})
 	}
+}
+
+// egSilent is a server that never reads nor writes.
+func egSilent(net.Conn) {}
+
+// egReadsForever is a proxy that reads the CONNECT and never answers.
+func egReadsForever(c net.Conn) { io.Copy(io.Discard, c) }
+
+// egRefusesWithoutPage is a proxy that refuses the CONNECT with a page it
+// announces and never sends.
+func egRefusesWithoutPage(c net.Conn) {
+	if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+		return
+	}
+	io.WriteString(c, "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/html\r\nContent-Length: 100\r\n\r\n")
+	io.Copy(io.Discard, c)
 }
 
 func TestResultJSON(t *testing.T) {
