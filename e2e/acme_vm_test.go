@@ -172,14 +172,23 @@ func TestACMEInFreshVM(t *testing.T) {
 		}
 		containers, starts := vmContainers(t, node), vmStartTimes(t, node)
 		load := startLoad(client, "https://"+domain+"/workspace-api/whoami", 4, 3*time.Minute)
-		time.Sleep(2 * time.Second)
+		// The renewal starts once requests go through, and the load goes
+		// on until some more have gone through after the router serves the
+		// new certificate.
+		if err := load.served(10, 30*time.Second); err != nil {
+			load.stop()
+			t.Fatalf("before the renewal: %v", err)
+		}
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "certs", "renew")
 		if err != nil || code != 0 {
 			load.stop()
 			t.Fatalf("certs renew: exit %d %v\n%s\n%s", code, err, out, errOut)
 		}
 		after := servedAfter(t, before, 30*time.Second)
-		time.Sleep(2 * time.Second)
+		if err := load.served(10, 30*time.Second); err != nil {
+			load.stop()
+			t.Fatalf("after the renewal: %v", err)
+		}
 		ok, failed := load.stop()
 		t.Logf("renewed: serial %x -> %x; load loop: %d requests, %d failed", before.SerialNumber, after.SerialNumber, ok+len(failed), len(failed))
 		if len(failed) > 0 {
@@ -261,6 +270,8 @@ func TestACMEInFreshVM(t *testing.T) {
 		// Due with a third of its lifetime left; the agent looks when it
 		// starts (and hourly).
 		due := first.NotAfter.Add(-first.NotAfter.Sub(first.NotBefore) / 3)
+		// Due is a time on the clock, not an event: nothing to watch for
+		// until it comes.
 		time.Sleep(time.Until(due) + time.Second)
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 		servedAfter(t, first, 60*time.Second)
@@ -334,11 +345,25 @@ func startLoad(c *http.Client, url string, workers int, max time.Duration) *load
 					continue
 				}
 				l.ok.Add(1)
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(20 * time.Millisecond) // the load's pace: it waits for nothing
 			}
 		}()
 	}
 	return l
+}
+
+// served waits until n more requests than now have gone through, at most
+// within.
+func (l *load) served(n int64, within time.Duration) error {
+	want := l.ok.Load() + n
+	return waitFor(within, func() error {
+		if got := l.ok.Load(); got < want {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			return fmt.Errorf("%d of %d requests through, %d failed", got, want, len(l.failed))
+		}
+		return nil
+	})
 }
 
 func (l *load) stop() (int, []error) {

@@ -57,8 +57,24 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		if !strings.Contains(logs.String(), "event=api-stop") {
 			t.Errorf("the stop did not go through the agent:\n%s", tail(logs.String(), 10))
 		}
-		// The agent resyncs a second after a container dies.
-		time.Sleep(3 * time.Second)
+		// The agent looks at the stack a second after a container dies:
+		// once it has looked since sql-worker's container ended, it has had
+		// its chance to bring it back.
+		insp, err := docker.ContainerInspect(context.Background(), n.container("sql-worker"), client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ended, err := time.Parse(time.RFC3339Nano, insp.Container.State.FinishedAt)
+		if err != nil || ended.IsZero() {
+			t.Fatalf("sql-worker's container has not ended (%q): %v", insp.Container.State.FinishedAt, err)
+		}
+		eventually(t, 30*time.Second, func() error {
+			b, err := os.ReadFile(filepath.Join(n.stateDir, "agent.json"))
+			if err != nil {
+				return err
+			}
+			return agentLookedSince(b, ended)
+		})
 		if s := n.service("sql-worker"); !s.Held || s.State != "exited" || s.AgentRestarts != 0 {
 			t.Errorf("sql-worker after a stop: %+v", s)
 		}

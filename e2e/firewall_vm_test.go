@@ -110,10 +110,11 @@ func TestAllowedSourcesInFreshVM(t *testing.T) {
 		node.MustExec(t, "cp", "/opt/carto/customer.env", "/root/customer.env.good")
 		node.MustExec(t, "sed", "-i", "/^WORKSPACE_POSTGRES_PASSWORD=/d", "/opt/carto/customer.env")
 		ip := node.IP()
-		// Each test host knocks on the router five times a second, in
-		// the background through the reboot, bounded to 4 minutes.
+		// Each test host knocks on the router in the background through
+		// the reboot, bounded to 4 minutes, and logs each knock. The sleep
+		// paces the knocks (at most five a second): it waits for nothing.
 		probe := fmt.Sprintf(`end=$(($(date +%%s)+240)); while [ ! -e /root/probe.stop ] && [ $(date +%%s) -lt $end ]; do `+
-			`curl -ks -o /dev/null --max-time 1 https://%s/ && echo "$(date +%%s.%%N) answered"; sleep 0.2; done`, ip)
+			`if curl -ks -o /dev/null --max-time 1 https://%s/; then echo "$(date +%%s.%%N) answered"; else echo "$(date +%%s.%%N) no answer"; fi; sleep 0.2; done`, ip)
 		for _, h := range []*vm.VM{allowed, other} {
 			h.MustExec(t, "sh", "-c", "rm -f /root/probe.stop /root/probe.log; setsid sh -c '"+probe+"' >/root/probe.log 2>&1 &")
 		}
@@ -124,13 +125,23 @@ func TestAllowedSourcesInFreshVM(t *testing.T) {
 		if node.IP() != ip {
 			t.Fatalf("the VM's address changed across the reboot (%s, then %s): the probes knocked elsewhere", ip, node.IP())
 		}
+		knocks := func() int { return strings.Count(other.MustExec(t, "cat", "/root/probe.log"), "\n") }
+		var before int
 		eventually(t, 120*time.Second, func() error {
 			if !strings.Contains(allowed.MustExec(t, "cat", "/root/probe.log"), "answered") {
 				return fmt.Errorf("the router does not answer the allowed host")
 			}
+			before = knocks() // read after: every later knock came once the router answered
 			return nil
 		})
-		time.Sleep(5 * time.Second) // a few more knocks once it answers
+		// The host not listed knocks a few more times once the router
+		// answers the allowed one.
+		eventually(t, 60*time.Second, func() error {
+			if n := knocks() - before; n < 10 {
+				return fmt.Errorf("the host not listed knocked %d times since the router answered, want 10", n)
+			}
+			return nil
+		})
 		for _, h := range []*vm.VM{allowed, other} {
 			h.MustExec(t, "touch", "/root/probe.stop")
 		}

@@ -381,18 +381,46 @@ func (n *node) writeServerCert() (pool *x509.CertPool, certFile, keyFile string)
 	return pool, certFile, keyFile
 }
 
-// eventually polls fn until it returns nil or the deadline passes.
+// eventually polls fn until it returns nil, and fails t when within has
+// passed first.
 func eventually(t *testing.T, within time.Duration, fn func() error) {
 	t.Helper()
+	if err := waitFor(within, fn); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls fn every half second until it returns nil, or returns its
+// last error once within has passed: for a caller that must clean up
+// before failing.
+func waitFor(within time.Duration, fn func() error) error {
 	deadline := time.Now().Add(within)
 	for {
 		err := fn()
 		if err == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not after %s: %v", within, err)
+			return fmt.Errorf("not after %s: %w", within, err)
 		}
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(500 * time.Millisecond) // the poll's interval, not a wait for anything
 	}
+}
+
+// agentLookedSince reads the agent's state file (agent.json, which the
+// agent writes at the end of each look at the stack) and fails unless that
+// look began after since: the event "the agent has seen the stack as it
+// is now". The file is read as an operator would, not through installer,
+// so that it stays an observable output.
+func agentLookedSince(stateJSON []byte, since time.Time) error {
+	var st struct {
+		UpdatedAt time.Time `json:"updated_at"`
+	}
+	if err := json.Unmarshal(stateJSON, &st); err != nil {
+		return fmt.Errorf("the agent's state file: %w", err)
+	}
+	if !st.UpdatedAt.After(since) {
+		return fmt.Errorf("the agent last looked at the stack at %s, not since %s", st.UpdatedAt.Format(time.RFC3339Nano), since.Format(time.RFC3339Nano))
+	}
+	return nil
 }

@@ -63,9 +63,13 @@ func (v *VM) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 	if err := <-inErr; err != nil {
 		return -1, fmt.Errorf("sending input to %q in VM %q: %w", cmd, v.Name, err)
 	}
-	// The output ends a moment before the engine records the exit code.
+	// The output ends a moment before the engine records the exit code; a
+	// command that closed its output but still runs a minute later is an
+	// error, not a reason to wait until the test's own timeout.
+	exitCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
 	for {
-		insp, err := v.cli.ExecInspect(ctx, created.ID, client.ExecInspectOptions{})
+		insp, err := v.cli.ExecInspect(exitCtx, created.ID, client.ExecInspectOptions{})
 		if err != nil {
 			return -1, fmt.Errorf("inspecting %q in VM %q: %w", cmd, v.Name, err)
 		}
@@ -73,8 +77,8 @@ func (v *VM) run(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer,
 			return insp.ExitCode, nil
 		}
 		select {
-		case <-ctx.Done():
-			return -1, fmt.Errorf("waiting for %q in VM %q to exit: %w", cmd, v.Name, ctx.Err())
+		case <-exitCtx.Done():
+			return -1, fmt.Errorf("waiting for %q in VM %q to exit once its output ended: %w", cmd, v.Name, exitCtx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -133,11 +133,14 @@ func run(ctx context.Context, dir, bin string, kills int, idle time.Duration) er
 			return fmt.Errorf("not healthy again: %w", err)
 		}
 		healthy = append(healthy, time.Since(killed))
+		// Pacing, not a wait for an event: the agent spaces its restarts of
+		// one service (1 s after the first, 2 s after the second), and each
+		// kill is to measure its first reaction, not that backoff.
 		time.Sleep(2 * time.Second)
 	}
 
 	cpu0, _ := cpuTicks(agent.Process.Pid)
-	time.Sleep(idle)
+	time.Sleep(idle) // the window the idle figures are measured over
 	cpu1, _ := cpuTicks(agent.Process.Pid)
 	rss, _ := rssKB(agent.Process.Pid)
 	cpuPct := float64(cpu1-cpu0) / 100 / idle.Seconds() * 100 // 100 ticks/s (USER_HZ)
