@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,7 +285,11 @@ func TestServeDrainsAnApplyAndCutsFollowedLogs(t *testing.T) {
 	}
 	defer c.Close()
 	logsDone := make(chan error, 1)
-	go func() { logsDone <- c.Logs(context.Background(), io.Discard, stack.LogsOptions{Follow: true}) }()
+	following := make(chan struct{})
+	var once sync.Once
+	lw := writerFunc(func(p []byte) (int, error) { once.Do(func() { close(following) }); return len(p), nil })
+	go func() { logsDone <- c.Logs(context.Background(), lw, stack.LogsOptions{Follow: true}) }()
+	<-following
 	type outcome struct {
 		res *installer.Result
 		err error
@@ -330,3 +335,7 @@ func TestServeDrainsAnApplyAndCutsFollowedLogs(t *testing.T) {
 		t.Error("the loop was not told of the apply")
 	}
 }
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
