@@ -4,6 +4,8 @@
 // growing backoff, reports crash loops in the state dir for `status`, and
 // reconnects and converges again after the Docker engine restarts. In acme
 // mode it also answers the CA's challenges on the HTTP port, and renews.
+// Converges, renewals and licence checks are jobs (jobs.go) beside the
+// loop, drained on stop; the loop itself never waits on them.
 package supervisor
 
 import (
@@ -434,9 +436,9 @@ const certCheckEvery = time.Hour
 
 // checkCertificate renews a self-signed or ACME certificate that is due
 // (an apply issues or obtains it and reloads the router) and logs a custom
-// one's expiry warnings, each threshold once. The renewal runs beside the
-// loop: an ACME CA may take minutes to answer, or time out, and the loop
-// must keep feeding the watchdog meanwhile (its resyncs wait for the
+// one's expiry warnings, each threshold once. The renewal is a job beside
+// the loop: an ACME CA may take minutes to answer, or time out, and the
+// loop must keep feeding the watchdog meanwhile (its resyncs wait for the
 // apply's lock, as they do for an install).
 func (s *sup) checkCertificate(ctx context.Context) {
 	if s.jobs.Running(jobConverge) {
