@@ -122,6 +122,19 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		}
 	})
 
+	step(t, "proxy set --yes (the engine restarted under the CLI's converge) leaves the agent alone", func(t *testing.T) {
+		before := unitProps(t, node, "MainPID", "NRestarts")
+		// No pull happens (every image is present): the proxy need not
+		// answer; what counts is the engine's restart.
+		node.MustExec(t, "carto-appliance", "proxy", "set", "--yes", "--url", "http://"+netw.Gateway.String()+":3128")
+		healthy(t, 120*time.Second)
+		node.MustExec(t, "carto-appliance", "proxy", "clear", "--yes")
+		healthy(t, 120*time.Second)
+		if after := unitProps(t, node, "MainPID", "NRestarts"); after["MainPID"] != before["MainPID"] || after["NRestarts"] != before["NRestarts"] {
+			t.Errorf("proxy set/clear restarted the agent: %v -> %v", before, after)
+		}
+	})
+
 	step(t, "stopping the agent during an apply it runs drains the apply; the next start converges", func(t *testing.T) {
 		// A customer.env change recreates the services that read .env: an
 		// apply of several seconds, run by the agent for the CLI.
