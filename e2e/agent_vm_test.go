@@ -107,11 +107,61 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	})
 
 	step(t, "after systemctl restart docker the agent reconnects and the stack is healthy", func(t *testing.T) {
+		// The converge after the reconnect runs beside the loop: the agent
+		// keeps feeding the watchdog, so systemd neither kills nor
+		// restarts it.
+		before := unitProps(t, node, "MainPID", "NRestarts")
 		node.MustExec(t, "systemctl", "restart", "docker")
 		healthy(t, 120*time.Second)
+		if after := unitProps(t, node, "MainPID", "NRestarts"); after["MainPID"] != before["MainPID"] || after["NRestarts"] != before["NRestarts"] {
+			t.Errorf("the engine restart restarted the agent: %v -> %v", before, after)
+		}
 		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager")
 		if !strings.Contains(journal, "event=engine-lost") {
 			t.Errorf("the agent did not notice the engine restart:\n%s", tail(journal, 20))
+		}
+	})
+
+	step(t, "proxy set --yes (the engine restarted under the CLI's converge) leaves the agent alone", func(t *testing.T) {
+		before := unitProps(t, node, "MainPID", "NRestarts")
+		// No pull happens (every image is present): the proxy need not
+		// answer; what counts is the engine's restart.
+		node.MustExec(t, "carto-appliance", "proxy", "set", "--yes", "--url", "http://"+netw.Gateway.String()+":3128")
+		healthy(t, 120*time.Second)
+		node.MustExec(t, "carto-appliance", "proxy", "clear", "--yes")
+		healthy(t, 120*time.Second)
+		if after := unitProps(t, node, "MainPID", "NRestarts"); after["MainPID"] != before["MainPID"] || after["NRestarts"] != before["NRestarts"] {
+			t.Errorf("proxy set/clear restarted the agent: %v -> %v", before, after)
+		}
+	})
+
+	step(t, "stopping the agent during an apply it runs drains the apply; the next start converges", func(t *testing.T) {
+		// A customer.env change recreates the services that read .env: an
+		// apply of several seconds, run by the agent for the CLI.
+		node.MustExec(t, "sh", "-c", "echo E2E_DRAIN=1 >> /opt/carto/customer.env")
+		node.MustExec(t, "systemd-run", "--unit", "drain-apply", "--remain-after-exit", "carto-appliance", "config", "apply")
+		eventually(t, 60*time.Second, func() error {
+			if j := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-o", "cat"); !strings.Contains(j, "event=api-apply") {
+				return fmt.Errorf("the agent has not started the apply yet")
+			}
+			return nil
+		})
+		node.MustExec(t, "systemctl", "stop", "carto-appliance")
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-o", "cat")
+		if !strings.Contains(journal, "event=api-draining op=apply") {
+			t.Errorf("the agent did not wait for its apply:\n%s", tail(journal, 30))
+		}
+		node.MustExec(t, "systemctl", "start", "carto-appliance")
+		healthy(t, 120*time.Second)
+		eventually(t, 60*time.Second, func() error {
+			if out, _, _, _ := node.Exec(ctx, "systemctl", "show", "drain-apply", "-p", "ActiveState"); !strings.Contains(out, "ActiveState=active") && !strings.Contains(out, "ActiveState=failed") {
+				return fmt.Errorf("the CLI's apply still runs: %s", out)
+			}
+			return nil
+		})
+		// Consistent: a second apply has nothing left to do.
+		if out := node.MustExec(t, "carto-appliance", "config", "apply"); !strings.Contains(out, "is up at") {
+			t.Errorf("apply after the restart: %s", out)
 		}
 	})
 

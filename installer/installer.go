@@ -129,17 +129,17 @@ func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
 
 // Result is what install and config apply did.
 type Result struct {
-	Version  string
-	URL      string
-	Applied  *stack.ApplyResult
-	Warnings []string
-	Status   *Status
+	Version  string             `json:"version"`
+	URL      string             `json:"url"`
+	Applied  *stack.ApplyResult `json:"applied,omitempty"`
+	Warnings []string           `json:"warnings,omitempty"`
+	Status   *Status            `json:"status,omitempty"`
 	// Preflight is the report of the checks install ran first.
-	Preflight *preflight.Report `json:",omitempty"`
+	Preflight *preflight.Report `json:"preflight,omitempty"`
 	// CredentialsTo is the registry host key.json goes to as the pull
 	// password, and the only one: CARTO's, or the one named with
 	// --registry.
-	CredentialsTo string `json:",omitempty"`
+	CredentialsTo string `json:"credentials_to,omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.

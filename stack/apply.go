@@ -36,13 +36,13 @@ type ApplyOptions struct {
 
 // ApplyResult says what Apply changed, by service name.
 type ApplyResult struct {
-	Created   []string
-	Recreated []string
-	Started   []string
-	Unchanged []string
-	Removed   []string // orphans: containers of services no longer in the project
-	Stopped   []string // held services that were running
-	Held      []string // services kept stopped (ApplyOptions.Held and their dependents)
+	Created   []string `json:"created,omitempty"`
+	Recreated []string `json:"recreated,omitempty"`
+	Started   []string `json:"started,omitempty"`
+	Unchanged []string `json:"unchanged,omitempty"`
+	Removed   []string `json:"removed,omitempty"` // orphans: containers of services no longer in the project
+	Stopped   []string `json:"stopped,omitempty"` // held services that were running
+	Held      []string `json:"held,omitempty"`    // services kept stopped (ApplyOptions.Held and their dependents)
 }
 
 // Changed reports whether Apply touched any container.

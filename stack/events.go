@@ -26,9 +26,9 @@ const (
 // Event is one step of an operation, for the caller to render (terminal,
 // log, admin console).
 type Event struct {
-	Service string // compose service, or image reference for pulls
-	Action  Action
-	Detail  string // optional, e.g. "waiting for workspace-postgres (healthy)"
+	Service string `json:"service"` // compose service, or image reference for pulls
+	Action  Action `json:"action"`
+	Detail  string `json:"detail,omitempty"` // optional, e.g. "waiting for workspace-postgres (healthy)"
 }
 
 // Reporter receives events. Implementations must be safe for concurrent

@@ -17,12 +17,15 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -35,6 +38,21 @@ const maxSocketPath = 108
 // SocketPath is where the agent of these paths listens.
 func SocketPath(paths installer.Paths) string {
 	return filepath.Join(paths.WithDefaults().StateDir, SocketName)
+}
+
+// APIVersion is the version of the agent's API, in its paths (/v1/...)
+// and answered by GET /v1/version. A CLI speaking another one refuses to
+// talk to the agent (its requests and answers would be misread) and says
+// to restart the agent, which then runs the binary on disk.
+const APIVersion = 1
+
+// VersionInfo is the body of GET /v1/version.
+type VersionInfo struct {
+	// API is the API version the agent speaks (APIVersion).
+	API int `json:"api"`
+	// Binary is the agent's carto-appliance version.
+	Binary string `json:"binary"`
+	PID    int    `json:"pid"`
 }
 
 // ApplyRequest is the body of POST /v1/apply.
@@ -59,23 +77,46 @@ type message struct {
 	Error  *apiError         `json:"error,omitempty"`
 }
 
-// apiError carries an error across the socket; Kind keeps the sentinel
-// errors the CLI maps to exit codes.
+// apiError carries an error across the socket. Kind keeps what the CLI
+// maps to an exit code; Preflight keeps a failed preflight's report.
 type apiError struct {
-	Message string `json:"message"`
-	Kind    string `json:"kind,omitempty"`
+	Message   string            `json:"message"`
+	Kind      string            `json:"kind,omitempty"`
+	Preflight *preflight.Report `json:"preflight,omitempty"`
 }
 
-var errorKinds = map[string]error{
-	"not_installed":   installer.ErrNotInstalled,
-	"unknown_service": installer.ErrUnknownService,
+// ErrBadRequest is an agent's refusal of a request it cannot read (a CLI
+// of another version): a usage error.
+var ErrBadRequest = errors.New("the agent refused the request")
+
+// Error kinds on the wire, and the sentinel each stands for on both sides.
+// A kind is matched in this order: the first the error wraps wins.
+var errorKinds = []struct {
+	kind     string
+	sentinel error
+}{
+	{"usage", ErrBadRequest},
+	{"unknown_service", installer.ErrUnknownService},
+	{"license_invalid", license.ErrInvalid},
+	{"rollback_failed", installer.ErrRollbackFailed},
+	{"upgrade_rolled_back", installer.ErrUpgradeRolledBack},
+	{"not_installed", installer.ErrNotInstalled},
 }
+
+// kindPreflight is a *preflight.FailedError, which carries its report.
+const kindPreflight = "preflight_failed"
 
 func toAPIError(err error) *apiError {
 	e := &apiError{Message: err.Error()}
-	for kind, sentinel := range errorKinds {
-		if errors.Is(err, sentinel) {
-			e.Kind = kind
+	var pf *preflight.FailedError
+	if errors.As(err, &pf) {
+		e.Kind, e.Preflight = kindPreflight, pf.Report
+		return e
+	}
+	for _, k := range errorKinds {
+		if errors.Is(err, k.sentinel) {
+			e.Kind = k.kind
+			break
 		}
 	}
 	return e
@@ -108,13 +149,79 @@ func Listen(paths installer.Paths) (net.Listener, error) {
 
 type peerKey struct{}
 
-// Serve answers the CLI on ln until ctx ends. Requests from a user other
-// than root or the agent's own are refused, whatever the socket's mode.
-func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf func(string, ...any)) error {
-	paths = paths.WithDefaults()
+// Workflows are what the API runs: the installer's (a fake in tests). A
+// nil one is the installer's.
+type Workflows struct {
+	Status  func(context.Context, installer.Paths) (*installer.Status, error)
+	Logs    func(context.Context, installer.Paths, io.Writer, stack.LogsOptions) error
+	Apply   func(context.Context, installer.Options) (*installer.Result, error)
+	Control func(context.Context, installer.Options, installer.ControlAction, []string) (*installer.Result, error)
+}
+
+func (w Workflows) withDefaults() Workflows {
+	if w.Status == nil {
+		w.Status = installer.GetStatus
+	}
+	if w.Logs == nil {
+		w.Logs = installer.Logs
+	}
+	if w.Apply == nil {
+		w.Apply = installer.Apply
+	}
+	if w.Control == nil {
+		w.Control = installer.Control
+	}
+	return w
+}
+
+// ServeOptions configures Serve.
+type ServeOptions struct {
+	Paths installer.Paths
+	// Version is the agent's binary version, answered by GET /v1/version.
+	Version string
+	Logf    func(string, ...any)
+	// Changed is called after every operation that may have changed the
+	// installed settings or the stack (whatever its outcome), so that the
+	// agent's loop looks at once rather than at its next pass.
+	Changed func()
+	// StopBound is how long an operation under way when ctx ends is
+	// waited for before it is cancelled; 0 means DefaultStopBound.
+	StopBound time.Duration
+	Workflows Workflows
+}
+
+// Serve answers the CLI on ln until ctx ends, then drains: operations
+// under way (an apply) are waited for up to the stop bound, followed logs
+// are cut. Requests from a user other than root or the agent's own are
+// refused, whatever the socket's mode.
+func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
+	paths := opts.Paths.WithDefaults()
+	wf := opts.Workflows.withDefaults()
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	changed := opts.Changed
+	if changed == nil {
+		changed = func() {}
+	}
+	bound := opts.StopBound
+	if bound == 0 {
+		bound = DefaultStopBound
+	}
+	// Operations finish even if the CLI goes away (a stack left half
+	// converged would be worse) and outlive the stop signal up to the
+	// bound; then they are cancelled.
+	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelOps()
+	ops := &inFlight{ops: map[int]inFlightOp{}}
+
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/version", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, VersionInfo{API: APIVersion, Binary: opts.Version, PID: os.Getpid()})
+	})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
-		st, err := installer.GetStatus(r.Context(), paths)
+		st, err := wf.Status(r.Context(), paths)
 		if err != nil {
 			writeJSON(w, http.StatusInternalServerError, toAPIError(err))
 			return
@@ -124,14 +231,18 @@ func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf fun
 	})
 	mux.HandleFunc("GET /v1/logs", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		opts := stack.LogsOptions{Services: q["service"], Since: q.Get("since"), Tail: q.Get("tail")}
-		opts.Follow, _ = strconv.ParseBool(q.Get("follow"))
+		lo := stack.LogsOptions{Services: q["service"], Since: q.Get("since"), Tail: q.Get("tail")}
+		lo.Follow, _ = strconv.ParseBool(q.Get("follow"))
+		// Followed logs never end by themselves: a stop cuts them.
+		lctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(ctx, cancel)()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		// Errors after the first line cannot change the status any more:
 		// they end the stream with a trailer the client reads.
 		w.Header().Set("Trailer", "X-Error")
 		fw := &flushWriter{w: w}
-		if err := installer.Logs(r.Context(), paths, fw, opts); err != nil {
+		if err := wf.Logs(lctx, paths, fw, lo); err != nil && lctx.Err() == nil {
 			if !fw.wrote {
 				writeJSON(w, http.StatusInternalServerError, toAPIError(err))
 				return
@@ -145,12 +256,10 @@ func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf fun
 			return
 		}
 		logf("event=api-apply pull=%s", req.Pull)
-		stream(w, func(o installer.Options) (*installer.Result, error) {
+		runOp(w, ops, "apply", changed, func(o installer.Options) (*installer.Result, error) {
 			o.Paths, o.Pull = paths, req.Pull
 			o.ConfirmEngineRestart = func(string) bool { return req.RestartEngine }
-			// The operation finishes even if the CLI goes away: a stack
-			// left half-converged would be worse.
-			return installer.Apply(context.WithoutCancel(r.Context()), o)
+			return wf.Apply(opsCtx, o)
 		})
 	})
 	mux.HandleFunc("POST /v1/control", func(w http.ResponseWriter, r *http.Request) {
@@ -159,9 +268,9 @@ func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf fun
 			return
 		}
 		logf("event=api-%s services=%q", req.Action, req.Services)
-		stream(w, func(o installer.Options) (*installer.Result, error) {
+		runOp(w, ops, string(req.Action), changed, func(o installer.Options) (*installer.Result, error) {
 			o.Paths = paths
-			return installer.Control(context.WithoutCancel(r.Context()), o, req.Action, req.Services)
+			return wf.Control(opsCtx, o, req.Action, req.Services)
 		})
 	})
 	uid := os.Geteuid()
@@ -184,15 +293,80 @@ func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf fun
 		},
 		ReadHeaderTimeout: 10 * time.Second,
 	}
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		<-ctx.Done()
-		// Followed logs would hold a graceful shutdown forever.
-		srv.Close()
+		draining := ops.list()
+		for _, op := range draining {
+			logf("event=api-draining op=%s running_for=%s bound=%s", op.name, time.Since(op.started).Round(time.Millisecond), bound)
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), bound)
+		defer cancel()
+		// Shutdown closes the socket at once (a CLI then works directly,
+		// after the drained apply releases the converge lock) and waits
+		// for the operations' answers to end.
+		if err := srv.Shutdown(sctx); err != nil {
+			for _, op := range ops.list() {
+				logf("event=api-op-cut op=%s err=%q", op.name, "still running at the stop bound: cancelled; the next start converges again")
+			}
+			cancelOps()
+			srv.Close()
+			return
+		}
+		for _, op := range draining {
+			logf("event=api-drained op=%s took=%s", op.name, time.Since(op.started).Round(time.Millisecond))
+		}
 	}()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serving the agent's API: %w", err)
 	}
+	<-drained
 	return nil
+}
+
+// inFlight tracks the operations under way, for the drain's log.
+type inFlight struct {
+	mu   sync.Mutex
+	next int
+	ops  map[int]inFlightOp
+}
+
+type inFlightOp struct {
+	name    string
+	started time.Time
+}
+
+func (f *inFlight) add(name string) (remove func()) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := f.next
+	f.next++
+	f.ops[id] = inFlightOp{name: name, started: time.Now()}
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		delete(f.ops, id)
+	}
+}
+
+func (f *inFlight) list() []inFlightOp {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]inFlightOp, 0, len(f.ops))
+	for _, op := range f.ops {
+		out = append(out, op)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].started.Before(out[b].started) })
+	return out
+}
+
+// runOp runs an operation that may change the stack, tracked for the
+// drain, and streams its progress and outcome.
+func runOp(w http.ResponseWriter, ops *inFlight, name string, changed func(), op func(installer.Options) (*installer.Result, error)) {
+	defer ops.add(name)()
+	defer changed()
+	stream(w, op)
 }
 
 // peerCred is who is on the other end of a unix connection, as the kernel

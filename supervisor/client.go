@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -47,11 +48,58 @@ func Dial(ctx context.Context, paths installer.Paths) (*Client, error) {
 		return nil, fmt.Errorf("connecting to the carto-appliance agent at %s: %w", socket, err)
 	}
 	conn.Close()
-	return &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
+	c := &Client{socket: socket, http: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", socket)
 		},
-	}}}, nil
+	}}}
+	if err := c.checkVersion(ctx); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ErrAPIVersion is returned by Dial when the running agent speaks another
+// API version than this binary (the binary was replaced, the agent not
+// restarted yet).
+var ErrAPIVersion = errors.New("the running carto-appliance agent speaks another API version")
+
+// checkVersion makes sure the agent speaks this binary's API. An agent
+// from before versioning has no /v1/version and answers 404.
+func (c *Client) checkVersion(ctx context.Context) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://agent/v1/version", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("asking the carto-appliance agent (%s) its version: %w", c.socket, err)
+	}
+	defer resp.Body.Close()
+	var v VersionInfo
+	if resp.StatusCode == http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			return fmt.Errorf("reading the carto-appliance agent's version: %w", err)
+		}
+	}
+	if resp.StatusCode == http.StatusForbidden {
+		var e apiError
+		if json.NewDecoder(resp.Body).Decode(&e) == nil && e.Message != "" {
+			return e.err()
+		}
+	}
+	if v.API > APIVersion {
+		return fmt.Errorf("%w: this binary speaks v%d, the agent v%d (carto-appliance %s): this binary is older than the running agent; use the installed one (%s or %s)", ErrAPIVersion, APIVersion, v.API, v.Binary, installer.DefaultBinary, installer.PackageBinary)
+	}
+	if v.API != APIVersion {
+		agent := "an older one"
+		if v.API != 0 {
+			agent = fmt.Sprintf("v%d (carto-appliance %s, pid %d)", v.API, v.Binary, v.PID)
+		}
+		return fmt.Errorf("%w: this binary speaks v%d, the agent %s: restart the agent so that it runs this binary: systemctl restart carto-appliance", ErrAPIVersion, APIVersion, agent)
+	}
+	return nil
 }
 
 // Close releases the client's connections.
@@ -171,14 +219,27 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*
 }
 
 // remoteError is an error the agent returned; Is matches the sentinel of
-// its kind so that callers treat it like the direct run's.
+// its kind and As gives a failed preflight's report, so that callers
+// treat it like the direct run's (same exit code, same report).
 type remoteError struct{ apiError }
 
 func (e *remoteError) Error() string { return e.Message }
 
 func (e *remoteError) Is(target error) bool {
-	s, ok := errorKinds[e.Kind]
-	return ok && s == target
+	for _, k := range errorKinds {
+		if k.kind == e.Kind {
+			return k.sentinel == target
+		}
+	}
+	return false
+}
+
+func (e *remoteError) As(target any) bool {
+	if pf, ok := target.(**preflight.FailedError); ok && e.Kind == kindPreflight && e.Preflight != nil {
+		*pf = &preflight.FailedError{Report: e.Preflight}
+		return true
+	}
+	return false
 }
 
 func (e *apiError) err() error { return &remoteError{*e} }

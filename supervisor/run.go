@@ -4,6 +4,8 @@
 // growing backoff, reports crash loops in the state dir for `status`, and
 // reconnects and converges again after the Docker engine restarts. In acme
 // mode it also answers the CA's challenges on the HTTP port, and renews.
+// Converges, renewals and licence checks are jobs (jobs.go) beside the
+// loop, drained on stop; the loop itself never waits on them.
 package supervisor
 
 import (
@@ -15,7 +17,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -29,48 +30,91 @@ import (
 type Options struct {
 	Paths installer.Paths
 	// Ready is called once, after the engine answered and the first
-	// converge ran (whatever its outcome: the stack's state is reported in
-	// status, and an agent that never gets ready would be restarted by
+	// converge ended (whatever its outcome: the stack's state is reported
+	// in status, and an agent that never gets ready would be restarted by
 	// systemd in a loop).
 	Ready func()
 	// Healthy is called on every pass of the loop (also while the engine
-	// is away), for the systemd watchdog.
+	// is away or a job runs), for the systemd watchdog.
 	Healthy func()
 	// Logf receives one line per thing the supervisor does.
 	Logf func(format string, args ...any)
 	// Resync is how often every service is checked even without events;
 	// 0 means 10 s.
 	Resync time.Duration
+	// Changed tells the loop that the agent's API changed the installed
+	// settings or the stack: the loop looks at once (the front, the
+	// project, a resync) rather than at its next pass.
+	Changed <-chan struct{}
+	// StopBound is how long Run waits, once ctx ends, for a converge or
+	// renewal under way before it cancels it; 0 means DefaultStopBound.
+	StopBound time.Duration
 }
+
+// DefaultStopBound leaves room in systemd's TimeoutStopSec (30 s) for the
+// API's own drain and the exit.
+const DefaultStopBound = 20 * time.Second
 
 // errEngineGone ends one watch session: the engine stopped answering.
 var errEngineGone = errors.New("the Docker engine connection ended")
 
-// Run supervises until ctx ends; cancellation is not an error.
+// engine is what the loop needs of the Docker engine (a *stack.Engine; a
+// fake in tests).
+type engine interface {
+	Watch(ctx context.Context, project string) (<-chan stack.ContainerEvent, <-chan error)
+	ServiceStates(ctx context.Context, project string) (map[string]stack.ServiceHealth, error)
+	Revive(ctx context.Context, project, service string) (bool, error)
+	Close() error
+}
+
+// Run supervises until ctx ends, then drains its jobs (up to
+// Options.StopBound); cancellation is not an error.
 func Run(ctx context.Context, opts Options) error {
+	return newSup(opts).run(ctx)
+}
+
+func newSup(opts Options) *sup {
 	opts.Paths = opts.Paths.WithDefaults()
-	s := &sup{opts: opts, trackers: map[string]*tracker{}}
-	if s.opts.Logf == nil {
-		s.opts.Logf = func(string, ...any) {}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
 	}
-	if s.opts.Resync == 0 {
-		s.opts.Resync = 10 * time.Second
+	if opts.Resync == 0 {
+		opts.Resync = 10 * time.Second
 	}
+	if opts.StopBound == 0 {
+		opts.StopBound = DefaultStopBound
+	}
+	return &sup{
+		opts:      opts,
+		trackers:  map[string]*tracker{},
+		jobs:      NewRunner(opts.Logf),
+		converged: make(chan struct{}, 16),
+		dial: func(ctx context.Context) (engine, error) {
+			eng, err := stack.Connect(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return eng, nil
+		},
+		apply: installer.Apply,
+	}
+}
+
+func (s *sup) run(ctx context.Context) error {
 	defer s.front.close()
+	defer s.jobs.Stop(s.opts.StopBound, 5*time.Second)
 	// Before anything else, even before the engine answers: the router
 	// it restarts by its restart policy must find the allow-list there.
 	s.enforceFirewall(ctx)
-	ready := false
 	for ctx.Err() == nil {
 		eng, err := s.connect(ctx)
 		if err != nil {
 			break // ctx ended
 		}
-		s.converge(ctx)
-		if !ready && s.opts.Ready != nil {
-			s.opts.Ready()
-			ready = true
-		}
+		// After an engine restart too: what the engine brought back by
+		// its restart policies is checked against the installed settings.
+		s.loadSettings()
+		s.startConverge(ctx)
 		err = s.watch(ctx, eng)
 		eng.Close()
 		if ctx.Err() == nil {
@@ -90,11 +134,23 @@ type sup struct {
 	loaded      *types.Project
 	loadedStamp string
 
-	certWarned int         // the expiry warning threshold last logged
-	renewing   atomic.Bool // a certificate renewal runs in the background
-	licensing  atomic.Bool // a licence check runs in the background
+	certWarned int // the expiry warning threshold last logged
+
+	jobs *Runner
+	// converged hears from each converge job as it ends; buffered, as the
+	// loop may be reconnecting then. The loop starts converges only after
+	// the previous one ended, so it never fills.
+	converged chan struct{}
+	// convergeAgain asks for one more converge once the running one ends
+	// (the engine restarted under it); owned by the loop.
+	convergeAgain bool
+	ready         bool // Ready was called; owned by the loop
+	certPending   bool // a certificate check waits for the converge; owned by the loop
 
 	front front // the HTTP port in acme mode; owned by the loop
+
+	dial  func(context.Context) (engine, error)
+	apply func(context.Context, installer.Options) (*installer.Result, error)
 }
 
 // loadProject loads the installed compose project, again only when its
@@ -132,10 +188,10 @@ func filesStamp(dir string, names ...string) (string, error) {
 
 // connect waits for the engine, retrying on a bounded backoff, until ctx
 // ends.
-func (s *sup) connect(ctx context.Context) (*stack.Engine, error) {
+func (s *sup) connect(ctx context.Context) (engine, error) {
 	delay := 500 * time.Millisecond
 	for {
-		eng, err := stack.Connect(ctx)
+		eng, err := s.dial(ctx)
 		if err == nil {
 			return eng, nil
 		}
@@ -150,31 +206,80 @@ func (s *sup) connect(ctx context.Context) (*stack.Engine, error) {
 	}
 }
 
+// loadSettings reads which compose project the loop follows and brings
+// the front in line with the settings, before a converge: in acme mode, a
+// certificate the converge renews is validated on the port the front
+// answers.
+func (s *sup) loadSettings() {
+	cfg, found, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
+	if err == nil && found {
+		s.project = cfg.Defaults().Project
+	}
+	s.syncFront()
+}
+
+// startConverge starts a converge job, or, when one runs, asks for another
+// once it ends: the one running may have started before what calls for
+// this one (an engine restart).
+func (s *sup) startConverge(ctx context.Context) {
+	if !s.jobs.Start(ctx, Job{Name: jobConverge, Run: s.converge}) {
+		s.convergeAgain = true
+	}
+}
+
 // converge applies the installed configuration (a no-op when the stack
-// already matches it).
-func (s *sup) converge(ctx context.Context) {
+// already matches it). It is a job: it may wait minutes for the converge
+// lock, the images or the services' health.
+func (s *sup) converge(ctx context.Context) error {
+	defer func() {
+		select {
+		case s.converged <- struct{}{}:
+		default: // cannot happen (see converged); never block the drain
+		}
+	}()
 	// Again at each converge (after an engine restart too), whatever
 	// the converge's outcome.
 	s.enforceFirewall(ctx)
-	cfg, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
-	if err != nil {
+	if _, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName)); err != nil {
 		s.opts.Logf("event=converge-failed err=%q", err)
-		return
+		return err
 	}
-	s.project = cfg.Defaults().Project
-	// Before the apply: in acme mode, a certificate it renews is validated
-	// on the port the front answers.
-	s.syncFront()
 	start := time.Now()
-	res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths, DeferACME: true})
+	res, err := s.apply(ctx, installer.Options{Paths: s.opts.Paths, DeferACME: true})
 	if err != nil {
 		s.opts.Logf("event=converge-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
+		return err
+	}
+	if a := res.Applied; a != nil {
+		s.opts.Logf("event=converged took=%s created=%d recreated=%d started=%d unchanged=%d",
+			time.Since(start).Round(time.Millisecond), len(a.Created), len(a.Recreated), len(a.Started), len(a.Unchanged))
+	}
+	s.logWarnings(res)
+	return nil
+}
+
+// convergeEnded is the loop's part of a converge's end: ready at the
+// first, the front and the project as the converge left the settings, a
+// certificate check that waited, and a resync at once.
+func (s *sup) convergeEnded(ctx context.Context, retry *time.Timer) {
+	if !s.ready {
+		s.ready = true
+		if s.opts.Ready != nil {
+			s.opts.Ready()
+		}
+	}
+	if s.convergeAgain {
+		s.convergeAgain = false
+		s.loadSettings()
+		s.startConverge(ctx)
 		return
 	}
-	a := res.Applied
-	s.opts.Logf("event=converged took=%s created=%d recreated=%d started=%d unchanged=%d",
-		time.Since(start).Round(time.Millisecond), len(a.Created), len(a.Recreated), len(a.Started), len(a.Unchanged))
-	s.logWarnings(res)
+	s.loadSettings()
+	if s.certPending {
+		s.certPending = false
+		s.checkCertificate(ctx)
+	}
+	retry.Reset(0)
 }
 
 // logWarnings puts what an apply of the agent's own would have told an
@@ -195,7 +300,7 @@ func (s *sup) enforceFirewall(ctx context.Context) {
 
 // watch follows the project's events and resyncs periodically until the
 // engine connection ends or ctx does.
-func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
+func (s *sup) watch(ctx context.Context, eng engine) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events, errs := eng.Watch(wctx, s.project)
@@ -216,6 +321,11 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-s.converged:
+			s.convergeEnded(ctx, retry)
+		case <-s.opts.Changed:
+			s.loadSettings()
+			retry.Reset(0)
 		case err := <-errs:
 			return fmt.Errorf("%w: %v", errEngineGone, err)
 		case ev, ok := <-events:
@@ -245,11 +355,16 @@ func (s *sup) watch(ctx context.Context, eng *stack.Engine) error {
 // resync revives every service that is down or unhealthy, when its backoff
 // allows, arms retry for the earliest one still waiting, records the state
 // for status, and reports the loop healthy.
-func (s *sup) resync(ctx context.Context, eng *stack.Engine, retry *time.Timer) {
+func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 	// The watchdog is about this loop being alive, not the stack being
 	// healthy: a stack it cannot fix is reported, and killing the agent
 	// would not help.
 	defer s.alive()
+	// The converge recreates and starts containers itself; the pass at
+	// its end looks.
+	if s.jobs.Running(jobConverge) {
+		return
+	}
 	// An install or config apply under way stops and starts containers on
 	// purpose: reviving them meanwhile would fight it. The next pass looks.
 	unlock, ok, err := installer.TryLockConverge(s.opts.Paths)
@@ -321,31 +436,36 @@ const certCheckEvery = time.Hour
 
 // checkCertificate renews a self-signed or ACME certificate that is due
 // (an apply issues or obtains it and reloads the router) and logs a custom
-// one's expiry warnings, each threshold once. The renewal runs beside the
-// loop: an ACME CA may take minutes to answer, or time out, and the loop
-// must keep feeding the watchdog meanwhile (its resyncs wait for the
+// one's expiry warnings, each threshold once. The renewal is a job beside
+// the loop: an ACME CA may take minutes to answer, or time out, and the
+// loop must keep feeding the watchdog meanwhile (its resyncs wait for the
 // apply's lock, as they do for an install).
 func (s *sup) checkCertificate(ctx context.Context) {
+	if s.jobs.Running(jobConverge) {
+		// The converge may renew it itself; look once it ended.
+		s.certPending = true
+		return
+	}
 	c, err := installer.CheckCertificate(ctx, s.opts.Paths, time.Now())
 	switch {
 	case err != nil:
 		s.opts.Logf("event=certificate-check-failed err=%q", oneLine(err))
 	case c.Renew:
-		if !s.renewing.CompareAndSwap(false, true) {
+		if s.jobs.Running(jobRenew) {
 			return
 		}
 		s.opts.Logf("event=certificate-renewing reason=%q", c.Why)
-		go func() {
-			defer s.renewing.Store(false)
+		s.jobs.Start(ctx, Job{Name: jobRenew, Run: func(ctx context.Context) error {
 			start := time.Now()
-			res, err := installer.Apply(ctx, installer.Options{Paths: s.opts.Paths})
+			res, err := s.apply(ctx, installer.Options{Paths: s.opts.Paths})
 			if err != nil {
 				s.opts.Logf("event=certificate-renew-failed took=%s err=%q", time.Since(start).Round(time.Millisecond), oneLine(err))
-				return
+				return err
 			}
 			s.logWarnings(res)
 			s.opts.Logf("event=certificate-renewed took=%s", time.Since(start).Round(time.Millisecond))
-		}()
+			return nil
+		}})
 	case c.Warning != "" && c.Threshold != s.certWarned:
 		s.certWarned = c.Threshold
 		s.opts.Logf("event=certificate-expiring err=%q", c.Warning)
@@ -361,11 +481,7 @@ const licenseCheckEvery = 6 * time.Hour
 // changes: an expired licence is reported, never enforced on a running
 // stack.
 func (s *sup) checkLicense(ctx context.Context) {
-	if !s.licensing.CompareAndSwap(false, true) {
-		return
-	}
-	go func() {
-		defer s.licensing.Store(false)
+	s.jobs.Start(ctx, Job{Name: jobLicenseCheck, Interruptible: true, Run: func(ctx context.Context) error {
 		st, err := installer.CheckLicense(ctx, s.opts.Paths)
 		switch {
 		case err != nil:
@@ -379,7 +495,8 @@ func (s *sup) checkLicense(ctx context.Context) {
 			}
 			s.opts.Logf("event=license-checked state=%s%s err=%q action=none", st.State, grace, st.Reason+" (the stack keeps running)")
 		}
-	}()
+		return err
+	}})
 }
 
 func (s *sup) alive() {

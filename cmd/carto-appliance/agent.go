@@ -115,9 +115,13 @@ func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
 
 	var lastHealthy atomic.Int64 // unix nanoseconds of the last Healthy call; 0 before the first
 	var ready sync.Once
+	// The API's changes reach the loop at once (one pending is enough:
+	// the loop then looks at everything).
+	changed := make(chan struct{}, 1)
 	opts := supervisor.Options{
-		Paths: paths,
-		Logf:  log.Logf,
+		Paths:   paths,
+		Logf:    log.Logf,
+		Changed: changed,
 		Ready: func() {
 			ready.Do(func() {
 				notify(log, daemon.SdNotifyReady+"\nSTATUS=supervising the stack")
@@ -138,7 +142,18 @@ func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
 	} else {
 		log.Logf("event=api-listening socket=%q", ln.Addr())
 		wg.Go(func() {
-			if err := supervisor.Serve(ctx, ln, paths, log.Logf); err != nil {
+			err := supervisor.Serve(ctx, ln, supervisor.ServeOptions{
+				Paths:   paths,
+				Version: version,
+				Logf:    log.Logf,
+				Changed: func() {
+					select {
+					case changed <- struct{}{}:
+					default:
+					}
+				},
+			})
+			if err != nil {
 				log.Logf("event=api-failed err=%q", err)
 			}
 		})

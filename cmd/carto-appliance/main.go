@@ -15,6 +15,7 @@ import (
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -27,7 +28,11 @@ const (
 	exitUsage     = 2
 	exitPreflight = 3
 	exitLicense   = 4
-	exitInterrupt = 130
+	// exitRolledBack: an upgrade failed and the previous release runs
+	// again; exitRollbackFailed: its rollback failed too.
+	exitRolledBack     = 5
+	exitRollbackFailed = 6
+	exitInterrupt      = 130
 )
 
 // usageError marks errors in how the command was called.
@@ -60,8 +65,14 @@ func run(ctx context.Context, args []string) int {
 	if errors.Is(err, license.ErrInvalid) {
 		return exitLicense
 	}
+	if errors.Is(err, installer.ErrRollbackFailed) {
+		return exitRollbackFailed
+	}
+	if errors.Is(err, installer.ErrUpgradeRolledBack) {
+		return exitRolledBack
+	}
 	var ue usageError
-	if errors.As(err, &ue) || errors.Is(err, installer.ErrUnknownService) {
+	if errors.As(err, &ue) || errors.Is(err, installer.ErrUnknownService) || errors.Is(err, supervisor.ErrBadRequest) {
 		return exitUsage
 	}
 	return exitError

@@ -1,0 +1,164 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// fakeEngine answers the loop with an idle project; lose ends its watch
+// as an engine restart does.
+type fakeEngine struct {
+	lose chan error
+}
+
+func (f *fakeEngine) Watch(ctx context.Context, project string) (<-chan stack.ContainerEvent, <-chan error) {
+	return make(chan stack.ContainerEvent), f.lose
+}
+
+func (f *fakeEngine) ServiceStates(context.Context, string) (map[string]stack.ServiceHealth, error) {
+	return map[string]stack.ServiceHealth{}, nil
+}
+
+func (f *fakeEngine) Revive(context.Context, string, string) (bool, error) { return false, nil }
+func (f *fakeEngine) Close() error                                         { return nil }
+
+// loopUnderTest runs the loop on an empty node with a fake engine and a
+// converge (apply) the test controls.
+type loopUnderTest struct {
+	sup      *sup
+	log      logLines
+	healthy  atomic.Int64
+	ready    atomic.Bool
+	applies  atomic.Int64
+	release  chan struct{}
+	engines  chan *fakeEngine
+	cancel   context.CancelFunc
+	done     chan error
+	applyCtx chan context.Context
+}
+
+func startLoop(t *testing.T, stopBound time.Duration) *loopUnderTest {
+	t.Helper()
+	dir := t.TempDir()
+	l := &loopUnderTest{release: make(chan struct{}), engines: make(chan *fakeEngine, 4), done: make(chan error, 1), applyCtx: make(chan context.Context, 4)}
+	l.sup = newSup(Options{
+		Paths:     installer.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")},
+		Logf:      l.log.logf,
+		Healthy:   func() { l.healthy.Add(1) },
+		Ready:     func() { l.ready.Store(true) },
+		Resync:    5 * time.Millisecond,
+		StopBound: stopBound,
+	})
+	l.sup.dial = func(ctx context.Context) (engine, error) {
+		select {
+		case e := <-l.engines:
+			return e, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	// A converge that waits (for the converge lock, images, health) until
+	// the test releases it.
+	l.sup.apply = func(ctx context.Context, o installer.Options) (*installer.Result, error) {
+		l.applies.Add(1)
+		l.applyCtx <- ctx
+		select {
+		case <-l.release:
+			return &installer.Result{Applied: &stack.ApplyResult{}}, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l.cancel = cancel
+	go func() { l.done <- l.sup.run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-l.done:
+		case <-time.After(10 * time.Second):
+			t.Error("the loop did not end")
+		}
+	})
+	return l
+}
+
+// healthyKeepsComing waits until the loop reported healthy n more times.
+func (l *loopUnderTest) healthyKeepsComing(t *testing.T, n int64) {
+	t.Helper()
+	from := l.healthy.Load()
+	eventuallyTrue(t, func() bool { return l.healthy.Load() >= from+n })
+}
+
+func TestLoopKeepsReportingHealthyDuringAConverge(t *testing.T) {
+	l := startLoop(t, time.Second)
+	l.engines <- &fakeEngine{}
+	<-l.applyCtx // the start-up converge runs, and blocks
+	l.healthyKeepsComing(t, 10)
+	if l.ready.Load() {
+		t.Error("ready before the first converge ended")
+	}
+	if !l.sup.jobs.Running(jobConverge) {
+		t.Error("the converge is not a running job")
+	}
+	close(l.release)
+	eventuallyTrue(t, l.ready.Load)
+	l.healthyKeepsComing(t, 3)
+	if !l.log.has("event=converged") {
+		t.Errorf("no converged line:\n%s", l.log.String())
+	}
+}
+
+// The engine restarting under a converge: the loop reconnects at once
+// (healthy all along) and converges again once the running one ended.
+func TestLoopReconnectsDuringAConvergeAndConvergesAgain(t *testing.T) {
+	l := startLoop(t, time.Second)
+	first := &fakeEngine{lose: make(chan error, 1)}
+	l.engines <- first
+	<-l.applyCtx
+	first.lose <- errors.New("engine restarted")
+	l.engines <- &fakeEngine{}
+	eventuallyTrue(t, func() bool { return l.log.has("event=engine-lost") })
+	l.healthyKeepsComing(t, 10)
+	if n := l.applies.Load(); n != 1 {
+		t.Errorf("%d converges at once, want the running one alone", n)
+	}
+	close(l.release) // lets this converge and the next one end
+	eventuallyTrue(t, func() bool { return l.applies.Load() == 2 })
+	eventuallyTrue(t, l.ready.Load)
+}
+
+// Stopping during a converge waits for it up to the bound, then cancels
+// it; the loop's run returns.
+func TestLoopStopDrainsTheConverge(t *testing.T) {
+	l := startLoop(t, 300*time.Millisecond)
+	l.engines <- &fakeEngine{}
+	actx := <-l.applyCtx
+	l.cancel()
+	select {
+	case <-actx.Done():
+		t.Fatal("the converge was cancelled with the loop, not after the bound")
+	case <-time.After(50 * time.Millisecond):
+	}
+	select {
+	case <-l.done:
+		l.done <- nil // for the cleanup
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop did not return after the stop bound")
+	}
+	if actx.Err() == nil {
+		t.Error("the converge still runs after the loop returned")
+	}
+	for _, want := range []string{"event=job-draining job=converge", "event=job-cut job=converge"} {
+		if !l.log.has(want) {
+			t.Errorf("no %q line:\n%s", want, l.log.String())
+		}
+	}
+}
