@@ -12,18 +12,19 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 )
 
 // The agent's port-80 front redirects to the installed domain, not to
 // whatever Host a request names, and the redirect is not cached.
 func TestACMEFrontRedirectsToTheDomain(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
-	cfg := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com"}}}
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	cfg := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com"}}}
 	cfg.Router.HTTPSPort = 8443
-	if err := saveConfig(paths.file(ConfigFileName), cfg); err != nil {
+	if err := config.Save(paths.File(config.ConfigFileName), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(paths.ConfigDir, EnvFileName), []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(paths.ConfigDir, config.EnvFileName), []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	front, err := ACMEFront(paths)
@@ -73,7 +74,7 @@ func TestACMERootsFile(t *testing.T) {
 	} {
 		done := make(chan error, 1)
 		go func() {
-			var cfg Config
+			var cfg config.Config
 			_, err := ACMEInput{CACertFile: tc.path, flag: "--acme-"}.apply(&cfg)
 			done <- err
 		}()
@@ -86,26 +87,26 @@ func TestACMERootsFile(t *testing.T) {
 			t.Fatalf("%s: reading it hangs", tc.name)
 		}
 	}
-	var cfg Config
+	var cfg config.Config
 	roots, err := ACMEInput{CACertFile: good, flag: "--acme-"}.apply(&cfg)
-	if err != nil || !bytes.Equal(roots, ca.CertPEM) || cfg.TLS.ACME.CACert != ACMECAFileName {
+	if err != nil || !bytes.Equal(roots, ca.CertPEM) || cfg.TLS.ACME.CACert != config.ACMECAFileName {
 		t.Errorf("a CA file: %v, ca_cert %q", err, cfg.TLS.ACME.CACert)
 	}
 
 	for _, path := range []string{"/etc/ssl/certs/ca-certificates.crt", "../../etc/passwd", "other.crt"} {
-		c := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", CACert: path}}}
+		c := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", CACert: path}}}
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "appliance.yaml tls.acme.ca_cert") {
 			t.Errorf("ca_cert %q: %v", path, err)
 		}
 	}
-	c := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", CACert: ACMECAFileName}}}
+	c := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", CACert: config.ACMECAFileName}}}
 	if err := c.Validate(); err != nil {
-		t.Errorf("ca_cert %s: %v", ACMECAFileName, err)
+		t.Errorf("ca_cert %s: %v", config.ACMECAFileName, err)
 	}
 	// The installed copy is checked too when the client is made.
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
-	os.MkdirAll(filepath.Join(paths.ConfigDir, CertsDirName), 0o700)
-	os.WriteFile(filepath.Join(paths.ConfigDir, CertsDirName, ACMECAFileName), leaf.KeyPEM, 0o600)
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	os.MkdirAll(filepath.Join(paths.ConfigDir, config.CertsDirName), 0o700)
+	os.WriteFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ACMECAFileName), leaf.KeyPEM, 0o600)
 	if _, err := acmeClient(paths, c, "carto.example.com", nil, nil); err == nil || !strings.Contains(err.Error(), "appliance.yaml tls.acme.ca_cert") {
 		t.Errorf("a damaged copy: %v", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -55,7 +56,7 @@ func installDocker(ctx context.Context, osRelease map[string]string) error {
 // ensureDocker installs Docker when no engine answers and every other
 // preflight check passes: nothing is installed for an install that would
 // fail anyway.
-func ensureDocker(ctx context.Context, paths Paths, d *desired, ignore []string) error {
+func ensureDocker(ctx context.Context, paths config.Paths, d *desired, ignore []string) error {
 	if eng, err := stack.Connect(ctx); err == nil {
 		eng.Close()
 		return nil

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -27,7 +28,7 @@ func systemdRunning() bool {
 // configureEngineProxy gives the Docker engine the proxy settings (a
 // docker.service drop-in and the proxy CA) and restarts it when the
 // operator agrees. It returns notes for the operator.
-func configureEngineProxy(ctx context.Context, paths Paths, d *desired, confirm func(string) bool) ([]string, error) {
+func configureEngineProxy(ctx context.Context, paths config.Paths, d *desired, confirm func(string) bool) ([]string, error) {
 	p := d.cfg.Proxy
 	if !systemdRunning() {
 		if p.Enabled() {
@@ -42,7 +43,7 @@ func configureEngineProxy(ctx context.Context, paths Paths, d *desired, confirm 
 		wantCA = d.certs[proxy.CAFileName]
 		if wantCA == nil {
 			var err error
-			if wantCA, err = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, p.CACert)); err != nil {
+			if wantCA, err = os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, p.CACert)); err != nil {
 				return nil, fmt.Errorf("reading the proxy CA for the Docker engine: %w", err)
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
@@ -42,7 +43,7 @@ func TestInstallRefusesSpecialAndHugeInputFiles(t *testing.T) {
 	if err := os.WriteFile(huge, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	paths := Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
 	base := func() InstallOptions {
 		return InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key}
 	}
@@ -85,8 +86,8 @@ func TestInstallRefusesSpecialAndHugeInputFiles(t *testing.T) {
 	t.Run("appliance.yaml a FIFO in --config-dir", func(t *testing.T) {
 		cfgDir := filepath.Join(dir, "fifo-config")
 		os.MkdirAll(cfgDir, 0o755)
-		syscall.Mkfifo(filepath.Join(cfgDir, ConfigFileName), 0o600)
-		err := soon(t, func() error { _, _, err := LoadConfig(filepath.Join(cfgDir, ConfigFileName)); return err })
+		syscall.Mkfifo(filepath.Join(cfgDir, config.ConfigFileName), 0o600)
+		err := soon(t, func() error { _, _, err := config.Load(filepath.Join(cfgDir, config.ConfigFileName)); return err })
 		if err == nil || !strings.Contains(err.Error(), "appliance.yaml is a FIFO") {
 			t.Fatalf("got %v", err)
 		}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
@@ -38,7 +39,7 @@ func TestRedactorMasksTheKeyJSONPrivateKey(t *testing.T) {
 }
 
 func TestConvergeLockIsExclusive(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
 	unlock, ok, err := TryLockConverge(paths)
 	if err != nil || !ok {
 		t.Fatalf("first lock: %v %v", ok, err)
@@ -83,15 +84,15 @@ func TestRedactorMasksByNameAndByValue(t *testing.T) {
 
 // `logs` masks what the failure logs mask, from the installed files.
 func TestInstalledRedactor(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir()}
-	os.MkdirAll(filepath.Join(paths.ConfigDir, CertsDirName), 0o700)
-	os.WriteFile(paths.file(EnvFileName), envfile.Marshal(envfile.NewEnv("REDIS_AUTH", "r3dis-auth", "LOG_LEVEL", "info")), 0o600)
-	os.WriteFile(paths.keyFile(), []byte(`{"private_key_id":"0a1b2c3d4e"}`), 0o600)
+	paths := config.Paths{ConfigDir: t.TempDir()}
+	os.MkdirAll(filepath.Join(paths.ConfigDir, config.CertsDirName), 0o700)
+	os.WriteFile(paths.File(config.EnvFileName), envfile.Marshal(envfile.NewEnv("REDIS_AUTH", "r3dis-auth", "LOG_LEVEL", "info")), 0o600)
+	os.WriteFile(paths.KeyFile(), []byte(`{"private_key_id":"0a1b2c3d4e"}`), 0o600)
 	got := installedRedactor(paths)("auth r3dis-auth key 0a1b2c3d4e level info")
 	if want := "auth " + envfile.Mask + " key " + envfile.Mask + " level info"; got != want {
 		t.Errorf("redacted %q, want %q", got, want)
 	}
-	if got := installedRedactor(Paths{ConfigDir: t.TempDir()})("dsn redis://:pw1234@cache/0"); strings.Contains(got, "pw1234") {
+	if got := installedRedactor(config.Paths{ConfigDir: t.TempDir()})("dsn redis://:pw1234@cache/0"); strings.Contains(got, "pw1234") {
 		t.Errorf("without installed files: %q", got)
 	}
 }

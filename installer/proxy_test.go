@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/e2e/proxytest"
 	"os"
 	"path/filepath"
@@ -34,7 +35,7 @@ func TestProxyInputApply(t *testing.T) {
 		{"bad no-proxy", ProxyInput{URL: "http://proxy:3128", NoProxy: "https://x"}, "no-proxy entry"},
 	}
 	for _, c := range cases {
-		cfg := Config{Domain: "carto.example.com"}
+		cfg := config.Config{Domain: "carto.example.com"}
 		before := cfg
 		_, err := c.in.apply(&cfg)
 		if c.want == "" {
@@ -58,7 +59,7 @@ func TestProxyInputApply(t *testing.T) {
 }
 
 func TestProxyInputKeepsCAForSameProxy(t *testing.T) {
-	cfg := Config{Proxy: proxy.Settings{URL: "https://proxy:3129", CACert: proxy.CAFileName}}
+	cfg := config.Config{Proxy: proxy.Settings{URL: "https://proxy:3129", CACert: proxy.CAFileName}}
 	if _, err := (ProxyInput{URL: "https://proxy:3129", NoProxy: ".corp"}).apply(&cfg); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/stack"
@@ -24,12 +25,12 @@ const MarkerFileName = ".carto-appliance"
 // the appliance's; every file may also have a .prev and atomicfile's
 // temporary files beside it. Anything else is the operator's and stays.
 var (
-	configOwnedFiles = []string{ConfigFileName, CustomerEnvFileName, EnvFileName, stack.ComposeFileName, LicenseFileName}
-	configOwnedDirs  = []string{CertsDirName}
+	configOwnedFiles = []string{config.ConfigFileName, config.CustomerEnvFileName, config.EnvFileName, stack.ComposeFileName, config.LicenseFileName}
+	configOwnedDirs  = []string{config.CertsDirName}
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
-	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
-	stateOwnedDirs  = []string{caDirName, acmeDirName}
+	stateOwnedFiles = []string{stateFileName, agentStateFileName, config.LicenseCheckFileName, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
+	stateOwnedDirs  = []string{config.CADirName, config.ACMEDirName}
 )
 
 // markOwned writes the marker into dir.
@@ -49,24 +50,24 @@ type purgeDir struct {
 	stages      bool     // holds the private stages (the state dir)
 }
 
-func purgeDirs(paths Paths) []purgeDir {
-	config := purgeDir{flag: "--config-dir", path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, ConfigFileName}}
+func purgeDirs(paths config.Paths) []purgeDir {
+	cfgDir := purgeDir{flag: "--config-dir", path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, config.ConfigFileName}}
 	state := purgeDir{flag: "--state-dir", path: paths.StateDir, files: stateOwnedFiles, dirs: stateOwnedDirs, identity: []string{MarkerFileName, stateFileName}, stages: true}
-	if filepath.Clean(config.path) == filepath.Clean(state.path) {
-		config.flag = "--config-dir and --state-dir"
-		config.files = slices.Concat(config.files, state.files)
-		config.dirs = slices.Concat(config.dirs, state.dirs)
-		config.identity = append(config.identity, stateFileName)
-		config.stages = true
-		return []purgeDir{config}
+	if filepath.Clean(cfgDir.path) == filepath.Clean(state.path) {
+		cfgDir.flag = "--config-dir and --state-dir"
+		cfgDir.files = slices.Concat(cfgDir.files, state.files)
+		cfgDir.dirs = slices.Concat(cfgDir.dirs, state.dirs)
+		cfgDir.identity = append(cfgDir.identity, stateFileName)
+		cfgDir.stages = true
+		return []purgeDir{cfgDir}
 	}
-	return []purgeDir{config, state}
+	return []purgeDir{cfgDir, state}
 }
 
 // CheckPurge refuses to purge a config or state dir that is not the
 // appliance's; a missing one is fine (nothing to delete). Uninstall checks
 // it too; the CLI calls it first so that a refused purge stops nothing.
-func CheckPurge(paths Paths) error {
+func CheckPurge(paths config.Paths) error {
 	for _, d := range purgeDirs(paths.WithDefaults()) {
 		if err := d.check(); err != nil {
 			return err

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/packaging/systemd"
 )
@@ -61,7 +62,7 @@ type ServiceOptions struct {
 	// Paths are the config and state dirs the agent is started with;
 	// relative ones are made absolute. Default: DefaultConfigDir,
 	// DefaultStateDir.
-	Paths Paths
+	Paths config.Paths
 	// Binary is the carto-appliance executable the unit runs. Default:
 	// the running one in DefaultBinary or PackageBinary, else the one of
 	// those that exists.
@@ -126,7 +127,7 @@ func CheckService(opts ServiceOptions) error {
 // UninstallService stops the agent and removes its unit. The stack keeps
 // running: its containers belong to the Docker engine, not to the unit.
 // Nothing installed is not an error.
-func UninstallService(ctx context.Context, paths Paths) error {
+func UninstallService(ctx context.Context, paths config.Paths) error {
 	m, err := newSystemdManager(true)
 	if err != nil {
 		return err
@@ -251,7 +252,7 @@ func startError(ctx context.Context, m serviceManager, opts ServiceOptions, doin
 }
 
 // uninstallService does UninstallService's work on m.
-func uninstallService(ctx context.Context, m serviceManager, paths Paths) error {
+func uninstallService(ctx context.Context, m serviceManager, paths config.Paths) error {
 	paths = paths.WithDefaults()
 	path := m.unitPath()
 	_, err := os.Stat(path)

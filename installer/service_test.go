@@ -14,6 +14,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 )
 
@@ -22,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite testdata golden files from the 
 // The unit for the default paths is the golden file; the fresh-VM scenario
 // (e2e/service_vm_test.go) checks that kardianos/service writes exactly it.
 func TestServiceUnitGolden(t *testing.T) {
-	opts := ServiceOptions{Binary: DefaultBinary, Paths: Paths{ConfigDir: DefaultConfigDir, StateDir: DefaultStateDir}}
+	opts := ServiceOptions{Binary: DefaultBinary, Paths: config.Paths{ConfigDir: config.DefaultConfigDir, StateDir: config.DefaultStateDir}}
 	got, err := renderUnit(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +56,7 @@ func TestServiceUnitGolden(t *testing.T) {
 func TestServiceUnitQuotesPaths(t *testing.T) {
 	dir := t.TempDir()
 	bin := fakeBinary(t, filepath.Join(dir, "my bin", "carto-appliance"))
-	opts, err := ServiceOptions{Binary: bin, Paths: Paths{ConfigDir: filepath.Join(dir, "opt carto"), StateDir: "/var/lib/x"}}.resolve()
+	opts, err := ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: filepath.Join(dir, "opt carto"), StateDir: "/var/lib/x"}}.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestServiceOptionsResolve(t *testing.T) {
 		wantErr string // substring; "" for success
 		check   func(t *testing.T, o ServiceOptions)
 	}{
-		{name: "relative paths become absolute", opts: ServiceOptions{Binary: "carto-appliance", Paths: Paths{ConfigDir: "conf", StateDir: "state"}},
+		{name: "relative paths become absolute", opts: ServiceOptions{Binary: "carto-appliance", Paths: config.Paths{ConfigDir: "conf", StateDir: "state"}},
 			check: func(t *testing.T, o ServiceOptions) {
 				if o.Binary != bin || o.Paths.ConfigDir != filepath.Join(dir, "conf") || o.Paths.StateDir != filepath.Join(dir, "state") {
 					t.Errorf("resolved %+v", o)
@@ -93,13 +94,13 @@ func TestServiceOptionsResolve(t *testing.T) {
 			}},
 		{name: "defaults", opts: ServiceOptions{Binary: bin},
 			check: func(t *testing.T, o ServiceOptions) {
-				if o.Paths != (Paths{ConfigDir: DefaultConfigDir, StateDir: DefaultStateDir}) {
+				if o.Paths != (config.Paths{ConfigDir: config.DefaultConfigDir, StateDir: config.DefaultStateDir}) {
 					t.Errorf("paths %+v", o.Paths)
 				}
 			}},
-		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: Paths{ConfigDir: "/opt/100%"}}, wantErr: `--config-dir "/opt/100%"`},
-		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: Paths{StateDir: "/var/$HOME"}}, wantErr: `--state-dir "/var/$HOME"`},
-		{name: "newline", opts: ServiceOptions{Binary: bin, Paths: Paths{StateDir: "/var/a\nb"}}, wantErr: `cannot carry`},
+		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: "/opt/100%"}}, wantErr: `--config-dir "/opt/100%"`},
+		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/$HOME"}}, wantErr: `--state-dir "/var/$HOME"`},
+		{name: "newline", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/a\nb"}}, wantErr: `cannot carry`},
 		{name: "missing binary", opts: ServiceOptions{Binary: filepath.Join(dir, "nope")}, wantErr: "install the binary there"},
 		{name: "binary not executable", opts: ServiceOptions{Binary: notExec}, wantErr: "not an executable file"},
 	}
@@ -274,7 +275,7 @@ func newFakeManager(t *testing.T) (*fakeManager, ServiceOptions) {
 		state: "LoadState=loaded\nUnitFileState=enabled\nActiveState=active\nSubState=running\nMainPID=10\n"}
 	opts := ServiceOptions{
 		Binary: fakeBinary(t, filepath.Join(dir, "bin", "carto-appliance")),
-		Paths:  Paths{ConfigDir: filepath.Join(dir, "opt"), StateDir: filepath.Join(dir, "state")},
+		Paths:  config.Paths{ConfigDir: filepath.Join(dir, "opt"), StateDir: filepath.Join(dir, "state")},
 	}
 	return m, opts
 }

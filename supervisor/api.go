@@ -22,6 +22,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -33,7 +34,7 @@ const SocketName = "agent.sock"
 const maxSocketPath = 108
 
 // SocketPath is where the agent of these paths listens.
-func SocketPath(paths installer.Paths) string {
+func SocketPath(paths config.Paths) string {
 	return filepath.Join(paths.WithDefaults().StateDir, SocketName)
 }
 
@@ -84,7 +85,7 @@ func toAPIError(err error) *apiError {
 // Listen creates the API socket, replacing a stale one (the agent lock
 // makes sure no other agent owns it), readable and writable by its owner
 // only.
-func Listen(paths installer.Paths) (net.Listener, error) {
+func Listen(paths config.Paths) (net.Listener, error) {
 	path := SocketPath(paths)
 	if len(path) >= maxSocketPath {
 		return nil, fmt.Errorf("the socket path %s is longer than a unix socket allows (%d bytes): use a shorter --state-dir", path, maxSocketPath-1)
@@ -110,7 +111,7 @@ type peerKey struct{}
 
 // Serve answers the CLI on ln until ctx ends. Requests from a user other
 // than root or the agent's own are refused, whatever the socket's mode.
-func Serve(ctx context.Context, ln net.Listener, paths installer.Paths, logf func(string, ...any)) error {
+func Serve(ctx context.Context, ln net.Listener, paths config.Paths, logf func(string, ...any)) error {
 	paths = paths.WithDefaults()
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {

@@ -9,16 +9,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
 // serve runs the API for an empty (not installed) node and returns its
 // paths.
-func serve(t *testing.T) installer.Paths {
+func serve(t *testing.T) config.Paths {
 	t.Helper()
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	ln, err := Listen(paths)
 	if err != nil {
 		t.Fatal(err)
@@ -82,7 +83,7 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 
 func TestDialWithoutAgent(t *testing.T) {
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: dir, StateDir: dir}
+	paths := config.Paths{ConfigDir: dir, StateDir: dir}
 	if _, err := Dial(context.Background(), paths); !errors.Is(err, ErrNoAgent) {
 		t.Errorf("no socket: %v, want ErrNoAgent", err)
 	}

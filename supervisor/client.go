@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -31,7 +32,7 @@ type Client struct {
 // Dial connects to the agent of these paths. It returns ErrNoAgent when
 // the socket is missing or nobody listens on it, and a clear error when
 // the caller may not use it.
-func Dial(ctx context.Context, paths installer.Paths) (*Client, error) {
+func Dial(ctx context.Context, paths config.Paths) (*Client, error) {
 	socket := SocketPath(paths)
 	if len(socket) >= maxSocketPath {
 		return nil, ErrNoAgent // the agent could not listen there either

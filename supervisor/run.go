@@ -20,6 +20,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/stack"
@@ -27,7 +28,7 @@ import (
 
 // Options configures Run.
 type Options struct {
-	Paths installer.Paths
+	Paths config.Paths
 	// Ready is called once, after the engine answered and the first
 	// converge ran (whatever its outcome: the stack's state is reported in
 	// status, and an agent that never gets ready would be restarted by
@@ -100,7 +101,7 @@ type sup struct {
 // loadProject loads the installed compose project, again only when its
 // files changed since the last pass.
 func (s *sup) loadProject(ctx context.Context) (*types.Project, error) {
-	stamp, err := filesStamp(s.opts.Paths.ConfigDir, stack.ComposeFileName, installer.EnvFileName)
+	stamp, err := filesStamp(s.opts.Paths.ConfigDir, stack.ComposeFileName, config.EnvFileName)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +157,7 @@ func (s *sup) converge(ctx context.Context) {
 	// Again at each converge (after an engine restart too), whatever
 	// the converge's outcome.
 	s.enforceFirewall(ctx)
-	cfg, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
+	cfg, _, err := config.Load(filepath.Join(s.opts.Paths.ConfigDir, config.ConfigFileName))
 	if err != nil {
 		s.opts.Logf("event=converge-failed err=%q", err)
 		return

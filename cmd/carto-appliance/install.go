@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
@@ -50,7 +51,7 @@ is recreated.`,
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
 				res, err := installer.Install(cmd.Context(), opts)
-				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == installer.TLSACME {
+				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == config.TLSACME {
 					res.Warnings = append(res.Warnings, "without the agent (--no-service) nothing answers the HTTP port nor renews the ACME certificate: run `carto-appliance service install`")
 				}
 				if err != nil || noService {
@@ -95,7 +96,7 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.LicenseFile, "license", "", "license.json of your CARTO customer package (default: the one next to --customer-env, or the installed one)")
-	f.StringVar(&opts.LicenseServer, "license-server", "", "https URL (no credentials) the licence is checked at online (default "+installer.DefaultLicenseServer+")")
+	f.StringVar(&opts.LicenseServer, "license-server", "", "https URL (no credentials) the licence is checked at online (default "+config.DefaultLicenseServer+")")
 	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")
 	f.StringVar(&opts.Registry, "registry", "", "image registry base path, e.g. a private mirror (default gcr.io/carto-onprem-artifacts)")
 	f.IntVar(&opts.HTTPPort, "http-port", 0, "host port for HTTP (default 80)")

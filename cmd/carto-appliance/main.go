@@ -52,7 +52,7 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "interrupted")
 		return exitInterrupt
 	}
-	fmt.Fprintln(os.Stderr, "Error:", err)
+	fmt.Fprintln(os.Stderr, "Error:", explain(err))
 	var pf *preflight.FailedError
 	if errors.As(err, &pf) {
 		return exitPreflight
