@@ -37,6 +37,9 @@ const (
 	// ACMEDirName is certmagic's storage: the account key, the certificates
 	// and the challenge tokens the agent answers.
 	ACMEDirName = "acme"
+	// AgentStateFileName is the agent's record of its restarts and crash
+	// loops.
+	AgentStateFileName = "agent.json"
 	// LicenseCheckFileName keeps the licence server's last word.
 	LicenseCheckFileName = "license-check.json"
 )

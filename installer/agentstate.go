@@ -13,7 +13,7 @@ import (
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 )
 
-const agentStateFileName = "agent.json"
+const agentStateFileName = config.AgentStateFileName
 
 // AgentState is what the supervisor records about the services it keeps
 // up, in the state dir, for status to show.

@@ -7,13 +7,14 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/firewall"
+	"github.com/cartodb/carto-appliance/host"
 )
 
 // firewallHost is where the allow-list is saved and how the engine
 // restores it: with the installed binary, else this one (an install run
 // from elsewhere, with --no-service).
 func firewallHost(paths config.Paths) firewall.Host {
-	binary := defaultBinary()
+	binary := host.DefaultBinaryPath()
 	if !fileExists(binary) {
 		if self, err := os.Executable(); err == nil {
 			if self, err = filepath.EvalSymlinks(self); err == nil {
@@ -21,7 +22,7 @@ func firewallHost(paths config.Paths) firewall.Host {
 			}
 		}
 	}
-	return firewall.Host{StateDir: paths.StateDir, Binary: binary, Systemd: systemdRunning()}
+	return firewall.Host{StateDir: paths.StateDir, Binary: binary, Systemd: host.SystemdRunning()}
 }
 
 // routerFirewall is the allow-list cfg asks for, or nil when everyone may

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
@@ -41,7 +42,7 @@ is recreated.`,
 			}
 			// Before anything changes: systemd runs here, we are root, and
 			// the unit can run the binary.
-			return installer.CheckService(installer.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
+			return host.CheckService(host.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
@@ -60,7 +61,7 @@ is recreated.`,
 				// The stack is up and converged first, so the agent's own
 				// first converge is a no-op rather than a second one racing
 				// this one.
-				if err := installer.InstallService(cmd.Context(), installer.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
+				if err := host.InstallService(cmd.Context(), host.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
 					return res, fmt.Errorf("the stack is up, but its agent did not start: %w", err)
 				}
 				// The status shown is the agent's, now that it runs.
@@ -75,13 +76,13 @@ is recreated.`,
 			if err != nil || noService {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", installer.ServiceUnit)
+			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", host.ServiceUnit)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
-	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
+	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+host.DefaultBinary+" or "+host.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
 	f.BoolVar(&opts.InstallDocker, "install-docker", false, "install the Docker engine from the distribution's packages when it is missing (after the other preflight checks pass)")

@@ -1,4 +1,4 @@
-package installer
+package host
 
 import (
 	"context"
@@ -36,10 +36,10 @@ func TestServiceUnitGolden(t *testing.T) {
 	}
 	want, err := os.ReadFile(golden)
 	if err != nil {
-		t.Fatalf("%v (run go test ./installer -run ServiceUnitGolden -update to create it)", err)
+		t.Fatalf("%v (run go test ./host -run ServiceUnitGolden -update to create it)", err)
 	}
 	if string(got) != string(want) {
-		t.Errorf("the unit differs from %s; if the change is intended, run go test ./installer -run ServiceUnitGolden -update\n--- got:\n%s", golden, got)
+		t.Errorf("the unit differs from %s; if the change is intended, run go test ./host -run ServiceUnitGolden -update\n--- got:\n%s", golden, got)
 	}
 	for _, line := range []string{
 		"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=always", "RestartSec=2",
@@ -218,7 +218,9 @@ func TestUninstallServiceStopsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(m.unitPath()+atomicfile.PrevSuffix, []byte("old"), 0o644)
-	if err := SaveAgentState(opts.Paths, AgentState{}); err != nil {
+	agentState := filepath.Join(opts.Paths.StateDir, config.AgentStateFileName)
+	os.MkdirAll(opts.Paths.StateDir, 0o700)
+	if err := os.WriteFile(agentState, []byte("{}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m.calls = nil
@@ -226,7 +228,7 @@ func TestUninstallServiceStopsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.wantCalls(t, "systemctl show", "systemctl stop carto-appliance.service", "kardianos uninstall", "systemctl reset-failed carto-appliance.service")
-	for _, p := range []string{m.unitPath(), m.unitPath() + atomicfile.PrevSuffix, filepath.Join(opts.Paths.StateDir, agentStateFileName)} {
+	for _, p := range []string{m.unitPath(), m.unitPath() + atomicfile.PrevSuffix, agentState} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind", p)
 		}

@@ -1,4 +1,10 @@
-package installer
+// Package host owns what the appliance changes on the machine itself,
+// outside the Docker engine's containers: the agent's systemd unit
+// (kardianos/service and systemctl), the Docker engine's proxy drop-in,
+// trust dir and restart, and installing Docker from the distribution's
+// packages. Each is behind a small interface with a fake for unit tests.
+// The host firewall is firewall/'s.
+package host
 
 import (
 	"bytes"
@@ -30,10 +36,10 @@ const DefaultBinary = "/usr/local/bin/carto-appliance"
 // PackageBinary is where the deb and rpm packages put it.
 const PackageBinary = "/usr/bin/carto-appliance"
 
-// defaultBinary is what the unit runs when not told: the running binary
+// DefaultBinaryPath is what the unit runs when not told: the running binary
 // when it is in one of the standard places, else the first of those that
 // exists. A binary elsewhere (a download dir) may not be there tomorrow.
-func defaultBinary() string {
+func DefaultBinaryPath() string {
 	places := []string{DefaultBinary, PackageBinary}
 	if self, err := os.Executable(); err == nil {
 		if self, err = filepath.EvalSymlinks(self); err == nil && slices.Contains(places, self) {
@@ -287,7 +293,7 @@ func uninstallService(ctx context.Context, m serviceManager, paths config.Paths)
 	}
 	// Nothing supervises the stack any more: the supervisor's record of
 	// its restarts would only mislead status.
-	if err := os.Remove(filepath.Join(paths.StateDir, agentStateFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(paths.StateDir, config.AgentStateFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing the agent's state: %w", err)
 	}
 	return nil
@@ -342,7 +348,7 @@ func parseServiceState(out string) ServiceState {
 func (o ServiceOptions) resolve() (ServiceOptions, error) {
 	o.Paths = o.Paths.WithDefaults()
 	if o.Binary == "" {
-		o.Binary = defaultBinary()
+		o.Binary = DefaultBinaryPath()
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultServiceStartTimeout
@@ -424,7 +430,7 @@ type systemdManager struct{}
 // newSystemdManager checks that systemd runs this machine (and that we are
 // root, when the workflow changes it).
 func newSystemdManager(needRoot bool) (serviceManager, error) {
-	if !systemdRunning() {
+	if !SystemdRunning() {
 		return nil, fmt.Errorf("%w (no /run/systemd/system), so the agent cannot run as %s: run install with --no-service and keep the stack up yourself", ErrNoSystemd, ServiceUnit)
 	}
 	if sys := service.ChosenSystem(); sys == nil || sys.String() != "linux-systemd" {
