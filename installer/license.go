@@ -1,18 +1,13 @@
 package installer
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
@@ -21,6 +16,7 @@ import (
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/license/online"
 	"github.com/cartodb/carto-appliance/proxy"
 )
 
@@ -71,25 +67,14 @@ func evaluateLicense(paths config.Paths, cfg config.Config, env envfile.Env, dat
 	return license.Evaluate(l, err, usage, loadLicenseCheck(paths), cfg.License.Grace(), now)
 }
 
-func loadLicenseCheck(paths config.Paths) license.Online {
-	var o license.Online
-	b, err := os.ReadFile(filepath.Join(paths.StateDir, config.LicenseCheckFileName))
-	if err == nil {
-		json.Unmarshal(b, &o)
-	}
-	// Older versions recorded a failure with the server's URL whole.
-	o.Error = urlUserinfo.ReplaceAllString(o.Error, "$1")
-	return o
+func licenseCheckPath(paths config.Paths) string {
+	return filepath.Join(paths.StateDir, config.LicenseCheckFileName)
 }
 
-var urlUserinfo = regexp.MustCompile(`([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s@]*@`)
+func loadLicenseCheck(paths config.Paths) license.Online { return online.Load(licenseCheckPath(paths)) }
 
 func saveLicenseCheck(paths config.Paths, o license.Online) error {
-	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
-		return err
-	}
-	b, _ := json.MarshalIndent(o, "", "  ")
-	return atomicfile.Write(filepath.Join(paths.StateDir, config.LicenseCheckFileName), append(b, '\n'), 0o600)
+	return online.Save(licenseCheckPath(paths), o)
 }
 
 // installedLicense reads what licence status needs of the installation.
@@ -153,20 +138,8 @@ func CheckLicense(ctx context.Context, paths config.Paths) (*license.Status, err
 	}
 	l, perr := license.Parse(data)
 	if perr == nil && !l.AirGap {
-		o := loadLicenseCheck(paths)
-		if o.ID != l.ID {
-			o = license.Online{ID: l.ID}
-		}
-		now := time.Now().UTC()
 		revoked, err := askLicenseServer(ctx, paths, cfg, l)
-		if err != nil {
-			if o.FailingSince.IsZero() {
-				o.FailingSince = now
-			}
-			o.Error = err.Error()
-		} else {
-			o.Checked, o.Revoked, o.FailingSince, o.Error = now, revoked, time.Time{}, ""
-		}
+		o := online.Record(loadLicenseCheck(paths), l.ID, revoked, err, time.Now().UTC())
 		if err := saveLicenseCheck(paths, o); err != nil {
 			return nil, err
 		}
@@ -185,62 +158,17 @@ var licenseClient = func(paths config.Paths, cfg config.Config) (*http.Client, e
 	return proxy.HTTPClient(cfg.Proxy, ca, 20*time.Second)
 }
 
-// askLicenseServer posts the licence's id and tenant with a fresh nonce to
-// the server and says whether it is revoked. An error is a server that
-// gave no trusted answer: unreachable, refused by the proxy, not a licence
-// server, or an answer that is unsigned, badly signed, replayed or stale
-// (license.ErrUntrustedAnswer).
+// askLicenseServer asks cfg's licence server, through the proxy, whether
+// l is revoked (online.Client.Ask).
 func askLicenseServer(ctx context.Context, paths config.Paths, cfg config.Config, l *license.License) (bool, error) {
 	if err := config.CheckLicenseServer(cfg.License.ServerURL(), "appliance.yaml license.server"); err != nil {
 		return false, err
 	}
-	base, err := licenseClient(paths, cfg)
+	client, err := licenseClient(paths, cfg)
 	if err != nil {
 		return false, err
 	}
-	client := *base
-	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
-		if r.URL.Scheme != "https" || len(via) >= 5 {
-			return fmt.Errorf("redirected to %s: the licence server must stay on https", config.RedactURL(r.URL))
-		}
-		return nil
-	}
-	lreq, err := license.NewRequest(l)
-	if err != nil {
-		return false, err
-	}
-	body, _ := json.Marshal(lreq)
-	server := cfg.License.ServerName()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, cfg.License.ServerURL(), bytes.NewReader(body))
-	if err != nil {
-		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := client.Do(req)
-	if err != nil {
-		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return false, fmt.Errorf("%s answered %s", server, resp.Status)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
-	if err != nil {
-		return false, fmt.Errorf("reading %s's answer: %w", server, err)
-	}
-	a, err := license.VerifyAnswer(data, lreq, time.Now())
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", server, err)
-	}
-	return a.Status == license.AnswerRevoked, nil
-}
-
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
+	return online.Client{Server: cfg.License.ServerURL(), HTTP: client}.Ask(ctx, l)
 }
 
 // UpdateLicense installs a new licence after judging it as install does;
