@@ -456,32 +456,7 @@ func (d *desired) url() string {
 // the settings that env render masks, the key.json's private key, and
 // whatever has a secret's shape (envfile.MaskText).
 func (d *desired) redactor() func(string) string {
-	var secrets []string
-	for _, k := range d.env.Keys() {
-		secrets = append(secrets, envfile.SecretParts(k, d.env.Get(k))...)
-	}
-	var key map[string]any
-	if json.Unmarshal(d.key, &key) == nil {
-		for _, field := range []string{"private_key", "private_key_id"} {
-			if v, ok := key[field].(string); ok {
-				secrets = append(secrets, v)
-				// A log may show the PEM with its newlines escaped.
-				secrets = append(secrets, strings.ReplaceAll(v, "\n", `\n`))
-			}
-		}
-	}
-	// The replacer tries its pairs in order: longest first, so that a
-	// secret containing another is masked whole.
-	slices.SortStableFunc(secrets, func(a, b string) int { return len(b) - len(a) })
-	var pairs []string
-	for _, v := range secrets {
-		// Short values would mask ordinary words; no real secret is that short.
-		if len(v) >= 4 {
-			pairs = append(pairs, v, envfile.Mask)
-		}
-	}
-	r := strings.NewReplacer(pairs...)
-	return func(s string) string { return envfile.MaskText(r.Replace(s)) }
+	return envfile.NewRedactor(d.env, envfile.KeySecrets(d.key)...)
 }
 
 // run stages the rendered files, pulls every image, and only then commits
