@@ -28,13 +28,10 @@ const FrontHeader = "X-Carto-Appliance"
 
 // ACMEInput selects acme mode on the command line.
 type ACMEInput struct {
-	Enabled    bool   // --tls-acme; any other field selects acme mode too
+	Enabled    bool   // acme mode asked for; any other field selects it too
 	Directory  string // ACME directory URL; empty keeps the installed one (or Let's Encrypt)
 	Email      string // account contact; empty keeps the installed one
 	CACertFile string // PEM roots to trust for the directory
-	// flag prefixes the flags' names in errors ("--acme-" for install,
-	// "--" for certs acme).
-	flag string
 }
 
 func (in ACMEInput) given() bool {
@@ -57,9 +54,9 @@ func (in ACMEInput) apply(cfg *config.Config) ([]byte, error) {
 	if in.CACertFile == "" {
 		return nil, nil
 	}
-	ca, err := readACMERoots(in.CACertFile, in.flag+"ca-cert")
+	ca, err := readACMERoots(in.CACertFile, "the ACME CA's roots")
 	if err != nil {
-		return nil, err
+		return nil, &InputError{Input: InputACMECACert, Err: err}
 	}
 	a.CACert = config.ACMECAFileName
 	return ca, nil
@@ -127,7 +124,7 @@ func acmeClient(paths config.Paths, cfg config.Config, domain string, roots, pro
 	if roots == nil && a.CACert != "" {
 		b, err := readACMERoots(filepath.Join(certsDir, config.ACMECAFileName), "appliance.yaml tls.acme.ca_cert")
 		if err != nil {
-			return nil, fmt.Errorf("%w; give the CA file again with `carto-appliance certs acme --ca-cert FILE`", err)
+			return nil, &InputError{Input: InputACMECACert, Err: fmt.Errorf("%w; give the CA file again", err)}
 		}
 		roots = b
 	}

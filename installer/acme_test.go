@@ -64,8 +64,8 @@ func TestACMERootsFile(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, want string
 	}{
-		{"a FIFO", fifo, "--acme-ca-cert: " + fifo + " is a FIFO, not a regular file"},
-		{"a device", "/dev/zero", "--acme-ca-cert: /dev/zero is a character device, not a regular file"},
+		{"a FIFO", fifo, "the ACME CA's roots: " + fifo + " is a FIFO, not a regular file"},
+		{"a device", "/dev/zero", "the ACME CA's roots: /dev/zero is a character device, not a regular file"},
 		{"a directory", dir, "not a regular file"},
 		{"missing", filepath.Join(dir, "nope"), "no such file"},
 		{"too large", file("big.pem", append(append([]byte(nil), ca.CertPEM...), make([]byte, certs.MaxRootsSize)...)), "too large: over 1 MiB"},
@@ -75,12 +75,12 @@ func TestACMERootsFile(t *testing.T) {
 		done := make(chan error, 1)
 		go func() {
 			var cfg config.Config
-			_, err := ACMEInput{CACertFile: tc.path, flag: "--acme-"}.apply(&cfg)
+			_, err := ACMEInput{CACertFile: tc.path}.apply(&cfg)
 			done <- err
 		}()
 		select {
 		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--acme-ca-cert") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) || inputOf(err) != InputACMECACert {
 				t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 			}
 		case <-time.After(5 * time.Second):
@@ -88,7 +88,7 @@ func TestACMERootsFile(t *testing.T) {
 		}
 	}
 	var cfg config.Config
-	roots, err := ACMEInput{CACertFile: good, flag: "--acme-"}.apply(&cfg)
+	roots, err := ACMEInput{CACertFile: good}.apply(&cfg)
 	if err != nil || !bytes.Equal(roots, ca.CertPEM) || cfg.TLS.ACME.CACert != config.ACMECAFileName {
 		t.Errorf("a CA file: %v, ca_cert %q", err, cfg.TLS.ACME.CACert)
 	}

@@ -41,13 +41,13 @@ func cartoRegistry(rel *templates.Release) (string, error) {
 // SELFHOSTED_DOMAIN, and DOCKER_REGISTRY_BASE_PATH, whose host receives
 // key.json, a Google Cloud private key, as the pull password. key.json
 // goes only to CARTO's registry or to one the operator named with
-// --registry (appliance.yaml registry): never to a host customer.env alone
+// appliance.yaml registry: never to a host customer.env alone
 // names.
 func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *templates.Release) error {
 	if domain := env.Get("SELFHOSTED_DOMAIN"); cfg.Domain == "" && domain != "" {
 		if err := config.CheckDomain("SELFHOSTED_DOMAIN", domain,
-			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or pass --domain"); err != nil {
-			return err
+			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or give the domain to the appliance"); err != nil {
+			return &InputError{Input: InputDomain, Err: err}
 		}
 	}
 	if cfg.Registry != "" {
@@ -67,9 +67,9 @@ func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *templates.Rele
 		return err
 	}
 	if !strings.EqualFold(host, carto) {
-		return fmt.Errorf("DOCKER_REGISTRY_BASE_PATH %q names registry %s, not CARTO's (%s), and key.json (a Google Cloud private key) "+
-			"is sent as the pull password only to CARTO's registry or to one named with --registry: "+
-			"remove DOCKER_REGISTRY_BASE_PATH from customer.env, or, if %s is your registry and may receive key.json, pass --registry %s",
+		return inputErrorf(InputRegistry, "DOCKER_REGISTRY_BASE_PATH %q names registry %s, not CARTO's (%s), and key.json (a Google Cloud private key) "+
+			"is sent as the pull password only to CARTO's registry or to one the operator names as the appliance's registry: "+
+			"remove DOCKER_REGISTRY_BASE_PATH from customer.env, or, if %s is your registry and may receive key.json, name %s as the appliance's registry",
 			base, host, carto, host, base)
 	}
 	return nil

@@ -81,7 +81,7 @@ func TestCustomerEnvDomain(t *testing.T) {
 		customer := writeCustomer(t, "SELFHOSTED_DOMAIN="+bad+"\n")
 		_, err := planEnv(config.Config{}, customer)
 		if err == nil || !strings.Contains(err.Error(), "customer.env "+customer+": SELFHOSTED_DOMAIN ") ||
-			!strings.Contains(err.Error(), "is not a valid host name") || !strings.Contains(err.Error(), "--domain") {
+			!strings.Contains(err.Error(), "is not a valid host name") || inputOf(err) != InputDomain {
 			t.Errorf("SELFHOSTED_DOMAIN=%s: error %v", bad, err)
 		}
 		// The same value is refused as --domain, by the same check.

@@ -101,7 +101,7 @@ func (in ProxyInput) apply(cfg *config.Config) ([]byte, error) {
 		return nil, nil
 	}
 	if in.URL == "" {
-		return nil, fmt.Errorf("--proxy-url is required with the other proxy settings")
+		return nil, inputErrorf(InputProxyURL, "the proxy URL is required with the other proxy settings")
 	}
 	u, err := proxy.ParseURL(in.URL)
 	if err != nil {
@@ -115,7 +115,7 @@ func (in ProxyInput) apply(cfg *config.Config) ([]byte, error) {
 	var ca []byte
 	if in.CACertFile != "" {
 		if ca, err = boundedread.ReadFile(in.CACertFile, boundedread.PEM); err != nil {
-			return nil, fmt.Errorf("reading the proxy CA (--proxy-ca-cert; proxy set --ca-cert): %w", err)
+			return nil, &InputError{Input: InputProxyCACert, Err: fmt.Errorf("reading the proxy CA: %w", err)}
 		}
 		if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
 			return nil, err
@@ -196,7 +196,7 @@ func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, err
 func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []string) (*preflight.Report, error) {
 	for _, id := range ignore {
 		if !slices.Contains(preflight.IDs, id) {
-			return nil, fmt.Errorf("--ignore-preflight %q: no such check; the checks are %s", id, strings.Join(preflight.IDs, ", "))
+			return nil, inputErrorf(InputIgnorePreflight, "preflight check %q to ignore: no such check; the checks are %s", id, strings.Join(preflight.IDs, ", "))
 		}
 	}
 	r := d.cfg.Defaults().Router
@@ -260,8 +260,8 @@ func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
 		cfg.Network.AllowedSources = opts.AllowedSources
 	}
 	if opts.LicenseServer != "" {
-		if err := config.CheckLicenseServer(opts.LicenseServer, "--license-server"); err != nil {
-			return nil, err
+		if err := config.CheckLicenseServer(opts.LicenseServer, "the licence server"); err != nil {
+			return nil, &InputError{Input: InputLicenseServer, Err: err}
 		}
 		cfg.License.Server = opts.LicenseServer
 	}
@@ -272,7 +272,7 @@ func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
 		}
 	}
 	if chosen > 1 {
-		return nil, fmt.Errorf("--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them")
+		return nil, inputErrorf(InputTLSMode, "a certificate, TLS offload and ACME each choose how TLS works: give one of them")
 	}
 	var acmeRoots []byte
 	switch {
@@ -282,7 +282,6 @@ func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
 		cfg.TLS.Mode = config.TLSOffload
 	case opts.ACME.given():
 		in := opts.ACME
-		in.flag = "--acme-"
 		if acmeRoots, err = in.apply(&cfg); err != nil {
 			return nil, err
 		}
@@ -298,14 +297,14 @@ func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
 	if customer == "" {
 		customer = paths.File(config.CustomerEnvFileName)
 		if _, err := os.Stat(customer); err != nil {
-			return nil, fmt.Errorf("no customer.env: pass --customer-env FILE, the customer.env of your CARTO customer package")
+			return nil, inputErrorf(InputCustomerEnv, "no customer.env: give the customer.env of your CARTO customer package")
 		}
 	}
 	key := opts.KeyFile
 	if key == "" {
 		key = paths.KeyFile()
 		if _, err := os.Stat(key); err != nil {
-			return nil, fmt.Errorf("no key.json: pass --key FILE, the key.json of your CARTO customer package")
+			return nil, inputErrorf(InputKey, "no key.json: give the key.json of your CARTO customer package")
 		}
 	}
 	d, err := plan(paths, cfg, customer, key, opts.TLS)
@@ -354,11 +353,11 @@ func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, t
 	}
 	d.keySrc = keyPath
 	if d.key, err = boundedread.ReadFile(keyPath, boundedread.KeyJSON); err != nil {
-		return nil, fmt.Errorf("reading key.json: %w; pass the key.json of your customer package with --key", err)
+		return nil, &InputError{Input: InputKey, Err: fmt.Errorf("reading key.json: %w; give the key.json of your customer package", err)}
 	}
 	var keyDoc map[string]any
 	if err := json.Unmarshal(d.key, &keyDoc); err != nil {
-		return nil, fmt.Errorf("key.json %s is not a JSON object (%v): pass the key.json of your CARTO customer package with --key", keyPath, err)
+		return nil, inputErrorf(InputKey, "key.json %s is not a JSON object (%v): give the key.json of your CARTO customer package", keyPath, err)
 	}
 	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
 		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.Offload(),
@@ -379,7 +378,7 @@ func planEnv(cfg config.Config, customerPath string) (*desired, error) {
 	}
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
 	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
-		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
+		return nil, &InputError{Input: InputCustomerEnv, Err: fmt.Errorf("reading customer.env: %w; check the path given for it and that it is readable (run as root)", err)}
 	}
 	customerEnv, lints, err := envfile.ParseWithWarnings(d.customer)
 	if err != nil {

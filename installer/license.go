@@ -36,10 +36,10 @@ func planLicense(paths config.Paths, d *desired, file, customerEnv string) error
 	}
 	data, err := boundedread.ReadFile(file, boundedread.License)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: no licence at %s: pass --license FILE, the license.json of your CARTO customer package", license.ErrInvalid, file)
+		return inputErrorf(InputLicense, "%w: no licence at %s: give the license.json of your CARTO customer package", license.ErrInvalid, file)
 	}
 	if err != nil {
-		return fmt.Errorf("reading the licence (--license): %w", err)
+		return &InputError{Input: InputLicense, Err: fmt.Errorf("reading the licence: %w", err)}
 	}
 	st := evaluateLicense(paths, d.cfg, d.env, data, time.Now())
 	switch st.State {
@@ -181,7 +181,7 @@ func UpdateLicense(ctx context.Context, paths config.Paths, file string) (*licen
 	}
 	data, err := boundedread.ReadFile(file, boundedread.License)
 	if err != nil {
-		return nil, fmt.Errorf("reading the licence (license update FILE): %w", err)
+		return nil, &InputError{Input: InputLicense, Err: fmt.Errorf("reading the licence: %w", err)}
 	}
 	st := evaluateLicense(paths, cfg, env, data, time.Now())
 	if st.State == license.Invalid || st.State == license.Expired {

@@ -75,7 +75,7 @@ func TestPlanLicense(t *testing.T) {
 		}
 	}
 	os.Remove(filepath.Join(dir, "package", "license.json"))
-	if err := planLicense(paths, newD(), "", customer); !errors.Is(err, license.ErrInvalid) || !strings.Contains(err.Error(), "pass --license FILE") {
+	if err := planLicense(paths, newD(), "", customer); !errors.Is(err, license.ErrInvalid) || inputOf(err) != InputLicense || !strings.Contains(err.Error(), "give the license.json") {
 		t.Errorf("no licence: %v", err)
 	}
 	if _, err := os.Stat(paths.ConfigDir); err == nil {
@@ -234,8 +234,8 @@ func TestLicenseServerAndGraceAreChecked(t *testing.T) {
 		if err != nil && (strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "bob")) {
 			t.Errorf("%s: the error shows the credentials: %v", tc.server, err)
 		}
-		if err := config.CheckLicenseServer(tc.server, "--license-server"); err == nil || !strings.HasPrefix(err.Error(), "--license-server") {
-			t.Errorf("--license-server %s: %v", tc.server, err)
+		if err := config.CheckLicenseServer(tc.server, "the licence server"); err == nil || !strings.HasPrefix(err.Error(), "the licence server") {
+			t.Errorf("licence server %s: %v", tc.server, err)
 		}
 	}
 	if err := (config.Config{License: config.LicenseConfig{Server: "https://licenses.example.com:8443/v1/check?x=1"}}).Validate(); err != nil {
@@ -273,7 +273,7 @@ func TestInstallRefusesAPlainLicenseServer(t *testing.T) {
 	dir := t.TempDir()
 	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	_, err := Install(context.Background(), InstallOptions{Options: Options{Paths: paths}, LicenseServer: "http://u:pw@licenses.example.com/v1/check"})
-	if err == nil || !strings.Contains(err.Error(), "--license-server") || strings.Contains(err.Error(), "pw") {
+	if err == nil || inputOf(err) != InputLicenseServer || strings.Contains(err.Error(), "pw") {
 		t.Errorf("install --license-server http://…: %v", err)
 	}
 	if _, err := os.Stat(paths.ConfigDir); err == nil {

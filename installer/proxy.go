@@ -19,7 +19,7 @@ import (
 // it restarts every container). Invalid input changes nothing.
 func SetProxy(ctx context.Context, opts Options, in ProxyInput) (*Result, error) {
 	if in.URL == "" {
-		return nil, fmt.Errorf("proxy set needs --url")
+		return nil, inputErrorf(InputProxyURL, "proxy set needs the proxy URL")
 	}
 	return reconfigure(ctx, opts, "proxy set", func(cfg *config.Config) ([]byte, error) {
 		return in.apply(cfg)

@@ -31,7 +31,7 @@ func TestProxyInputApply(t *testing.T) {
 		{"bad port", ProxyInput{URL: "http://proxy:0"}, "bad port"},
 		{"CA not PEM", ProxyInput{URL: "https://proxy:3129", CACertFile: notPEM}, "is not a PEM certificate"},
 		{"CA missing", ProxyInput{URL: "https://proxy:3129", CACertFile: filepath.Join(dir, "none.pem")}, "reading the proxy CA"},
-		{"no-proxy without url", ProxyInput{NoProxy: "x"}, "--proxy-url is required"},
+		{"no-proxy without url", ProxyInput{NoProxy: "x"}, "the proxy URL is required"},
 		{"bad no-proxy", ProxyInput{URL: "http://proxy:3128", NoProxy: "https://x"}, "no-proxy entry"},
 	}
 	for _, c := range cases {

@@ -44,17 +44,18 @@ func markOwned(dir, what string) error {
 
 // purgeDir is one directory uninstall --purge empties.
 type purgeDir struct {
-	flag, path  string
+	what, path  string
+	input       Input    // how the operator gives path
 	files, dirs []string // what the appliance writes in it
 	identity    []string // files that mark it as the appliance's, marker first
 	stages      bool     // holds the private stages (the state dir)
 }
 
 func purgeDirs(paths config.Paths) []purgeDir {
-	cfgDir := purgeDir{flag: "--config-dir", path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, config.ConfigFileName}}
-	state := purgeDir{flag: "--state-dir", path: paths.StateDir, files: stateOwnedFiles, dirs: stateOwnedDirs, identity: []string{MarkerFileName, stateFileName}, stages: true}
+	cfgDir := purgeDir{what: "the config dir", input: InputConfigDir, path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, config.ConfigFileName}}
+	state := purgeDir{what: "the state dir", input: InputStateDir, path: paths.StateDir, files: stateOwnedFiles, dirs: stateOwnedDirs, identity: []string{MarkerFileName, stateFileName}, stages: true}
 	if filepath.Clean(cfgDir.path) == filepath.Clean(state.path) {
-		cfgDir.flag = "--config-dir and --state-dir"
+		cfgDir.what = "the config and state dir"
 		cfgDir.files = slices.Concat(cfgDir.files, state.files)
 		cfgDir.dirs = slices.Concat(cfgDir.dirs, state.dirs)
 		cfgDir.identity = append(cfgDir.identity, stateFileName)
@@ -82,18 +83,18 @@ func (d purgeDir) check() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("checking %s %s before purging it: %w", d.flag, d.path, err)
+		return &InputError{Input: d.input, Err: fmt.Errorf("checking %s %s before purging it: %w", d.what, d.path, err)}
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s %s is not a directory: refusing to purge it; nothing was changed", d.flag, d.path)
+		return inputErrorf(d.input, "%s %s is not a directory: refusing to purge it; nothing was changed", d.what, d.path)
 	}
 	for _, name := range d.identity {
 		if fi, err := os.Lstat(filepath.Join(d.path, name)); err == nil && fi.Mode().IsRegular() {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s %s is not carto-appliance's: it has neither %s nor %s, which install writes; refusing to purge it; check the path; nothing was changed",
-		d.flag, d.path, MarkerFileName, d.identity[1])
+	return inputErrorf(d.input, "%s %s is not carto-appliance's: it has neither %s nor %s, which install writes; refusing to purge it; check the path; nothing was changed",
+		d.what, d.path, MarkerFileName, d.identity[1])
 }
 
 // Kept is a directory purge left in place because it holds files the

@@ -52,11 +52,11 @@ func TestCheckPurgeRefusesADirThatIsNotTheAppliances(t *testing.T) {
 	before := tree(t, opt)
 
 	err := CheckPurge(config.Paths{ConfigDir: opt, StateDir: state})
-	if err == nil || !strings.Contains(err.Error(), "--config-dir "+opt+" is not carto-appliance's") || !strings.Contains(err.Error(), "nothing was changed") {
+	if err == nil || !strings.Contains(err.Error(), "the config dir "+opt+" is not carto-appliance's") || inputOf(err) != InputConfigDir || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("got %v", err)
 	}
 	err = CheckPurge(config.Paths{ConfigDir: state, StateDir: opt})
-	if err == nil || !strings.Contains(err.Error(), "--state-dir "+opt+" is not carto-appliance's") {
+	if err == nil || !strings.Contains(err.Error(), "the state dir "+opt+" is not carto-appliance's") || inputOf(err) != InputStateDir {
 		t.Fatalf("as the state dir: %v", err)
 	}
 	if got := tree(t, opt); !slices.Equal(got, before) {

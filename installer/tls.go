@@ -24,9 +24,6 @@ type TLSInput struct {
 	// Renew issues the self-signed certificate again even when it is not
 	// due.
 	Renew bool
-	// flags is how the command line named the files ("--tls-" for
-	// install's --tls-cert, "--" for certs import's --cert), for errors.
-	flags string
 }
 
 func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }
@@ -36,9 +33,8 @@ func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" &
 // touched. A refused certificate changes nothing.
 func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result, error) {
 	if in.CertFile == "" || in.KeyFile == "" {
-		return nil, fmt.Errorf("certs import needs --cert and --key")
+		return nil, inputErrorf(InputTLSCert, "certs import needs the certificate and its key")
 	}
-	in.flags = "--"
 	return reconfigureTLS(ctx, opts, "certs import", func(c *config.Config) ([]byte, error) {
 		c.TLS.Mode = config.TLSCustom
 		return nil, nil
@@ -57,7 +53,6 @@ func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
 // UseACME switches the router to a certificate from an ACME CA (acme
 // mode): it is obtained first, and a refusal changes nothing.
 func UseACME(ctx context.Context, opts Options, in ACMEInput) (*Result, error) {
-	in.flag = "--"
 	var roots []byte
 	d, err := planInstalled(opts.Paths.WithDefaults(), func(c *config.Config) (ca []byte, err error) {
 		roots, err = in.apply(c)
@@ -85,7 +80,7 @@ func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
 func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
 	return reconfigureTLS(ctx, opts, "certs renew", func(c *config.Config) ([]byte, error) {
 		if c.TLS.Mode == config.TLSCustom {
-			return nil, fmt.Errorf("the router's certificate is a custom one: its issuer renews it; install the new one with `carto-appliance certs import --cert FILE --key FILE`")
+			return nil, fmt.Errorf("the router's certificate is a custom one: its issuer renews it; install the new one with `carto-appliance certs import`")
 		}
 		return nil, nil
 	}, TLSInput{Renew: true})
@@ -115,27 +110,26 @@ func planTLS(paths config.Paths, d *desired, in TLSInput, now time.Time) error {
 		return fmt.Errorf("the router's certificate is a custom one: its issuer renews it")
 	}
 	if !in.empty() {
-		flag := in.flags
-		if flag == "" {
-			flag = "--tls-"
-		}
 		if in.CertFile == "" || in.KeyFile == "" {
-			return fmt.Errorf("%scert and %skey go together: give the certificate and its key", flag, flag)
+			return inputErrorf(InputTLSCert, "the certificate and its key go together: give both")
 		}
 		var files [3][]byte
-		for i, f := range []struct{ flag, path string }{{flag + "cert", in.CertFile}, {flag + "key", in.KeyFile}, {flag + "chain", in.ChainFile}} {
+		for i, f := range []struct {
+			input      Input
+			what, path string
+		}{{InputTLSCert, "the certificate", in.CertFile}, {InputTLSKey, "the key", in.KeyFile}, {InputTLSChain, "the chain", in.ChainFile}} {
 			if f.path == "" {
 				continue
 			}
 			b, err := boundedread.ReadFile(f.path, boundedread.PEM)
 			if err != nil {
-				return fmt.Errorf("%s: %w", f.flag, err)
+				return &InputError{Input: f.input, Err: fmt.Errorf("%s: %w", f.what, err)}
 			}
 			files[i] = b
 		}
 		pair, err := certs.CheckCustom(files[0], files[1], files[2], domain, now)
 		if err != nil {
-			return fmt.Errorf("%scert %s: %w", flag, in.CertFile, err)
+			return &InputError{Input: InputTLSCert, Err: fmt.Errorf("the certificate %s: %w", in.CertFile, err)}
 		}
 		d.cfg.TLS.Mode = config.TLSCustom
 		d.addCert(config.ServerCertFile, pair.CertPEM)
@@ -147,7 +141,7 @@ func planTLS(paths config.Paths, d *desired, in TLSInput, now time.Time) error {
 	case config.TLSCustom:
 		// Imported before; status and the agent warn as it nears expiry.
 		if _, err := os.Stat(filepath.Join(certsDir, config.ServerCertFile)); err != nil {
-			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again with --tls-cert and --tls-key", filepath.Join(certsDir, config.ServerCertFile))
+			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again", filepath.Join(certsDir, config.ServerCertFile))
 		}
 		return nil
 	case config.TLSOffload:

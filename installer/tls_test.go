@@ -76,12 +76,11 @@ func TestPlanTLS(t *testing.T) {
 		in   TLSInput
 		want string
 	}{
-		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "--tls-cert and --tls-key go together"},
-		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "--tls-cert: open /nonexistent.crt"},
+		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "the certificate and its key go together"},
+		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "the certificate: open /nonexistent.crt"},
 		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom, acme or offload`},
 		{"renewing a custom certificate", config.TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
 		{"renewing with TLS offloaded", config.TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
-		{"certs import names its own flags", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", flags: "--"}, "--cert: open /nonexistent.crt"},
 	} {
 		err := planTLS(paths, newDesired(tc.mode), tc.in, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -107,7 +106,7 @@ func TestPreflightRefusesUnknownIgnore(t *testing.T) {
 		Options:     Options{Paths: config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
 		CustomerEnv: customer, KeyFile: key, IgnorePreflight: []string{"nope"},
 	})
-	if err == nil || report != nil || !strings.Contains(err.Error(), `--ignore-preflight "nope": no such check`) {
+	if err == nil || report != nil || !strings.Contains(err.Error(), `preflight check "nope" to ignore: no such check`) {
 		t.Errorf("report %v, err %v", report, err)
 	}
 }
@@ -119,7 +118,7 @@ func TestInstallRefusesTwoTLSModes(t *testing.T) {
 		Options:    Options{Paths: config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
 		TLSOffload: true, ACME: ACMEInput{Email: "ops@example.com"},
 	})
-	if err == nil || !strings.Contains(err.Error(), "--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them") {
+	if err == nil || !strings.Contains(err.Error(), "a certificate, TLS offload and ACME each choose how TLS works: give one of them") {
 		t.Errorf("offload and acme together: %v", err)
 	}
 }
