@@ -2,7 +2,7 @@ package installer
 
 import (
 	"github.com/cartodb/carto-appliance/config"
-	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/internal/testca"
 	"os"
 	"path/filepath"
 	"strings"
@@ -76,7 +76,7 @@ func TestProxyInputKeepsCAForSameProxy(t *testing.T) {
 
 func testCAPEM(t *testing.T) []byte {
 	t.Helper()
-	ca, err := proxytest.NewCA("proxy CA")
+	ca, err := testca.NewCA("proxy CA")
 	if err != nil {
 		t.Fatal(err)
 	}
