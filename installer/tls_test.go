@@ -21,22 +21,15 @@ func TestPlanTLS(t *testing.T) {
 	dir := t.TempDir()
 	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	newDesired := func(mode string) *desired {
-		return &desired{cfg: config.Config{TLS: config.TLSConfig{Mode: mode}}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com")}
+		return &desired{cfg: config.Config{TLS: config.TLSConfig{Mode: mode}}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com"),
+			customer: []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), key: []byte("{}")}
 	}
-	// commit writes what a plan decided, as the real commit does.
+	// The plans are written by the real commit, as an install does, so
+	// that the next plan reads what commit left.
 	commit := func(d *desired) {
 		t.Helper()
-		if d.ca != nil {
-			if err := d.ca.save(paths); err != nil {
-				t.Fatal(err)
-			}
-		}
-		certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
-		os.MkdirAll(certsDir, 0o700)
-		for name, b := range d.certs {
-			if err := os.WriteFile(filepath.Join(certsDir, name), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
+		if err := commit(paths, d); err != nil {
+			t.Fatal(err)
 		}
 	}
 
@@ -48,6 +41,10 @@ func TestPlanTLS(t *testing.T) {
 		t.Fatalf("a first plan issues a CA and a certificate: ca=%v certs=%d warnings=%v", first.ca != nil, len(first.certs), first.warnings)
 	}
 	commit(first)
+	served, _ := os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, routerMountDir, config.ServerCertFile))
+	if !bytes.Equal(served, first.certs[config.ServerCertFile]) {
+		t.Error("commit did not give the router the certificate the plan issued")
+	}
 
 	again := newDesired("")
 	if err := planTLS(paths, again, TLSInput{}, now.Add(24*time.Hour)); err != nil {
