@@ -13,6 +13,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/envfile"
 )
 
 // The agent's port-80 front redirects to the installed domain, not to
@@ -109,5 +110,26 @@ func TestACMERootsFile(t *testing.T) {
 	os.WriteFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ACMECAFileName), leaf.KeyPEM, 0o600)
 	if _, err := acmeClient(paths, c, "carto.example.com", nil, nil); err == nil || !strings.Contains(err.Error(), "appliance.yaml tls.acme.ca_cert") {
 		t.Errorf("a damaged copy: %v", err)
+	}
+}
+
+// planACME asks the CA only when the router needs a certificate: none
+// yet, or on request; nothing is obtained while planning.
+func TestPlanACMEDecides(t *testing.T) {
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	newD := func() *desired {
+		return &desired{cfg: config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", Directory: "https://127.0.0.1:1/dir"}}},
+			env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com")}
+	}
+	d := newD()
+	if err := planACME(paths, d, TLSInput{}, time.Now()); err != nil || d.acme == nil || d.acme.force || d.acme.why == "" {
+		t.Errorf("no certificate yet: %+v %v", d.acme, err)
+	}
+	d = newD()
+	if err := planACME(paths, d, TLSInput{Renew: true}, time.Now()); err != nil || d.acme == nil || !d.acme.force {
+		t.Errorf("a renewal on request: %+v %v", d.acme, err)
+	}
+	if entries, _ := os.ReadDir(paths.ConfigDir); len(entries) != 0 {
+		t.Errorf("planning wrote %v", entries)
 	}
 }

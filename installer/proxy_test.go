@@ -82,3 +82,42 @@ func testCAPEM(t *testing.T) []byte {
 	}
 	return ca.PEM
 }
+
+// The egress list is the release's: core domains always required, a
+// warehouse's domains required once it is declared, others optional.
+func TestEgressTargets(t *testing.T) {
+	declared, err := egressTargets(config.Config{Warehouses: []string{"snowflake"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, _ := egressTargets(config.Config{}, nil)
+	if len(declared) == 0 || len(declared) != len(none) {
+		t.Fatalf("%d targets with snowflake declared, %d without", len(declared), len(none))
+	}
+	sawCore, sawSnowflake := false, false
+	for i, d := range declared {
+		switch d.Feature {
+		case "core":
+			sawCore = true
+			if d.Optional {
+				t.Errorf("core %s optional", d.Domain)
+			}
+		case "snowflake":
+			sawSnowflake = true
+			if d.Optional || !none[i].Optional {
+				t.Errorf("snowflake %s: optional %v declared, %v not", d.Domain, d.Optional, none[i].Optional)
+			}
+		default:
+			if !d.Optional {
+				t.Errorf("%s (%s) required without its warehouse", d.Domain, d.Feature)
+			}
+		}
+	}
+	if !sawCore || !sawSnowflake {
+		t.Errorf("core %v snowflake %v in %+v", sawCore, sawSnowflake, declared)
+	}
+	given, _ := egressTargets(config.Config{}, []string{"a.example.com"})
+	if len(given) != 1 || given[0].Domain != "a.example.com" || given[0].Optional {
+		t.Errorf("given domains: %+v", given)
+	}
+}
