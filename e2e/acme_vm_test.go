@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/e2e/proxytest"
 	"github.com/cartodb/carto-appliance/e2e/vm"
 	"github.com/cartodb/carto-appliance/installer"
@@ -122,7 +123,7 @@ func TestACMEInFreshVM(t *testing.T) {
 			t.Errorf("served certificate issued by %q, want Pebble's intermediate", cert.Issuer.CommonName)
 		}
 		st := vmStatus(t, node)
-		if c := st.Certificate; c == nil || c.Mode != installer.TLSACME || c.ACMEDirectory != pb.Directory || c.Info == nil || c.DaysLeft < 1 {
+		if c := st.Certificate; c == nil || c.Mode != config.TLSACME || c.ACMEDirectory != pb.Directory || c.Info == nil || c.DaysLeft < 1 {
 			t.Errorf("status certificate: %+v", st.Certificate)
 		}
 		if !strings.Contains(out, "TLS: acme certificate for "+domain) {

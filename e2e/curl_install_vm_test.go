@@ -271,7 +271,7 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if code == 0 || !strings.Contains(errOut, "--config-dir /opt is not carto-appliance's") || !strings.Contains(errOut, "nothing was changed") {
+		if code == 0 || !strings.Contains(errOut, "the config dir /opt is not carto-appliance's") || !strings.Contains(errOut, "(--config-dir)") || !strings.Contains(errOut, "nothing was changed") {
 			t.Errorf("exit %d:\n%s", code, errOut)
 		}
 		if got := strings.TrimSpace(node.MustExec(t, "cat", "/opt/vendor/file")); got != "keep" {

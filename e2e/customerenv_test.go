@@ -43,7 +43,7 @@ func TestCustomerEnvInputs(t *testing.T) {
 				noRegistry = append(noRegistry, a)
 			}
 		}
-		refused(t, noRegistry, "customer.env "+n.customerEnv, "DOCKER_REGISTRY_BASE_PATH", "names registry "+reg.Host, "key.json", "pass --registry "+reg.Host)
+		refused(t, noRegistry, "customer.env "+n.customerEnv, "DOCKER_REGISTRY_BASE_PATH", "names registry "+reg.Host, "key.json", "name "+reg.Host, "as the appliance's registry", "(--registry)")
 	})
 
 	step(t, "a SELFHOSTED_DOMAIN the --domain check refuses is refused", func(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
@@ -22,51 +22,16 @@ import (
 	"github.com/cartodb/carto-appliance/stack"
 )
 
-// TLSACME: certificates from an ACME CA (Let's Encrypt or an internal
-// one), obtained and renewed by the appliance; the agent answers the HTTP-01
-// challenges on the HTTP port, which the router then does not publish.
-const TLSACME = "acme"
-
-// ACMEConfig is appliance.yaml's tls.acme.
-type ACMEConfig struct {
-	// Directory is the ACME directory URL; empty means Let's Encrypt.
-	Directory string `yaml:"directory,omitempty"`
-	// Email is the ACME account's contact.
-	Email string `yaml:"email,omitempty"`
-	// CACert names the file in certs/ with the roots trusted for the
-	// directory's TLS (an internal ACME CA).
-	CACert string `yaml:"ca_cert,omitempty"`
-}
-
-func (c ACMEConfig) directory() string {
-	if c.Directory == "" {
-		return certs.LetsEncrypt
-	}
-	return c.Directory
-}
-
-// ACMECAFileName is the ACME directory's trusted roots in certs/.
-const ACMECAFileName = "acme-ca.crt"
-
-// acmeDirName is certmagic's storage in the state dir: the account key,
-// the certificates and the challenge tokens the agent answers.
-const acmeDirName = "acme"
-
 // FrontHeader marks the answers of the agent's HTTP front (acme mode), so
 // that preflight knows the HTTP port is held by the appliance itself.
 const FrontHeader = "X-Carto-Appliance"
 
-func (t TLSConfig) acme() bool { return t.Mode == TLSACME }
-
 // ACMEInput selects acme mode on the command line.
 type ACMEInput struct {
-	Enabled    bool   // --tls-acme; any other field selects acme mode too
+	Enabled    bool   // acme mode asked for; any other field selects it too
 	Directory  string // ACME directory URL; empty keeps the installed one (or Let's Encrypt)
 	Email      string // account contact; empty keeps the installed one
 	CACertFile string // PEM roots to trust for the directory
-	// flag prefixes the flags' names in errors ("--acme-" for install,
-	// "--" for certs acme).
-	flag string
 }
 
 func (in ACMEInput) given() bool {
@@ -74,10 +39,10 @@ func (in ACMEInput) given() bool {
 }
 
 // apply sets acme mode on cfg and returns the roots file's contents.
-func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
-	cfg.TLS.Mode = TLSACME
+func (in ACMEInput) apply(cfg *config.Config) ([]byte, error) {
+	cfg.TLS.Mode = config.TLSACME
 	if cfg.TLS.ACME == nil {
-		cfg.TLS.ACME = &ACMEConfig{}
+		cfg.TLS.ACME = &config.ACMEConfig{}
 	}
 	a := cfg.TLS.ACME
 	if in.Directory != "" {
@@ -89,11 +54,11 @@ func (in ACMEInput) apply(cfg *Config) ([]byte, error) {
 	if in.CACertFile == "" {
 		return nil, nil
 	}
-	ca, err := readACMERoots(in.CACertFile, in.flag+"ca-cert")
+	ca, err := readACMERoots(in.CACertFile, "the ACME CA's roots")
 	if err != nil {
-		return nil, err
+		return nil, &InputError{Input: InputACMECACert, Err: err}
 	}
-	a.CACert = ACMECAFileName
+	a.CACert = config.ACMECAFileName
 	return ca, nil
 }
 
@@ -112,24 +77,6 @@ func readACMERoots(path, field string) ([]byte, error) {
 	return b, nil
 }
 
-// validateACME checks tls.acme when acme mode is on.
-func validateACME(t TLSConfig) error {
-	if !t.acme() {
-		return nil
-	}
-	if t.ACME == nil || !strings.Contains(t.ACME.Email, "@") {
-		return fmt.Errorf("appliance.yaml tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates (--acme-email)")
-	}
-	if c := t.ACME.CACert; c != "" && c != ACMECAFileName {
-		return fmt.Errorf("appliance.yaml tls.acme.ca_cert %q: it can only name the appliance's own copy, %s in the config dir's certs/; to trust another CA give its file with --acme-ca-cert (install) or `carto-appliance certs acme --ca-cert FILE`, which check and copy it", c, ACMECAFileName)
-	}
-	u, err := url.Parse(t.ACME.directory())
-	if err != nil || u.Scheme != "https" || u.Host == "" {
-		return fmt.Errorf("appliance.yaml tls.acme.directory %q: give the ACME directory's https:// URL (--acme-ca), or leave it out for Let's Encrypt", t.ACME.Directory)
-	}
-	return nil
-}
-
 // acmePlan is a certificate to obtain before the router gets it.
 type acmePlan struct {
 	force bool   // renew even when it is not due
@@ -140,22 +87,22 @@ type acmePlan struct {
 // none yet, one not for the domain, one due for renewal, or one that is
 // not the CA's (acme mode just chosen: the stored one is used if still
 // good, without asking the CA).
-func planACME(paths Paths, d *desired, in TLSInput, now time.Time) error {
+func planACME(paths config.Paths, d *desired, in TLSInput, now time.Time) error {
 	if in.Renew {
 		d.acme = &acmePlan{force: true, why: "a renewal was asked for"}
 		return nil
 	}
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	var have certs.Pair
-	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
-	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerKeyFile))
 	if due, why := certs.InRenewalWindow(have, domain, now); due {
 		d.acme = &acmePlan{why: why}
 		return nil
 	}
 	a := d.cfg.TLS.ACME
-	stored, err := certs.NewACME(certs.ACMEOptions{Directory: a.directory(), Email: a.Email, StorageDir: filepath.Join(paths.StateDir, acmeDirName)}, domain)
+	stored, err := certs.NewACME(certs.ACMEOptions{Directory: a.DirectoryURL(), Email: a.Email, StorageDir: filepath.Join(paths.StateDir, config.ACMEDirName)}, domain)
 	if err != nil {
 		return err
 	}
@@ -168,16 +115,16 @@ func planACME(paths Paths, d *desired, in TLSInput, now time.Time) error {
 // acmeClient is the ACME client for cfg. roots and proxyCA are the
 // files' contents when they are about to be installed (nil reads the
 // installed ones).
-func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (*certs.ACME, error) {
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+func acmeClient(paths config.Paths, cfg config.Config, domain string, roots, proxyCA []byte) (*certs.ACME, error) {
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	a := cfg.TLS.ACME
 	if a == nil {
-		a = &ACMEConfig{}
+		a = &config.ACMEConfig{}
 	}
 	if roots == nil && a.CACert != "" {
-		b, err := readACMERoots(filepath.Join(certsDir, ACMECAFileName), "appliance.yaml tls.acme.ca_cert")
+		b, err := readACMERoots(filepath.Join(certsDir, config.ACMECAFileName), "appliance.yaml tls.acme.ca_cert")
 		if err != nil {
-			return nil, fmt.Errorf("%w; give the CA file again with `carto-appliance certs acme --ca-cert FILE`", err)
+			return nil, &InputError{Input: InputACMECACert, Err: fmt.Errorf("%w; give the CA file again", err)}
 		}
 		roots = b
 	}
@@ -190,10 +137,10 @@ func acmeClient(paths Paths, cfg Config, domain string, roots, proxyCA []byte) (
 		host = ""
 	}
 	return certs.NewACME(certs.ACMEOptions{
-		Directory: a.directory(), Email: a.Email,
+		Directory: a.DirectoryURL(), Email: a.Email,
 		// A proxy that inspects TLS re-signs the directory's certificate.
 		Roots:      joinPEM(roots, proxyCA),
-		StorageDir: filepath.Join(paths.StateDir, acmeDirName),
+		StorageDir: filepath.Join(paths.StateDir, config.ACMEDirName),
 		ListenHost: host, HTTPPort: r.HTTPPort,
 		Proxy: proxy.Func(cfg.Proxy),
 	}, domain)
@@ -219,12 +166,12 @@ func joinPEM(files ...[]byte) []byte {
 // mayStop, under the converge lock (the agent would revive it otherwise):
 // without, such a certificate is left for the locked part. Obtaining
 // outside the lock keeps a slow CA from stalling the agent's resyncs.
-func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired, held []string, mayStop bool) error {
+func obtainACME(ctx context.Context, eng *stack.Engine, paths config.Paths, d *desired, held []string, mayStop bool) error {
 	if d.acme == nil {
 		return nil
 	}
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
-	client, err := acmeClient(paths, d.cfg, domain, d.certs[ACMECAFileName], d.certs[proxy.CAFileName])
+	client, err := acmeClient(paths, d.cfg, domain, d.certs[config.ACMECAFileName], d.certs[proxy.CAFileName])
 	if err != nil {
 		return err
 	}
@@ -234,7 +181,7 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 			return err
 		}
 	}
-	if err := rememberDirectory(paths, d.cfg.TLS.ACME.directory()); err != nil {
+	if err := rememberDirectory(paths, d.cfg.TLS.ACME.DirectoryURL()); err != nil {
 		return fmt.Errorf("recording the ACME directory: %w", err)
 	}
 	resume, err := freeHTTPPort(ctx, eng, paths, d.cfg, held)
@@ -263,12 +210,12 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 		}
 		return fmt.Errorf("%w; %s; nothing was changed", err, hint)
 	}
-	current, _ := os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
+	current, _ := os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
 	if !bytes.Equal(current, pair.CertPEM) {
-		d.addCert(ServerCertFile, pair.CertPEM)
-		d.addCert(ServerKeyFile, pair.KeyPEM)
+		d.addCert(config.ServerCertFile, pair.CertPEM)
+		d.addCert(config.ServerKeyFile, pair.KeyPEM)
 		if len(current) > 0 {
-			d.warnings = append(d.warnings, fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.directory(), d.acme.why))
+			d.warnings = append(d.warnings, fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.DirectoryURL(), d.acme.why))
 		}
 	}
 	d.acme = nil
@@ -278,11 +225,11 @@ func obtainACME(ctx context.Context, eng *stack.Engine, paths Paths, d *desired,
 // deferACME drops a planned ACME renewal for the agent's converges while
 // the router has a certificate: the agent renews beside its loop, so that
 // a slow or unreachable CA delays neither its start nor its resyncs.
-func deferACME(paths Paths, d *desired) {
+func deferACME(paths config.Paths, d *desired) {
 	if d.acme == nil || d.acme.force {
 		return
 	}
-	if _, err := os.Stat(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile)); err == nil {
 		d.acme = nil
 	}
 }
@@ -292,7 +239,7 @@ const routerDownLimit = 2 * time.Minute
 
 // freeHTTPPort stops the installed router when it publishes the HTTP port,
 // and returns how to bring it back (nil when nothing was stopped).
-func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, held []string) (func() error, error) {
+func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg config.Config, held []string) (func() error, error) {
 	project := cfg.Defaults().Project
 	_, owner, err := eng.PortOwner(ctx, cfg.Defaults().Router.HTTPPort)
 	if err != nil || owner != project {
@@ -321,10 +268,10 @@ type Front struct {
 
 // ACMEFront is the front for the installed settings, nil when the
 // appliance is not in acme mode.
-func ACMEFront(paths Paths) (*Front, error) {
+func ACMEFront(paths config.Paths) (*Front, error) {
 	paths = paths.WithDefaults()
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
-	if err != nil || !found || !cfg.TLS.acme() {
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	if err != nil || !found || !cfg.TLS.UsesACME() {
 		return nil, err
 	}
 	env, err := installedEnv(paths)
@@ -335,7 +282,7 @@ func ACMEFront(paths Paths) (*Front, error) {
 	r := cfg.Defaults().Router
 	project := cfg.Defaults().Project
 	redirect := certs.RedirectToHTTPS(domain, r.HTTPSPort)
-	storage := filepath.Join(paths.StateDir, acmeDirName)
+	storage := filepath.Join(paths.StateDir, config.ACMEDirName)
 	return &Front{
 		Addr: net.JoinHostPort(r.BindAddress, strconv.Itoa(r.HTTPPort)),
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -343,7 +290,7 @@ func ACMEFront(paths Paths) (*Front, error) {
 			// Challenges are stored by CA: besides the installed one, a
 			// CA that an install or certs acme is switching to right now.
 			if certs.IsChallenge(req) {
-				for _, dir := range knownDirectories(paths, cfg.TLS.ACME.directory()) {
+				for _, dir := range knownDirectories(paths, cfg.TLS.ACME.DirectoryURL()) {
 					c, err := certs.NewACME(certs.ACMEOptions{Directory: dir, Email: cfg.TLS.ACME.Email, StorageDir: storage}, domain)
 					if err == nil && c.AnswerChallenge(w, req) {
 						return
@@ -361,12 +308,12 @@ func ACMEFront(paths Paths) (*Front, error) {
 const directoriesFile = "directories"
 
 // rememberDirectory adds dir to the directories file.
-func rememberDirectory(paths Paths, dir string) error {
+func rememberDirectory(paths config.Paths, dir string) error {
 	known := knownDirectories(paths)
 	if slices.Contains(known, dir) {
 		return nil
 	}
-	path := filepath.Join(paths.StateDir, acmeDirName, directoriesFile)
+	path := filepath.Join(paths.StateDir, config.ACMEDirName, directoriesFile)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
@@ -374,8 +321,8 @@ func rememberDirectory(paths Paths, dir string) error {
 }
 
 // knownDirectories is first, then the directories file's others.
-func knownDirectories(paths Paths, first ...string) []string {
-	b, _ := os.ReadFile(filepath.Join(paths.StateDir, acmeDirName, directoriesFile))
+func knownDirectories(paths config.Paths, first ...string) []string {
+	b, _ := os.ReadFile(filepath.Join(paths.StateDir, config.ACMEDirName, directoriesFile))
 	out := first
 	for _, d := range strings.Fields(string(b)) {
 		if !slices.Contains(out, d) {
@@ -391,8 +338,8 @@ const frontHandover = 15 * time.Second
 // waitFrontGone waits, when the router is to publish the HTTP port again
 // (acme mode left), until the agent's front has let go of it: the agent
 // looks at the committed settings every second.
-func waitFrontGone(ctx context.Context, prev, next Config) error {
-	if !prev.TLS.acme() || next.TLS.acme() {
+func waitFrontGone(ctx context.Context, prev, next config.Config) error {
+	if !prev.TLS.UsesACME() || next.TLS.UsesACME() {
 		return nil
 	}
 	r := prev.Defaults().Router

@@ -12,18 +12,20 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/envfile"
 )
 
 // The agent's port-80 front redirects to the installed domain, not to
 // whatever Host a request names, and the redirect is not cached.
 func TestACMEFrontRedirectsToTheDomain(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
-	cfg := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com"}}}
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	cfg := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com"}}}
 	cfg.Router.HTTPSPort = 8443
-	if err := saveConfig(paths.file(ConfigFileName), cfg); err != nil {
+	if err := config.Save(paths.File(config.ConfigFileName), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(paths.ConfigDir, EnvFileName), []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(paths.ConfigDir, config.EnvFileName), []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	front, err := ACMEFront(paths)
@@ -63,8 +65,8 @@ func TestACMERootsFile(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, want string
 	}{
-		{"a FIFO", fifo, "--acme-ca-cert: " + fifo + " is a FIFO, not a regular file"},
-		{"a device", "/dev/zero", "--acme-ca-cert: /dev/zero is a character device, not a regular file"},
+		{"a FIFO", fifo, "the ACME CA's roots: " + fifo + " is a FIFO, not a regular file"},
+		{"a device", "/dev/zero", "the ACME CA's roots: /dev/zero is a character device, not a regular file"},
 		{"a directory", dir, "not a regular file"},
 		{"missing", filepath.Join(dir, "nope"), "no such file"},
 		{"too large", file("big.pem", append(append([]byte(nil), ca.CertPEM...), make([]byte, certs.MaxRootsSize)...)), "too large: over 1 MiB"},
@@ -73,40 +75,61 @@ func TestACMERootsFile(t *testing.T) {
 	} {
 		done := make(chan error, 1)
 		go func() {
-			var cfg Config
-			_, err := ACMEInput{CACertFile: tc.path, flag: "--acme-"}.apply(&cfg)
+			var cfg config.Config
+			_, err := ACMEInput{CACertFile: tc.path}.apply(&cfg)
 			done <- err
 		}()
 		select {
 		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "--acme-ca-cert") {
+			if err == nil || !strings.Contains(err.Error(), tc.want) || inputOf(err) != InputACMECACert {
 				t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
 			}
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%s: reading it hangs", tc.name)
 		}
 	}
-	var cfg Config
-	roots, err := ACMEInput{CACertFile: good, flag: "--acme-"}.apply(&cfg)
-	if err != nil || !bytes.Equal(roots, ca.CertPEM) || cfg.TLS.ACME.CACert != ACMECAFileName {
+	var cfg config.Config
+	roots, err := ACMEInput{CACertFile: good}.apply(&cfg)
+	if err != nil || !bytes.Equal(roots, ca.CertPEM) || cfg.TLS.ACME.CACert != config.ACMECAFileName {
 		t.Errorf("a CA file: %v, ca_cert %q", err, cfg.TLS.ACME.CACert)
 	}
 
 	for _, path := range []string{"/etc/ssl/certs/ca-certificates.crt", "../../etc/passwd", "other.crt"} {
-		c := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", CACert: path}}}
+		c := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", CACert: path}}}
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "appliance.yaml tls.acme.ca_cert") {
 			t.Errorf("ca_cert %q: %v", path, err)
 		}
 	}
-	c := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", CACert: ACMECAFileName}}}
+	c := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", CACert: config.ACMECAFileName}}}
 	if err := c.Validate(); err != nil {
-		t.Errorf("ca_cert %s: %v", ACMECAFileName, err)
+		t.Errorf("ca_cert %s: %v", config.ACMECAFileName, err)
 	}
 	// The installed copy is checked too when the client is made.
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
-	os.MkdirAll(filepath.Join(paths.ConfigDir, CertsDirName), 0o700)
-	os.WriteFile(filepath.Join(paths.ConfigDir, CertsDirName, ACMECAFileName), leaf.KeyPEM, 0o600)
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	os.MkdirAll(filepath.Join(paths.ConfigDir, config.CertsDirName), 0o700)
+	os.WriteFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ACMECAFileName), leaf.KeyPEM, 0o600)
 	if _, err := acmeClient(paths, c, "carto.example.com", nil, nil); err == nil || !strings.Contains(err.Error(), "appliance.yaml tls.acme.ca_cert") {
 		t.Errorf("a damaged copy: %v", err)
+	}
+}
+
+// planACME asks the CA only when the router needs a certificate: none
+// yet, or on request; nothing is obtained while planning.
+func TestPlanACMEDecides(t *testing.T) {
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	newD := func() *desired {
+		return &desired{cfg: config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", Directory: "https://127.0.0.1:1/dir"}}},
+			env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com")}
+	}
+	d := newD()
+	if err := planACME(paths, d, TLSInput{}, time.Now()); err != nil || d.acme == nil || d.acme.force || d.acme.why == "" {
+		t.Errorf("no certificate yet: %+v %v", d.acme, err)
+	}
+	d = newD()
+	if err := planACME(paths, d, TLSInput{Renew: true}, time.Now()); err != nil || d.acme == nil || !d.acme.force {
+		t.Errorf("a renewal on request: %+v %v", d.acme, err)
+	}
+	if entries, _ := os.ReadDir(paths.ConfigDir); len(entries) != 0 {
+		t.Errorf("planning wrote %v", entries)
 	}
 }

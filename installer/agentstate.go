@@ -9,10 +9,11 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 )
 
-const agentStateFileName = "agent.json"
+const agentStateFileName = config.AgentStateFileName
 
 // AgentState is what the supervisor records about the services it keeps
 // up, in the state dir, for status to show.
@@ -34,7 +35,7 @@ type AgentServiceState struct {
 }
 
 // LoadAgentState reads the supervisor's record; none yet is an empty one.
-func LoadAgentState(paths Paths) (AgentState, error) {
+func LoadAgentState(paths config.Paths) (AgentState, error) {
 	paths = paths.WithDefaults()
 	st := AgentState{Services: map[string]AgentServiceState{}}
 	b, err := os.ReadFile(filepath.Join(paths.StateDir, agentStateFileName))
@@ -54,7 +55,7 @@ func LoadAgentState(paths Paths) (AgentState, error) {
 }
 
 // SaveAgentState writes the supervisor's record atomically.
-func SaveAgentState(paths Paths, st AgentState) error {
+func SaveAgentState(paths config.Paths, st AgentState) error {
 	paths = paths.WithDefaults()
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating the state dir: %w", err)

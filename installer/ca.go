@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 )
 
@@ -52,8 +53,8 @@ type caPlan struct {
 // planCA reads the CA and decides what changes: a first CA, the start of
 // a rotation (certs.CA.NeedsRotation), or its switch once due. Nothing is
 // written.
-func planCA(paths Paths, domain string, now time.Time) (*caPlan, error) {
-	dir := paths.caDir()
+func planCA(paths config.Paths, domain string, now time.Time) (*caPlan, error) {
+	dir := paths.CADir()
 	cur, err := readCA(dir, caCertFile, caKeyFile)
 	if err != nil {
 		return nil, err
@@ -116,11 +117,11 @@ func (p *caPlan) changed() bool { return p.newCur || p.newNext }
 // save writes what the plan changed into the state dir. At a switch the
 // new key is written before its certificate and the old key goes last: a
 // crash in between leaves files readCA still makes sense of.
-func (p *caPlan) save(paths Paths) error {
+func (p *caPlan) save(paths config.Paths) error {
 	if !p.changed() {
 		return nil
 	}
-	dir := paths.caDir()
+	dir := paths.CADir()
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
@@ -218,8 +219,8 @@ type CARotationStatus struct {
 	NotAfter time.Time `json:"next_not_after"`
 }
 
-func caStatus(paths Paths, domain string, now time.Time) (*CAStatus, error) {
-	dir := paths.caDir()
+func caStatus(paths config.Paths, domain string, now time.Time) (*CAStatus, error) {
+	dir := paths.CADir()
 	cur, err := readCA(dir, caCertFile, caKeyFile)
 	if err != nil || cur == nil {
 		return nil, err
@@ -254,7 +255,7 @@ func caNames(ca *certs.CA) []string {
 
 // note is what a run that changed the CA tells the operator; "" for a
 // first CA.
-func (p *caPlan) note(paths Paths) string {
+func (p *caPlan) note(paths config.Paths) string {
 	switch {
 	case p.rotation == nil:
 		return ""

@@ -15,13 +15,14 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
 // writeLegacyCA puts a CA as the appliance made them before name
 // constraints (ten years, any name) into the state dir, with the router's
 // certificate from it and the CA file clients were given.
-func writeLegacyCA(t *testing.T, paths Paths, domain string, at, leafAt time.Time) []byte {
+func writeLegacyCA(t *testing.T, paths config.Paths, domain string, at, leafAt time.Time) []byte {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -44,13 +45,13 @@ func writeLegacyCA(t *testing.T, paths Paths, domain string, at, leafAt time.Tim
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(paths.caDir(), 0o700)
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	os.MkdirAll(paths.CADir(), 0o700)
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	os.MkdirAll(certsDir, 0o700)
 	for path, b := range map[string][]byte{
-		filepath.Join(paths.caDir(), caCertFile): certPEM, filepath.Join(paths.caDir(), caKeyFile): keyPEM,
-		filepath.Join(certsDir, ServerCertFile): pair.CertPEM, filepath.Join(certsDir, ServerKeyFile): pair.KeyPEM,
-		filepath.Join(certsDir, CACertFile): certPEM,
+		filepath.Join(paths.CADir(), caCertFile): certPEM, filepath.Join(paths.CADir(), caKeyFile): keyPEM,
+		filepath.Join(certsDir, config.ServerCertFile): pair.CertPEM, filepath.Join(certsDir, config.ServerKeyFile): pair.KeyPEM,
+		filepath.Join(certsDir, config.CACertFile): certPEM,
 	} {
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
@@ -86,15 +87,15 @@ func TestCARotation(t *testing.T) {
 	const domain = "carto.example.com"
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	legacy := writeLegacyCA(t, paths, domain, now.Add(-2*365*24*time.Hour), now.Add(-10*24*time.Hour))
 	step := func(at time.Time) *desired {
 		t.Helper()
 		if p, err := planCA(paths, domain, at); err != nil || !p.changed() {
 			t.Fatalf("at %s the agent's check sees nothing to do: %v", at, err)
 		}
-		d := &desired{cfg: Config{}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}
+		d := &desired{cfg: config.Config{}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}
 		if err := planTLS(paths, d, TLSInput{}, at); err != nil {
 			t.Fatal(err)
 		}
@@ -117,13 +118,13 @@ func TestCARotation(t *testing.T) {
 
 	// Step 1: published beside the old one.
 	d := step(now)
-	if d.certs[ServerCertFile] != nil || d.certs[ServerKeyFile] != nil {
+	if d.certs[config.ServerCertFile] != nil || d.certs[config.ServerKeyFile] != nil {
 		t.Error("the router's certificate changed when the rotation started")
 	}
 	if len(d.warnings) != 1 || !strings.Contains(d.warnings[0], "no name constraints") || !strings.Contains(d.warnings[0], "before 2027-01-21") {
 		t.Errorf("warnings: %v", d.warnings)
 	}
-	bundle := parsePEMCerts(t, d.certs[CACertFile])
+	bundle := parsePEMCerts(t, d.certs[config.CACertFile])
 	if len(bundle) != 2 || string(legacy) != string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: bundle[0].Raw})) || len(bundle[1].PermittedDNSDomains) != 1 {
 		t.Fatalf("the CA file during the rotation: %d certificates", len(bundle))
 	}
@@ -139,8 +140,8 @@ func TestCARotation(t *testing.T) {
 	// Step 2: the switch.
 	at := now.Add(certs.CAOverlap)
 	d = step(at)
-	leaf := parsePEMCerts(t, d.certs[ServerCertFile])
-	bundle = parsePEMCerts(t, d.certs[CACertFile])
+	leaf := parsePEMCerts(t, d.certs[config.ServerCertFile])
+	bundle = parsePEMCerts(t, d.certs[config.CACertFile])
 	if len(leaf) == 0 || len(bundle) != 1 || leaf[0].CheckSignatureFrom(bundle[0]) != nil {
 		t.Fatalf("after the switch: %d certificates served, %d in the CA file, or not the new CA's", len(leaf), len(bundle))
 	}
@@ -148,7 +149,7 @@ func TestCARotation(t *testing.T) {
 		t.Errorf("the new CA: %s until %s", bundle[0].Subject, bundle[0].NotAfter)
 	}
 	for _, gone := range []string{caKeyFile + ".prev", nextCAKeyFile, nextCACertFile} {
-		if _, err := os.Stat(filepath.Join(paths.caDir(), gone)); err == nil {
+		if _, err := os.Stat(filepath.Join(paths.CADir(), gone)); err == nil {
 			t.Errorf("%s is left after the switch", gone)
 		}
 	}
@@ -159,11 +160,11 @@ func TestCARotation(t *testing.T) {
 
 	// A new domain: the CA cannot serve it, so a new one takes over at once.
 	const moved = "maps.example.com"
-	d = &desired{cfg: Config{}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", moved)}
+	d = &desired{cfg: config.Config{}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", moved)}
 	if err := planTLS(paths, d, TLSInput{}, at); err != nil {
 		t.Fatal(err)
 	}
-	leaf, bundle = parsePEMCerts(t, d.certs[ServerCertFile]), parsePEMCerts(t, d.certs[CACertFile])
+	leaf, bundle = parsePEMCerts(t, d.certs[config.ServerCertFile]), parsePEMCerts(t, d.certs[config.CACertFile])
 	if len(bundle) != 1 || bundle[0].PermittedDNSDomains[0] != moved || leaf[0].CheckSignatureFrom(bundle[0]) != nil {
 		t.Errorf("a new domain: the CA file holds %d certificates", len(bundle))
 	}
@@ -177,14 +178,14 @@ func TestCARotation(t *testing.T) {
 func TestCASwitchCrash(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	old, _ := certs.NewCA("carto.example.com", now)
 	next, _ := certs.NewCA("carto.example.com", now)
-	os.MkdirAll(paths.caDir(), 0o700)
-	os.WriteFile(filepath.Join(paths.caDir(), caCertFile), old.CertPEM, 0o644)
-	os.WriteFile(filepath.Join(paths.caDir(), caKeyFile+".prev"), old.KeyPEM, 0o600)
-	os.WriteFile(filepath.Join(paths.caDir(), caKeyFile), next.KeyPEM, 0o600)
-	ca, err := readCA(paths.caDir(), caCertFile, caKeyFile)
+	os.MkdirAll(paths.CADir(), 0o700)
+	os.WriteFile(filepath.Join(paths.CADir(), caCertFile), old.CertPEM, 0o644)
+	os.WriteFile(filepath.Join(paths.CADir(), caKeyFile+".prev"), old.KeyPEM, 0o600)
+	os.WriteFile(filepath.Join(paths.CADir(), caKeyFile), next.KeyPEM, 0o600)
+	ca, err := readCA(paths.CADir(), caCertFile, caKeyFile)
 	if err != nil || !ca.Cert.Equal(old.Cert) {
 		t.Errorf("%v", err)
 	}

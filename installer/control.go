@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -107,7 +108,7 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 
 // HeldServices are the services the operator stopped, for the supervisor
 // to leave alone.
-func HeldServices(paths Paths) ([]string, error) {
+func HeldServices(paths config.Paths) ([]string, error) {
 	st, err := loadState(paths.WithDefaults().StateDir)
 	return st.Held, err
 }

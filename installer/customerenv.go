@@ -6,33 +6,10 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/templates"
 )
-
-// checkDomain is the one check of the name users reach CARTO at, whether
-// it comes from --domain, appliance.yaml or customer.env: certificates are
-// issued for it and clients are sent to it. what names where it came from,
-// fix says how to correct it there.
-func checkDomain(what, domain, fix string) error {
-	if len(domain) <= 253 && domainRE.MatchString(domain) {
-		return nil
-	}
-	return fmt.Errorf("%s %q is not a valid host name (letters, digits, - and . only: no scheme, port, path, wildcard or space): %s",
-		what, envfile.MaskValue("SELFHOSTED_DOMAIN", domain), fix)
-}
-
-// checkRegistry is the one check of an image registry base path, whether
-// it comes from --registry, appliance.yaml or customer.env.
-func checkRegistry(what, base, fix string) error {
-	if registryRE.MatchString(base) {
-		if _, err := reference.ParseNormalizedNamed(base + "/probe"); err == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("%s %q is not a registry base path: give host[:port][/path], e.g. registry.example.com:5000/carto; %s",
-		what, envfile.MaskValue("DOCKER_REGISTRY_BASE_PATH", base), fix)
-}
 
 // registryHost is the host the engine pulls base's images from, and so the
 // one the pull credentials go to (a path without a host is Docker Hub's).
@@ -64,20 +41,20 @@ func cartoRegistry(rel *templates.Release) (string, error) {
 // SELFHOSTED_DOMAIN, and DOCKER_REGISTRY_BASE_PATH, whose host receives
 // key.json, a Google Cloud private key, as the pull password. key.json
 // goes only to CARTO's registry or to one the operator named with
-// --registry (appliance.yaml registry): never to a host customer.env alone
+// appliance.yaml registry: never to a host customer.env alone
 // names.
-func checkCustomerInputs(cfg Config, env envfile.Env, rel *templates.Release) error {
+func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *templates.Release) error {
 	if domain := env.Get("SELFHOSTED_DOMAIN"); cfg.Domain == "" && domain != "" {
-		if err := checkDomain("SELFHOSTED_DOMAIN", domain,
-			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or pass --domain"); err != nil {
-			return err
+		if err := config.CheckDomain("SELFHOSTED_DOMAIN", domain,
+			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or give the domain to the appliance"); err != nil {
+			return &InputError{Input: InputDomain, Err: err}
 		}
 	}
 	if cfg.Registry != "" {
 		return nil // named by the operator
 	}
 	base := env.Get("DOCKER_REGISTRY_BASE_PATH")
-	if err := checkRegistry("DOCKER_REGISTRY_BASE_PATH", base,
+	if err := config.CheckRegistry("DOCKER_REGISTRY_BASE_PATH", base,
 		"fix it, or remove it from customer.env to pull from CARTO's registry"); err != nil {
 		return err
 	}
@@ -90,9 +67,9 @@ func checkCustomerInputs(cfg Config, env envfile.Env, rel *templates.Release) er
 		return err
 	}
 	if !strings.EqualFold(host, carto) {
-		return fmt.Errorf("DOCKER_REGISTRY_BASE_PATH %q names registry %s, not CARTO's (%s), and key.json (a Google Cloud private key) "+
-			"is sent as the pull password only to CARTO's registry or to one named with --registry: "+
-			"remove DOCKER_REGISTRY_BASE_PATH from customer.env, or, if %s is your registry and may receive key.json, pass --registry %s",
+		return inputErrorf(InputRegistry, "DOCKER_REGISTRY_BASE_PATH %q names registry %s, not CARTO's (%s), and key.json (a Google Cloud private key) "+
+			"is sent as the pull password only to CARTO's registry or to one the operator names as the appliance's registry: "+
+			"remove DOCKER_REGISTRY_BASE_PATH from customer.env, or, if %s is your registry and may receive key.json, name %s as the appliance's registry",
 			base, host, carto, host, base)
 	}
 	return nil

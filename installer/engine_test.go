@@ -1,73 +1,61 @@
 package installer
 
 import (
-	"os"
-	"path/filepath"
+	"strings"
 	"testing"
 
-	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/proxy"
 )
 
-// The engine trusts every file in its SSL_CERT_DIR: after a CA change the
-// directory holds the new CA alone (no .prev of the old one, nothing a
-// crash or an older version left), and clearing the CA removes it.
-func TestEngineTrustDirHoldsOnlyTheCurrentCA(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "carto-proxy-ca")
-	entries := func() map[string]string {
-		t.Helper()
-		ents, err := os.ReadDir(dir)
-		if os.IsNotExist(err) {
-			return nil
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out := map[string]string{}
-		for _, e := range ents {
-			b, _ := os.ReadFile(filepath.Join(dir, e.Name()))
-			out[e.Name()] = string(b)
-		}
-		return out
-	}
-	only := func(want string) {
-		t.Helper()
-		got := entries()
-		if len(got) != 1 || got[proxy.CAFileName] != want {
-			t.Errorf("trust dir holds %v, want only %s = %q", got, proxy.CAFileName, want)
-		}
-	}
+func fakeEngine(t *testing.T) *host.FakeEngine {
+	t.Helper()
+	f := &host.FakeEngine{}
+	prev := hostEngine
+	hostEngine = f
+	t.Cleanup(func() { hostEngine = prev })
+	return f
+}
 
-	if changed, err := syncTrustDir(dir, []byte("CA one")); err != nil || !changed {
-		t.Fatalf("first CA: changed=%v err=%v", changed, err)
+// The engine is restarted only when its proxy settings changed and the
+// operator agreed; otherwise the note says how to do it.
+func TestConfigureEngineProxy(t *testing.T) {
+	f := fakeEngine(t)
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	d := &desired{env: envfile.NewEnv("NO_PROXY", "localhost,maps-api")}
+	d.cfg.Proxy = proxy.Settings{URL: "https://proxy.corp:3129", CACert: proxy.CAFileName}
+	d.certs = map[string][]byte{proxy.CAFileName: []byte("CA")}
+	var asked string
+	no := func(reason string) bool { asked = reason; return false }
+	notes, err := configureEngineProxy(t.Context(), paths, d, no)
+	if err != nil || f.Restarts != 0 || len(notes) != 1 || !strings.Contains(notes[0], "systemctl restart docker") {
+		t.Fatalf("declined: notes %q err %v restarts %d", notes, err, f.Restarts)
 	}
-	only("CA one")
-	if changed, err := syncTrustDir(dir, []byte("CA two")); err != nil || !changed {
-		t.Fatalf("CA change: changed=%v err=%v", changed, err)
+	if !strings.Contains(asked, "every container restarts") || !strings.Contains(string(f.DropIn), "proxy.corp:3129") || string(f.CA) != "CA" {
+		t.Errorf("asked %q, drop-in %q, CA %q", asked, f.DropIn, f.CA)
 	}
-	only("CA two")
+	// Unchanged settings: nothing asked, nothing restarted.
+	asked = ""
+	if notes, err := configureEngineProxy(t.Context(), paths, d, no); err != nil || notes != nil || asked != "" {
+		t.Errorf("unchanged: notes %q err %v asked %q", notes, err, asked)
+	}
+	// Cleared and agreed: the engine restarts once.
+	d.cfg.Proxy, d.certs = proxy.Settings{}, nil
+	notes, err = configureEngineProxy(t.Context(), paths, d, func(string) bool { return true })
+	if err != nil || f.Restarts != 1 || f.CA != nil || !strings.Contains(notes[0], "restarted the Docker engine") {
+		t.Errorf("agreed: notes %q err %v restarts %d CA %q", notes, err, f.Restarts, f.CA)
+	}
+}
 
-	// What the previous version left: the old CA kept as a .prev, and a
-	// temporary file of a write cut short.
-	if err := atomicfile.Write(filepath.Join(dir, proxy.CAFileName), []byte("CA three"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "."+proxy.CAFileName+".tmp-1"), []byte("CA half"), 0o644)
-	if changed, err := syncTrustDir(dir, []byte("CA three")); err != nil || !changed {
-		t.Fatalf("stale files: changed=%v err=%v (their removal needs an engine restart to count)", changed, err)
-	}
-	only("CA three")
-	if changed, err := syncTrustDir(dir, []byte("CA three")); err != nil || changed {
-		t.Errorf("same CA again: changed=%v err=%v", changed, err)
-	}
-
-	if changed, err := syncTrustDir(dir, nil); err != nil || !changed {
-		t.Fatalf("clearing: changed=%v err=%v", changed, err)
-	}
-	if _, err := os.Stat(dir); !os.IsNotExist(err) {
-		t.Errorf("trust dir left after the CA was cleared: %v", err)
-	}
-	if changed, err := syncTrustDir(dir, nil); err != nil || changed {
-		t.Errorf("clearing again: changed=%v err=%v", changed, err)
+func TestConfigureEngineProxyWithoutSystemd(t *testing.T) {
+	f := fakeEngine(t)
+	f.NoSystemd = true
+	d := &desired{}
+	d.cfg.Proxy = proxy.Settings{URL: "http://proxy.corp:3128"}
+	notes, err := configureEngineProxy(t.Context(), config.Paths{}, d, func(string) bool { return true })
+	if err != nil || f.DropIn != nil || f.Restarts != 0 || len(notes) != 1 || !strings.Contains(notes[0], "give it HTTP_PROXY/HTTPS_PROXY yourself") {
+		t.Errorf("notes %q err %v", notes, err)
 	}
 }

@@ -3,17 +3,19 @@ package installer
 import (
 	"strings"
 	"testing"
+
+	"github.com/cartodb/carto-appliance/config"
 )
 
 func TestAllowedSourcesAreChecked(t *testing.T) {
-	ok := Config{Network: NetworkConfig{AllowedSources: []string{"10.0.0.0/8", "192.0.2.10"}}}
+	ok := config.Config{Network: config.NetworkConfig{AllowedSources: []string{"10.0.0.0/8", "192.0.2.10"}}}
 	if err := ok.Validate(); err != nil {
 		t.Errorf("valid sources refused: %v", err)
 	}
 	for _, bad := range []string{"10.0.0.0/33", "example.com", "10.0.0.1-10.0.0.9", "",
 		// IPv6 sources would go unenforced: the rules are IPv4's.
 		"2001:db8::/32", "::1", "::ffff:192.0.2.10"} {
-		c := Config{Network: NetworkConfig{AllowedSources: []string{bad}}}
+		c := config.Config{Network: config.NetworkConfig{AllowedSources: []string{bad}}}
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "network.allowed_sources") {
 			t.Errorf("%q: %v", bad, err)
 		}
@@ -34,16 +36,16 @@ func TestAllowedSourcesAreChecked(t *testing.T) {
 // The router's published ports are what the rules guard: both, or the
 // HTTP one alone when TLS is offloaded; none without an allow-list.
 func TestRouterFirewallGuardsThePublishedPorts(t *testing.T) {
-	if routerFirewall(Config{}) != nil {
+	if routerFirewall(config.Config{}) != nil {
 		t.Fatal("rules without an allow-list")
 	}
-	cfg := Config{Network: NetworkConfig{AllowedSources: []string{"10.0.0.0/8"}}}
+	cfg := config.Config{Network: config.NetworkConfig{AllowedSources: []string{"10.0.0.0/8"}}}
 	cfg.Router.HTTPPort, cfg.Router.HTTPSPort = 8080, 8443
 	fw := routerFirewall(cfg)
 	if fw.Chain != "CARTO-carto" || !strings.Contains(fw.Rules, "--ctorigdstport 8080 ") || !strings.Contains(fw.Rules, "--ctorigdstport 8443 ") {
 		t.Errorf("rules:\n%s", fw.Rules)
 	}
-	cfg.TLS.Mode = TLSOffload
+	cfg.TLS.Mode = config.TLSOffload
 	if fw := routerFirewall(cfg); strings.Contains(fw.Rules, "8443") {
 		t.Errorf("offload rules name the HTTPS port:\n%s", fw.Rules)
 	}

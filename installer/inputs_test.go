@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
@@ -42,26 +44,27 @@ func TestInstallRefusesSpecialAndHugeInputFiles(t *testing.T) {
 	if err := os.WriteFile(huge, make([]byte, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	paths := Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
 	base := func() InstallOptions {
 		return InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key}
 	}
 	for _, tc := range []struct {
-		name string
-		edit func(*InstallOptions)
-		want []string
+		name  string
+		edit  func(*InstallOptions)
+		input Input
+		want  []string
 	}{
-		{"--key /dev/zero", func(o *InstallOptions) { o.KeyFile = "/dev/zero" }, []string{"--key", "/dev/zero is a character device, not a regular file"}},
-		{"--key FIFO", func(o *InstallOptions) { o.KeyFile = fifo }, []string{"--key", fifo + " is a FIFO"}},
-		{"--key huge", func(o *InstallOptions) { o.KeyFile = huge }, []string{"--key", huge + " is too large: over 64 KiB"}},
-		{"--customer-env /dev/zero", func(o *InstallOptions) { o.CustomerEnv = "/dev/zero" }, []string{"--customer-env", "/dev/zero is a character device"}},
-		{"--customer-env FIFO", func(o *InstallOptions) { o.CustomerEnv = fifo }, []string{"--customer-env", "is a FIFO"}},
-		{"--customer-env huge", func(o *InstallOptions) { o.CustomerEnv = huge }, []string{"--customer-env", "too large: over 1 MiB"}},
-		{"--tls-cert /dev/zero", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: "/dev/zero", KeyFile: key} }, []string{"--tls-cert: /dev/zero is a character device"}},
-		{"--tls-key FIFO", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: key, KeyFile: fifo} }, []string{"--tls-key: " + fifo + " is a FIFO"}},
-		{"--tls-chain huge", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: key, KeyFile: key, ChainFile: huge} }, []string{"--tls-chain: " + huge + " is too large"}},
-		{"--proxy-ca-cert FIFO", func(o *InstallOptions) { o.Proxy = ProxyInput{URL: "http://proxy.corp:3128", CACertFile: fifo} }, []string{"--proxy-ca-cert", "is a FIFO"}},
-		{"--acme-ca-cert /dev/zero", func(o *InstallOptions) { o.ACME = ACMEInput{Email: "ops@example.com", CACertFile: "/dev/zero"} }, []string{"--acme-ca-cert: /dev/zero is a character device"}},
+		{"--key /dev/zero", func(o *InstallOptions) { o.KeyFile = "/dev/zero" }, InputKey, []string{"/dev/zero is a character device, not a regular file"}},
+		{"--key FIFO", func(o *InstallOptions) { o.KeyFile = fifo }, InputKey, []string{fifo + " is a FIFO"}},
+		{"--key huge", func(o *InstallOptions) { o.KeyFile = huge }, InputKey, []string{huge + " is too large: over 64 KiB"}},
+		{"--customer-env /dev/zero", func(o *InstallOptions) { o.CustomerEnv = "/dev/zero" }, InputCustomerEnv, []string{"/dev/zero is a character device"}},
+		{"--customer-env FIFO", func(o *InstallOptions) { o.CustomerEnv = fifo }, InputCustomerEnv, []string{"is a FIFO"}},
+		{"--customer-env huge", func(o *InstallOptions) { o.CustomerEnv = huge }, InputCustomerEnv, []string{"too large: over 1 MiB"}},
+		{"--tls-cert /dev/zero", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: "/dev/zero", KeyFile: key} }, InputTLSCert, []string{"the certificate: /dev/zero is a character device"}},
+		{"--tls-key FIFO", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: key, KeyFile: fifo} }, InputTLSKey, []string{"the key: " + fifo + " is a FIFO"}},
+		{"--tls-chain huge", func(o *InstallOptions) { o.TLS = TLSInput{CertFile: key, KeyFile: key, ChainFile: huge} }, InputTLSChain, []string{"the chain: " + huge + " is too large"}},
+		{"--proxy-ca-cert FIFO", func(o *InstallOptions) { o.Proxy = ProxyInput{URL: "http://proxy.corp:3128", CACertFile: fifo} }, InputProxyCACert, []string{"is a FIFO"}},
+		{"--acme-ca-cert /dev/zero", func(o *InstallOptions) { o.ACME = ACMEInput{Email: "ops@example.com", CACertFile: "/dev/zero"} }, InputACMECACert, []string{"the ACME CA's roots: /dev/zero is a character device"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			opts := base()
@@ -72,21 +75,24 @@ func TestInstallRefusesSpecialAndHugeInputFiles(t *testing.T) {
 					t.Fatalf("got %v, want it to say %q", err, want)
 				}
 			}
+			if got := inputOf(err); got != tc.input {
+				t.Errorf("the error names input %q, want %q", got, tc.input)
+			}
 		})
 	}
 
 	t.Run("--license FIFO", func(t *testing.T) {
 		d := &desired{env: envfile.NewEnv("SELFHOSTED_TENANT_ID", "onp-x")}
 		err := soon(t, func() error { return planLicense(paths, d, fifo, customer) })
-		if err == nil || !strings.Contains(err.Error(), "--license") || !strings.Contains(err.Error(), "is a FIFO") {
+		if err == nil || inputOf(err) != InputLicense || !strings.Contains(err.Error(), "is a FIFO") {
 			t.Fatalf("got %v", err)
 		}
 	})
 	t.Run("appliance.yaml a FIFO in --config-dir", func(t *testing.T) {
 		cfgDir := filepath.Join(dir, "fifo-config")
 		os.MkdirAll(cfgDir, 0o755)
-		syscall.Mkfifo(filepath.Join(cfgDir, ConfigFileName), 0o600)
-		err := soon(t, func() error { _, _, err := LoadConfig(filepath.Join(cfgDir, ConfigFileName)); return err })
+		syscall.Mkfifo(filepath.Join(cfgDir, config.ConfigFileName), 0o600)
+		err := soon(t, func() error { _, _, err := config.Load(filepath.Join(cfgDir, config.ConfigFileName)); return err })
 		if err == nil || !strings.Contains(err.Error(), "appliance.yaml is a FIFO") {
 			t.Fatalf("got %v", err)
 		}
@@ -94,4 +100,13 @@ func TestInstallRefusesSpecialAndHugeInputFiles(t *testing.T) {
 	if _, err := os.Stat(paths.ConfigDir); err == nil {
 		t.Error("a refused input wrote the config dir")
 	}
+}
+
+// inputOf is the input err names, "" if none.
+func inputOf(err error) Input {
+	var ie *InputError
+	if errors.As(err, &ie) {
+		return ie.Input
+	}
+	return ""
 }

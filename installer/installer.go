@@ -20,6 +20,7 @@ import (
 
 	"github.com/distribution/reference"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
@@ -31,7 +32,7 @@ import (
 
 // Options are the settings shared by every workflow that changes the stack.
 type Options struct {
-	Paths Paths
+	Paths config.Paths
 	// Reporter receives the engine's events; nil discards.
 	Reporter stack.Reporter
 	// Progress receives the image pulls' JSON-message stream; nil discards.
@@ -95,12 +96,12 @@ func (in ProxyInput) empty() bool {
 
 // apply validates the input and sets it on cfg; it returns the CA file's
 // contents to install in certs/, if one was given.
-func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
+func (in ProxyInput) apply(cfg *config.Config) ([]byte, error) {
 	if in.empty() {
 		return nil, nil
 	}
 	if in.URL == "" {
-		return nil, fmt.Errorf("--proxy-url is required with the other proxy settings")
+		return nil, inputErrorf(InputProxyURL, "the proxy URL is required with the other proxy settings")
 	}
 	u, err := proxy.ParseURL(in.URL)
 	if err != nil {
@@ -114,7 +115,7 @@ func (in ProxyInput) apply(cfg *Config) ([]byte, error) {
 	var ca []byte
 	if in.CACertFile != "" {
 		if ca, err = boundedread.ReadFile(in.CACertFile, boundedread.PEM); err != nil {
-			return nil, fmt.Errorf("reading the proxy CA (--proxy-ca-cert; proxy set --ca-cert): %w", err)
+			return nil, &InputError{Input: InputProxyCACert, Err: fmt.Errorf("reading the proxy CA: %w", err)}
 		}
 		if err := proxy.CheckCA(ca, in.CACertFile); err != nil {
 			return nil, err
@@ -192,15 +193,15 @@ func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, err
 	return report, nil
 }
 
-func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string) (*preflight.Report, error) {
+func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []string) (*preflight.Report, error) {
 	for _, id := range ignore {
 		if !slices.Contains(preflight.IDs, id) {
-			return nil, fmt.Errorf("--ignore-preflight %q: no such check; the checks are %s", id, strings.Join(preflight.IDs, ", "))
+			return nil, inputErrorf(InputIgnorePreflight, "preflight check %q to ignore: no such check; the checks are %s", id, strings.Join(preflight.IDs, ", "))
 		}
 	}
 	r := d.cfg.Defaults().Router
 	httpsPort := r.HTTPSPort
-	if d.cfg.TLS.offload() {
+	if d.cfg.TLS.Offload() {
 		httpsPort = 0 // nothing listens there
 	}
 	opts := preflight.Options{
@@ -215,7 +216,7 @@ func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string)
 		opts.ClockURL = "https://" + auth.Registry + "/v2/"
 	}
 	opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
-	if d.cfg.TLS.acme() {
+	if d.cfg.TLS.UsesACME() {
 		opts.OwnListener = func(ctx context.Context, addr string, port int) bool {
 			return servedByFront(ctx, addr, port, opts.Project)
 		}
@@ -229,8 +230,8 @@ func runPreflight(ctx context.Context, paths Paths, d *desired, ignore []string)
 
 // planInstall plans an install from the installed settings and the
 // options, reading the customer package; it changes nothing.
-func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
-	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
+	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
 	}
@@ -259,8 +260,8 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 		cfg.Network.AllowedSources = opts.AllowedSources
 	}
 	if opts.LicenseServer != "" {
-		if err := checkLicenseServer(opts.LicenseServer, "--license-server"); err != nil {
-			return nil, err
+		if err := config.CheckLicenseServer(opts.LicenseServer, "the licence server"); err != nil {
+			return nil, &InputError{Input: InputLicenseServer, Err: err}
 		}
 		cfg.License.Server = opts.LicenseServer
 	}
@@ -271,17 +272,16 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 		}
 	}
 	if chosen > 1 {
-		return nil, fmt.Errorf("--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them")
+		return nil, inputErrorf(InputTLSMode, "a certificate, TLS offload and ACME each choose how TLS works: give one of them")
 	}
 	var acmeRoots []byte
 	switch {
 	case !opts.TLS.empty():
-		cfg.TLS.Mode = TLSCustom
+		cfg.TLS.Mode = config.TLSCustom
 	case opts.TLSOffload:
-		cfg.TLS.Mode = TLSOffload
+		cfg.TLS.Mode = config.TLSOffload
 	case opts.ACME.given():
 		in := opts.ACME
-		in.flag = "--acme-"
 		if acmeRoots, err = in.apply(&cfg); err != nil {
 			return nil, err
 		}
@@ -295,16 +295,16 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 	}
 	customer := opts.CustomerEnv
 	if customer == "" {
-		customer = paths.file(CustomerEnvFileName)
+		customer = paths.File(config.CustomerEnvFileName)
 		if _, err := os.Stat(customer); err != nil {
-			return nil, fmt.Errorf("no customer.env: pass --customer-env FILE, the customer.env of your CARTO customer package")
+			return nil, inputErrorf(InputCustomerEnv, "no customer.env: give the customer.env of your CARTO customer package")
 		}
 	}
 	key := opts.KeyFile
 	if key == "" {
-		key = paths.keyFile()
+		key = paths.KeyFile()
 		if _, err := os.Stat(key); err != nil {
-			return nil, fmt.Errorf("no key.json: pass --key FILE, the key.json of your CARTO customer package")
+			return nil, inputErrorf(InputKey, "no key.json: give the key.json of your CARTO customer package")
 		}
 	}
 	d, err := plan(paths, cfg, customer, key, opts.TLS)
@@ -312,7 +312,7 @@ func planInstall(paths Paths, opts InstallOptions) (*desired, error) {
 		return nil, err
 	}
 	d.addCert(proxy.CAFileName, ca)
-	d.addCert(ACMECAFileName, acmeRoots)
+	d.addCert(config.ACMECAFileName, acmeRoots)
 	return d, nil
 }
 
@@ -326,7 +326,7 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 // desired is everything a run writes and starts, computed from the inputs
 // without touching the config dir or the engine.
 type desired struct {
-	cfg         Config
+	cfg         config.Config
 	release     *templates.Release
 	customerSrc string
 	customer    []byte // customer.env as given
@@ -343,7 +343,7 @@ type desired struct {
 	license     []byte    // the licence to install (install only)
 }
 
-func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
+func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
 	d, err := planEnv(cfg, customerPath)
 	if err != nil {
 		return nil, err
@@ -353,15 +353,15 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 	}
 	d.keySrc = keyPath
 	if d.key, err = boundedread.ReadFile(keyPath, boundedread.KeyJSON); err != nil {
-		return nil, fmt.Errorf("reading key.json: %w; pass the key.json of your customer package with --key", err)
+		return nil, &InputError{Input: InputKey, Err: fmt.Errorf("reading key.json: %w; give the key.json of your customer package", err)}
 	}
 	var keyDoc map[string]any
 	if err := json.Unmarshal(d.key, &keyDoc); err != nil {
-		return nil, fmt.Errorf("key.json %s is not a JSON object (%v): pass the key.json of your CARTO customer package with --key", keyPath, err)
+		return nil, inputErrorf(InputKey, "key.json %s is not a JSON object (%v): give the key.json of your CARTO customer package", keyPath, err)
 	}
 	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
-		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.offload(),
-		HTTPByAgent: d.cfg.TLS.acme(),
+		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.Offload(),
+		HTTPByAgent: d.cfg.TLS.UsesACME(),
 	})
 	if err != nil {
 		return nil, err
@@ -371,14 +371,14 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 
 // planEnv renders and checks .env from appliance.yaml, customer.env and
 // the release.
-func planEnv(cfg Config, customerPath string) (*desired, error) {
+func planEnv(cfg config.Config, customerPath string) (*desired, error) {
 	rel, err := templates.Default()
 	if err != nil {
 		return nil, err
 	}
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
 	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
-		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
+		return nil, &InputError{Input: InputCustomerEnv, Err: fmt.Errorf("reading customer.env: %w; check the path given for it and that it is readable (run as root)", err)}
 	}
 	customerEnv, lints, err := envfile.ParseWithWarnings(d.customer)
 	if err != nil {
@@ -391,7 +391,7 @@ func planEnv(cfg Config, customerPath string) (*desired, error) {
 	if err != nil {
 		return nil, err
 	}
-	settings, notes := cfg.envSettings(hostnames)
+	settings, notes := envSettings(cfg, hostnames)
 	d.warnings = append(d.warnings, notes...)
 	rendered, err := envfile.Render(envfile.RenderInput{
 		Customer:    customerEnv,
@@ -455,37 +455,12 @@ func (d *desired) url() string {
 // the settings that env render masks, the key.json's private key, and
 // whatever has a secret's shape (envfile.MaskText).
 func (d *desired) redactor() func(string) string {
-	var secrets []string
-	for _, k := range d.env.Keys() {
-		secrets = append(secrets, envfile.SecretParts(k, d.env.Get(k))...)
-	}
-	var key map[string]any
-	if json.Unmarshal(d.key, &key) == nil {
-		for _, field := range []string{"private_key", "private_key_id"} {
-			if v, ok := key[field].(string); ok {
-				secrets = append(secrets, v)
-				// A log may show the PEM with its newlines escaped.
-				secrets = append(secrets, strings.ReplaceAll(v, "\n", `\n`))
-			}
-		}
-	}
-	// The replacer tries its pairs in order: longest first, so that a
-	// secret containing another is masked whole.
-	slices.SortStableFunc(secrets, func(a, b string) int { return len(b) - len(a) })
-	var pairs []string
-	for _, v := range secrets {
-		// Short values would mask ordinary words; no real secret is that short.
-		if len(v) >= 4 {
-			pairs = append(pairs, v, envfile.Mask)
-		}
-	}
-	r := strings.NewReplacer(pairs...)
-	return func(s string) string { return envfile.MaskText(r.Replace(s)) }
+	return envfile.NewRedactor(d.env, envfile.KeySecrets(d.key)...)
 }
 
 // run stages the rendered files, pulls every image, and only then commits
 // the files to the config dir and converges the stack.
-func run(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+func run(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
 	if opts.DeferACME {
 		deferACME(paths, d)
 	}
@@ -509,7 +484,7 @@ func run(ctx context.Context, opts Options, paths Paths, d *desired, action stri
 }
 
 // runLocked is run for a caller that holds the converge lock.
-func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, action string) (*Result, error) {
+func runLocked(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
 	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
@@ -559,7 +534,7 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 		return nil, fmt.Errorf("limiting the router to network.allowed_sources: %w", err)
 	}
 	// Read before commit: leaving acme mode hands the HTTP port back.
-	prev, _, _ := LoadConfig(paths.file(ConfigFileName))
+	prev, _, _ := config.Load(paths.File(config.ConfigFileName))
 	if err := commit(paths, d); err != nil {
 		return nil, err
 	}
@@ -590,10 +565,10 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 }
 
 func writeRendered(dir string, d *desired) error {
-	if err := os.MkdirAll(filepath.Join(dir, CertsDirName), 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Join(dir, config.CertsDirName), 0o700); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, EnvFileName), d.envFile, 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, config.EnvFileName), d.envFile, 0o600); err != nil {
 		return err
 	}
 	return atomicfile.Write(filepath.Join(dir, stack.ComposeFileName), d.compose, 0o644)
@@ -602,7 +577,7 @@ func writeRendered(dir string, d *desired) error {
 // commit writes the imported and rendered files into the config dir, each
 // atomically, inputs first so that a crash in between leaves a config dir
 // that the next apply renders again.
-func commit(paths Paths, d *desired) error {
+func commit(paths config.Paths, d *desired) error {
 	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
 		return fmt.Errorf("creating the config dir: %w", err)
 	}
@@ -613,7 +588,7 @@ func commit(paths Paths, d *desired) error {
 	if err := markOwned(paths.StateDir, "state dir"); err != nil {
 		return err
 	}
-	certs := filepath.Join(paths.ConfigDir, CertsDirName)
+	certs := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	if err := os.MkdirAll(certs, 0o700); err != nil {
 		return fmt.Errorf("creating %s: %w", certs, err)
 	}
@@ -625,14 +600,14 @@ func commit(paths Paths, d *desired) error {
 			return err
 		}
 	}
-	if err := atomicfile.Write(paths.file(CustomerEnvFileName), d.customer, 0o600); err != nil {
+	if err := atomicfile.Write(paths.File(config.CustomerEnvFileName), d.customer, 0o600); err != nil {
 		return err
 	}
-	if err := atomicfile.Write(paths.keyFile(), d.key, 0o600); err != nil {
+	if err := atomicfile.Write(paths.KeyFile(), d.key, 0o600); err != nil {
 		return err
 	}
 	if d.license != nil {
-		if err := atomicfile.Write(paths.file(LicenseFileName), d.license, 0o600); err != nil {
+		if err := atomicfile.Write(paths.File(config.LicenseFileName), d.license, 0o600); err != nil {
 			return err
 		}
 	}
@@ -644,7 +619,7 @@ func commit(paths Paths, d *desired) error {
 	if err := publishMounts(paths, d.cfg); err != nil {
 		return err
 	}
-	if err := saveConfig(paths.file(ConfigFileName), d.cfg); err != nil {
+	if err := config.Save(paths.File(config.ConfigFileName), d.cfg); err != nil {
 		return err
 	}
 	if err := writeRendered(paths.ConfigDir, d); err != nil {

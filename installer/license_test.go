@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/license/licensetest"
@@ -38,7 +39,7 @@ func testLicense(t *testing.T, edit func(*license.License)) []byte {
 // code 4's error for every reason, before anything is written.
 func TestPlanLicense(t *testing.T) {
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	customer := filepath.Join(dir, "package", "customer.env")
 	os.MkdirAll(filepath.Dir(customer), 0o755)
 	newD := func() *desired { return &desired{env: envfile.NewEnv("SELFHOSTED_TENANT_ID", "onp-acme")} }
@@ -74,7 +75,7 @@ func TestPlanLicense(t *testing.T) {
 		}
 	}
 	os.Remove(filepath.Join(dir, "package", "license.json"))
-	if err := planLicense(paths, newD(), "", customer); !errors.Is(err, license.ErrInvalid) || !strings.Contains(err.Error(), "pass --license FILE") {
+	if err := planLicense(paths, newD(), "", customer); !errors.Is(err, license.ErrInvalid) || inputOf(err) != InputLicense || !strings.Contains(err.Error(), "give the license.json") {
 		t.Errorf("no licence: %v", err)
 	}
 	if _, err := os.Stat(paths.ConfigDir); err == nil {
@@ -98,7 +99,7 @@ func licenseServer(t *testing.T, answer func(req license.Request) []byte) *httpt
 	}))
 	t.Cleanup(ts.Close)
 	orig := licenseClient
-	licenseClient = func(Paths, Config) (*http.Client, error) { return ts.Client(), nil }
+	licenseClient = func(config.Paths, config.Config) (*http.Client, error) { return ts.Client(), nil }
 	t.Cleanup(func() { licenseClient = orig })
 	return ts
 }
@@ -112,16 +113,16 @@ func signedAnswer(t *testing.T, req license.Request, status string) []byte {
 	return b
 }
 
-func installedForCheck(t *testing.T, server string) Paths {
+func installedForCheck(t *testing.T, server string) config.Paths {
 	t.Helper()
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	os.MkdirAll(paths.ConfigDir, 0o755)
-	if err := saveConfig(paths.file(ConfigFileName), Config{License: LicenseConfig{Server: server}}); err != nil {
+	if err := config.Save(paths.File(config.ConfigFileName), config.Config{License: config.LicenseConfig{Server: server}}); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(paths.file(EnvFileName), []byte("SELFHOSTED_TENANT_ID=onp-acme\n"), 0o600)
-	os.WriteFile(paths.file(LicenseFileName), testLicense(t, nil), 0o600)
+	os.WriteFile(paths.File(config.EnvFileName), []byte("SELFHOSTED_TENANT_ID=onp-acme\n"), 0o600)
+	os.WriteFile(paths.File(config.LicenseFileName), testLicense(t, nil), 0o600)
 	return paths
 }
 
@@ -156,7 +157,7 @@ func TestCheckAndUpdateLicense(t *testing.T) {
 	if st, _ = CheckLicense(ctx, paths); st.State != license.Expired {
 		t.Errorf("revoked: %+v", st)
 	}
-	if _, err := UpdateLicense(ctx, paths, paths.file(LicenseFileName)); !errors.Is(err, license.ErrInvalid) {
+	if _, err := UpdateLicense(ctx, paths, paths.File(config.LicenseFileName)); !errors.Is(err, license.ErrInvalid) {
 		t.Errorf("updating to the revoked licence again: %v", err)
 	}
 	next := filepath.Join(filepath.Dir(paths.ConfigDir), "next.json")
@@ -226,31 +227,31 @@ func TestLicenseServerAndGraceAreChecked(t *testing.T) {
 		{"licenses.example.com/v1/check", "not a URL"},
 		{"https://bob:s3cret@[::1", "not a URL"},
 	} {
-		err := (Config{License: LicenseConfig{Server: tc.server}}).Validate()
+		err := (config.Config{License: config.LicenseConfig{Server: tc.server}}).Validate()
 		if err == nil || !strings.Contains(err.Error(), "appliance.yaml license.server") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want %q", tc.server, err, tc.want)
 		}
 		if err != nil && (strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "bob")) {
 			t.Errorf("%s: the error shows the credentials: %v", tc.server, err)
 		}
-		if err := checkLicenseServer(tc.server, "--license-server"); err == nil || !strings.HasPrefix(err.Error(), "--license-server") {
-			t.Errorf("--license-server %s: %v", tc.server, err)
+		if err := config.CheckLicenseServer(tc.server, "the licence server"); err == nil || !strings.HasPrefix(err.Error(), "the licence server") {
+			t.Errorf("licence server %s: %v", tc.server, err)
 		}
 	}
-	if err := (Config{License: LicenseConfig{Server: "https://licenses.example.com:8443/v1/check?x=1"}}).Validate(); err != nil {
+	if err := (config.Config{License: config.LicenseConfig{Server: "https://licenses.example.com:8443/v1/check?x=1"}}).Validate(); err != nil {
 		t.Errorf("an https server: %v", err)
 	}
-	if got := (LicenseConfig{Server: "https://licenses.example.com/v1/check?token=s3cret"}).serverName(); got != "https://licenses.example.com/v1/check" {
+	if got := (config.LicenseConfig{Server: "https://licenses.example.com/v1/check?token=s3cret"}).ServerName(); got != "https://licenses.example.com/v1/check" {
 		t.Errorf("messages name the server %q", got)
 	}
 	for _, days := range []int{-1, 91, 1 << 40, math.MaxInt} {
-		err := (Config{License: LicenseConfig{GraceDays: days}}).Validate()
+		err := (config.Config{License: config.LicenseConfig{GraceDays: days}}).Validate()
 		if err == nil || !strings.Contains(err.Error(), "appliance.yaml license.grace_days") || !strings.Contains(err.Error(), "from 1 to 90") {
 			t.Errorf("grace_days %d: %v", days, err)
 		}
 	}
 	for _, days := range []int{0, 1, 90} {
-		if err := (Config{License: LicenseConfig{GraceDays: days}}).Validate(); err != nil {
+		if err := (config.Config{License: config.LicenseConfig{GraceDays: days}}).Validate(); err != nil {
 			t.Errorf("grace_days %d: %v", days, err)
 		}
 	}
@@ -270,9 +271,9 @@ func TestRecordedCredentialsAreNotShown(t *testing.T) {
 // Install refuses a bad --license-server before anything is written.
 func TestInstallRefusesAPlainLicenseServer(t *testing.T) {
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	_, err := Install(context.Background(), InstallOptions{Options: Options{Paths: paths}, LicenseServer: "http://u:pw@licenses.example.com/v1/check"})
-	if err == nil || !strings.Contains(err.Error(), "--license-server") || strings.Contains(err.Error(), "pw") {
+	if err == nil || inputOf(err) != InputLicenseServer || strings.Contains(err.Error(), "pw") {
 		t.Errorf("install --license-server http://…: %v", err)
 	}
 	if _, err := os.Stat(paths.ConfigDir); err == nil {
@@ -286,16 +287,16 @@ func TestAirGapLicenseIsNotCheckedOnline(t *testing.T) {
 	ts := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { asked = true }))
 	defer ts.Close()
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	os.MkdirAll(paths.ConfigDir, 0o755)
-	saveConfig(paths.file(ConfigFileName), Config{License: LicenseConfig{Server: ts.URL}})
-	os.WriteFile(paths.file(EnvFileName), []byte("SELFHOSTED_TENANT_ID=onp-acme\n"), 0o600)
-	os.WriteFile(paths.file(LicenseFileName), testLicense(t, func(l *license.License) { l.AirGap = true }), 0o600)
+	config.Save(paths.File(config.ConfigFileName), config.Config{License: config.LicenseConfig{Server: ts.URL}})
+	os.WriteFile(paths.File(config.EnvFileName), []byte("SELFHOSTED_TENANT_ID=onp-acme\n"), 0o600)
+	os.WriteFile(paths.File(config.LicenseFileName), testLicense(t, func(l *license.License) { l.AirGap = true }), 0o600)
 	st, err := CheckLicense(context.Background(), paths)
 	if err != nil || st.State != license.Valid || !st.AirGap || st.LastChecked != nil || asked {
 		t.Errorf("air-gap: %v %+v, server asked: %v", err, st, asked)
 	}
-	if _, err := os.Stat(filepath.Join(paths.StateDir, licenseCheckFile)); err == nil {
+	if _, err := os.Stat(filepath.Join(paths.StateDir, config.LicenseCheckFileName)); err == nil {
 		t.Error("an air-gap check left a record")
 	}
 }

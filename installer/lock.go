@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/cartodb/carto-appliance/config"
 )
 
 const convergeLockName = "converge.lock"
@@ -15,7 +17,7 @@ const convergeLockName = "converge.lock"
 // config apply, proxy changes, and the supervisor's revives): two of them
 // at once would stop and start the same containers under each other. It
 // waits for the lock until ctx ends.
-func lockConverge(ctx context.Context, paths Paths) (func(), error) {
+func lockConverge(ctx context.Context, paths config.Paths) (func(), error) {
 	for {
 		unlock, ok, err := tryLockConverge(paths)
 		if err != nil || ok {
@@ -31,11 +33,11 @@ func lockConverge(ctx context.Context, paths Paths) (func(), error) {
 
 // TryLockConverge takes the converge lock if it is free; ok is false when
 // another change of the stack is under way.
-func TryLockConverge(paths Paths) (unlock func(), ok bool, err error) {
+func TryLockConverge(paths config.Paths) (unlock func(), ok bool, err error) {
 	return tryLockConverge(paths.WithDefaults())
 }
 
-func tryLockConverge(paths Paths) (func(), bool, error) {
+func tryLockConverge(paths config.Paths) (func(), bool, error) {
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating the state dir: %w", err)
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 )
@@ -32,13 +33,13 @@ const (
 // mountedFiles is what each mounted directory holds for cfg, by directory
 // and file name. read returns a file of certs/ (an error wrapping
 // fs.ErrNotExist when it is missing).
-func mountedFiles(cfg Config, read func(name string) ([]byte, error)) (map[string]map[string][]byte, error) {
+func mountedFiles(cfg config.Config, read func(name string) ([]byte, error)) (map[string]map[string][]byte, error) {
 	out := map[string]map[string][]byte{routerMountDir: {}, appMountDir: {}, caMountDir: {}}
-	key, err := read(KeyFileName)
+	key, err := read(config.KeyFileName)
 	if err != nil {
 		return nil, fmt.Errorf("reading key.json for the services: %w", err)
 	}
-	out[appMountDir][KeyFileName] = key
+	out[appMountDir][config.KeyFileName] = key
 	if cfg.Proxy.CACert != "" {
 		ca, err := read(cfg.Proxy.CACert)
 		if err != nil {
@@ -47,10 +48,10 @@ func mountedFiles(cfg Config, read func(name string) ([]byte, error)) (map[strin
 		out[appMountDir][proxy.CAFileName] = ca
 		out[caMountDir][proxy.CAFileName] = ca
 	}
-	if !cfg.TLS.offload() {
+	if !cfg.TLS.Offload() {
 		// Missing while an ACME certificate is still to come: the router
 		// starts once it is there.
-		for _, name := range []string{ServerCertFile, ServerKeyFile} {
+		for _, name := range []string{config.ServerCertFile, config.ServerKeyFile} {
 			b, err := read(name)
 			switch {
 			case err == nil:
@@ -66,8 +67,8 @@ func mountedFiles(cfg Config, read func(name string) ([]byte, error)) (map[strin
 // publishMounts writes the mounted directories from certs/. The router
 // sees a renewed certificate at its reload: its directory is mounted, not
 // the files, so a file replaced by rename is the new one inside too.
-func publishMounts(paths Paths, cfg Config) error {
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+func publishMounts(paths config.Paths, cfg config.Config) error {
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	files, err := mountedFiles(cfg, func(name string) ([]byte, error) {
 		return os.ReadFile(filepath.Join(certsDir, name))
 	})

@@ -11,6 +11,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -21,11 +22,11 @@ import (
 // never reaches a service, key.json never reaches the router, the proxy
 // CA reaches every service reading .env, and no .prev is mounted.
 func TestPublishMountsSplitsTheSecrets(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	os.MkdirAll(certsDir, 0o700)
 	// The appliance's copies, each changed once so that a .prev exists.
-	for _, name := range []string{KeyFileName, ServerCertFile, ServerKeyFile, CACertFile, proxy.CAFileName, ACMECAFileName} {
+	for _, name := range []string{config.KeyFileName, config.ServerCertFile, config.ServerKeyFile, config.CACertFile, proxy.CAFileName, config.ACMECAFileName} {
 		for _, v := range []string{"old ", "new "} {
 			if err := atomicfile.Write(filepath.Join(certsDir, name), []byte(v+name), 0o600); err != nil {
 				t.Fatal(err)
@@ -35,27 +36,27 @@ func TestPublishMountsSplitsTheSecrets(t *testing.T) {
 	// What the previous version mounted everywhere stays out of the
 	// mounted dirs too.
 	os.MkdirAll(filepath.Join(certsDir, appMountDir), 0o700)
-	os.WriteFile(filepath.Join(certsDir, appMountDir, KeyFileName+atomicfile.PrevSuffix), []byte("old key"), 0o600)
+	os.WriteFile(filepath.Join(certsDir, appMountDir, config.KeyFileName+atomicfile.PrevSuffix), []byte("old key"), 0o600)
 
-	proxied := Config{Proxy: proxy.Settings{URL: "https://proxy.corp:3129", CACert: proxy.CAFileName}}
+	proxied := config.Config{Proxy: proxy.Settings{URL: "https://proxy.corp:3129", CACert: proxy.CAFileName}}
 	for _, tc := range []struct {
 		name string
-		cfg  Config
+		cfg  config.Config
 		want map[string][]string
 	}{
 		{"proxy with a CA", proxied, map[string][]string{
-			routerMountDir: {ServerCertFile, ServerKeyFile},
-			appMountDir:    {KeyFileName, proxy.CAFileName},
+			routerMountDir: {config.ServerCertFile, config.ServerKeyFile},
+			appMountDir:    {config.KeyFileName, proxy.CAFileName},
 			caMountDir:     {proxy.CAFileName},
 		}},
-		{"no proxy", Config{}, map[string][]string{
-			routerMountDir: {ServerCertFile, ServerKeyFile},
-			appMountDir:    {KeyFileName},
+		{"no proxy", config.Config{}, map[string][]string{
+			routerMountDir: {config.ServerCertFile, config.ServerKeyFile},
+			appMountDir:    {config.KeyFileName},
 			caMountDir:     nil,
 		}},
-		{"TLS offloaded", Config{TLS: TLSConfig{Mode: TLSOffload}}, map[string][]string{
+		{"TLS offloaded", config.Config{TLS: config.TLSConfig{Mode: config.TLSOffload}}, map[string][]string{
 			routerMountDir: nil,
-			appMountDir:    {KeyFileName},
+			appMountDir:    {config.KeyFileName},
 			caMountDir:     nil,
 		}},
 	} {
@@ -89,12 +90,12 @@ func TestPublishMountsSplitsTheSecrets(t *testing.T) {
 }
 
 func TestPublishMountsNeedsKeyJSON(t *testing.T) {
-	paths := Paths{ConfigDir: t.TempDir()}
-	err := publishMounts(paths, Config{})
+	paths := config.Paths{ConfigDir: t.TempDir()}
+	err := publishMounts(paths, config.Config{})
 	if err == nil || !strings.Contains(err.Error(), "key.json") {
 		t.Errorf("publish without key.json: %v", err)
 	}
-	if _, err := mountedFiles(Config{}, func(string) ([]byte, error) { return nil, fs.ErrPermission }); err == nil {
+	if _, err := mountedFiles(config.Config{}, func(string) ([]byte, error) { return nil, fs.ErrPermission }); err == nil {
 		t.Error("an unreadable file was skipped")
 	}
 }

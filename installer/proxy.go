@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/templates"
 )
@@ -18,16 +19,16 @@ import (
 // it restarts every container). Invalid input changes nothing.
 func SetProxy(ctx context.Context, opts Options, in ProxyInput) (*Result, error) {
 	if in.URL == "" {
-		return nil, fmt.Errorf("proxy set needs --url")
+		return nil, inputErrorf(InputProxyURL, "proxy set needs the proxy URL")
 	}
-	return reconfigure(ctx, opts, "proxy set", func(cfg *Config) ([]byte, error) {
+	return reconfigure(ctx, opts, "proxy set", func(cfg *config.Config) ([]byte, error) {
 		return in.apply(cfg)
 	})
 }
 
 // ClearProxy removes the proxy: the stack and the engine go direct again.
 func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
-	return reconfigure(ctx, opts, "proxy clear", func(cfg *Config) ([]byte, error) {
+	return reconfigure(ctx, opts, "proxy clear", func(cfg *config.Config) ([]byte, error) {
 		cfg.Proxy = proxy.Settings{}
 		return nil, nil
 	})
@@ -35,12 +36,12 @@ func ClearProxy(ctx context.Context, opts Options) (*Result, error) {
 
 // reconfigure applies a change to the installed appliance.yaml and
 // converges to it; mutate returns a proxy CA to install, if any.
-func reconfigure(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error)) (*Result, error) {
+func reconfigure(ctx context.Context, opts Options, action string, mutate func(*config.Config) ([]byte, error)) (*Result, error) {
 	return reconfigureTLS(ctx, opts, action, mutate, TLSInput{})
 }
 
 // reconfigureTLS is reconfigure with a change of the router's certificate.
-func reconfigureTLS(ctx context.Context, opts Options, action string, mutate func(*Config) ([]byte, error), tls TLSInput) (*Result, error) {
+func reconfigureTLS(ctx context.Context, opts Options, action string, mutate func(*config.Config) ([]byte, error), tls TLSInput) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
 	d, err := planInstalled(paths, mutate, tls)
 	if err != nil {
@@ -51,13 +52,13 @@ func reconfigureTLS(ctx context.Context, opts Options, action string, mutate fun
 
 // planInstalled plans a run from the installed settings, changed by mutate
 // when it is not nil.
-func planInstalled(paths Paths, mutate func(*Config) ([]byte, error), tls TLSInput) (*desired, error) {
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+func planInstalled(paths config.Paths, mutate func(*config.Config) ([]byte, error), tls TLSInput) (*desired, error) {
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	var ca []byte
 	if mutate != nil {
@@ -68,7 +69,7 @@ func planInstalled(paths Paths, mutate func(*Config) ([]byte, error), tls TLSInp
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d, err := plan(paths, cfg, paths.file(CustomerEnvFileName), paths.keyFile(), tls)
+	d, err := plan(paths, cfg, paths.File(config.CustomerEnvFileName), paths.KeyFile(), tls)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +79,7 @@ func planInstalled(paths Paths, mutate func(*Config) ([]byte, error), tls TLSInp
 
 // ProxyTestOptions configures TestProxy.
 type ProxyTestOptions struct {
-	Paths Paths
+	Paths config.Paths
 	// Domains, when set, replaces the release's egress list.
 	Domains []string
 	// Timeout bounds each domain's check; 0 means 10 s.
@@ -89,13 +90,13 @@ type ProxyTestOptions struct {
 // installed proxy settings, reporting each with the reason of a failure.
 func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, error) {
 	paths := opts.Paths.WithDefaults()
-	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
 	}
 	var ca []byte
 	if cfg.Proxy.CACert != "" {
-		if ca, err = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, cfg.Proxy.CACert)); err != nil {
+		if ca, err = os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, cfg.Proxy.CACert)); err != nil {
 			return nil, fmt.Errorf("reading the proxy CA: %w", err)
 		}
 	}
@@ -117,10 +118,10 @@ func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, erro
 // unreachableDomains checks the domains the stack needs with the planned
 // proxy settings, for preflight: each required one it cannot reach, with
 // the reason, and how many it checked.
-func unreachableDomains(ctx context.Context, paths Paths, d *desired) ([]string, int) {
+func unreachableDomains(ctx context.Context, paths config.Paths, d *desired) ([]string, int) {
 	ca := d.certs[proxy.CAFileName]
 	if ca == nil && d.cfg.Proxy.CACert != "" {
-		ca, _ = os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, d.cfg.Proxy.CACert))
+		ca, _ = os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, d.cfg.Proxy.CACert))
 	}
 	client, err := proxy.HTTPClient(d.cfg.Proxy, ca, 5*time.Second)
 	if err != nil {
@@ -147,7 +148,7 @@ func unreachableDomains(ctx context.Context, paths Paths, d *desired) ([]string,
 // egressTargets is the release's egress list: the core domains, the
 // domains of the configured warehouses, and every other optional domain
 // marked optional.
-func egressTargets(cfg Config, domains []string) ([]proxy.Target, error) {
+func egressTargets(cfg config.Config, domains []string) ([]proxy.Target, error) {
 	if len(domains) > 0 {
 		var t []proxy.Target
 		for _, d := range domains {

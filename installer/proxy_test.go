@@ -1,7 +1,8 @@
 package installer
 
 import (
-	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/internal/testca"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,11 +31,11 @@ func TestProxyInputApply(t *testing.T) {
 		{"bad port", ProxyInput{URL: "http://proxy:0"}, "bad port"},
 		{"CA not PEM", ProxyInput{URL: "https://proxy:3129", CACertFile: notPEM}, "is not a PEM certificate"},
 		{"CA missing", ProxyInput{URL: "https://proxy:3129", CACertFile: filepath.Join(dir, "none.pem")}, "reading the proxy CA"},
-		{"no-proxy without url", ProxyInput{NoProxy: "x"}, "--proxy-url is required"},
+		{"no-proxy without url", ProxyInput{NoProxy: "x"}, "the proxy URL is required"},
 		{"bad no-proxy", ProxyInput{URL: "http://proxy:3128", NoProxy: "https://x"}, "no-proxy entry"},
 	}
 	for _, c := range cases {
-		cfg := Config{Domain: "carto.example.com"}
+		cfg := config.Config{Domain: "carto.example.com"}
 		before := cfg
 		_, err := c.in.apply(&cfg)
 		if c.want == "" {
@@ -58,7 +59,7 @@ func TestProxyInputApply(t *testing.T) {
 }
 
 func TestProxyInputKeepsCAForSameProxy(t *testing.T) {
-	cfg := Config{Proxy: proxy.Settings{URL: "https://proxy:3129", CACert: proxy.CAFileName}}
+	cfg := config.Config{Proxy: proxy.Settings{URL: "https://proxy:3129", CACert: proxy.CAFileName}}
 	if _, err := (ProxyInput{URL: "https://proxy:3129", NoProxy: ".corp"}).apply(&cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -75,9 +76,48 @@ func TestProxyInputKeepsCAForSameProxy(t *testing.T) {
 
 func testCAPEM(t *testing.T) []byte {
 	t.Helper()
-	ca, err := proxytest.NewCA("proxy CA")
+	ca, err := testca.NewCA("proxy CA")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return ca.PEM
+}
+
+// The egress list is the release's: core domains always required, a
+// warehouse's domains required once it is declared, others optional.
+func TestEgressTargets(t *testing.T) {
+	declared, err := egressTargets(config.Config{Warehouses: []string{"snowflake"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	none, _ := egressTargets(config.Config{}, nil)
+	if len(declared) == 0 || len(declared) != len(none) {
+		t.Fatalf("%d targets with snowflake declared, %d without", len(declared), len(none))
+	}
+	sawCore, sawSnowflake := false, false
+	for i, d := range declared {
+		switch d.Feature {
+		case "core":
+			sawCore = true
+			if d.Optional {
+				t.Errorf("core %s optional", d.Domain)
+			}
+		case "snowflake":
+			sawSnowflake = true
+			if d.Optional || !none[i].Optional {
+				t.Errorf("snowflake %s: optional %v declared, %v not", d.Domain, d.Optional, none[i].Optional)
+			}
+		default:
+			if !d.Optional {
+				t.Errorf("%s (%s) required without its warehouse", d.Domain, d.Feature)
+			}
+		}
+	}
+	if !sawCore || !sawSnowflake {
+		t.Errorf("core %v snowflake %v in %+v", sawCore, sawSnowflake, declared)
+	}
+	given, _ := egressTargets(config.Config{}, []string{"a.example.com"})
+	if len(given) != 1 || given[0].Domain != "a.example.com" || given[0].Optional {
+		t.Errorf("given domains: %+v", given)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/stack"
@@ -24,12 +25,12 @@ const MarkerFileName = ".carto-appliance"
 // the appliance's; every file may also have a .prev and atomicfile's
 // temporary files beside it. Anything else is the operator's and stays.
 var (
-	configOwnedFiles = []string{ConfigFileName, CustomerEnvFileName, EnvFileName, stack.ComposeFileName, LicenseFileName}
-	configOwnedDirs  = []string{CertsDirName}
+	configOwnedFiles = []string{config.ConfigFileName, config.CustomerEnvFileName, config.EnvFileName, stack.ComposeFileName, config.LicenseFileName}
+	configOwnedDirs  = []string{config.CertsDirName}
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
-	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
-	stateOwnedDirs  = []string{caDirName, acmeDirName}
+	stateOwnedFiles = []string{stateFileName, agentStateFileName, config.LicenseCheckFileName, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
+	stateOwnedDirs  = []string{config.CADirName, config.ACMEDirName}
 )
 
 // markOwned writes the marker into dir.
@@ -43,30 +44,31 @@ func markOwned(dir, what string) error {
 
 // purgeDir is one directory uninstall --purge empties.
 type purgeDir struct {
-	flag, path  string
+	what, path  string
+	input       Input    // how the operator gives path
 	files, dirs []string // what the appliance writes in it
 	identity    []string // files that mark it as the appliance's, marker first
 	stages      bool     // holds the private stages (the state dir)
 }
 
-func purgeDirs(paths Paths) []purgeDir {
-	config := purgeDir{flag: "--config-dir", path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, ConfigFileName}}
-	state := purgeDir{flag: "--state-dir", path: paths.StateDir, files: stateOwnedFiles, dirs: stateOwnedDirs, identity: []string{MarkerFileName, stateFileName}, stages: true}
-	if filepath.Clean(config.path) == filepath.Clean(state.path) {
-		config.flag = "--config-dir and --state-dir"
-		config.files = slices.Concat(config.files, state.files)
-		config.dirs = slices.Concat(config.dirs, state.dirs)
-		config.identity = append(config.identity, stateFileName)
-		config.stages = true
-		return []purgeDir{config}
+func purgeDirs(paths config.Paths) []purgeDir {
+	cfgDir := purgeDir{what: "the config dir", input: InputConfigDir, path: paths.ConfigDir, files: configOwnedFiles, dirs: configOwnedDirs, identity: []string{MarkerFileName, config.ConfigFileName}}
+	state := purgeDir{what: "the state dir", input: InputStateDir, path: paths.StateDir, files: stateOwnedFiles, dirs: stateOwnedDirs, identity: []string{MarkerFileName, stateFileName}, stages: true}
+	if filepath.Clean(cfgDir.path) == filepath.Clean(state.path) {
+		cfgDir.what = "the config and state dir"
+		cfgDir.files = slices.Concat(cfgDir.files, state.files)
+		cfgDir.dirs = slices.Concat(cfgDir.dirs, state.dirs)
+		cfgDir.identity = append(cfgDir.identity, stateFileName)
+		cfgDir.stages = true
+		return []purgeDir{cfgDir}
 	}
-	return []purgeDir{config, state}
+	return []purgeDir{cfgDir, state}
 }
 
 // CheckPurge refuses to purge a config or state dir that is not the
 // appliance's; a missing one is fine (nothing to delete). Uninstall checks
 // it too; the CLI calls it first so that a refused purge stops nothing.
-func CheckPurge(paths Paths) error {
+func CheckPurge(paths config.Paths) error {
 	for _, d := range purgeDirs(paths.WithDefaults()) {
 		if err := d.check(); err != nil {
 			return err
@@ -81,18 +83,18 @@ func (d purgeDir) check() error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("checking %s %s before purging it: %w", d.flag, d.path, err)
+		return &InputError{Input: d.input, Err: fmt.Errorf("checking %s %s before purging it: %w", d.what, d.path, err)}
 	}
 	if !fi.IsDir() {
-		return fmt.Errorf("%s %s is not a directory: refusing to purge it; nothing was changed", d.flag, d.path)
+		return inputErrorf(d.input, "%s %s is not a directory: refusing to purge it; nothing was changed", d.what, d.path)
 	}
 	for _, name := range d.identity {
 		if fi, err := os.Lstat(filepath.Join(d.path, name)); err == nil && fi.Mode().IsRegular() {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s %s is not carto-appliance's: it has neither %s nor %s, which install writes; refusing to purge it; check the path; nothing was changed",
-		d.flag, d.path, MarkerFileName, d.identity[1])
+	return inputErrorf(d.input, "%s %s is not carto-appliance's: it has neither %s nor %s, which install writes; refusing to purge it; check the path; nothing was changed",
+		d.what, d.path, MarkerFileName, d.identity[1])
 }
 
 // Kept is a directory purge left in place because it holds files the

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/firewall"
 )
 
@@ -50,12 +51,12 @@ func TestCheckPurgeRefusesADirThatIsNotTheAppliances(t *testing.T) {
 	touch(t, state, MarkerFileName, stateFileName)
 	before := tree(t, opt)
 
-	err := CheckPurge(Paths{ConfigDir: opt, StateDir: state})
-	if err == nil || !strings.Contains(err.Error(), "--config-dir "+opt+" is not carto-appliance's") || !strings.Contains(err.Error(), "nothing was changed") {
+	err := CheckPurge(config.Paths{ConfigDir: opt, StateDir: state})
+	if err == nil || !strings.Contains(err.Error(), "the config dir "+opt+" is not carto-appliance's") || inputOf(err) != InputConfigDir || !strings.Contains(err.Error(), "nothing was changed") {
 		t.Fatalf("got %v", err)
 	}
-	err = CheckPurge(Paths{ConfigDir: state, StateDir: opt})
-	if err == nil || !strings.Contains(err.Error(), "--state-dir "+opt+" is not carto-appliance's") {
+	err = CheckPurge(config.Paths{ConfigDir: state, StateDir: opt})
+	if err == nil || !strings.Contains(err.Error(), "the state dir "+opt+" is not carto-appliance's") || inputOf(err) != InputStateDir {
 		t.Fatalf("as the state dir: %v", err)
 	}
 	if got := tree(t, opt); !slices.Equal(got, before) {
@@ -64,8 +65,8 @@ func TestCheckPurgeRefusesADirThatIsNotTheAppliances(t *testing.T) {
 
 	// A dir installed before the marker existed is known by its files.
 	old := filepath.Join(root, "old-config")
-	touch(t, old, ConfigFileName)
-	if err := CheckPurge(Paths{ConfigDir: old, StateDir: filepath.Join(root, "missing")}); err != nil {
+	touch(t, old, config.ConfigFileName)
+	if err := CheckPurge(config.Paths{ConfigDir: old, StateDir: filepath.Join(root, "missing")}); err != nil {
 		t.Errorf("a config dir with appliance.yaml, no state dir: %v", err)
 	}
 }
@@ -74,11 +75,11 @@ func TestCheckPurgeRefusesADirThatIsNotTheAppliances(t *testing.T) {
 // and then the dir (with its marker) only when something is left.
 func TestPurgeDeletesOnlyWhatTheApplianceWrote(t *testing.T) {
 	root := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(root, "config"), StateDir: filepath.Join(root, "state")}
-	touch(t, paths.ConfigDir, MarkerFileName, ConfigFileName, ConfigFileName+".prev", CustomerEnvFileName, EnvFileName, "..env.tmp-123", ".appliance.yaml.prev.tmp-9",
-		"docker-compose.yml", LicenseFileName, "certs/key.json", "certs/carto.crt", "certs/carto.key.prev",
+	paths := config.Paths{ConfigDir: filepath.Join(root, "config"), StateDir: filepath.Join(root, "state")}
+	touch(t, paths.ConfigDir, MarkerFileName, config.ConfigFileName, config.ConfigFileName+".prev", config.CustomerEnvFileName, config.EnvFileName, "..env.tmp-123", ".appliance.yaml.prev.tmp-9",
+		"docker-compose.yml", config.LicenseFileName, "certs/key.json", "certs/carto.crt", "certs/carto.key.prev",
 		"notes.txt", "backup/dump.sql", "certs-old/ca.pem")
-	touch(t, paths.StateDir, MarkerFileName, stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, "agent.lock",
+	touch(t, paths.StateDir, MarkerFileName, stateFileName, agentStateFileName, config.LicenseCheckFileName, convergeLockName, "agent.lock",
 		"tls/ca.key", "acme/certificates/x.crt")
 
 	if err := CheckPurge(paths); err != nil {
@@ -114,9 +115,9 @@ func TestPurgeDeletesOnlyWhatTheApplianceWrote(t *testing.T) {
 // file the appliance writes without a name in purge.go fails here.
 func TestPurgeRemovesEverythingCommitWrites(t *testing.T) {
 	root := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(root, "config"), StateDir: filepath.Join(root, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(root, "config"), StateDir: filepath.Join(root, "state")}
 	d := &desired{customer: []byte("A=1\n"), key: []byte("{}"), license: []byte("{}"), envFile: []byte("A=1\n"), compose: []byte("services: {}\n"),
-		certs: map[string][]byte{ServerCertFile: []byte("c"), ServerKeyFile: []byte("k")}}
+		certs: map[string][]byte{config.ServerCertFile: []byte("c"), config.ServerKeyFile: []byte("k")}}
 	for range 2 { // twice, with a change: .prev files too
 		if err := commit(paths, d); err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -18,7 +19,7 @@ const stageDirPrefix = "stage-"
 // (0700 dir, 0600 files), never in the shared temp dir, and a stage a
 // killed run left is removed here. The caller holds the converge lock, so
 // no other run is using one.
-func stage(paths Paths, d *desired) (string, error) {
+func stage(paths config.Paths, d *desired) (string, error) {
 	if err := removeStaleStages(paths); err != nil {
 		return "", err
 	}
@@ -26,7 +27,7 @@ func stage(paths Paths, d *desired) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("staging the rendered files: %w", err)
 	}
-	for name, data := range map[string][]byte{EnvFileName: d.envFile, stack.ComposeFileName: d.compose} {
+	for name, data := range map[string][]byte{config.EnvFileName: d.envFile, stack.ComposeFileName: d.compose} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
 			os.RemoveAll(dir)
 			return "", fmt.Errorf("staging the rendered files: %w", err)
@@ -42,7 +43,7 @@ const legacyStagePattern = "carto-appliance-stage-*"
 // removeStaleStages removes the staging dirs of runs that were killed,
 // and those earlier versions left in the temp dir (only ours: another
 // user's directory of that name is not the appliance's).
-func removeStaleStages(paths Paths) error {
+func removeStaleStages(paths config.Paths) error {
 	stale, err := filepath.Glob(filepath.Join(paths.StateDir, stageDirPrefix+"*"))
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/stack"
 	"github.com/cartodb/carto-appliance/templates"
 )
@@ -16,14 +17,14 @@ import (
 func TestStageIsPrivateAndCleansUpAfterAKilledRun(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp)
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
 	stale := filepath.Join(paths.StateDir, stageDirPrefix+"123")
 	os.MkdirAll(stale, 0o700)
-	os.WriteFile(filepath.Join(stale, EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
+	os.WriteFile(filepath.Join(stale, config.EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
 	// Where an earlier version staged.
 	legacy := filepath.Join(tmp, "carto-appliance-stage-42")
 	os.MkdirAll(legacy, 0o700)
-	os.WriteFile(filepath.Join(legacy, EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
+	os.WriteFile(filepath.Join(legacy, config.EnvFileName), []byte("POSTGRES_ADMIN_PASSWORD=s3cret\n"), 0o600)
 
 	rel, err := templates.Default()
 	if err != nil {
@@ -46,7 +47,7 @@ func TestStageIsPrivateAndCleansUpAfterAKilledRun(t *testing.T) {
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("stage dir: %v %v", fi.Mode(), err)
 	}
-	for _, name := range []string{EnvFileName, stack.ComposeFileName} {
+	for _, name := range []string{config.EnvFileName, stack.ComposeFileName} {
 		if fi, err := os.Stat(filepath.Join(dir, name)); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("staged %s: %v %v", name, fi.Mode(), err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/license"
@@ -68,17 +69,17 @@ type CertificateStatus struct {
 	Note string `json:"note,omitempty"`
 }
 
-func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatus {
+func certificateStatus(paths config.Paths, cfg config.Config, now time.Time) *CertificateStatus {
 	cs := &CertificateStatus{Mode: cfg.TLS.Mode}
 	if cs.Mode == "" {
-		cs.Mode = TLSSelfSigned
+		cs.Mode = config.TLSSelfSigned
 	}
-	if cfg.TLS.offload() {
+	if cfg.TLS.Offload() {
 		cs.Note = fmt.Sprintf("TLS ends at the load balancer; the router serves plain HTTP on %s:%d and nothing listens on %d", cfg.Defaults().Router.BindAddress, cfg.Defaults().Router.HTTPPort, cfg.Defaults().Router.HTTPSPort)
 		return cs
 	}
 	switch {
-	case cs.Mode == TLSSelfSigned:
+	case cs.Mode == config.TLSSelfSigned:
 		cs.CA = paths.CAPath()
 		env, err := installedEnv(paths)
 		if err == nil {
@@ -88,12 +89,12 @@ func certificateStatus(paths Paths, cfg Config, now time.Time) *CertificateStatu
 			cs.Warning = "the appliance's CA cannot be read: " + err.Error()
 			return cs
 		}
-	case cfg.TLS.acme():
+	case cfg.TLS.UsesACME():
 		r := cfg.Defaults().Router
-		cs.ACMEDirectory = cfg.TLS.ACME.directory()
+		cs.ACMEDirectory = cfg.TLS.ACME.DirectoryURL()
 		cs.Note = fmt.Sprintf("renewed by the agent, which answers the CA's challenges and redirects to https on %s:%d", r.BindAddress, r.HTTPPort)
 	}
-	b, err := os.ReadFile(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
+	b, err := os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
 	if err == nil {
 		cs.Info, err = certs.Describe(b, now)
 	}
@@ -117,7 +118,7 @@ type ProxyStatus struct {
 }
 
 // GetStatus reports the installed stack's state from the engine.
-func GetStatus(ctx context.Context, paths Paths) (*Status, error) {
+func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 	paths = paths.WithDefaults()
 	cfg, project, err := loadInstalled(ctx, paths)
 	if err != nil {
@@ -131,7 +132,7 @@ func GetStatus(ctx context.Context, paths Paths) (*Status, error) {
 	return statusOf(ctx, eng, paths, cfg, project)
 }
 
-func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, project *types.Project) (*Status, error) {
+func statusOf(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg config.Config, project *types.Project) (*Status, error) {
 	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
@@ -158,14 +159,14 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
-	if lic, err := os.ReadFile(paths.file(LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
+	if lic, err := os.ReadFile(paths.File(config.LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())
 		out.License = &st
 	}
 	out.AllowedSources = cfg.Network.AllowedSources
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
-		_, out.Notes = cfg.envSettings(nil)
+		_, out.Notes = envSettings(cfg, nil)
 	} else {
 		out.Notes = proxy.BypassNotes(cfg.Warehouses)
 	}
@@ -179,30 +180,30 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 }
 
 // loadInstalled reads appliance.yaml and loads the generated compose project.
-func loadInstalled(ctx context.Context, paths Paths) (Config, *types.Project, error) {
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+func loadInstalled(ctx context.Context, paths config.Paths) (config.Config, *types.Project, error) {
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
-		return Config{}, nil, err
+		return config.Config{}, nil, err
 	}
 	if _, err := os.Stat(filepath.Join(paths.ConfigDir, stack.ComposeFileName)); !found || errors.Is(err, fs.ErrNotExist) {
-		return Config{}, nil, fmt.Errorf("%w: nothing in %s; run `carto-appliance install` first", ErrNotInstalled, paths.ConfigDir)
+		return config.Config{}, nil, fmt.Errorf("%w: nothing in %s; run `carto-appliance install` first", ErrNotInstalled, paths.ConfigDir)
 	}
 	project, err := stack.Load(ctx, paths.ConfigDir, cfg.Defaults().Project)
 	if err != nil {
-		return Config{}, nil, err
+		return config.Config{}, nil, err
 	}
 	return cfg, project, nil
 }
 
 // Logs writes the services' logs to w, prefixed by service name.
-func Logs(ctx context.Context, paths Paths, w io.Writer, opts stack.LogsOptions) error {
+func Logs(ctx context.Context, paths config.Paths, w io.Writer, opts stack.LogsOptions) error {
 	paths = paths.WithDefaults()
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return err
 	}
 	if !found {
-		return fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+		return fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	eng, err := stack.Connect(ctx)
 	if err != nil {
@@ -216,12 +217,12 @@ func Logs(ctx context.Context, paths Paths, w io.Writer, opts stack.LogsOptions)
 // installedRedactor masks in the services' logs what a failure log masks,
 // from the installed .env and key.json; a file it cannot read leaves the
 // masking of secret shapes.
-func installedRedactor(paths Paths) func(string) string {
+func installedRedactor(paths config.Paths) func(string) string {
 	d := &desired{}
-	if b, err := os.ReadFile(paths.file(EnvFileName)); err == nil {
+	if b, err := os.ReadFile(paths.File(config.EnvFileName)); err == nil {
 		d.env, _ = envfile.Parse(b)
 	}
-	d.key, _ = os.ReadFile(paths.keyFile())
+	d.key, _ = os.ReadFile(paths.KeyFile())
 	return d.redactor()
 }
 
@@ -234,14 +235,14 @@ type RenderedEnv struct {
 // RenderEnv renders the .env that `config apply` would write from the
 // installed settings (customerEnv, when set, replaces the installed
 // customer.env), with every secret masked. It changes nothing.
-func RenderEnv(paths Paths, customerEnv string) (*RenderedEnv, error) {
+func RenderEnv(paths config.Paths, customerEnv string) (*RenderedEnv, error) {
 	paths = paths.WithDefaults()
-	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
 	}
 	if customerEnv == "" {
-		customerEnv = paths.file(CustomerEnvFileName)
+		customerEnv = paths.File(config.CustomerEnvFileName)
 	}
 	d, err := planEnv(cfg, customerEnv)
 	if err != nil {
@@ -252,7 +253,7 @@ func RenderEnv(paths Paths, customerEnv string) (*RenderedEnv, error) {
 
 // UninstallOptions configures Uninstall.
 type UninstallOptions struct {
-	Paths    Paths
+	Paths    config.Paths
 	Purge    bool // also delete volumes (the embedded databases' data), the config and the state
 	Reporter stack.Reporter
 }
@@ -275,7 +276,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, er
 			return nil, err
 		}
 	}
-	cfg, _, err := LoadConfig(paths.file(ConfigFileName))
+	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil && !opts.Purge {
 		return nil, err
 	}

@@ -10,38 +10,10 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/stack"
 )
-
-// TLS modes (appliance.yaml tls.mode).
-const (
-	// TLSSelfSigned: the appliance's own CA issues the router's
-	// certificate and renews it (the default).
-	TLSSelfSigned = "self-signed"
-	// TLSCustom: the customer's certificate, imported with --tls-cert.
-	TLSCustom = "custom"
-	// TLSOffload: TLS ends at a load balancer in front; the router serves
-	// plain HTTP on its HTTP port and nothing listens on the HTTPS one.
-	TLSOffload = "offload"
-)
-
-// The router's TLS files in the config dir's certs/, and the CA's in the
-// state dir: its key never goes where containers can read it.
-const (
-	ServerCertFile = "carto.crt"
-	ServerKeyFile  = "carto.key"
-	CACertFile     = "carto-ca.crt"
-	caDirName      = "tls"
-)
-
-// TLSConfig is appliance.yaml's tls section.
-type TLSConfig struct {
-	Mode string      `yaml:"mode,omitempty"` // self-signed (default), custom, acme or offload
-	ACME *ACMEConfig `yaml:"acme,omitempty"` // acme mode's CA
-}
-
-func (t TLSConfig) offload() bool { return t.Mode == TLSOffload }
 
 // TLSInput is a certificate given on the command line; empty keeps what is
 // installed.
@@ -52,9 +24,6 @@ type TLSInput struct {
 	// Renew issues the self-signed certificate again even when it is not
 	// due.
 	Renew bool
-	// flags is how the command line named the files ("--tls-" for
-	// install's --tls-cert, "--" for certs import's --cert), for errors.
-	flags string
 }
 
 func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }
@@ -64,11 +33,10 @@ func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" &
 // touched. A refused certificate changes nothing.
 func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result, error) {
 	if in.CertFile == "" || in.KeyFile == "" {
-		return nil, fmt.Errorf("certs import needs --cert and --key")
+		return nil, inputErrorf(InputTLSCert, "certs import needs the certificate and its key")
 	}
-	in.flags = "--"
-	return reconfigureTLS(ctx, opts, "certs import", func(c *Config) ([]byte, error) {
-		c.TLS.Mode = TLSCustom
+	return reconfigureTLS(ctx, opts, "certs import", func(c *config.Config) ([]byte, error) {
+		c.TLS.Mode = config.TLSCustom
 		return nil, nil
 	}, in)
 }
@@ -76,8 +44,8 @@ func ImportCertificate(ctx context.Context, opts Options, in TLSInput) (*Result,
 // OffloadTLS makes the router serve plain HTTP for a load balancer that
 // ends TLS in front of it; the router is recreated without its HTTPS port.
 func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
-	return reconfigureTLS(ctx, opts, "certs offload", func(c *Config) ([]byte, error) {
-		c.TLS.Mode = TLSOffload
+	return reconfigureTLS(ctx, opts, "certs offload", func(c *config.Config) ([]byte, error) {
+		c.TLS.Mode = config.TLSOffload
 		return nil, nil
 	}, TLSInput{})
 }
@@ -85,24 +53,23 @@ func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
 // UseACME switches the router to a certificate from an ACME CA (acme
 // mode): it is obtained first, and a refusal changes nothing.
 func UseACME(ctx context.Context, opts Options, in ACMEInput) (*Result, error) {
-	in.flag = "--"
 	var roots []byte
-	d, err := planInstalled(opts.Paths.WithDefaults(), func(c *Config) (ca []byte, err error) {
+	d, err := planInstalled(opts.Paths.WithDefaults(), func(c *config.Config) (ca []byte, err error) {
 		roots, err = in.apply(c)
 		return nil, err
 	}, TLSInput{})
 	if err != nil {
 		return nil, err
 	}
-	d.addCert(ACMECAFileName, roots)
+	d.addCert(config.ACMECAFileName, roots)
 	return run(ctx, opts, opts.Paths.WithDefaults(), d, "certs acme")
 }
 
 // UseSelfSigned switches the router to a certificate from the appliance's
 // CA (self-signed mode) and reloads it.
 func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
-	return reconfigureTLS(ctx, opts, "certs self-signed", func(c *Config) ([]byte, error) {
-		c.TLS.Mode = TLSSelfSigned
+	return reconfigureTLS(ctx, opts, "certs self-signed", func(c *config.Config) ([]byte, error) {
+		c.TLS.Mode = config.TLSSelfSigned
 		return nil, nil
 	}, TLSInput{})
 }
@@ -111,9 +78,9 @@ func UseSelfSigned(ctx context.Context, opts Options) (*Result, error) {
 // renews the ACME one with the CA, and reloads the router. A custom
 // certificate is renewed by its issuer.
 func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
-	return reconfigureTLS(ctx, opts, "certs renew", func(c *Config) ([]byte, error) {
-		if c.TLS.Mode == TLSCustom {
-			return nil, fmt.Errorf("the router's certificate is a custom one: its issuer renews it; install the new one with `carto-appliance certs import --cert FILE --key FILE`")
+	return reconfigureTLS(ctx, opts, "certs renew", func(c *config.Config) ([]byte, error) {
+		if c.TLS.Mode == config.TLSCustom {
+			return nil, fmt.Errorf("the router's certificate is a custom one: its issuer renews it; install the new one with `carto-appliance certs import`")
 		}
 		return nil, nil
 	}, TLSInput{Renew: true})
@@ -121,81 +88,72 @@ func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
 
 // GetCertificateStatus is the certificate part of status, without asking
 // the engine.
-func GetCertificateStatus(paths Paths) (*CertificateStatus, error) {
+func GetCertificateStatus(paths config.Paths) (*CertificateStatus, error) {
 	paths = paths.WithDefaults()
-	cfg, found, err := LoadConfig(paths.file(ConfigFileName))
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
 	}
 	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.file(ConfigFileName))
+		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	return certificateStatus(paths, cfg, time.Now()), nil
 }
-
-// CAPath is where the self-signed mode's CA certificate is, for clients to
-// trust.
-func (p Paths) CAPath() string {
-	return filepath.Join(p.WithDefaults().ConfigDir, CertsDirName, CACertFile)
-}
-
-func (p Paths) caDir() string { return filepath.Join(p.StateDir, caDirName) }
 
 // planTLS decides the router's certificate: the imported one (checked for
 // the domain), or one from the appliance's CA, issued again when it is
 // missing, for another domain or near expiry. Nothing is written: the
 // files go into d.certs (and d.ca) for commit.
-func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
+func planTLS(paths config.Paths, d *desired, in TLSInput, now time.Time) error {
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
-	if in.Renew && d.cfg.TLS.Mode == TLSCustom {
+	if in.Renew && d.cfg.TLS.Mode == config.TLSCustom {
 		return fmt.Errorf("the router's certificate is a custom one: its issuer renews it")
 	}
 	if !in.empty() {
-		flag := in.flags
-		if flag == "" {
-			flag = "--tls-"
-		}
 		if in.CertFile == "" || in.KeyFile == "" {
-			return fmt.Errorf("%scert and %skey go together: give the certificate and its key", flag, flag)
+			return inputErrorf(InputTLSCert, "the certificate and its key go together: give both")
 		}
 		var files [3][]byte
-		for i, f := range []struct{ flag, path string }{{flag + "cert", in.CertFile}, {flag + "key", in.KeyFile}, {flag + "chain", in.ChainFile}} {
+		for i, f := range []struct {
+			input      Input
+			what, path string
+		}{{InputTLSCert, "the certificate", in.CertFile}, {InputTLSKey, "the key", in.KeyFile}, {InputTLSChain, "the chain", in.ChainFile}} {
 			if f.path == "" {
 				continue
 			}
 			b, err := boundedread.ReadFile(f.path, boundedread.PEM)
 			if err != nil {
-				return fmt.Errorf("%s: %w", f.flag, err)
+				return &InputError{Input: f.input, Err: fmt.Errorf("%s: %w", f.what, err)}
 			}
 			files[i] = b
 		}
 		pair, err := certs.CheckCustom(files[0], files[1], files[2], domain, now)
 		if err != nil {
-			return fmt.Errorf("%scert %s: %w", flag, in.CertFile, err)
+			return &InputError{Input: InputTLSCert, Err: fmt.Errorf("the certificate %s: %w", in.CertFile, err)}
 		}
-		d.cfg.TLS.Mode = TLSCustom
-		d.addCert(ServerCertFile, pair.CertPEM)
-		d.addCert(ServerKeyFile, pair.KeyPEM)
+		d.cfg.TLS.Mode = config.TLSCustom
+		d.addCert(config.ServerCertFile, pair.CertPEM)
+		d.addCert(config.ServerKeyFile, pair.KeyPEM)
 		return nil
 	}
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	switch d.cfg.TLS.Mode {
-	case TLSCustom:
+	case config.TLSCustom:
 		// Imported before; status and the agent warn as it nears expiry.
-		if _, err := os.Stat(filepath.Join(certsDir, ServerCertFile)); err != nil {
-			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again with --tls-cert and --tls-key", filepath.Join(certsDir, ServerCertFile))
+		if _, err := os.Stat(filepath.Join(certsDir, config.ServerCertFile)); err != nil {
+			return fmt.Errorf("appliance.yaml tls.mode is custom but %s is missing: import the certificate again", filepath.Join(certsDir, config.ServerCertFile))
 		}
 		return nil
-	case TLSOffload:
+	case config.TLSOffload:
 		if in.Renew {
 			return fmt.Errorf("TLS is offloaded to the load balancer: there is no certificate here to renew")
 		}
 		return nil
-	case TLSACME:
+	case config.TLSACME:
 		return planACME(paths, d, in, now)
-	case "", TLSSelfSigned:
+	case "", config.TLSSelfSigned:
 	default:
-		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s, %s or %s", d.cfg.TLS.Mode, TLSSelfSigned, TLSCustom, TLSACME, TLSOffload)
+		return fmt.Errorf("appliance.yaml tls.mode %q: use %s, %s, %s or %s", d.cfg.TLS.Mode, config.TLSSelfSigned, config.TLSCustom, config.TLSACME, config.TLSOffload)
 	}
 	ca, err := planCA(paths, domain, now)
 	if err != nil {
@@ -208,8 +166,8 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 		}
 	}
 	have := certs.Pair{}
-	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
-	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerKeyFile))
 	renew, why := certs.NeedsRenewal(have, ca.cur, domain, now)
 	if in.Renew && !renew {
 		renew, why = true, "a renewal was asked for"
@@ -219,14 +177,14 @@ func planTLS(paths Paths, d *desired, in TLSInput, now time.Time) error {
 		if err != nil {
 			return err
 		}
-		d.addCert(ServerCertFile, pair.CertPEM)
-		d.addCert(ServerKeyFile, pair.KeyPEM)
+		d.addCert(config.ServerCertFile, pair.CertPEM)
+		d.addCert(config.ServerKeyFile, pair.KeyPEM)
 		if len(have.CertPEM) > 0 {
 			d.warnings = append(d.warnings, fmt.Sprintf("issued a new self-signed certificate for %s (%s)", domain, why))
 		}
 	}
-	if cur, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(cur, ca.bundle()) {
-		d.addCert(CACertFile, ca.bundle())
+	if cur, _ := os.ReadFile(filepath.Join(certsDir, config.CACertFile)); !bytes.Equal(cur, ca.bundle()) {
+		d.addCert(config.CACertFile, ca.bundle())
 	}
 	return nil
 }
@@ -238,7 +196,7 @@ const routerService = "router-http"
 // certificate: nginx reloads on HUP without dropping a connection, and
 // no other container is touched.
 func reloadRouter(ctx context.Context, eng *stack.Engine, project string, d *desired, applied *stack.ApplyResult) error {
-	if d.certs[ServerCertFile] == nil && d.certs[ServerKeyFile] == nil {
+	if d.certs[config.ServerCertFile] == nil && d.certs[config.ServerKeyFile] == nil {
 		return nil
 	}
 	if slices.Contains(applied.Created, routerService) || slices.Contains(applied.Recreated, routerService) || slices.Contains(applied.Started, routerService) {
@@ -265,24 +223,24 @@ type CertificateCheck struct {
 }
 
 // CheckCertificate looks at the installed router certificate.
-func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (CertificateCheck, error) {
+func CheckCertificate(ctx context.Context, paths config.Paths, now time.Time) (CertificateCheck, error) {
 	paths = paths.WithDefaults()
 	cfg, project, err := loadInstalled(ctx, paths)
 	if err != nil {
 		return CertificateCheck{}, err
 	}
-	certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
+	certsDir := filepath.Join(paths.ConfigDir, config.CertsDirName)
 	var have certs.Pair
-	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerCertFile))
-	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, ServerKeyFile))
-	if cfg.TLS.offload() {
+	have.CertPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerCertFile))
+	have.KeyPEM, _ = os.ReadFile(filepath.Join(certsDir, config.ServerKeyFile))
+	if cfg.TLS.Offload() {
 		return CertificateCheck{}, nil
 	}
-	if cfg.TLS.acme() {
+	if cfg.TLS.UsesACME() {
 		renew, why := certs.InRenewalWindow(have, project.Environment["SELFHOSTED_DOMAIN"], now)
 		return CertificateCheck{Renew: renew, Why: why}, nil
 	}
-	if cfg.TLS.Mode == TLSCustom {
+	if cfg.TLS.Mode == config.TLSCustom {
 		info, err := certs.Describe(have.CertPEM, now)
 		if err != nil {
 			return CertificateCheck{Warning: err.Error()}, nil
@@ -302,7 +260,7 @@ func CheckCertificate(ctx context.Context, paths Paths, now time.Time) (Certific
 	case ca.changed():
 		return CertificateCheck{Renew: true, Why: ca.why}, nil
 	}
-	if published, _ := os.ReadFile(filepath.Join(certsDir, CACertFile)); !bytes.Equal(published, ca.bundle()) {
+	if published, _ := os.ReadFile(filepath.Join(certsDir, config.CACertFile)); !bytes.Equal(published, ca.bundle()) {
 		return CertificateCheck{Renew: true, Why: "the published CA file is not the appliance's CA"}, nil
 	}
 	renew, why := certs.NeedsRenewal(have, ca.cur, domain, now)

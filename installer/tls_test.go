@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/certs"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 )
 
@@ -18,24 +19,17 @@ import (
 func TestPlanTLS(t *testing.T) {
 	now := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
 	dir := t.TempDir()
-	paths := Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	newDesired := func(mode string) *desired {
-		return &desired{cfg: Config{TLS: TLSConfig{Mode: mode}}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com")}
+		return &desired{cfg: config.Config{TLS: config.TLSConfig{Mode: mode}}, env: envfile.NewEnv("SELFHOSTED_DOMAIN", "carto.example.com"),
+			customer: []byte("SELFHOSTED_DOMAIN=carto.example.com\n"), key: []byte("{}")}
 	}
-	// commit writes what a plan decided, as the real commit does.
+	// The plans are written by the real commit, as an install does, so
+	// that the next plan reads what commit left.
 	commit := func(d *desired) {
 		t.Helper()
-		if d.ca != nil {
-			if err := d.ca.save(paths); err != nil {
-				t.Fatal(err)
-			}
-		}
-		certsDir := filepath.Join(paths.ConfigDir, CertsDirName)
-		os.MkdirAll(certsDir, 0o700)
-		for name, b := range d.certs {
-			if err := os.WriteFile(filepath.Join(certsDir, name), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
+		if err := commit(paths, d); err != nil {
+			t.Fatal(err)
 		}
 	}
 
@@ -43,10 +37,14 @@ func TestPlanTLS(t *testing.T) {
 	if err := planTLS(paths, first, TLSInput{}, now); err != nil {
 		t.Fatal(err)
 	}
-	if first.ca == nil || !first.ca.newCur || first.certs[ServerCertFile] == nil || first.certs[ServerKeyFile] == nil || first.certs[CACertFile] == nil || len(first.warnings) != 0 {
+	if first.ca == nil || !first.ca.newCur || first.certs[config.ServerCertFile] == nil || first.certs[config.ServerKeyFile] == nil || first.certs[config.CACertFile] == nil || len(first.warnings) != 0 {
 		t.Fatalf("a first plan issues a CA and a certificate: ca=%v certs=%d warnings=%v", first.ca != nil, len(first.certs), first.warnings)
 	}
 	commit(first)
+	served, _ := os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, routerMountDir, config.ServerCertFile))
+	if !bytes.Equal(served, first.certs[config.ServerCertFile]) {
+		t.Error("commit did not give the router the certificate the plan issued")
+	}
 
 	again := newDesired("")
 	if err := planTLS(paths, again, TLSInput{}, now.Add(24*time.Hour)); err != nil {
@@ -60,12 +58,12 @@ func TestPlanTLS(t *testing.T) {
 	if err := planTLS(paths, late, TLSInput{}, now.Add(370*24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if late.certs[ServerCertFile] == nil || len(late.warnings) != 1 || !strings.Contains(late.warnings[0], "expires on") {
+	if late.certs[config.ServerCertFile] == nil || len(late.warnings) != 1 || !strings.Contains(late.warnings[0], "expires on") {
 		t.Errorf("a certificate near expiry was not issued again: certs=%d warnings=%v", len(late.certs), late.warnings)
 	}
 
 	asked := newDesired("")
-	if err := planTLS(paths, asked, TLSInput{Renew: true}, now); err != nil || asked.certs[ServerCertFile] == nil {
+	if err := planTLS(paths, asked, TLSInput{Renew: true}, now); err != nil || asked.certs[config.ServerCertFile] == nil {
 		t.Errorf("a renewal on request: %v, certs=%d", err, len(asked.certs))
 	}
 
@@ -75,12 +73,11 @@ func TestPlanTLS(t *testing.T) {
 		in   TLSInput
 		want string
 	}{
-		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "--tls-cert and --tls-key go together"},
-		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "--tls-cert: open /nonexistent.crt"},
+		{"a certificate without its key", "", TLSInput{CertFile: "/x.crt"}, "the certificate and its key go together"},
+		{"a missing certificate file", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key"}, "the certificate: open /nonexistent.crt"},
 		{"an unknown mode", "acme-ish", TLSInput{}, `tls.mode "acme-ish": use self-signed, custom, acme or offload`},
-		{"renewing a custom certificate", TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
-		{"renewing with TLS offloaded", TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
-		{"certs import names its own flags", "", TLSInput{CertFile: "/nonexistent.crt", KeyFile: "/nonexistent.key", flags: "--"}, "--cert: open /nonexistent.crt"},
+		{"renewing a custom certificate", config.TLSCustom, TLSInput{Renew: true}, "its issuer renews it"},
+		{"renewing with TLS offloaded", config.TLSOffload, TLSInput{Renew: true}, "offloaded to the load balancer"},
 	} {
 		err := planTLS(paths, newDesired(tc.mode), tc.in, now)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -89,8 +86,8 @@ func TestPlanTLS(t *testing.T) {
 	}
 
 	// Custom mode serves what was imported, and says so when it is gone.
-	os.Remove(filepath.Join(paths.ConfigDir, CertsDirName, ServerCertFile))
-	if err := planTLS(paths, newDesired(TLSCustom), TLSInput{}, now); err == nil || !strings.Contains(err.Error(), "import the certificate again") {
+	os.Remove(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
+	if err := planTLS(paths, newDesired(config.TLSCustom), TLSInput{}, now); err == nil || !strings.Contains(err.Error(), "import the certificate again") {
 		t.Errorf("custom mode without a certificate: %v", err)
 	}
 }
@@ -103,10 +100,10 @@ func TestPreflightRefusesUnknownIgnore(t *testing.T) {
 	os.WriteFile(customer, []byte("SELFHOSTED_TENANT_ID=onp-x\nSELFHOSTED_DOMAIN=carto.example.com\nCARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION=2025.10.7\nPOSTGRES_ADMIN_PASSWORD=secret123\nWORKSPACE_POSTGRES_PASSWORD=secret456\n"), 0o600)
 	os.WriteFile(key, []byte(`{"type":"service_account"}`), 0o600)
 	report, err := Preflight(t.Context(), InstallOptions{
-		Options:     Options{Paths: Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
+		Options:     Options{Paths: config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
 		CustomerEnv: customer, KeyFile: key, IgnorePreflight: []string{"nope"},
 	})
-	if err == nil || report != nil || !strings.Contains(err.Error(), `--ignore-preflight "nope": no such check`) {
+	if err == nil || report != nil || !strings.Contains(err.Error(), `preflight check "nope" to ignore: no such check`) {
 		t.Errorf("report %v, err %v", report, err)
 	}
 }
@@ -115,10 +112,10 @@ func TestPreflightRefusesUnknownIgnore(t *testing.T) {
 func TestInstallRefusesTwoTLSModes(t *testing.T) {
 	dir := t.TempDir()
 	_, err := Preflight(t.Context(), InstallOptions{
-		Options:    Options{Paths: Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
+		Options:    Options{Paths: config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}},
 		TLSOffload: true, ACME: ACMEInput{Email: "ops@example.com"},
 	})
-	if err == nil || !strings.Contains(err.Error(), "--tls-cert, --tls-offload and --tls-acme each choose how TLS works: give one of them") {
+	if err == nil || !strings.Contains(err.Error(), "a certificate, TLS offload and ACME each choose how TLS works: give one of them") {
 		t.Errorf("offload and acme together: %v", err)
 	}
 }
@@ -129,8 +126,8 @@ func TestACMEClientRoots(t *testing.T) {
 	now := time.Now()
 	a, _ := certs.NewCA("a.example.com", now)
 	b, _ := certs.NewCA("b.example.com", now)
-	cfg := Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", Directory: "https://ca.corp/dir"}}}
-	paths := Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
+	cfg := config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", Directory: "https://ca.corp/dir"}}}
+	paths := config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}
 	for _, tc := range []struct {
 		name           string
 		roots, proxyCA []byte

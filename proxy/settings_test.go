@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"encoding/pem"
-	"github.com/cartodb/carto-appliance/e2e/proxytest"
+	"github.com/cartodb/carto-appliance/internal/testca"
 	"strings"
 	"testing"
 )
@@ -56,7 +56,7 @@ func TestParseNoProxy(t *testing.T) {
 
 func testCA(t *testing.T) []byte {
 	t.Helper()
-	ca, err := proxytest.NewCA("proxy CA")
+	ca, err := testca.NewCA("proxy CA")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
@@ -36,7 +37,7 @@ const SocketName = "agent.sock"
 const maxSocketPath = 108
 
 // SocketPath is where the agent of these paths listens.
-func SocketPath(paths installer.Paths) string {
+func SocketPath(paths config.Paths) string {
 	return filepath.Join(paths.WithDefaults().StateDir, SocketName)
 }
 
@@ -125,7 +126,7 @@ func toAPIError(err error) *apiError {
 // Listen creates the API socket, replacing a stale one (the agent lock
 // makes sure no other agent owns it), readable and writable by its owner
 // only.
-func Listen(paths installer.Paths) (net.Listener, error) {
+func Listen(paths config.Paths) (net.Listener, error) {
 	path := SocketPath(paths)
 	if len(path) >= maxSocketPath {
 		return nil, fmt.Errorf("the socket path %s is longer than a unix socket allows (%d bytes): use a shorter --state-dir", path, maxSocketPath-1)
@@ -152,8 +153,8 @@ type peerKey struct{}
 // Workflows are what the API runs: the installer's (a fake in tests). A
 // nil one is the installer's.
 type Workflows struct {
-	Status  func(context.Context, installer.Paths) (*installer.Status, error)
-	Logs    func(context.Context, installer.Paths, io.Writer, stack.LogsOptions) error
+	Status  func(context.Context, config.Paths) (*installer.Status, error)
+	Logs    func(context.Context, config.Paths, io.Writer, stack.LogsOptions) error
 	Apply   func(context.Context, installer.Options) (*installer.Result, error)
 	Control func(context.Context, installer.Options, installer.ControlAction, []string) (*installer.Result, error)
 }
@@ -176,7 +177,7 @@ func (w Workflows) withDefaults() Workflows {
 
 // ServeOptions configures Serve.
 type ServeOptions struct {
-	Paths installer.Paths
+	Paths config.Paths
 	// Version is the agent's binary version, answered by GET /v1/version.
 	Version string
 	Logf    func(string, ...any)

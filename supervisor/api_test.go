@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
@@ -25,17 +26,17 @@ import (
 
 // serve runs the API for an empty (not installed) node and returns its
 // paths.
-func serve(t *testing.T) installer.Paths {
+func serve(t *testing.T) config.Paths {
 	t.Helper()
 	return serveWith(t, ServeOptions{})
 }
 
 // serveWith runs the API with opts (its paths in a temp dir) until the
 // test ends.
-func serveWith(t *testing.T, opts ServeOptions) installer.Paths {
+func serveWith(t *testing.T, opts ServeOptions) config.Paths {
 	t.Helper()
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	ln, err := Listen(paths)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +104,7 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 
 func TestDialWithoutAgent(t *testing.T) {
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: dir, StateDir: dir}
+	paths := config.Paths{ConfigDir: dir, StateDir: dir}
 	if _, err := Dial(context.Background(), paths); !errors.Is(err, ErrNoAgent) {
 		t.Errorf("no socket: %v, want ErrNoAgent", err)
 	}
@@ -230,7 +231,7 @@ func TestDialChecksTheAPIVersion(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			paths := installer.Paths{ConfigDir: dir, StateDir: dir}
+			paths := config.Paths{ConfigDir: dir, StateDir: dir}
 			ln, err := net.Listen("unix", SocketPath(paths))
 			if err != nil {
 				t.Fatal(err)
@@ -250,7 +251,7 @@ func TestDialChecksTheAPIVersion(t *testing.T) {
 // and cuts followed logs.
 func TestServeDrainsAnApplyAndCutsFollowedLogs(t *testing.T) {
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
 	ln, err := Listen(paths)
 	if err != nil {
 		t.Fatal(err)
@@ -272,7 +273,7 @@ func TestServeDrainsAnApplyAndCutsFollowedLogs(t *testing.T) {
 					<-release
 					return &installer.Result{Version: "2026.1"}, ctx.Err()
 				},
-				Logs: func(ctx context.Context, _ installer.Paths, w io.Writer, _ stack.LogsOptions) error {
+				Logs: func(ctx context.Context, _ config.Paths, w io.Writer, _ stack.LogsOptions) error {
 					w.Write([]byte("a line\n"))
 					<-ctx.Done()
 					return ctx.Err()

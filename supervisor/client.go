@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
@@ -32,7 +34,7 @@ type Client struct {
 // Dial connects to the agent of these paths. It returns ErrNoAgent when
 // the socket is missing or nobody listens on it, and a clear error when
 // the caller may not use it.
-func Dial(ctx context.Context, paths installer.Paths) (*Client, error) {
+func Dial(ctx context.Context, paths config.Paths) (*Client, error) {
 	socket := SocketPath(paths)
 	if len(socket) >= maxSocketPath {
 		return nil, ErrNoAgent // the agent could not listen there either
@@ -90,7 +92,7 @@ func (c *Client) checkVersion(ctx context.Context) error {
 		}
 	}
 	if v.API > APIVersion {
-		return fmt.Errorf("%w: this binary speaks v%d, the agent v%d (carto-appliance %s): this binary is older than the running agent; use the installed one (%s or %s)", ErrAPIVersion, APIVersion, v.API, v.Binary, installer.DefaultBinary, installer.PackageBinary)
+		return fmt.Errorf("%w: this binary speaks v%d, the agent v%d (carto-appliance %s): this binary is older than the running agent; use the installed one (%s or %s)", ErrAPIVersion, APIVersion, v.API, v.Binary, host.DefaultBinary, host.PackageBinary)
 	}
 	if v.API != APIVersion {
 		agent := "an older one"

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 )
 
@@ -42,7 +43,7 @@ func (s *sup) frontFailed(format string, args ...any) {
 // the next pass.
 func (s *sup) syncFront() {
 	// Missing files (not installed yet) are a stamp of their own.
-	stamp, _ := filesStamp(s.opts.Paths.ConfigDir, installer.ConfigFileName, installer.EnvFileName)
+	stamp, _ := filesStamp(s.opts.Paths.ConfigDir, config.ConfigFileName, config.EnvFileName)
 	f := &s.front
 	if stamp == f.stamp {
 		return

@@ -21,6 +21,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/stack"
@@ -28,7 +29,7 @@ import (
 
 // Options configures Run.
 type Options struct {
-	Paths installer.Paths
+	Paths config.Paths
 	// Ready is called once, after the engine answered and the first
 	// converge ended (whatever its outcome: the stack's state is reported
 	// in status, and an agent that never gets ready would be restarted by
@@ -156,7 +157,7 @@ type sup struct {
 // loadProject loads the installed compose project, again only when its
 // files changed since the last pass.
 func (s *sup) loadProject(ctx context.Context) (*types.Project, error) {
-	stamp, err := filesStamp(s.opts.Paths.ConfigDir, stack.ComposeFileName, installer.EnvFileName)
+	stamp, err := filesStamp(s.opts.Paths.ConfigDir, stack.ComposeFileName, config.EnvFileName)
 	if err != nil {
 		return nil, err
 	}
@@ -211,7 +212,7 @@ func (s *sup) connect(ctx context.Context) (engine, error) {
 // certificate the converge renews is validated on the port the front
 // answers.
 func (s *sup) loadSettings() {
-	cfg, found, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName))
+	cfg, found, err := config.Load(filepath.Join(s.opts.Paths.ConfigDir, config.ConfigFileName))
 	if err == nil && found {
 		s.project = cfg.Defaults().Project
 	}
@@ -240,7 +241,7 @@ func (s *sup) converge(ctx context.Context) error {
 	// Again at each converge (after an engine restart too), whatever
 	// the converge's outcome.
 	s.enforceFirewall(ctx)
-	if _, _, err := installer.LoadConfig(filepath.Join(s.opts.Paths.ConfigDir, installer.ConfigFileName)); err != nil {
+	if _, _, err := config.Load(filepath.Join(s.opts.Paths.ConfigDir, config.ConfigFileName)); err != nil {
 		s.opts.Logf("event=converge-failed err=%q", err)
 		return err
 	}

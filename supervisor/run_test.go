@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -49,7 +50,7 @@ func startLoop(t *testing.T, stopBound time.Duration) *loopUnderTest {
 	dir := t.TempDir()
 	l := &loopUnderTest{release: make(chan struct{}), engines: make(chan *fakeEngine, 4), done: make(chan error, 1), applyCtx: make(chan context.Context, 4)}
 	l.sup = newSup(Options{
-		Paths:     installer.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")},
+		Paths:     config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")},
 		Logf:      l.log.logf,
 		Healthy:   func() { l.healthy.Add(1) },
 		Ready:     func() { l.ready.Store(true) },

@@ -18,7 +18,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
 
-	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/supervisor"
 )
 
@@ -55,7 +55,7 @@ stack running.`,
 
 // agentPaths fills in the default dirs and makes them absolute, so that
 // the log says exactly what is supervised.
-func agentPaths(p installer.Paths) (installer.Paths, error) {
+func agentPaths(p config.Paths) (config.Paths, error) {
 	p = p.WithDefaults()
 	var err error
 	if p.ConfigDir, err = filepath.Abs(p.ConfigDir); err != nil {
@@ -96,7 +96,7 @@ func lockAgent(stateDir string) (unlock func(), err error) {
 // runAgent runs the supervisor until ctx ends or a signal arrives, and
 // speaks systemd's notify protocol around it. Cancellation is not an
 // error: systemd's stop must end with a clean exit.
-func runAgent(ctx context.Context, paths installer.Paths, log *agentLog) error {
+func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	// Ends the watchdog and the API when the supervisor ends by itself.

@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
@@ -40,7 +42,7 @@ is recreated.`,
 			}
 			// Before anything changes: systemd runs here, we are root, and
 			// the unit can run the binary.
-			return installer.CheckService(installer.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
+			return host.CheckService(host.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
@@ -50,7 +52,7 @@ is recreated.`,
 				o.Paths, o.Pull = opts.Paths, opts.Pull
 				opts.Options = o
 				res, err := installer.Install(cmd.Context(), opts)
-				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == installer.TLSACME {
+				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == config.TLSACME {
 					res.Warnings = append(res.Warnings, "without the agent (--no-service) nothing answers the HTTP port nor renews the ACME certificate: run `carto-appliance service install`")
 				}
 				if err != nil || noService {
@@ -59,7 +61,7 @@ is recreated.`,
 				// The stack is up and converged first, so the agent's own
 				// first converge is a no-op rather than a second one racing
 				// this one.
-				if err := installer.InstallService(cmd.Context(), installer.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
+				if err := host.InstallService(cmd.Context(), host.ServiceOptions{Paths: opts.Paths, Binary: binary}); err != nil {
 					return res, fmt.Errorf("the stack is up, but its agent did not start: %w", err)
 				}
 				// The status shown is the agent's, now that it runs.
@@ -74,13 +76,13 @@ is recreated.`,
 			if err != nil || noService {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", installer.ServiceUnit)
+			fmt.Fprintf(cmd.OutOrStdout(), "The agent keeps it up: %s (journalctl -u carto-appliance)\n", host.ServiceUnit)
 			return nil
 		},
 	}
 	f := cmd.Flags()
 	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
-	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
+	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+host.DefaultBinary+" or "+host.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
 	f.BoolVar(&opts.InstallDocker, "install-docker", false, "install the Docker engine from the distribution's packages when it is missing (after the other preflight checks pass)")
@@ -95,7 +97,7 @@ func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.LicenseFile, "license", "", "license.json of your CARTO customer package (default: the one next to --customer-env, or the installed one)")
-	f.StringVar(&opts.LicenseServer, "license-server", "", "https URL (no credentials) the licence is checked at online (default "+installer.DefaultLicenseServer+")")
+	f.StringVar(&opts.LicenseServer, "license-server", "", "https URL (no credentials) the licence is checked at online (default "+config.DefaultLicenseServer+")")
 	f.StringVar(&opts.Domain, "domain", "", "DNS name users reach CARTO at (default: SELFHOSTED_DOMAIN of customer.env)")
 	f.StringVar(&opts.Registry, "registry", "", "image registry base path, e.g. a private mirror (default gcr.io/carto-onprem-artifacts)")
 	f.IntVar(&opts.HTTPPort, "http-port", 0, "host port for HTTP (default 80)")

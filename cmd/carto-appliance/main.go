@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -49,7 +50,7 @@ func main() {
 func run(ctx context.Context, args []string) int {
 	root := newRootCmd()
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	ran, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
 	}
@@ -57,7 +58,11 @@ func run(ctx context.Context, args []string) int {
 		fmt.Fprintln(os.Stderr, "interrupted")
 		return exitInterrupt
 	}
-	fmt.Fprintln(os.Stderr, "Error:", err)
+	command := ""
+	if ran != nil {
+		command = strings.TrimPrefix(ran.CommandPath(), root.Name()+" ")
+	}
+	fmt.Fprintln(os.Stderr, "Error:", explain(err, command))
 	var pf *preflight.FailedError
 	if errors.As(err, &pf) {
 		return exitPreflight

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
@@ -18,7 +19,7 @@ import (
 // direct run gives.
 func TestExitCodesThroughTheAgent(t *testing.T) {
 	dir := t.TempDir()
-	paths := installer.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "c"), StateDir: filepath.Join(dir, "s")}
 	ln, err := supervisor.Listen(paths)
 	if err != nil {
 		t.Fatal(err)

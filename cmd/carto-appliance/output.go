@@ -14,15 +14,16 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
-func pathsFrom(cmd *cobra.Command) installer.Paths {
+func pathsFrom(cmd *cobra.Command) config.Paths {
 	cfg, _ := cmd.Flags().GetString("config-dir")
 	state, _ := cmd.Flags().GetString("state-dir")
-	return installer.Paths{ConfigDir: cfg, StateDir: state}
+	return config.Paths{ConfigDir: cfg, StateDir: state}
 }
 
 // progress renders the core's events as lines and the image pulls' JSON

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/host"
 )
 
 func newServiceCmd() *cobra.Command {
@@ -24,7 +24,7 @@ stack running, unsupervised.`,
 }
 
 func newServiceInstallCmd() *cobra.Command {
-	var opts installer.ServiceOptions
+	var opts host.ServiceOptions
 	cmd := &cobra.Command{
 		Use:   "install",
 		Short: "Install, enable and start carto-appliance.service",
@@ -36,10 +36,10 @@ is rewritten and the agent restarted.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Paths = pathsFrom(cmd)
-			if err := installer.InstallService(cmd.Context(), opts); err != nil {
+			if err := host.InstallService(cmd.Context(), opts); err != nil {
 				return err
 			}
-			st, err := installer.ServiceStatus(cmd.Context())
+			st, err := host.ServiceStatus(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -48,8 +48,8 @@ is rewritten and the agent restarted.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opts.Binary, "binary", "", "the carto-appliance executable the service runs (default: this one if in "+installer.DefaultBinary+" or "+installer.PackageBinary+")")
-	f.DurationVar(&opts.StartTimeout, "timeout", installer.DefaultServiceStartTimeout, "how long to wait for the agent to report ready")
+	f.StringVar(&opts.Binary, "binary", "", "the carto-appliance executable the service runs (default: this one if in "+host.DefaultBinary+" or "+host.PackageBinary+")")
+	f.DurationVar(&opts.StartTimeout, "timeout", host.DefaultServiceStartTimeout, "how long to wait for the agent to report ready")
 	return cmd
 }
 
@@ -59,10 +59,10 @@ func newServiceUninstallCmd() *cobra.Command {
 		Short: "Stop the agent and remove carto-appliance.service (the stack keeps running)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := installer.UninstallService(cmd.Context(), pathsFrom(cmd)); err != nil {
+			if err := host.UninstallService(cmd.Context(), pathsFrom(cmd)); err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s removed; the stack keeps running, unsupervised\n", installer.ServiceUnit)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s removed; the stack keeps running, unsupervised\n", host.ServiceUnit)
 			return nil
 		},
 	}
@@ -75,7 +75,7 @@ func newServiceStatusCmd() *cobra.Command {
 		Short: "Show whether the agent's service is installed, enabled and running",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			st, err := installer.ServiceStatus(cmd.Context())
+			st, err := host.ServiceStatus(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -90,7 +90,7 @@ func newServiceStatusCmd() *cobra.Command {
 	return cmd
 }
 
-func printServiceState(w io.Writer, st installer.ServiceState) {
+func printServiceState(w io.Writer, st host.ServiceState) {
 	if !st.Installed {
 		fmt.Fprintf(w, "%s is not installed: carto-appliance service install\n", st.Unit)
 		return

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
 )
 
@@ -46,7 +47,7 @@ appliance's is refused; one that holds other files is kept, with them).`,
 			}
 			// The agent first: a running agent would bring back what the
 			// uninstall removes.
-			if err := installer.UninstallService(cmd.Context(), opts.Paths); err != nil && !errors.Is(err, installer.ErrNoSystemd) {
+			if err := host.UninstallService(cmd.Context(), opts.Paths); err != nil && !errors.Is(err, host.ErrNoSystemd) {
 				return err
 			}
 			pr := newProgress(os.Stderr)

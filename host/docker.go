@@ -1,15 +1,11 @@
-package installer
+package host
 
 import (
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"slices"
 	"strings"
-
-	"github.com/cartodb/carto-appliance/preflight"
-	"github.com/cartodb/carto-appliance/stack"
 )
 
 // dockerInstallCommands are the distribution's own commands that install
@@ -35,9 +31,9 @@ func dockerInstallCommands(osRelease map[string]string) ([][]string, error) {
 	return nil, fmt.Errorf("do not know how to install Docker on %q: install Docker Engine 20.10 or later (https://docs.docker.com/engine/install/), then run install again", osRelease["PRETTY_NAME"])
 }
 
-// installDocker installs the Docker engine from the distribution's
+// InstallDocker installs the Docker engine from the distribution's
 // packages and starts it.
-func installDocker(ctx context.Context, osRelease map[string]string) error {
+func (Local) InstallDocker(ctx context.Context, osRelease map[string]string) error {
 	cmds, err := dockerInstallCommands(osRelease)
 	if err != nil {
 		return err
@@ -50,24 +46,6 @@ func installDocker(ctx context.Context, osRelease map[string]string) error {
 		}
 	}
 	return nil
-}
-
-// ensureDocker installs Docker when no engine answers and every other
-// preflight check passes: nothing is installed for an install that would
-// fail anyway.
-func ensureDocker(ctx context.Context, paths Paths, d *desired, ignore []string) error {
-	if eng, err := stack.Connect(ctx); err == nil {
-		eng.Close()
-		return nil
-	}
-	if _, err := runPreflight(ctx, paths, d, append(slices.Clone(ignore), "docker")); err != nil {
-		return err
-	}
-	rel, err := preflight.LocalOSRelease()
-	if err != nil {
-		return fmt.Errorf("installing Docker: reading /etc/os-release: %w", err)
-	}
-	return installDocker(ctx, rel)
 }
 
 func tail(s string, n int) string {

@@ -1,4 +1,4 @@
-package installer
+package host
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 )
 
@@ -22,7 +23,7 @@ var update = flag.Bool("update", false, "rewrite testdata golden files from the 
 // The unit for the default paths is the golden file; the fresh-VM scenario
 // (e2e/service_vm_test.go) checks that kardianos/service writes exactly it.
 func TestServiceUnitGolden(t *testing.T) {
-	opts := ServiceOptions{Binary: DefaultBinary, Paths: Paths{ConfigDir: DefaultConfigDir, StateDir: DefaultStateDir}}
+	opts := ServiceOptions{Binary: DefaultBinary, Paths: config.Paths{ConfigDir: config.DefaultConfigDir, StateDir: config.DefaultStateDir}}
 	got, err := renderUnit(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -35,10 +36,10 @@ func TestServiceUnitGolden(t *testing.T) {
 	}
 	want, err := os.ReadFile(golden)
 	if err != nil {
-		t.Fatalf("%v (run go test ./installer -run ServiceUnitGolden -update to create it)", err)
+		t.Fatalf("%v (run go test ./host -run ServiceUnitGolden -update to create it)", err)
 	}
 	if string(got) != string(want) {
-		t.Errorf("the unit differs from %s; if the change is intended, run go test ./installer -run ServiceUnitGolden -update\n--- got:\n%s", golden, got)
+		t.Errorf("the unit differs from %s; if the change is intended, run go test ./host -run ServiceUnitGolden -update\n--- got:\n%s", golden, got)
 	}
 	for _, line := range []string{
 		"Type=notify", "NotifyAccess=main", "WatchdogSec=30", "Restart=always", "RestartSec=2",
@@ -55,7 +56,7 @@ func TestServiceUnitGolden(t *testing.T) {
 func TestServiceUnitQuotesPaths(t *testing.T) {
 	dir := t.TempDir()
 	bin := fakeBinary(t, filepath.Join(dir, "my bin", "carto-appliance"))
-	opts, err := ServiceOptions{Binary: bin, Paths: Paths{ConfigDir: filepath.Join(dir, "opt carto"), StateDir: "/var/lib/x"}}.resolve()
+	opts, err := ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: filepath.Join(dir, "opt carto"), StateDir: "/var/lib/x"}}.resolve()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +83,7 @@ func TestServiceOptionsResolve(t *testing.T) {
 		wantErr string // substring; "" for success
 		check   func(t *testing.T, o ServiceOptions)
 	}{
-		{name: "relative paths become absolute", opts: ServiceOptions{Binary: "carto-appliance", Paths: Paths{ConfigDir: "conf", StateDir: "state"}},
+		{name: "relative paths become absolute", opts: ServiceOptions{Binary: "carto-appliance", Paths: config.Paths{ConfigDir: "conf", StateDir: "state"}},
 			check: func(t *testing.T, o ServiceOptions) {
 				if o.Binary != bin || o.Paths.ConfigDir != filepath.Join(dir, "conf") || o.Paths.StateDir != filepath.Join(dir, "state") {
 					t.Errorf("resolved %+v", o)
@@ -93,13 +94,13 @@ func TestServiceOptionsResolve(t *testing.T) {
 			}},
 		{name: "defaults", opts: ServiceOptions{Binary: bin},
 			check: func(t *testing.T, o ServiceOptions) {
-				if o.Paths != (Paths{ConfigDir: DefaultConfigDir, StateDir: DefaultStateDir}) {
+				if o.Paths != (config.Paths{ConfigDir: config.DefaultConfigDir, StateDir: config.DefaultStateDir}) {
 					t.Errorf("paths %+v", o.Paths)
 				}
 			}},
-		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: Paths{ConfigDir: "/opt/100%"}}, wantErr: `--config-dir "/opt/100%"`},
-		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: Paths{StateDir: "/var/$HOME"}}, wantErr: `--state-dir "/var/$HOME"`},
-		{name: "newline", opts: ServiceOptions{Binary: bin, Paths: Paths{StateDir: "/var/a\nb"}}, wantErr: `cannot carry`},
+		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: "/opt/100%"}}, wantErr: `--config-dir "/opt/100%"`},
+		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/$HOME"}}, wantErr: `--state-dir "/var/$HOME"`},
+		{name: "newline", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/a\nb"}}, wantErr: `cannot carry`},
 		{name: "missing binary", opts: ServiceOptions{Binary: filepath.Join(dir, "nope")}, wantErr: "install the binary there"},
 		{name: "binary not executable", opts: ServiceOptions{Binary: notExec}, wantErr: "not an executable file"},
 	}
@@ -217,7 +218,9 @@ func TestUninstallServiceStopsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(m.unitPath()+atomicfile.PrevSuffix, []byte("old"), 0o644)
-	if err := SaveAgentState(opts.Paths, AgentState{}); err != nil {
+	agentState := filepath.Join(opts.Paths.StateDir, config.AgentStateFileName)
+	os.MkdirAll(opts.Paths.StateDir, 0o700)
+	if err := os.WriteFile(agentState, []byte("{}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	m.calls = nil
@@ -225,7 +228,7 @@ func TestUninstallServiceStopsFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.wantCalls(t, "systemctl show", "systemctl stop carto-appliance.service", "kardianos uninstall", "systemctl reset-failed carto-appliance.service")
-	for _, p := range []string{m.unitPath(), m.unitPath() + atomicfile.PrevSuffix, filepath.Join(opts.Paths.StateDir, agentStateFileName)} {
+	for _, p := range []string{m.unitPath(), m.unitPath() + atomicfile.PrevSuffix, agentState} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left behind", p)
 		}
@@ -274,7 +277,7 @@ func newFakeManager(t *testing.T) (*fakeManager, ServiceOptions) {
 		state: "LoadState=loaded\nUnitFileState=enabled\nActiveState=active\nSubState=running\nMainPID=10\n"}
 	opts := ServiceOptions{
 		Binary: fakeBinary(t, filepath.Join(dir, "bin", "carto-appliance")),
-		Paths:  Paths{ConfigDir: filepath.Join(dir, "opt"), StateDir: filepath.Join(dir, "state")},
+		Paths:  config.Paths{ConfigDir: filepath.Join(dir, "opt"), StateDir: filepath.Join(dir, "state")},
 	}
 	return m, opts
 }

@@ -1,4 +1,10 @@
-package installer
+// Package host owns what the appliance changes on the machine itself,
+// outside the Docker engine's containers: the agent's systemd unit
+// (kardianos/service and systemctl), the Docker engine's proxy drop-in,
+// trust dir and restart, and installing Docker from the distribution's
+// packages. Each is behind a small interface with a fake for unit tests.
+// The host firewall is firewall/'s.
+package host
 
 import (
 	"bytes"
@@ -16,6 +22,7 @@ import (
 
 	"github.com/kardianos/service"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/packaging/systemd"
 )
@@ -29,10 +36,10 @@ const DefaultBinary = "/usr/local/bin/carto-appliance"
 // PackageBinary is where the deb and rpm packages put it.
 const PackageBinary = "/usr/bin/carto-appliance"
 
-// defaultBinary is what the unit runs when not told: the running binary
+// DefaultBinaryPath is what the unit runs when not told: the running binary
 // when it is in one of the standard places, else the first of those that
 // exists. A binary elsewhere (a download dir) may not be there tomorrow.
-func defaultBinary() string {
+func DefaultBinaryPath() string {
 	places := []string{DefaultBinary, PackageBinary}
 	if self, err := os.Executable(); err == nil {
 		if self, err = filepath.EvalSymlinks(self); err == nil && slices.Contains(places, self) {
@@ -61,7 +68,7 @@ type ServiceOptions struct {
 	// Paths are the config and state dirs the agent is started with;
 	// relative ones are made absolute. Default: DefaultConfigDir,
 	// DefaultStateDir.
-	Paths Paths
+	Paths config.Paths
 	// Binary is the carto-appliance executable the unit runs. Default:
 	// the running one in DefaultBinary or PackageBinary, else the one of
 	// those that exists.
@@ -126,7 +133,7 @@ func CheckService(opts ServiceOptions) error {
 // UninstallService stops the agent and removes its unit. The stack keeps
 // running: its containers belong to the Docker engine, not to the unit.
 // Nothing installed is not an error.
-func UninstallService(ctx context.Context, paths Paths) error {
+func UninstallService(ctx context.Context, paths config.Paths) error {
 	m, err := newSystemdManager(true)
 	if err != nil {
 		return err
@@ -251,7 +258,7 @@ func startError(ctx context.Context, m serviceManager, opts ServiceOptions, doin
 }
 
 // uninstallService does UninstallService's work on m.
-func uninstallService(ctx context.Context, m serviceManager, paths Paths) error {
+func uninstallService(ctx context.Context, m serviceManager, paths config.Paths) error {
 	paths = paths.WithDefaults()
 	path := m.unitPath()
 	_, err := os.Stat(path)
@@ -286,7 +293,7 @@ func uninstallService(ctx context.Context, m serviceManager, paths Paths) error 
 	}
 	// Nothing supervises the stack any more: the supervisor's record of
 	// its restarts would only mislead status.
-	if err := os.Remove(filepath.Join(paths.StateDir, agentStateFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(filepath.Join(paths.StateDir, config.AgentStateFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("removing the agent's state: %w", err)
 	}
 	return nil
@@ -341,7 +348,7 @@ func parseServiceState(out string) ServiceState {
 func (o ServiceOptions) resolve() (ServiceOptions, error) {
 	o.Paths = o.Paths.WithDefaults()
 	if o.Binary == "" {
-		o.Binary = defaultBinary()
+		o.Binary = DefaultBinaryPath()
 	}
 	if o.StartTimeout == 0 {
 		o.StartTimeout = DefaultServiceStartTimeout
@@ -423,7 +430,7 @@ type systemdManager struct{}
 // newSystemdManager checks that systemd runs this machine (and that we are
 // root, when the workflow changes it).
 func newSystemdManager(needRoot bool) (serviceManager, error) {
-	if !systemdRunning() {
+	if !SystemdRunning() {
 		return nil, fmt.Errorf("%w (no /run/systemd/system), so the agent cannot run as %s: run install with --no-service and keep the stack up yourself", ErrNoSystemd, ServiceUnit)
 	}
 	if sys := service.ChosenSystem(); sys == nil || sys.String() != "linux-systemd" {

@@ -1,4 +1,4 @@
-package installer
+package config
 
 import (
 	"os"
@@ -32,8 +32,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no_proxy without url", Config{Proxy: proxy.Settings{NoProxy: []string{"x"}}}, "need proxy.url"},
 		{"unknown warehouse", Config{Warehouses: []string{"oracle"}}, "warehouse \"oracle\""},
 		{"acme", Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com"}}}, ""},
-		{"acme without e-mail", Config{TLS: TLSConfig{Mode: TLSACME}}, "tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates (--acme-email)"},
-		{"acme over plain http", Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", Directory: "http://ca.corp/dir"}}}, "tls.acme.directory \"http://ca.corp/dir\": give the ACME directory's https:// URL (--acme-ca)"},
+		{"acme without e-mail", Config{TLS: TLSConfig{Mode: TLSACME}}, "tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates"},
+		{"acme over plain http", Config{TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "ops@example.com", Directory: "http://ca.corp/dir"}}}, "tls.acme.directory \"http://ca.corp/dir\": give the ACME directory's https:// URL"},
 		{"acme settings kept in another mode", Config{TLS: TLSConfig{Mode: TLSSelfSigned, ACME: &ACMEConfig{Directory: "http://x"}}}, ""},
 	}
 	for _, c := range cases {
@@ -50,7 +50,7 @@ func TestConfigValidate(t *testing.T) {
 func TestLoadConfigRefusesUnknownKeys(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "appliance.yaml")
 	os.WriteFile(path, []byte("layout: standard\ndomian: carto.example.com\n"), 0o600)
-	_, _, err := LoadConfig(path)
+	_, _, err := Load(path)
 	if err == nil || !strings.Contains(err.Error(), "domian") || !strings.Contains(err.Error(), path) {
 		t.Fatalf("want an error naming the file and the unknown key, got %v", err)
 	}
@@ -59,37 +59,17 @@ func TestLoadConfigRefusesUnknownKeys(t *testing.T) {
 func TestConfigRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "appliance.yaml")
 	in := Config{Domain: "carto.example.com", Router: RouterConfig{HTTPSPort: 8443}}
-	if err := saveConfig(path, in); err != nil {
+	if err := Save(path, in); err != nil {
 		t.Fatal(err)
 	}
-	out, found, err := LoadConfig(path)
+	out, found, err := Load(path)
 	if err != nil || !found || !reflect.DeepEqual(out, in) {
 		t.Fatalf("round trip: %+v %v %v, want %+v", out, found, err, in)
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Errorf("appliance.yaml mode %v, want 0600", fi.Mode().Perm())
 	}
-	if _, found, err := LoadConfig(filepath.Join(t.TempDir(), "none.yaml")); found || err != nil {
+	if _, found, err := Load(filepath.Join(t.TempDir(), "none.yaml")); found || err != nil {
 		t.Errorf("missing file: found=%v err=%v", found, err)
-	}
-}
-
-// Drift guard: every appliance setting reaches .env, so a new field cannot
-// be added without deciding how the stack sees it.
-func TestEveryConfigFieldReachesEnv(t *testing.T) {
-	c := Config{Domain: "d.example.com", Registry: "r.example.com/x", Router: RouterConfig{HTTPPort: 81, HTTPSPort: 444, BindAddress: "127.0.0.2"}}
-	got := map[string]string{}
-	kv, _ := c.envSettings([]string{"maps-api"})
-	for i := 0; i+1 < len(kv); i += 2 {
-		got[kv[i]] = kv[i+1]
-	}
-	want := map[string]string{
-		"SELFHOSTED_DOMAIN": "d.example.com", "DOCKER_REGISTRY_BASE_PATH": "r.example.com/x",
-		"ROUTER_HTTP_PORT": "81", "ROUTER_HTTPS_PORT": "444", "ROUTER_BIND_ADDRESS": "127.0.0.2",
-	}
-	for k, v := range want {
-		if got[k] != v {
-			t.Errorf("%s = %q, want %q", k, got[k], v)
-		}
 	}
 }
