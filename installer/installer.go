@@ -25,8 +25,8 @@ import (
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/stack"
-	"github.com/cartodb/carto-appliance/templates"
 )
 
 // Options are the settings shared by every workflow that changes the stack.
@@ -327,11 +327,12 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 // without touching the config dir or the engine.
 type desired struct {
 	cfg         Config
-	release     *templates.Release
+	release     *release.Release
 	customerSrc string
 	customer    []byte // customer.env as given
 	keySrc      string
 	key         []byte // key.json as given
+	pin         *PinnedRelease // the release to pin at commit (none pinned yet)
 	env         envfile.Env
 	envFile     []byte // the rendered .env
 	rendered    *envfile.Rendered
@@ -344,10 +345,19 @@ type desired struct {
 }
 
 func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
-	d, err := planEnv(cfg, customerPath)
+	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	rel, pin, err := installedRelease(paths, st)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planEnv(cfg, rel, customerPath)
+	if err != nil {
+		return nil, err
+	}
+	d.pin = pin
 	if err := planTLS(paths, d, tls, time.Now()); err != nil {
 		return nil, err
 	}
@@ -371,12 +381,9 @@ func plan(paths Paths, cfg Config, customerPath, keyPath string, tls TLSInput) (
 
 // planEnv renders and checks .env from appliance.yaml, customer.env and
 // the release.
-func planEnv(cfg Config, customerPath string) (*desired, error) {
-	rel, err := templates.Default()
-	if err != nil {
-		return nil, err
-	}
+func planEnv(cfg Config, rel *release.Release, customerPath string) (*desired, error) {
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
+	var err error
 	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
 		return nil, fmt.Errorf("reading customer.env: %w; check the path given with --customer-env and that it is readable (run as root)", err)
 	}
@@ -563,6 +570,16 @@ func runLocked(ctx context.Context, opts Options, paths Paths, d *desired, actio
 	if err := commit(paths, d); err != nil {
 		return nil, err
 	}
+	if d.pin != nil {
+		// The config dir now holds this release's rendering: from here
+		// on every converge renders it, whatever binary runs.
+		pin := *d.pin
+		pin.PinnedAt = time.Now().UTC()
+		st.Release = &pin
+		if err := saveState(paths.StateDir, st); err != nil {
+			return nil, err
+		}
+	}
 	project, err = stack.Load(ctx, paths.ConfigDir, d.cfg.Defaults().Project)
 	if err != nil {
 		return nil, err
@@ -622,6 +639,11 @@ func commit(paths Paths, d *desired) error {
 	}
 	if d.ca != nil {
 		if err := d.ca.save(paths); err != nil {
+			return err
+		}
+	}
+	if d.pin != nil {
+		if err := savePin(paths, d.release, d.pin); err != nil {
 			return err
 		}
 	}

@@ -23,7 +23,9 @@ import (
 
 // Status is the node as `carto-appliance status` shows it.
 type Status struct {
-	Version  string                `json:"version"`
+	Version string `json:"version"`
+	// Release is the installed release and the one this binary carries.
+	Release  *ReleaseStatus        `json:"release,omitempty"`
 	Layout   string                `json:"layout"`
 	Role     string                `json:"role"`
 	Domain   string                `json:"domain"`
@@ -157,6 +159,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
+	out.Release = releaseStatus(st)
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
 	if lic, err := os.ReadFile(paths.file(LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())
@@ -168,6 +171,9 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths Paths, cfg Config, p
 		_, out.Notes = cfg.envSettings(nil)
 	} else {
 		out.Notes = proxy.BypassNotes(cfg.Warehouses)
+	}
+	if out.Release.Note != "" {
+		out.Notes = append(out.Notes, out.Release.Note)
 	}
 	for _, s := range services {
 		ok := !s.Held && !s.CrashLoop && (s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none")))
@@ -243,7 +249,11 @@ func RenderEnv(paths Paths, customerEnv string) (*RenderedEnv, error) {
 	if customerEnv == "" {
 		customerEnv = paths.file(CustomerEnvFileName)
 	}
-	d, err := planEnv(cfg, customerEnv)
+	rel, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planEnv(cfg, rel, customerEnv)
 	if err != nil {
 		return nil, err
 	}
