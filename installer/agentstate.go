@@ -22,9 +22,9 @@ const agentStateFormat = 1
 type AgentState struct {
 	// FormatVersion is agent.json's format (absent: 1); a newer one is
 	// refused rather than misread.
-	FormatVersion int `json:"format_version"`
-	UpdatedAt time.Time                    `json:"updated_at"`
-	Services  map[string]AgentServiceState `json:"services"`
+	FormatVersion int                          `json:"format_version"`
+	UpdatedAt     time.Time                    `json:"updated_at"`
+	Services      map[string]AgentServiceState `json:"services"`
 }
 
 // AgentServiceState is one service as the supervisor sees it.

@@ -331,7 +331,7 @@ type desired struct {
 	customerSrc string
 	customer    []byte // customer.env as given
 	keySrc      string
-	key         []byte // key.json as given
+	key         []byte         // key.json as given
 	pin         *PinnedRelease // the release to pin at commit (none pinned yet)
 	env         envfile.Env
 	envFile     []byte // the rendered .env

@@ -29,7 +29,7 @@ var (
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
 	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
-	stateOwnedDirs  = []string{caDirName, acmeDirName}
+	stateOwnedDirs  = []string{caDirName, acmeDirName, releasesDirName}
 )
 
 // markOwned writes the marker into dir.
