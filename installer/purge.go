@@ -28,7 +28,7 @@ var (
 	configOwnedDirs  = []string{CertsDirName}
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
-	stateOwnedFiles = []string{stateFileName, agentStateFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
+	stateOwnedFiles = []string{stateFileName, agentStateFileName, journalFileName, licenseCheckFile, convergeLockName, firewall.FileName, "agent.sock", "agent.lock"}
 	stateOwnedDirs  = []string{caDirName, acmeDirName, releasesDirName}
 )
 
