@@ -195,6 +195,43 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 		sameContainers(t, stack, vmContainers(t, node))
 	})
 
+	step(t, "a binary carrying another release changes nothing: the installed release is pinned", func(t *testing.T) {
+		const next = "2099.1.1"
+		other := buildOtherRelease(t, next)
+		envBefore := node.MustExec(t, "grep", "^CARTO_SELFHOSTED_VERSION=", "/opt/carto/.env")
+		replaceBinary(t, node, other)
+		// Type=notify: restart returns once the new agent converged.
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		pid = mainPID(t, node)
+		if out := node.MustExec(t, "carto-appliance", "version"); !strings.Contains(out, "CARTO release "+next) {
+			t.Fatalf("the new binary says %q", out)
+		}
+		st := vmStatus(t, node)
+		if st.Version != version || st.Release == nil || st.Release.Installed != version || st.Release.Carried != next || !st.Healthy {
+			t.Errorf("status after the binary change: version %s release %+v healthy %v; want %s installed, %s carried", st.Version, st.Release, st.Healthy, version, next)
+		}
+		say := "this binary carries CARTO " + next + ", installed is " + version + ": run `carto-appliance upgrade`"
+		if out := node.MustExec(t, "carto-appliance", "status"); !strings.Contains(out, say) {
+			t.Errorf("status does not say what to do (%q):\n%s", say, out)
+		}
+		// An explicit apply through the agent renders the pinned release too.
+		if _, progress, code, _ := node.Exec(ctx, "carto-appliance", "config", "apply"); code != 0 || strings.Contains(progress, "Recreating") {
+			t.Errorf("config apply with the new binary: exit %d\n%s", code, progress)
+		}
+		if got := node.MustExec(t, "grep", "^CARTO_SELFHOSTED_VERSION=", "/opt/carto/.env"); got != envBefore {
+			t.Errorf(".env's version changed: %s → %s", envBefore, got)
+		}
+		sameContainers(t, stack, vmContainers(t, node))
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "_PID="+strconv.Itoa(pid), "--no-pager", "-o", "cat")
+		if strings.Contains(journal, "event=converge-failed") || !strings.Contains(journal, "event=converged") {
+			t.Errorf("the new agent did not converge cleanly:\n%s", tail(journal, 10))
+		}
+		// Back to the binary under test for the steps that follow.
+		replaceBinary(t, node, bin)
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		pid = mainPID(t, node)
+	})
+
 	step(t, "service uninstall stops the agent and removes the unit; the stack keeps running", func(t *testing.T) {
 		node.MustExec(t, "carto-appliance", "service", "uninstall")
 		for _, p := range []string{unitPath, "/etc/systemd/system/multi-user.target.wants/carto-appliance.service"} {
@@ -217,6 +254,17 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 		}
 		node.MustExec(t, "carto-appliance", "service", "uninstall") // nothing left to do: not an error
 	})
+}
+
+// replaceBinary puts exe at /usr/local/bin/carto-appliance as a package
+// manager does: written beside it, renamed over it (the running agent
+// keeps its old file).
+func replaceBinary(t *testing.T, node *vm.VM, exe string) {
+	t.Helper()
+	if err := node.CopyFile(context.Background(), exe, "/usr/local/bin/.carto-appliance.new", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	node.MustExec(t, "mv", "/usr/local/bin/.carto-appliance.new", "/usr/local/bin/carto-appliance")
 }
 
 // unitProps reads properties of carto-appliance.service.

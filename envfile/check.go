@@ -5,7 +5,7 @@ import (
 	"regexp"
 	"strings"
 
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // Problem is one thing wrong with the rendered settings. Msg names the key
@@ -51,7 +51,7 @@ var scaleKeyRE = regexp.MustCompile(`^LOCAL_[A-Z0-9_]+_SCALE$`)
 // key is set, LOCAL_*_SCALE is 0 or 1, an external Postgres or Redis
 // (scale 0) names its host, and the customer package is at least the
 // release's minimum. It returns nil or a *CheckError listing every problem.
-func Check(env Env, m templates.Manifest) error {
+func Check(env Env, m release.Manifest) error {
 	var probs []Problem
 	add := func(key, format string, args ...any) {
 		probs = append(probs, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
@@ -116,7 +116,7 @@ func Check(env Env, m templates.Manifest) error {
 // packageVersion checks CARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION against
 // the manifest's minimum. The legacy installer only printed this; a package
 // too old for the release fails here.
-func packageVersion(env Env, m templates.Manifest, reported bool) *Problem {
+func packageVersion(env Env, m release.Manifest, reported bool) *Problem {
 	if m.MinCustomerPackageVersion == "" {
 		return nil
 	}
@@ -128,12 +128,12 @@ func packageVersion(env Env, m templates.Manifest, reported bool) *Problem {
 		return &Problem{Key: packageVersionKey, Msg: fmt.Sprintf(
 			"%s is missing from customer.env: %s", packageVersionKey, requiredHints[packageVersionKey])}
 	}
-	have, err := templates.ParseVersion(raw)
+	have, err := release.ParseVersion(raw)
 	if err != nil {
 		return &Problem{Key: packageVersionKey, Msg: fmt.Sprintf(
 			"%s %q is not a version like 2025.6.2: %s", packageVersionKey, MaskValue(packageVersionKey, raw), requiredHints[packageVersionKey])}
 	}
-	minV, err := templates.ParseVersion(m.MinCustomerPackageVersion)
+	minV, err := release.ParseVersion(m.MinCustomerPackageVersion)
 	if err != nil {
 		return &Problem{Key: packageVersionKey, Msg: fmt.Sprintf(
 			"release %s: min_customer_package_version: %v: the release is broken, use another one", m.Version, err)}

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // validEnv passes Check against testManifest.
@@ -24,7 +24,7 @@ func validEnv() Env {
 	)
 }
 
-var testManifest = templates.Manifest{
+var testManifest = release.Manifest{
 	Version:                   "2025.11.3",
 	MinCustomerPackageVersion: "2025.6.2",
 	RequiredEnv: []string{
@@ -172,7 +172,7 @@ func TestCheck(t *testing.T) {
 
 func TestCheckEmbeddedRelease(t *testing.T) {
 	t.Parallel()
-	rel := release(t)
+	rel := testRelease(t)
 	// An empty customer.env rendered with the embedded template fails on
 	// exactly the manifest's required keys.
 	r := render(t, Env{}, string(rel.EnvTemplate), Env{})

@@ -370,7 +370,7 @@ func TestParseDoesNotLog(t *testing.T) {
 	if got := pairs(env); !slices.Equal(got, []string{"A", "", "B", "", "C", "de"}) {
 		t.Errorf("got %q", got)
 	}
-	rel := release(t)
+	rel := testRelease(t)
 	if _, err := Render(RenderInput{Version: "1.0", EnvTemplate: rel.EnvTemplate}); err != nil {
 		t.Fatal(err)
 	}

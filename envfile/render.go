@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // VersionKey is the key the release version is rendered to.
@@ -45,7 +45,7 @@ type RenderInput struct {
 	Customer Env
 	// Version is the release's CARTO_SELFHOSTED_VERSION, e.g. "2025.11.3".
 	Version string
-	// EnvTemplate is the release's env template (templates.Release.EnvTemplate).
+	// EnvTemplate is the release's env template (release.Release.EnvTemplate).
 	EnvTemplate []byte
 	// Appliance holds the appliance's own settings in the order they should
 	// be written, e.g. SELFHOSTED_DOMAIN from --domain,
@@ -92,7 +92,7 @@ func (r *Rendered) Source(key string) Layer { return r.source[key] }
 // release version and customer.env. So ${SELFHOSTED_DOMAIN} follows --domain
 // even when customer.env names another domain.
 func Render(in RenderInput) (*Rendered, error) {
-	if _, err := templates.ParseVersion(in.Version); err != nil || strings.TrimSpace(in.Version) != in.Version {
+	if _, err := release.ParseVersion(in.Version); err != nil || strings.TrimSpace(in.Version) != in.Version {
 		return nil, fmt.Errorf("rendering .env: release version %q is not a version like 2025.11.3", in.Version)
 	}
 	for _, l := range []struct {

@@ -9,12 +9,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/templates"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current output")
 
-func release(t *testing.T) *templates.Release {
+func testRelease(t *testing.T) *release.Release {
 	t.Helper()
 	r, err := templates.Default()
 	if err != nil {
@@ -40,7 +41,7 @@ func TestRenderGolden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel := release(t)
+	rel := testRelease(t)
 	r, err := Render(RenderInput{
 		Customer:    customer,
 		Version:     rel.Manifest.Version,

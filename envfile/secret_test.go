@@ -150,7 +150,7 @@ func TestIsSecret(t *testing.T) {
 // not a secret is known to be harmless: shown whatever its shape.
 func TestSecretTableCoversKnownKeys(t *testing.T) {
 	t.Parallel()
-	tpl, err := Parse(release(t).EnvTemplate)
+	tpl, err := Parse(testRelease(t).EnvTemplate)
 	if err != nil {
 		t.Fatal(err)
 	}

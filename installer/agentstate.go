@@ -15,11 +15,17 @@ import (
 
 const agentStateFileName = config.AgentStateFileName
 
+// agentStateFormat is the format of agent.json this binary writes.
+const agentStateFormat = 1
+
 // AgentState is what the supervisor records about the services it keeps
 // up, in the state dir, for status to show.
 type AgentState struct {
-	UpdatedAt time.Time                    `json:"updated_at"`
-	Services  map[string]AgentServiceState `json:"services"`
+	// FormatVersion is agent.json's format (absent: 1); a newer one is
+	// refused rather than misread.
+	FormatVersion int                          `json:"format_version"`
+	UpdatedAt     time.Time                    `json:"updated_at"`
+	Services      map[string]AgentServiceState `json:"services"`
 }
 
 // AgentServiceState is one service as the supervisor sees it.
@@ -48,6 +54,10 @@ func LoadAgentState(paths config.Paths) (AgentState, error) {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return st, fmt.Errorf("reading the agent state: %w", err)
 	}
+	if st.FormatVersion > agentStateFormat {
+		return AgentState{Services: map[string]AgentServiceState{}}, fmt.Errorf("the agent state %s is format %d, newer than this carto-appliance understands (%d): it was written by a newer carto-appliance",
+			filepath.Join(paths.StateDir, agentStateFileName), st.FormatVersion, agentStateFormat)
+	}
 	if st.Services == nil {
 		st.Services = map[string]AgentServiceState{}
 	}
@@ -60,6 +70,7 @@ func SaveAgentState(paths config.Paths, st AgentState) error {
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
 		return fmt.Errorf("creating the state dir: %w", err)
 	}
+	st.FormatVersion = agentStateFormat
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

@@ -8,7 +8,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // registryHost is the host the engine pulls base's images from, and so the
@@ -23,7 +23,7 @@ func registryHost(base string) (string, error) {
 
 // cartoRegistry is the host of the release's own registry: the
 // DOCKER_REGISTRY_BASE_PATH its env template gives when nothing else does.
-func cartoRegistry(rel *templates.Release) (string, error) {
+func cartoRegistry(rel *release.Release) (string, error) {
 	r, err := envfile.Render(envfile.RenderInput{Version: rel.Manifest.Version, EnvTemplate: rel.EnvTemplate})
 	if err != nil {
 		return "", err
@@ -43,7 +43,7 @@ func cartoRegistry(rel *templates.Release) (string, error) {
 // goes only to CARTO's registry or to one the operator named with
 // appliance.yaml registry: never to a host customer.env alone
 // names.
-func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *templates.Release) error {
+func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *release.Release) error {
 	if domain := env.Get("SELFHOSTED_DOMAIN"); cfg.Domain == "" && domain != "" {
 		if err := config.CheckDomain("SELFHOSTED_DOMAIN", domain,
 			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or give the domain to the appliance"); err != nil {

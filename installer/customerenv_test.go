@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/templates"
 )
 
 // writeCustomer writes a valid customer.env plus extra lines and returns
@@ -50,7 +52,7 @@ func TestCustomerEnvRegistry(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			customer := writeCustomer(t, tc.extra)
-			d, err := planEnv(config.Config{Registry: tc.registry}, customer)
+			d, err := planEnv(config.Config{Registry: tc.registry}, carried(t), customer)
 			if tc.want != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("error %v, want one with %q", err, tc.want)
@@ -79,7 +81,7 @@ func TestCustomerEnvDomain(t *testing.T) {
 		strings.Repeat("a.", 127) + "com",
 	} {
 		customer := writeCustomer(t, "SELFHOSTED_DOMAIN="+bad+"\n")
-		_, err := planEnv(config.Config{}, customer)
+		_, err := planEnv(config.Config{}, carried(t), customer)
 		if err == nil || !strings.Contains(err.Error(), "customer.env "+customer+": SELFHOSTED_DOMAIN ") ||
 			!strings.Contains(err.Error(), "is not a valid host name") || inputOf(err) != InputDomain {
 			t.Errorf("SELFHOSTED_DOMAIN=%s: error %v", bad, err)
@@ -89,11 +91,11 @@ func TestCustomerEnvDomain(t *testing.T) {
 			t.Errorf("--domain %s accepted", bad)
 		}
 		// --domain replaces it: customer.env's value is then unused.
-		if _, err := planEnv(config.Config{Domain: "carto.example.com"}, customer); err != nil {
+		if _, err := planEnv(config.Config{Domain: "carto.example.com"}, carried(t), customer); err != nil {
 			t.Errorf("with --domain, SELFHOSTED_DOMAIN=%s: %v", bad, err)
 		}
 	}
-	if _, err := planEnv(config.Config{}, writeCustomer(t, "SELFHOSTED_DOMAIN=Carto-1.example.com\n")); err != nil {
+	if _, err := planEnv(config.Config{}, carried(t), writeCustomer(t, "SELFHOSTED_DOMAIN=Carto-1.example.com\n")); err != nil {
 		t.Errorf("a valid domain: %v", err)
 	}
 }
@@ -102,7 +104,7 @@ func TestCustomerEnvDomain(t *testing.T) {
 // and refusals name the file, the line and the key (#11).
 func TestCustomerEnvLineChecks(t *testing.T) {
 	customer := writeCustomer(t, "LOG_LEVEL=info\nREDIS_PASSWORD=ab$cd\nLOG_LEVEL=debug\n")
-	d, err := planEnv(config.Config{}, customer)
+	d, err := planEnv(config.Config{}, carried(t), customer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +118,18 @@ func TestCustomerEnvLineChecks(t *testing.T) {
 		}
 	}
 	customer = writeCustomer(t, "REDIS_PASSWORD=a\x00b\n")
-	_, err = planEnv(config.Config{}, customer)
+	_, err = planEnv(config.Config{}, carried(t), customer)
 	if err == nil || !strings.Contains(err.Error(), customer+": line 6: the value of REDIS_PASSWORD has a NUL byte") {
 		t.Errorf("error %v", err)
 	}
+}
+
+// carried is the release this binary carries.
+func carried(t *testing.T) *release.Release {
+	t.Helper()
+	r, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

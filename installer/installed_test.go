@@ -29,8 +29,8 @@ func installed(t *testing.T, cfg config.Config) config.Paths {
 	return paths
 }
 
-// snapshot is every file under dir with its contents.
-func snapshot(t *testing.T, dir string) map[string]string {
+// dirSnapshot is every file under dir with its contents.
+func dirSnapshot(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	filepath.WalkDir(dir, func(p string, e os.DirEntry, err error) error {
@@ -57,7 +57,7 @@ func sameFiles(a, b map[string]string) bool {
 
 func TestRenderEnvMasksAndChangesNothing(t *testing.T) {
 	paths := installed(t, config.Config{Domain: "carto.example.com"})
-	before := snapshot(t, paths.ConfigDir)
+	before := dirSnapshot(t, paths.ConfigDir)
 	r, err := RenderEnv(paths, "")
 	if err != nil {
 		t.Fatal(err)
@@ -66,7 +66,7 @@ func TestRenderEnvMasksAndChangesNothing(t *testing.T) {
 	if strings.Contains(env, "admin-pass") || !strings.Contains(env, `POSTGRES_ADMIN_PASSWORD="`+envfile.Mask) || !strings.Contains(env, `SELFHOSTED_DOMAIN="carto.example.com"`) {
 		t.Errorf("rendered:\n%s", env)
 	}
-	if !sameFiles(before, snapshot(t, paths.ConfigDir)) {
+	if !sameFiles(before, dirSnapshot(t, paths.ConfigDir)) {
 		t.Error("env render changed the config dir")
 	}
 }
@@ -89,7 +89,7 @@ func TestCertificateStatusOfAnInstall(t *testing.T) {
 // refused before anything is written.
 func TestPlanInstalled(t *testing.T) {
 	paths := installed(t, config.Config{})
-	before := snapshot(t, paths.ConfigDir)
+	before := dirSnapshot(t, paths.ConfigDir)
 	d, err := planInstalled(paths, func(c *config.Config) ([]byte, error) {
 		return ProxyInput{URL: "http://proxy.corp:3128"}.apply(c)
 	}, TLSInput{})
@@ -107,7 +107,7 @@ func TestPlanInstalled(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Field != "router.https_port" {
 		t.Errorf("same ports: %v", err)
 	}
-	if !sameFiles(before, snapshot(t, paths.ConfigDir)) {
+	if !sameFiles(before, dirSnapshot(t, paths.ConfigDir)) {
 		t.Error("planning changed the config dir")
 	}
 }

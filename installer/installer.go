@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,12 +21,11 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
-	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/stack"
-	"github.com/cartodb/carto-appliance/templates"
 )
 
 // Options are the settings shared by every workflow that changes the stack.
@@ -327,11 +325,12 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 // without touching the config dir or the engine.
 type desired struct {
 	cfg         config.Config
-	release     *templates.Release
+	release     *release.Release
 	customerSrc string
 	customer    []byte // customer.env as given
 	keySrc      string
-	key         []byte // key.json as given
+	key         []byte         // key.json as given
+	pin         *PinnedRelease // the release to pin at commit (none pinned yet)
 	env         envfile.Env
 	envFile     []byte // the rendered .env
 	rendered    *envfile.Rendered
@@ -344,10 +343,19 @@ type desired struct {
 }
 
 func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
-	d, err := planEnv(cfg, customerPath)
+	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	rel, pin, err := installedRelease(paths, st)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planEnv(cfg, rel, customerPath)
+	if err != nil {
+		return nil, err
+	}
+	d.pin = pin
 	if err := planTLS(paths, d, tls, time.Now()); err != nil {
 		return nil, err
 	}
@@ -371,12 +379,9 @@ func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, t
 
 // planEnv renders and checks .env from appliance.yaml, customer.env and
 // the release.
-func planEnv(cfg config.Config, customerPath string) (*desired, error) {
-	rel, err := templates.Default()
-	if err != nil {
-		return nil, err
-	}
+func planEnv(cfg config.Config, rel *release.Release, customerPath string) (*desired, error) {
 	d := &desired{cfg: cfg, release: rel, customerSrc: customerPath}
+	var err error
 	if d.customer, err = boundedread.ReadFile(customerPath, boundedread.EnvFile); err != nil {
 		return nil, &InputError{Input: InputCustomerEnv, Err: fmt.Errorf("reading customer.env: %w; check the path given for it and that it is readable (run as root)", err)}
 	}
@@ -456,174 +461,4 @@ func (d *desired) url() string {
 // whatever has a secret's shape (envfile.MaskText).
 func (d *desired) redactor() func(string) string {
 	return envfile.NewRedactor(d.env, envfile.KeySecrets(d.key)...)
-}
-
-// run stages the rendered files, pulls every image, and only then commits
-// the files to the config dir and converges the stack.
-func run(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
-	if opts.DeferACME {
-		deferACME(paths, d)
-	}
-	if d.acme != nil {
-		eng, err := stack.Connect(ctx)
-		if err != nil {
-			return nil, err
-		}
-		err = obtainACME(ctx, eng, paths, d, nil, false)
-		eng.Close()
-		if err != nil {
-			return &Result{Warnings: d.warnings}, err
-		}
-	}
-	unlock, err := lockConverge(ctx, paths)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	return runLocked(ctx, opts, paths, d, action)
-}
-
-// runLocked is run for a caller that holds the converge lock.
-func runLocked(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
-	st, err := loadState(paths.StateDir)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := stack.Connect(ctx)
-	if err != nil {
-		return nil, err
-	}
-	auth, err := d.registryAuth()
-	if err != nil {
-		eng.Close()
-		return nil, err
-	}
-	pull := stack.PullOptions{Policy: opts.Pull, Auth: auth, Progress: opts.Progress, Reporter: opts.Reporter}
-
-	// The engine pulls by itself: it must have the proxy before the pulls.
-	engineNotes, err := configureEngineProxy(ctx, paths, d, opts.ConfirmEngineRestart)
-	d.warnings = append(d.warnings, engineNotes...)
-	if err != nil {
-		eng.Close()
-		return &Result{Warnings: d.warnings}, err
-	}
-	if eng, err = reconnect(ctx, eng); err != nil {
-		return &Result{Warnings: d.warnings}, err
-	}
-	defer eng.Close()
-
-	staged, err := stage(paths, d)
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(staged)
-	project, err := stack.Load(ctx, staged, d.cfg.Defaults().Project)
-	if err != nil {
-		return nil, fmt.Errorf("checking the rendered stack: %w", err)
-	}
-	if err := eng.Pull(ctx, project, pull); err != nil {
-		return nil, err
-	}
-	if err := obtainACME(ctx, eng, paths, d, st.Held, true); err != nil {
-		return &Result{Warnings: d.warnings}, err
-	}
-
-	// The allow-list is in force before anything publishes a port, and
-	// stays so whatever becomes of the converge below.
-	if err := applyFirewall(ctx, paths, d.cfg); err != nil {
-		return nil, fmt.Errorf("limiting the router to network.allowed_sources: %w", err)
-	}
-	// Read before commit: leaving acme mode hands the HTTP port back.
-	prev, _, _ := config.Load(paths.File(config.ConfigFileName))
-	if err := commit(paths, d); err != nil {
-		return nil, err
-	}
-	project, err = stack.Load(ctx, paths.ConfigDir, d.cfg.Defaults().Project)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitFrontGone(ctx, prev, d.cfg); err != nil {
-		return nil, err
-	}
-	pull.Policy = stack.PullMissing // everything was pulled above
-	applied, err := eng.Apply(ctx, project, stack.ApplyOptions{
-		Pull: pull, Reporter: opts.Reporter, WaitTimeout: opts.WaitTimeout, Redact: d.redactor(), Held: st.Held,
-	})
-	res := &Result{Version: d.release.Manifest.Version, URL: d.url(), Applied: applied, Warnings: d.warnings, CredentialsTo: auth.Registry}
-	if err != nil {
-		return res, fmt.Errorf("bringing the stack up: %w", err)
-	}
-	if err := reloadRouter(ctx, eng, project.Name, d, applied); err != nil {
-		return res, err
-	}
-	st.record(action, res.Version, time.Now().UTC())
-	if err := saveState(paths.StateDir, st); err != nil {
-		return res, err
-	}
-	res.Status, err = statusOf(ctx, eng, paths, d.cfg, project)
-	return res, err
-}
-
-func writeRendered(dir string, d *desired) error {
-	if err := os.MkdirAll(filepath.Join(dir, config.CertsDirName), 0o700); err != nil {
-		return err
-	}
-	if err := atomicfile.Write(filepath.Join(dir, config.EnvFileName), d.envFile, 0o600); err != nil {
-		return err
-	}
-	return atomicfile.Write(filepath.Join(dir, stack.ComposeFileName), d.compose, 0o644)
-}
-
-// commit writes the imported and rendered files into the config dir, each
-// atomically, inputs first so that a crash in between leaves a config dir
-// that the next apply renders again.
-func commit(paths config.Paths, d *desired) error {
-	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
-		return fmt.Errorf("creating the config dir: %w", err)
-	}
-	// Marked first: uninstall --purge deletes only in marked dirs.
-	if err := markOwned(paths.ConfigDir, "config dir"); err != nil {
-		return err
-	}
-	if err := markOwned(paths.StateDir, "state dir"); err != nil {
-		return err
-	}
-	certs := filepath.Join(paths.ConfigDir, config.CertsDirName)
-	if err := os.MkdirAll(certs, 0o700); err != nil {
-		return fmt.Errorf("creating %s: %w", certs, err)
-	}
-	if err := os.Chmod(certs, 0o700); err != nil {
-		return fmt.Errorf("securing %s: %w", certs, err)
-	}
-	if d.ca != nil {
-		if err := d.ca.save(paths); err != nil {
-			return err
-		}
-	}
-	if err := atomicfile.Write(paths.File(config.CustomerEnvFileName), d.customer, 0o600); err != nil {
-		return err
-	}
-	if err := atomicfile.Write(paths.KeyFile(), d.key, 0o600); err != nil {
-		return err
-	}
-	if d.license != nil {
-		if err := atomicfile.Write(paths.File(config.LicenseFileName), d.license, 0o600); err != nil {
-			return err
-		}
-	}
-	for name, data := range d.certs {
-		if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {
-			return err
-		}
-	}
-	if err := publishMounts(paths, d.cfg); err != nil {
-		return err
-	}
-	if err := config.Save(paths.File(config.ConfigFileName), d.cfg); err != nil {
-		return err
-	}
-	if err := writeRendered(paths.ConfigDir, d); err != nil {
-		return fmt.Errorf("writing the rendered files: %w", err)
-	}
-	return nil
 }

@@ -10,7 +10,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/proxy"
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // SetProxy sets the corporate proxy (SPEC §5.2) and converges: .env is
@@ -108,7 +108,12 @@ func TestProxy(ctx context.Context, opts ProxyTestOptions) ([]proxy.Result, erro
 	if err != nil {
 		return nil, err
 	}
-	targets, err := egressTargets(cfg, opts.Domains)
+	// The installed release's domains (the binary's before an install).
+	rel, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	targets, err := egressTargets(cfg, rel, opts.Domains)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +132,7 @@ func unreachableDomains(ctx context.Context, paths config.Paths, d *desired) ([]
 	if err != nil {
 		return []string{"the proxy settings: " + err.Error()}, 0
 	}
-	targets, err := egressTargets(d.cfg, nil)
+	targets, err := egressTargets(d.cfg, d.release, nil)
 	if err != nil {
 		return []string{err.Error()}, 0
 	}
@@ -148,17 +153,13 @@ func unreachableDomains(ctx context.Context, paths config.Paths, d *desired) ([]
 // egressTargets is the release's egress list: the core domains, the
 // domains of the configured warehouses, and every other optional domain
 // marked optional.
-func egressTargets(cfg config.Config, domains []string) ([]proxy.Target, error) {
+func egressTargets(cfg config.Config, rel *release.Release, domains []string) ([]proxy.Target, error) {
 	if len(domains) > 0 {
 		var t []proxy.Target
 		for _, d := range domains {
 			t = append(t, proxy.Target{Domain: d, Feature: "given"})
 		}
 		return t, nil
-	}
-	rel, err := templates.Default()
-	if err != nil {
-		return nil, err
 	}
 	var t []proxy.Target
 	for _, d := range rel.Manifest.Egress.Core {

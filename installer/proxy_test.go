@@ -86,11 +86,11 @@ func testCAPEM(t *testing.T) []byte {
 // The egress list is the release's: core domains always required, a
 // warehouse's domains required once it is declared, others optional.
 func TestEgressTargets(t *testing.T) {
-	declared, err := egressTargets(config.Config{Warehouses: []string{"snowflake"}}, nil)
+	declared, err := egressTargets(config.Config{Warehouses: []string{"snowflake"}}, carried(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	none, _ := egressTargets(config.Config{}, nil)
+	none, _ := egressTargets(config.Config{}, carried(t), nil)
 	if len(declared) == 0 || len(declared) != len(none) {
 		t.Fatalf("%d targets with snowflake declared, %d without", len(declared), len(none))
 	}
@@ -116,7 +116,7 @@ func TestEgressTargets(t *testing.T) {
 	if !sawCore || !sawSnowflake {
 		t.Errorf("core %v snowflake %v in %+v", sawCore, sawSnowflake, declared)
 	}
-	given, _ := egressTargets(config.Config{}, []string{"a.example.com"})
+	given, _ := egressTargets(config.Config{}, carried(t), []string{"a.example.com"})
 	if len(given) != 1 || given[0].Domain != "a.example.com" || given[0].Optional {
 		t.Errorf("given domains: %+v", given)
 	}

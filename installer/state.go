@@ -14,8 +14,18 @@ import (
 
 const stateFileName = "state.json"
 
+// stateFormat is the version of state.json's format this binary writes;
+// a newer one is refused rather than misread.
+const stateFormat = 2
+
 // State is what the appliance remembers between runs, in the state dir.
 type State struct {
+	// FormatVersion is state.json's format: 1 (or absent) before the
+	// release was pinned, 2 since.
+	FormatVersion int `json:"format_version"`
+	// Release is the CARTO release installed, pinned at the first install:
+	// what every converge renders.
+	Release *PinnedRelease `json:"release,omitempty"`
 	// Version is the CARTO version last applied successfully.
 	Version string `json:"version,omitempty"`
 	// AppliedAt is when that happened.
@@ -49,6 +59,10 @@ func loadState(dir string) (State, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return s, fmt.Errorf("reading the appliance state %s: %w", filepath.Join(dir, stateFileName), err)
 	}
+	if s.FormatVersion > stateFormat {
+		return State{}, fmt.Errorf("the appliance state %s is format %d, newer than this carto-appliance understands (%d): it was written by a newer carto-appliance; use that one (or newer)",
+			filepath.Join(dir, stateFileName), s.FormatVersion, stateFormat)
+	}
 	return s, nil
 }
 
@@ -64,6 +78,7 @@ func saveState(dir string, s State) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("creating the state dir: %w", err)
 	}
+	s.FormatVersion = stateFormat
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err

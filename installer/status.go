@@ -24,7 +24,9 @@ import (
 
 // Status is the node as `carto-appliance status` shows it.
 type Status struct {
-	Version  string                `json:"version"`
+	Version string `json:"version"`
+	// Release is the installed release and the one this binary carries.
+	Release  *ReleaseStatus        `json:"release,omitempty"`
 	Layout   string                `json:"layout"`
 	Role     string                `json:"role"`
 	Domain   string                `json:"domain"`
@@ -158,6 +160,7 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg co
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
+	out.Release = releaseStatus(st)
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
 	if lic, err := os.ReadFile(paths.File(config.LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())
@@ -169,6 +172,9 @@ func statusOf(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg co
 		_, out.Notes = envSettings(cfg, nil)
 	} else {
 		out.Notes = proxy.BypassNotes(cfg.Warehouses)
+	}
+	if out.Release.Note != "" {
+		out.Notes = append(out.Notes, out.Release.Note)
 	}
 	for _, s := range services {
 		ok := !s.Held && !s.CrashLoop && (s.State == stack.StateCompleted || (s.State == "running" && (s.Health == "healthy" || s.Health == "none")))
@@ -244,7 +250,11 @@ func RenderEnv(paths config.Paths, customerEnv string) (*RenderedEnv, error) {
 	if customerEnv == "" {
 		customerEnv = paths.File(config.CustomerEnvFileName)
 	}
-	d, err := planEnv(cfg, customerEnv)
+	rel, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planEnv(cfg, rel, customerEnv)
 	if err != nil {
 		return nil, err
 	}

@@ -11,7 +11,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 const gib = 1 << 30
@@ -49,8 +49,8 @@ func checkOS(h Host) Check {
 		c.Status, c.Detail, c.Fix = Warn, name+" is not a tested distribution", "prefer Debian 11+, Ubuntu 20.04+ or RHEL 8+ and derivatives"
 		return c
 	}
-	if v, err := templates.ParseVersion(rel["VERSION_ID"]); err == nil {
-		if m, _ := templates.ParseVersion(min); v.Compare(m) < 0 {
+	if v, err := release.ParseVersion(rel["VERSION_ID"]); err == nil {
+		if m, _ := release.ParseVersion(min); v.Compare(m) < 0 {
 			c.Status, c.Detail, c.Fix = Warn, fmt.Sprintf("%s is older than %s %s", name, rel["ID"], min), fmt.Sprintf("upgrade to %s %s or later", rel["ID"], min)
 			return c
 		}
@@ -68,7 +68,7 @@ func checkArch(h Host) Check {
 }
 
 // resource compares an amount with a requirement.
-func resource(c Check, have float64, unit string, r templates.Requirement, fix string) Check {
+func resource(c Check, have float64, unit string, r release.Requirement, fix string) Check {
 	c.Detail = fmt.Sprintf("%s%s (minimum %s, recommended %s)", trim(have), unit, trim(r.Min), trim(r.Recommended))
 	switch {
 	case have < r.Min:
@@ -83,12 +83,12 @@ func resource(c Check, have float64, unit string, r templates.Requirement, fix s
 
 func trim(f float64) string { return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") }
 
-func checkCPUs(h Host, r templates.Requirement) Check {
+func checkCPUs(h Host, r release.Requirement) Check {
 	return resource(Check{ID: "cpu", Title: "CPUs"}, float64(h.CPUs()), " CPUs", r,
 		fmt.Sprintf("give the VM at least %s vCPUs", trim(r.Recommended)))
 }
 
-func checkMemory(h Host, r templates.Requirement) Check {
+func checkMemory(h Host, r release.Requirement) Check {
 	c := Check{ID: "memory", Title: "Memory"}
 	b, err := h.MemoryBytes()
 	if err != nil {
@@ -117,8 +117,8 @@ func checkDocker(ctx context.Context, h Host) dockerResult {
 		return dockerResult{Check: c}
 	}
 	c.Detail = "Docker Engine " + info.Version
-	v, err := templates.ParseVersion(strings.SplitN(strings.SplitN(info.Version, "+", 2)[0], "-", 2)[0])
-	if m, _ := templates.ParseVersion("20.10"); err == nil && v.Compare(m) < 0 {
+	v, err := release.ParseVersion(strings.SplitN(strings.SplitN(info.Version, "+", 2)[0], "-", 2)[0])
+	if m, _ := release.ParseVersion("20.10"); err == nil && v.Compare(m) < 0 {
 		c.Status, c.Fix = Fail, "upgrade the Docker engine to 20.10 or later"
 	} else {
 		c.Status = Pass
@@ -126,7 +126,7 @@ func checkDocker(ctx context.Context, h Host) dockerResult {
 	return dockerResult{Check: c, RootDir: info.RootDir}
 }
 
-func checkDisk(h Host, r templates.Requirement, dockerRoot string, dataDirs []string) Check {
+func checkDisk(h Host, r release.Requirement, dockerRoot string, dataDirs []string) Check {
 	c := Check{ID: "disk", Title: "Free disk"}
 	path := dockerRoot
 	if path == "" {

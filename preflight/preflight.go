@@ -12,7 +12,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/cartodb/carto-appliance/templates"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 // Status is a check's verdict.
@@ -68,7 +68,7 @@ func (e *FailedError) Error() string {
 
 // Options are what the checks need to know of the install.
 type Options struct {
-	Requirements templates.Requirements
+	Requirements release.Requirements
 	// Domain is SELFHOSTED_DOMAIN; empty skips the DNS check.
 	Domain string
 	// BindAddress and the ports are where the router will listen; a zero

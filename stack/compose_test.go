@@ -11,12 +11,13 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/templates"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-func release(t *testing.T) *templates.Release {
+func testRelease(t *testing.T) *release.Release {
 	t.Helper()
 	rel, err := templates.Default()
 	if err != nil {
@@ -28,7 +29,7 @@ func release(t *testing.T) *templates.Release {
 // writeProject renders the release for env and loads it as the engine does.
 func writeProject(t *testing.T, env map[string]string, dotenv string) (string, []byte) {
 	t.Helper()
-	rel := release(t)
+	rel := testRelease(t)
 	out, err := RenderCompose(rel.Compose, RenderOptions{Version: rel.Manifest.Version, Env: env})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +54,7 @@ POSTGRES_ADMIN_DB="postgres"
 // The generated compose file is a golden file: a change to the template or
 // the renderer shows up in review as a diff of what operators get.
 func TestRenderComposeGolden(t *testing.T) {
-	rel := release(t)
+	rel := testRelease(t)
 	got, err := RenderCompose(rel.Compose, RenderOptions{Version: "2025.11.3", Env: map[string]string{}})
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +101,7 @@ func TestRenderComposeDropsEmbeddedDatabases(t *testing.T) {
 // With TLS offloaded, the router publishes its HTTP port only; with the
 // agent on the HTTP port (acme mode), its HTTPS port only.
 func TestRenderComposeRouterPorts(t *testing.T) {
-	rel := release(t)
+	rel := testRelease(t)
 	cases := []struct {
 		opts RenderOptions
 		want []uint32
@@ -133,7 +134,7 @@ func TestRenderComposeRouterPorts(t *testing.T) {
 }
 
 func TestRenderComposeRoles(t *testing.T) {
-	rel := release(t)
+	rel := testRelease(t)
 	cases := map[string][]string{
 		RoleData: {"valkey", "workspace-postgres"},
 		RoleWeb:  {"http-cache", "router-http", "router-metrics"},
@@ -263,7 +264,7 @@ func FuzzRenderCompose(f *testing.F) {
 }
 
 func TestHostnames(t *testing.T) {
-	names, err := Hostnames(release(t).Compose)
+	names, err := Hostnames(testRelease(t).Compose)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,173 +6,23 @@ package templates
 import (
 	"embed"
 	"fmt"
-	"strconv"
-	"strings"
+	"io/fs"
 
-	"gopkg.in/yaml.v3"
+	"github.com/cartodb/carto-appliance/release"
 )
 
 //go:embed release/docker-compose.yml release/env.tpl release/manifest.yaml
 var files embed.FS
 
-// Release is one CARTO version's templates and manifest.
-type Release struct {
-	Manifest    Manifest
-	Compose     []byte // the compose template (docker-compose.yml)
-	EnvTemplate []byte // the env template (env.tpl)
-}
-
-// Manifest describes a release. Every field is required in a release; the
-// embedded one is checked by this package's tests.
-type Manifest struct {
-	// Version is CARTO_SELFHOSTED_VERSION, e.g. "2025.11.3".
-	Version string `yaml:"version"`
-	// MinUpgradeFrom is the oldest installed version that may upgrade to
-	// this one directly.
-	MinUpgradeFrom string `yaml:"min_upgrade_from"`
-	// MinCustomerPackageVersion is the oldest
-	// CARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION this release accepts.
-	MinCustomerPackageVersion string `yaml:"min_customer_package_version"`
-	// RequiredEnv lists the keys that must have a non-empty value in the
-	// rendered .env.
-	RequiredEnv []string `yaml:"required_env"`
-	// Images are the image names under DOCKER_REGISTRY_BASE_PATH, tagged
-	// with Version.
-	Images []string `yaml:"images"`
-	// Egress lists the internet domains the stack reaches.
-	Egress Egress `yaml:"egress"`
-	// Requirements are the host resources a node needs, checked by
-	// preflight: below Min fails, below Recommended warns.
-	Requirements Requirements `yaml:"requirements"`
-}
-
-// Requirements are the host resources of a node.
-type Requirements struct {
-	CPUs      Requirement `yaml:"cpus"`
-	MemoryGiB Requirement `yaml:"memory_gib"`
-	// DiskGiB is free space for the Docker engine's images, containers
-	// and volumes (the embedded Postgres data included).
-	DiskGiB Requirement `yaml:"disk_gib"`
-}
-
-// Requirement is a minimum and a recommended amount.
-type Requirement struct {
-	Min         float64 `yaml:"min"`
-	Recommended float64 `yaml:"recommended"`
-}
-
-// Egress is CARTO's egress allow-list: the core domains every installation
-// reaches, and optional ones by feature. A leading dot means every
-// subdomain.
-type Egress struct {
-	Core     []string            `yaml:"core"`
-	Optional map[string][]string `yaml:"optional"`
-}
-
 // Default returns the release embedded in the binary.
-func Default() (*Release, error) {
-	read := func(name string) ([]byte, error) {
-		b, err := files.ReadFile("release/" + name)
-		if err != nil {
-			return nil, fmt.Errorf("reading embedded release file %s: %w", name, err)
-		}
-		return b, nil
-	}
-	compose, err := read("docker-compose.yml")
+func Default() (*release.Release, error) {
+	sub, err := fs.Sub(files, "release")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the embedded release: %w", err)
 	}
-	envTpl, err := read("env.tpl")
+	r, err := release.Load(sub)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the embedded release: %w", err)
 	}
-	raw, err := read("manifest.yaml")
-	if err != nil {
-		return nil, err
-	}
-	m, err := ParseManifest(raw)
-	if err != nil {
-		return nil, fmt.Errorf("embedded release: %w", err)
-	}
-	return &Release{Manifest: *m, Compose: compose, EnvTemplate: envTpl}, nil
-}
-
-// ParseManifest decodes and validates a release manifest; unknown fields are
-// refused so that a typo in a release cannot pass silently.
-func ParseManifest(b []byte) (*Manifest, error) {
-	var m Manifest
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
-	dec.KnownFields(true)
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("parsing release manifest: %w", err)
-	}
-	for field, v := range map[string]string{
-		"version":                      m.Version,
-		"min_upgrade_from":             m.MinUpgradeFrom,
-		"min_customer_package_version": m.MinCustomerPackageVersion,
-	} {
-		if _, err := ParseVersion(v); err != nil {
-			return nil, fmt.Errorf("release manifest field %s: %w", field, err)
-		}
-	}
-	for field, r := range map[string]Requirement{"cpus": m.Requirements.CPUs, "memory_gib": m.Requirements.MemoryGiB, "disk_gib": m.Requirements.DiskGiB} {
-		if r.Min <= 0 || r.Recommended < r.Min {
-			return nil, fmt.Errorf("release manifest field requirements.%s: min must be positive and recommended at least min (min %v, recommended %v)", field, r.Min, r.Recommended)
-		}
-	}
-	if len(m.Images) == 0 {
-		return nil, fmt.Errorf("release manifest field images: empty; a release lists every image it runs")
-	}
-	return &m, nil
-}
-
-// Version is a CARTO release version: dot-separated numbers, compared
-// numerically field by field ("2025.10.2" < "2025.11.1"), as the legacy
-// installer's `sort -V` did. A missing field counts as 0.
-type Version []int
-
-// ParseVersion parses "2025.11.3"; a leading "v" is accepted.
-func ParseVersion(s string) (Version, error) {
-	t := strings.TrimPrefix(strings.TrimSpace(s), "v")
-	if t == "" {
-		return nil, fmt.Errorf("empty version; expected numbers separated by dots, e.g. 2025.11.3")
-	}
-	parts := strings.Split(t, ".")
-	v := make(Version, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("version %q: %q is not a number; expected numbers separated by dots, e.g. 2025.11.3", s, p)
-		}
-		v[i] = n
-	}
-	return v, nil
-}
-
-// Compare returns -1, 0 or 1 as v is older than, equal to or newer than w.
-func (v Version) Compare(w Version) int {
-	for i := 0; i < len(v) || i < len(w); i++ {
-		var a, b int
-		if i < len(v) {
-			a = v[i]
-		}
-		if i < len(w) {
-			b = w[i]
-		}
-		switch {
-		case a < b:
-			return -1
-		case a > b:
-			return 1
-		}
-	}
-	return 0
-}
-
-func (v Version) String() string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, ".")
+	return r, nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/templates"
 )
 
@@ -16,7 +17,7 @@ type Bed struct {
 	Docker   *client.Client
 	Images   Images
 	Registry *Registry
-	Release  *templates.Release
+	Release  *release.Release
 }
 
 // Start builds (or finds) the images, starts a registry under dir and

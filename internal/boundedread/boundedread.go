@@ -27,6 +27,8 @@ const (
 	// PEM bounds certificates, chains, CA bundles and keys (a whole system
 	// trust store is about 200 KB).
 	PEM = 4 << 20
+	// Release bounds a release's manifest and templates (a few KiB each).
+	Release = 4 << 20
 )
 
 // ErrNotRegular is returned for a path that is not a regular file (after

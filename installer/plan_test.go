@@ -1,0 +1,72 @@
+package installer
+
+import (
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cartodb/carto-appliance/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from the current output")
+
+// golden compares got with testdata/name, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -run %s -update to write it)", err, t.Name())
+	}
+	if got != string(want) {
+		t.Errorf("the plan differs from %s (go test -update rewrites it):\n--- got\n%s--- want\n%s", path, got, want)
+	}
+}
+
+// The plans of a first install and of a later apply, as text: what is
+// written, what changes in .env (keys only), the certificates, the
+// allow-list, the services and the steps.
+func TestPlanGolden(t *testing.T) {
+	dir := t.TempDir()
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	customer := writeCustomer(t, "")
+	key := filepath.Join(dir, "key.json")
+	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
+
+	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key,
+		AllowedSources: []string{"10.0.0.0/8"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := d.describe(paths, "install")
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "plan-install.golden", strings.ReplaceAll(p.String(), carried(t).Manifest.Version, "VERSION"))
+	if strings.Contains(p.String(), "admin-pass") {
+		t.Error("the plan shows a password")
+	}
+	// The run's commit step, as an install runs it: files, then the pin.
+	c := &convergeRun{paths: paths, d: d}
+	if err := c.commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// customer.env changes one setting and adds one.
+	b, _ := os.ReadFile(customer)
+	os.WriteFile(customer, []byte(strings.Replace(string(b), "admin-pass", "admin-pass-2", 1)+"CARTO_MAPS_API_KEY_EXTRA=x\n"), 0o600)
+	os.WriteFile(paths.File(config.CustomerEnvFileName), []byte(strings.Replace(string(b), "admin-pass", "admin-pass-2", 1)+"CARTO_MAPS_API_KEY_EXTRA=x\n"), 0o600)
+	p, err = PlanApply(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "plan-apply.golden", strings.ReplaceAll(p.String(), carried(t).Manifest.Version, "VERSION"))
+}

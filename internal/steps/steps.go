@@ -1,0 +1,215 @@
+// Package steps runs a workflow as a list of named steps, each with its
+// undo, and journals the progress in a file: a process killed mid-way
+// leaves a record of where it stopped, for the next run to resume, roll
+// back (an upgrade) or simply converge again (an apply). It knows nothing
+// of what the steps do.
+package steps
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+)
+
+// Step is one thing a workflow does.
+type Step struct {
+	Name string
+	Do   func(ctx context.Context) error
+	// Undo puts back what Do changed; nil when there is nothing to put
+	// back (a pull, a check).
+	Undo func(ctx context.Context) error
+}
+
+// OnFailure says what Run does with the steps done before one fails.
+type OnFailure int
+
+const (
+	// Keep leaves them: the inputs were committed, the next run
+	// converges to them again (install, apply).
+	Keep OnFailure = iota
+	// Undo undoes them, last first (upgrade).
+	Undo
+)
+
+// Step states in the journal.
+const (
+	Pending    = "pending"
+	Running    = "running"
+	Done       = "done"
+	Failed     = "failed"
+	Undone     = "undone"
+	UndoFailed = "undo-failed"
+)
+
+// Outcomes of a run in the journal; a record without one is unfinished.
+const (
+	Succeeded  = "succeeded"
+	Stopped    = "failed"      // failed, done steps kept
+	RolledBack = "rolled-back" // failed, done steps undone
+	Broken     = "rollback-failed"
+)
+
+// Record is one run as the journal holds it.
+type Record struct {
+	Action    string       `json:"action"`
+	StartedAt time.Time    `json:"started_at"`
+	EndedAt   time.Time    `json:"ended_at,omitzero"`
+	Outcome   string       `json:"outcome,omitempty"`
+	Error     string       `json:"error,omitempty"`
+	Steps     []StepRecord `json:"steps"`
+}
+
+// StepRecord is one step's progress.
+type StepRecord struct {
+	Name  string    `json:"name"`
+	State string    `json:"state"`
+	At    time.Time `json:"at,omitzero"`
+	Error string    `json:"error,omitempty"`
+}
+
+// Unfinished reports whether the run stopped without an outcome: the
+// process ended (killed, crashed, rebooted) in the middle of a step.
+func (r *Record) Unfinished() bool { return r.Outcome == "" }
+
+// Journal is the file a workflow's progress is written to, before and
+// after each step.
+type Journal struct {
+	Path string
+	// Redact masks secrets in the errors recorded; nil keeps them as is.
+	Redact func(string) string
+}
+
+// Load reads the last run's record; nil when there is none.
+func (j Journal) Load() (*Record, error) {
+	b, err := os.ReadFile(j.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the journal: %w", err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("reading the journal %s: %w", j.Path, err)
+	}
+	return &r, nil
+}
+
+func (j Journal) save(r *Record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(j.Path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing the journal: %w", err)
+	}
+	return nil
+}
+
+// RollbackError is a failed run whose undo failed too: the node is
+// neither as before nor as planned.
+type RollbackError struct {
+	Err     error  // why the run failed
+	Step    string // the step whose undo failed
+	UndoErr error
+}
+
+func (e *RollbackError) Error() string {
+	return fmt.Sprintf("%v; undoing %s failed too: %v", e.Err, e.Step, e.UndoErr)
+}
+
+func (e *RollbackError) Unwrap() error { return e.Err }
+
+// Run runs the steps in order, journaling each, until one fails; then,
+// with Undo, it undoes those done, last first. The journal is written
+// before a step starts, so that a process killed in it leaves the step
+// "running".
+func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailure) error {
+	r := &Record{Action: action, StartedAt: time.Now().UTC()}
+	for _, s := range steps {
+		r.Steps = append(r.Steps, StepRecord{Name: s.Name, State: Pending})
+	}
+	mark := func(i int, state string, err error) error {
+		r.Steps[i].State, r.Steps[i].At, r.Steps[i].Error = state, time.Now().UTC(), j.errText(err)
+		return j.save(r)
+	}
+	end := func(outcome string, err error) {
+		r.Outcome, r.EndedAt, r.Error = outcome, time.Now().UTC(), j.errText(err)
+		// A journal that cannot be written after the run is reported by
+		// the next one; the run's own outcome matters more here.
+		_ = j.save(r)
+	}
+	if err := j.save(r); err != nil {
+		return err
+	}
+	for i, s := range steps {
+		if err := mark(i, Running, nil); err != nil {
+			return err
+		}
+		if err := s.Do(ctx); err != nil {
+			mark(i, Failed, err)
+			if on == Keep {
+				end(Stopped, err)
+				return err
+			}
+			if uerr := undo(ctx, steps[:i], mark); uerr != nil {
+				end(Broken, uerr)
+				return uerr.withCause(err)
+			}
+			end(RolledBack, err)
+			return err
+		}
+		if err := mark(i, Done, nil); err != nil {
+			return err
+		}
+	}
+	end(Succeeded, nil)
+	return nil
+}
+
+type undoFailure struct {
+	step string
+	err  error
+}
+
+func (u *undoFailure) Error() string { return u.err.Error() }
+
+func (u *undoFailure) withCause(err error) error {
+	return &RollbackError{Err: err, Step: u.step, UndoErr: u.err}
+}
+
+// undo undoes done steps, last first; it stops at the first undo that
+// fails, as the ones before it may depend on it.
+func undo(ctx context.Context, done []Step, mark func(int, string, error) error) *undoFailure {
+	// Undo must finish whatever the caller's context does: a half-undone
+	// node is the worst outcome.
+	ctx = context.WithoutCancel(ctx)
+	for i := len(done) - 1; i >= 0; i-- {
+		s := done[i]
+		if s.Undo == nil {
+			continue
+		}
+		if err := s.Undo(ctx); err != nil {
+			mark(i, UndoFailed, err)
+			return &undoFailure{step: s.Name, err: err}
+		}
+		mark(i, Undone, nil)
+	}
+	return nil
+}
+
+func (j Journal) errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	if j.Redact != nil {
+		return j.Redact(err.Error())
+	}
+	return err.Error()
+}

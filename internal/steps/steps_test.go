@@ -1,0 +1,150 @@
+package steps
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// trace records what the steps did, in order.
+type trace struct{ log []string }
+
+func (tr *trace) step(name string, fail, failUndo bool) Step {
+	s := Step{Name: name, Do: func(context.Context) error {
+		tr.log = append(tr.log, "do "+name)
+		if fail {
+			return errors.New(name + " broke, password=hunter22")
+		}
+		return nil
+	}}
+	if name != "pull" { // a step with nothing to undo
+		s.Undo = func(context.Context) error {
+			tr.log = append(tr.log, "undo "+name)
+			if failUndo {
+				return errors.New("cannot undo " + name)
+			}
+			return nil
+		}
+	}
+	return s
+}
+
+func states(r *Record) []string {
+	var out []string
+	for _, s := range r.Steps {
+		out = append(out, s.Name+":"+s.State)
+	}
+	return out
+}
+
+func TestRun(t *testing.T) {
+	t.Parallel()
+	redact := func(s string) string { return strings.ReplaceAll(s, "hunter22", "****") }
+	for _, tc := range []struct {
+		name        string
+		on          OnFailure
+		failAt      string
+		failUndo    string
+		wantLog     []string
+		wantStates  []string
+		wantOutcome string
+		wantErr     string
+	}{
+		{name: "all done", on: Undo,
+			wantLog:    []string{"do files", "do pull", "do converge"},
+			wantStates: []string{"files:done", "pull:done", "converge:done"}, wantOutcome: Succeeded},
+		{name: "keep", on: Keep, failAt: "converge",
+			wantLog:    []string{"do files", "do pull", "do converge"},
+			wantStates: []string{"files:done", "pull:done", "converge:failed"}, wantOutcome: Stopped, wantErr: "converge broke"},
+		{name: "undo, last first, skipping steps with nothing to undo", on: Undo, failAt: "converge",
+			wantLog:    []string{"do files", "do pull", "do converge", "undo files"},
+			wantStates: []string{"files:undone", "pull:done", "converge:failed"}, wantOutcome: RolledBack, wantErr: "converge broke"},
+		{name: "undo fails", on: Undo, failAt: "converge", failUndo: "files",
+			wantLog:    []string{"do files", "do pull", "do converge", "undo files"},
+			wantStates: []string{"files:undo-failed", "pull:done", "converge:failed"}, wantOutcome: Broken, wantErr: "undoing files failed too"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			j := Journal{Path: filepath.Join(t.TempDir(), "journal.json"), Redact: redact}
+			tr := &trace{}
+			var steps []Step
+			for _, n := range []string{"files", "pull", "converge"} {
+				steps = append(steps, tr.step(n, n == tc.failAt, n == tc.failUndo))
+			}
+			err := Run(context.Background(), j, "apply", steps, tc.on)
+			if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+				t.Fatalf("Run = %v, want %q", err, tc.wantErr)
+			}
+			var rb *RollbackError
+			if errors.As(err, &rb) != (tc.wantOutcome == Broken) {
+				t.Errorf("RollbackError: %v, want %v", errors.As(err, &rb), tc.wantOutcome == Broken)
+			}
+			if !slices.Equal(tr.log, tc.wantLog) {
+				t.Errorf("did %q, want %q", tr.log, tc.wantLog)
+			}
+			r, err := j.Load()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Action != "apply" || r.Outcome != tc.wantOutcome || r.Unfinished() || !slices.Equal(states(r), tc.wantStates) {
+				t.Errorf("journal %s %s %q, want %s %q", r.Action, r.Outcome, states(r), tc.wantOutcome, tc.wantStates)
+			}
+			if strings.Contains(r.Error+strings.Join(states(r), ""), "hunter22") {
+				t.Errorf("the journal holds a secret: %+v", r)
+			}
+			for _, s := range r.Steps {
+				if strings.Contains(s.Error, "hunter22") {
+					t.Errorf("step %s's error holds a secret: %s", s.Name, s.Error)
+				}
+			}
+		})
+	}
+}
+
+// A process killed during a step leaves the journal saying which one.
+func TestJournalWrittenBeforeEachStep(t *testing.T) {
+	t.Parallel()
+	j := Journal{Path: filepath.Join(t.TempDir(), "journal.json")}
+	var seen [][]string
+	look := func(context.Context) error {
+		r, err := j.Load()
+		if err != nil || r == nil || !r.Unfinished() {
+			t.Errorf("during the run: record %+v, %v; want an unfinished one", r, err)
+			return nil
+		}
+		seen = append(seen, states(r))
+		return nil
+	}
+	if err := Run(context.Background(), j, "install", []Step{{Name: "a", Do: look}, {Name: "b", Do: look}}, Keep); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]string{{"a:running", "b:pending"}, {"a:done", "b:running"}}
+	if len(seen) != 2 || !slices.Equal(seen[0], want[0]) || !slices.Equal(seen[1], want[1]) {
+		t.Errorf("the journal during the steps: %q, want %q", seen, want)
+	}
+	if r, _ := (Journal{Path: filepath.Join(t.TempDir(), "none.json")}).Load(); r != nil {
+		t.Errorf("no journal file: %+v, want nil", r)
+	}
+}
+
+// Undo runs to the end even when the run's context is cancelled (the
+// agent stopping, Ctrl-C): a half-undone node is the worst outcome.
+func TestUndoIgnoresCancellation(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(context.Background())
+	j := Journal{Path: filepath.Join(t.TempDir(), "journal.json")}
+	undone := false
+	err := Run(ctx, j, "upgrade", []Step{
+		{Name: "files", Do: func(context.Context) error { return nil }, Undo: func(ctx context.Context) error {
+			undone = ctx.Err() == nil
+			return nil
+		}},
+		{Name: "converge", Do: func(context.Context) error { cancel(); return context.Canceled }},
+	}, Undo)
+	if !errors.Is(err, context.Canceled) || !undone {
+		t.Errorf("Run = %v, undone with a live context: %v", err, undone)
+	}
+}
