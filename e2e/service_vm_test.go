@@ -214,6 +214,12 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 		if out := node.MustExec(t, "carto-appliance", "status"); !strings.Contains(out, say) {
 			t.Errorf("status does not say what to do (%q):\n%s", say, out)
 		}
+		// The plan an apply would run renders the installed release and
+		// changes no file.
+		plan := node.MustExec(t, "carto-appliance", "config", "plan")
+		if !strings.HasPrefix(plan, "apply: CARTO "+version+"\n") || strings.Contains(plan, " changed\n") || !strings.Contains(plan, ".env: no setting changes") {
+			t.Errorf("config plan with the new binary:\n%s", plan)
+		}
 		// An explicit apply through the agent renders the pinned release too.
 		if _, progress, code, _ := node.Exec(ctx, "carto-appliance", "config", "apply"); code != 0 || strings.Contains(progress, "Recreating") {
 			t.Errorf("config apply with the new binary: exit %d\n%s", code, progress)

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
@@ -40,6 +42,28 @@ restarts the Docker engine for new proxy settings, so that needs --yes there.`,
 	}
 	apply.Flags().StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	apply.Flags().BoolVarP(&yes, "yes", "y", false, "restart the Docker engine without asking when its proxy settings changed")
-	cmd.AddCommand(apply)
+	var asJSON bool
+	plan := &cobra.Command{
+		Use:   "plan",
+		Short: "Show what config apply would change, changing nothing",
+		Long: `Shows the plan config apply would run now: the CARTO release it renders (the
+installed one), the files it writes and whether each changes, the .env settings
+added (+), changed (~) or removed (-) (names only, never values), the
+certificates, who may reach the router, the services and the steps.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			p, err := installer.PlanApply(pathsFrom(cmd))
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), p.String())
+			return err
+		},
+	}
+	plan.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(apply, plan)
 	return cmd
 }
