@@ -3,6 +3,7 @@ package installer
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -84,7 +85,7 @@ func (d *desired) describe(paths config.Paths, action string) (*Plan, error) {
 	for name, data := range d.certs {
 		files[filepath.Join(config.CertsDirName, name)] = data
 	}
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		p.Files = append(p.Files, PlannedFile{Path: name, Change: fileChange(filepath.Join(paths.ConfigDir, name), files[name])})
 	}
 	p.EnvSettings = d.env.Len()
@@ -98,7 +99,7 @@ func (d *desired) describe(paths config.Paths, action string) (*Plan, error) {
 	if err := yaml.Unmarshal(d.compose, &compose); err != nil {
 		return nil, fmt.Errorf("reading the rendered compose file: %w", err)
 	}
-	p.Services = sortedKeys(compose.Services)
+	p.Services = slices.Sorted(maps.Keys(compose.Services))
 	for _, s := range (&convergeRun{}).steps() {
 		p.Steps = append(p.Steps, s.Name)
 	}
@@ -199,13 +200,4 @@ func (p *Plan) String() string {
 		fmt.Fprintf(&b, "warning: %s\n", w)
 	}
 	return b.String()
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
