@@ -70,3 +70,78 @@ func TestPlanGolden(t *testing.T) {
 	}
 	golden(t, "plan-apply.golden", strings.ReplaceAll(p.String(), carried(t).Manifest.Version, "VERSION"))
 }
+
+// The commit step's undo puts back every file it replaced, removes those
+// it created, and the pin a first install recorded: what upgrade's
+// rollback relies on.
+func TestCommitUndo(t *testing.T) {
+	dir := t.TempDir()
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	customer := writeCustomer(t, "")
+	key := filepath.Join(dir, "key.json")
+	os.WriteFile(key, []byte(`{"type":"service_account"}`), 0o600)
+	ctx := context.Background()
+
+	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := &convergeRun{paths: paths, d: d}
+	if err := first.commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	installed := dirSnapshot(t, paths.ConfigDir)
+	if st, _ := loadState(paths.StateDir); st.Release == nil {
+		t.Fatal("the first commit recorded no pin")
+	}
+
+	b, _ := os.ReadFile(customer)
+	os.WriteFile(paths.File(config.CustomerEnvFileName), []byte(strings.Replace(string(b), "admin-pass", "admin-pass-2", 1)), 0o600)
+	d2, err := planInstalled(paths, nil, TLSInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2.pin != nil {
+		t.Fatal("a pinned node plans a new pin")
+	}
+	os.WriteFile(paths.File(config.CustomerEnvFileName), b, 0o600) // as installed, until the commit
+	d2.customer = []byte(strings.Replace(string(b), "admin-pass", "admin-pass-2", 1))
+	second := &convergeRun{paths: paths, d: d2}
+	if err := second.commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sameFiles(installed, dirSnapshot(t, paths.ConfigDir)) {
+		t.Fatal("the second commit changed nothing")
+	}
+	if err := second.undoCommit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// atomicfile's .prev copies say what came before; the files are what count.
+	after := dirSnapshot(t, paths.ConfigDir)
+	for p, v := range installed {
+		if !strings.HasSuffix(p, ".prev") && after[p] != v {
+			t.Errorf("after undo %s differs from the installed one", p)
+		}
+	}
+	for p := range after {
+		if _, ok := installed[p]; !ok && !strings.HasSuffix(p, ".prev") {
+			t.Errorf("after undo %s is there, which the install did not write", p)
+		}
+	}
+	if st, _ := loadState(paths.StateDir); st.Release == nil {
+		t.Error("undoing a later commit removed the first install's pin")
+	}
+
+	// Undoing the first install's commit leaves no input, rendering or pin.
+	if err := first.undoCommit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{config.ConfigFileName, config.CustomerEnvFileName, config.EnvFileName} {
+		if _, err := os.Stat(paths.File(name)); err == nil {
+			t.Errorf("%s is still there after undoing the first commit", name)
+		}
+	}
+	if st, _ := loadState(paths.StateDir); st.Release != nil {
+		t.Error("undoing the first commit kept its pin")
+	}
+}
