@@ -122,7 +122,7 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		}
 	})
 
-	step(t, "proxy set --yes (the engine restarted under the CLI's converge) leaves the agent alone", func(t *testing.T) {
+	step(t, "proxy set --yes, run by the agent (the engine restarted under its own converge), leaves the agent alone", func(t *testing.T) {
 		before := unitProps(t, node, "MainPID", "NRestarts")
 		// No pull happens (every image is present): the proxy need not
 		// answer; what counts is the engine's restart.
@@ -133,6 +133,7 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		if after := unitProps(t, node, "MainPID", "NRestarts"); after["MainPID"] != before["MainPID"] || after["NRestarts"] != before["NRestarts"] {
 			t.Errorf("proxy set/clear restarted the agent: %v -> %v", before, after)
 		}
+		agentRan(t, node, "proxy-set", "proxy-clear")
 	})
 
 	step(t, "stopping the agent during an apply it runs drains the apply; the next start converges", func(t *testing.T) {

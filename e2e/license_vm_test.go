@@ -175,6 +175,7 @@ func TestLicenseInFreshVM(t *testing.T) {
 		if code != 4 || !strings.Contains(errOut, "revoked") {
 			t.Errorf("install with a revoked licence: exit %d\n%s", code, errOut)
 		}
+		agentRan(t, node, "install")
 		sameContainers(t, stack, vmContainers(t, node))
 	})
 
@@ -203,6 +204,7 @@ func TestLicenseInFreshVM(t *testing.T) {
 		if code != 0 || st.State != license.Valid || st.ID != "lic-onp-e2e-2" {
 			t.Fatalf("after license update: exit %d %+v", code, st)
 		}
+		agentRan(t, node, `license-update file="/root/package/tampered.json"`, `license-update file="/root/package/license-2.json"`, "license-check")
 		sameContainers(t, stack, vmContainers(t, node))
 		if full := vmStatus(t, node); !full.Healthy || full.License.State != license.Valid {
 			t.Errorf("status: healthy %v, licence %+v", full.Healthy, full.License)

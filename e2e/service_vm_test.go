@@ -65,12 +65,12 @@ func TestServiceAgentUnderSystemd(t *testing.T) {
 		}
 		// kardianos/service wrote exactly what the installer renders for
 		// these paths, so a later install finds it current.
-		golden, err := os.ReadFile("../installer/testdata/carto-appliance.service")
+		golden, err := os.ReadFile("../host/testdata/carto-appliance.service")
 		if err != nil {
 			t.Fatal(err)
 		}
 		if got := node.MustExec(t, "cat", unitPath); got != string(golden) {
-			t.Errorf("%s differs from installer/testdata/carto-appliance.service:\n%s", unitPath, got)
+			t.Errorf("%s differs from host/testdata/carto-appliance.service:\n%s", unitPath, got)
 		}
 		pid = mainPID(t, node)
 		if pid == 0 {
@@ -271,6 +271,22 @@ func replaceBinary(t *testing.T, node *vm.VM, exe string) {
 		t.Fatal(err)
 	}
 	node.MustExec(t, "mv", "/usr/local/bin/.carto-appliance.new", "/usr/local/bin/carto-appliance")
+}
+
+// agentRan checks that the running agent made each change (its API logs
+// event=api-<op> as it starts one): the CLI sent the change to the agent,
+// the node's single writer, instead of making it itself.
+func agentRan(t *testing.T, node *vm.VM, ops ...string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager", "-o", "cat")
+		for _, op := range ops {
+			if !strings.Contains(journal, "event=api-"+op) {
+				return fmt.Errorf("the agent did not run %s:\n%s", op, tail(journal, 20))
+			}
+		}
+		return nil
+	})
 }
 
 // unitProps reads properties of carto-appliance.service.

@@ -28,10 +28,10 @@ const FrontHeader = "X-Carto-Appliance"
 
 // ACMEInput selects acme mode on the command line.
 type ACMEInput struct {
-	Enabled    bool   // acme mode asked for; any other field selects it too
-	Directory  string // ACME directory URL; empty keeps the installed one (or Let's Encrypt)
-	Email      string // account contact; empty keeps the installed one
-	CACertFile string // PEM roots to trust for the directory
+	Enabled    bool   `json:"enabled,omitempty"`      // acme mode asked for; any other field selects it too
+	Directory  string `json:"directory,omitempty"`    // ACME directory URL; empty keeps the installed one (or Let's Encrypt)
+	Email      string `json:"email,omitempty"`        // account contact; empty keeps the installed one
+	CACertFile string `json:"ca_cert_file,omitempty"` // PEM roots to trust for the directory
 }
 
 func (in ACMEInput) given() bool {
@@ -335,12 +335,16 @@ func knownDirectories(paths config.Paths, first ...string) []string {
 // frontHandover bounds the wait for the agent to free the HTTP port.
 const frontHandover = 15 * time.Second
 
-// waitFrontGone waits, when the router is to publish the HTTP port again
-// (acme mode left), until the agent's front has let go of it: the agent
-// looks at the committed settings every second.
-func waitFrontGone(ctx context.Context, prev, next config.Config) error {
+// waitFrontGone makes sure, when the router is to publish the HTTP port
+// again (acme mode left), that the agent's front has let go of it: at once
+// through release when the agent runs this, else by waiting for the
+// agent's loop to look at the committed settings.
+func waitFrontGone(ctx context.Context, prev, next config.Config, release func(context.Context) error) error {
 	if !prev.TLS.UsesACME() || next.TLS.UsesACME() {
 		return nil
+	}
+	if release != nil {
+		return release(ctx)
 	}
 	r := prev.Defaults().Router
 	project := prev.Defaults().Project

@@ -46,46 +46,54 @@ type Options struct {
 	// DeferACME leaves an ACME certificate that is due, but still served,
 	// to a later renewal (the agent's converges: it renews beside its loop).
 	DeferACME bool
+	// ReleaseHTTPPort is given by the agent running the operation: its
+	// front, which answers the HTTP port in acme mode, lets go of it at
+	// once when the committed settings leave acme mode. Nil (a run
+	// without the agent): wait for the agent's loop to notice.
+	ReleaseHTTPPort func(context.Context) error
 }
 
 // InstallOptions are install's inputs. Empty fields keep what is already
 // installed (appliance.yaml, customer.env, key.json in the config dir).
 type InstallOptions struct {
-	Options
-	CustomerEnv string // path of the customer package's customer.env
-	KeyFile     string // path of the customer package's key.json
-	Domain      string
-	Registry    string
-	HTTPPort    int
-	HTTPSPort   int
-	BindAddress string
-	Project     string
-	Proxy       ProxyInput
-	Warehouses  []string  // replaces appliance.yaml's list when set
-	TLS         TLSInput  // the router's certificate (custom mode)
-	TLSOffload  bool      // a load balancer ends TLS (offload mode)
-	ACME        ACMEInput // certificates from an ACME CA (acme mode)
+	// Options are how this run reports and asks, not what it installs:
+	// they do not cross the agent's socket.
+	Options     `json:"-"`
+	CustomerEnv string     `json:"customer_env,omitempty"` // path of the customer package's customer.env
+	KeyFile     string     `json:"key_file,omitempty"`     // path of the customer package's key.json
+	Domain      string     `json:"domain,omitempty"`
+	Registry    string     `json:"registry,omitempty"`
+	HTTPPort    int        `json:"http_port,omitempty"`
+	HTTPSPort   int        `json:"https_port,omitempty"`
+	BindAddress string     `json:"bind_address,omitempty"`
+	Project     string     `json:"project,omitempty"`
+	Proxy       ProxyInput `json:"proxy"`
+	// Warehouses replaces appliance.yaml's list when set.
+	Warehouses []string  `json:"warehouses,omitempty"`
+	TLS        TLSInput  `json:"tls"`                   // the router's certificate (custom mode)
+	TLSOffload bool      `json:"tls_offload,omitempty"` // a load balancer ends TLS (offload mode)
+	ACME       ACMEInput `json:"acme"`                  // certificates from an ACME CA (acme mode)
 	// LicenseFile is the licence (default: license.json next to
 	// CustomerEnv, or the installed one).
-	LicenseFile   string
-	LicenseServer string // where the licence is checked online
+	LicenseFile   string `json:"license_file,omitempty"`
+	LicenseServer string `json:"license_server,omitempty"` // where the licence is checked online
 	// AllowedSources replaces appliance.yaml's network.allowed_sources
-	// when set (an empty list allows everyone).
-	AllowedSources []string
+	// when not nil (an empty list allows everyone).
+	AllowedSources []string `json:"allowed_sources"`
 	// IgnorePreflight lists preflight checks whose failure only warns.
-	IgnorePreflight []string
+	IgnorePreflight []string `json:"ignore_preflight,omitempty"`
 	// InstallDocker installs the Docker engine from the distribution's
 	// packages when it is missing and every other preflight check passes.
-	InstallDocker bool
+	InstallDocker bool `json:"install_docker,omitempty"`
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
 // changes nothing.
 type ProxyInput struct {
-	URL                string // proxy URL; required to set a proxy
-	NoProxy            string // comma-separated extra NO_PROXY entries
-	CACertFile         string // path of the proxy's CA certificate (PEM)
-	RejectUnauthorized *bool
+	URL                string `json:"url,omitempty"`          // proxy URL; required to set a proxy
+	NoProxy            string `json:"no_proxy,omitempty"`     // comma-separated extra NO_PROXY entries
+	CACertFile         string `json:"ca_cert_file,omitempty"` // path of the proxy's CA certificate (PEM)
+	RejectUnauthorized *bool  `json:"reject_unauthorized,omitempty"`
 }
 
 func (in ProxyInput) empty() bool {

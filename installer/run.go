@@ -219,7 +219,7 @@ func (c *convergeRun) undoCommit(ctx context.Context) error {
 }
 
 func (c *convergeRun) converge(ctx context.Context) error {
-	if err := waitFrontGone(ctx, c.prev, c.d.cfg); err != nil {
+	if err := waitFrontGone(ctx, c.prev, c.d.cfg, c.opts.ReleaseHTTPPort); err != nil {
 		return err
 	}
 	applied, err := c.eng.Apply(ctx, c.project, stack.ApplyOptions{

@@ -18,12 +18,12 @@ import (
 // TLSInput is a certificate given on the command line; empty keeps what is
 // installed.
 type TLSInput struct {
-	CertFile  string // server certificate, PEM (the chain may follow)
-	KeyFile   string // its private key, PEM, without a passphrase
-	ChainFile string // intermediate certificates, PEM (optional)
+	CertFile  string `json:"cert_file,omitempty"`  // server certificate, PEM (the chain may follow)
+	KeyFile   string `json:"key_file,omitempty"`   // its private key, PEM, without a passphrase
+	ChainFile string `json:"chain_file,omitempty"` // intermediate certificates, PEM (optional)
 	// Renew issues the self-signed certificate again even when it is not
 	// due.
-	Renew bool
+	Renew bool `json:"renew,omitempty"`
 }
 
 func (in TLSInput) empty() bool { return in.CertFile == "" && in.KeyFile == "" && in.ChainFile == "" }

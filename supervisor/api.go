@@ -17,8 +17,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -56,20 +58,6 @@ type VersionInfo struct {
 	PID    int    `json:"pid"`
 }
 
-// ApplyRequest is the body of POST /v1/apply.
-type ApplyRequest struct {
-	Pull stack.PullPolicy `json:"pull,omitempty"`
-	// RestartEngine allows restarting the Docker engine when its proxy
-	// settings change (the CLI's --yes: the agent cannot ask).
-	RestartEngine bool `json:"restart_engine,omitempty"`
-}
-
-// ControlRequest is the body of POST /v1/control.
-type ControlRequest struct {
-	Action   installer.ControlAction `json:"action"`
-	Services []string                `json:"services,omitempty"`
-}
-
 // message is one line of an operation's stream.
 type message struct {
 	Event  *stack.Event      `json:"event,omitempty"`
@@ -79,11 +67,15 @@ type message struct {
 }
 
 // apiError carries an error across the socket. Kind keeps what the CLI
-// maps to an exit code; Preflight keeps a failed preflight's report.
+// maps to an exit code; Preflight keeps a failed preflight's report;
+// Input and Field the operator's input or appliance.yaml field an error
+// names, which the CLI turns into the flag that gives it.
 type apiError struct {
 	Message   string            `json:"message"`
 	Kind      string            `json:"kind,omitempty"`
 	Preflight *preflight.Report `json:"preflight,omitempty"`
+	Input     installer.Input   `json:"input,omitempty"`
+	Field     string            `json:"field,omitempty"`
 }
 
 // ErrBadRequest is an agent's refusal of a request it cannot read (a CLI
@@ -120,6 +112,14 @@ func toAPIError(err error) *apiError {
 			break
 		}
 	}
+	var ie *installer.InputError
+	if errors.As(err, &ie) {
+		e.Input = ie.Input
+	}
+	var fe *config.FieldError
+	if errors.As(err, &fe) {
+		e.Field = fe.Field
+	}
 	return e
 }
 
@@ -153,26 +153,45 @@ type peerKey struct{}
 // Workflows are what the API runs: the installer's (a fake in tests). A
 // nil one is the installer's.
 type Workflows struct {
-	Status  func(context.Context, config.Paths) (*installer.Status, error)
-	Logs    func(context.Context, config.Paths, io.Writer, stack.LogsOptions) error
-	Apply   func(context.Context, installer.Options) (*installer.Result, error)
-	Control func(context.Context, installer.Options, installer.ControlAction, []string) (*installer.Result, error)
+	Status            func(context.Context, config.Paths) (*installer.Status, error)
+	Logs              func(context.Context, config.Paths, io.Writer, stack.LogsOptions) error
+	Apply             func(context.Context, installer.Options) (*installer.Result, error)
+	Control           func(context.Context, installer.Options, installer.ControlAction, []string) (*installer.Result, error)
+	Install           func(context.Context, installer.InstallOptions) (*installer.Result, error)
+	SetProxy          func(context.Context, installer.Options, installer.ProxyInput) (*installer.Result, error)
+	ClearProxy        func(context.Context, installer.Options) (*installer.Result, error)
+	ImportCertificate func(context.Context, installer.Options, installer.TLSInput) (*installer.Result, error)
+	UseSelfSigned     func(context.Context, installer.Options) (*installer.Result, error)
+	OffloadTLS        func(context.Context, installer.Options) (*installer.Result, error)
+	UseACME           func(context.Context, installer.Options, installer.ACMEInput) (*installer.Result, error)
+	RenewCertificate  func(context.Context, installer.Options) (*installer.Result, error)
+	UpdateLicense     func(context.Context, config.Paths, string) (*license.Status, error)
+	CheckLicense      func(context.Context, config.Paths) (*license.Status, error)
 }
 
 func (w Workflows) withDefaults() Workflows {
-	if w.Status == nil {
-		w.Status = installer.GetStatus
-	}
-	if w.Logs == nil {
-		w.Logs = installer.Logs
-	}
-	if w.Apply == nil {
-		w.Apply = installer.Apply
-	}
-	if w.Control == nil {
-		w.Control = installer.Control
-	}
+	orInstaller(&w.Status, installer.GetStatus)
+	orInstaller(&w.Logs, installer.Logs)
+	orInstaller(&w.Apply, installer.Apply)
+	orInstaller(&w.Control, installer.Control)
+	orInstaller(&w.Install, installer.Install)
+	orInstaller(&w.SetProxy, installer.SetProxy)
+	orInstaller(&w.ClearProxy, installer.ClearProxy)
+	orInstaller(&w.ImportCertificate, installer.ImportCertificate)
+	orInstaller(&w.UseSelfSigned, installer.UseSelfSigned)
+	orInstaller(&w.OffloadTLS, installer.OffloadTLS)
+	orInstaller(&w.UseACME, installer.UseACME)
+	orInstaller(&w.RenewCertificate, installer.RenewCertificate)
+	orInstaller(&w.UpdateLicense, installer.UpdateLicense)
+	orInstaller(&w.CheckLicense, installer.CheckLicense)
 	return w
+}
+
+// orInstaller sets *f to def when it is nil.
+func orInstaller[F any](f *F, def F) {
+	if reflect.ValueOf(*f).IsNil() {
+		*f = def
+	}
 }
 
 // ServeOptions configures Serve.
@@ -188,6 +207,10 @@ type ServeOptions struct {
 	// StopBound is how long an operation under way when ctx ends is
 	// waited for before it is cancelled; 0 means DefaultStopBound.
 	StopBound time.Duration
+	// Front is the agent's front on the HTTP port, which the operations
+	// it runs release at once when they leave acme mode; nil: they wait
+	// for the loop to notice.
+	Front     *Front
 	Workflows Workflows
 }
 
@@ -210,9 +233,6 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 	if bound == 0 {
 		bound = DefaultStopBound
 	}
-	// Operations finish even if the CLI goes away (a stack left half
-	// converged would be worse) and outlive the stop signal up to the
-	// bound; then they are cancelled.
 	opsCtx, cancelOps := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancelOps()
 	ops := &inFlight{ops: map[int]inFlightOp{}}
@@ -251,29 +271,18 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 			w.Header().Set("X-Error", err.Error())
 		}
 	})
-	mux.HandleFunc("POST /v1/apply", func(w http.ResponseWriter, r *http.Request) {
-		var req ApplyRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
-		logf("event=api-apply pull=%s", req.Pull)
-		runOp(w, ops, "apply", changed, func(o installer.Options) (*installer.Result, error) {
-			o.Paths, o.Pull = paths, req.Pull
-			o.ConfirmEngineRestart = func(string) bool { return req.RestartEngine }
-			return wf.Apply(opsCtx, o)
-		})
-	})
-	mux.HandleFunc("POST /v1/control", func(w http.ResponseWriter, r *http.Request) {
-		var req ControlRequest
-		if !readJSON(w, r, &req) {
-			return
-		}
-		logf("event=api-%s services=%q", req.Action, req.Services)
-		runOp(w, ops, string(req.Action), changed, func(o installer.Options) (*installer.Result, error) {
-			o.Paths = paths
-			return wf.Control(opsCtx, o, req.Action, req.Services)
-		})
-	})
+	srvOps := serverOps{wf: wf, paths: paths, ctx: opsCtx, ops: ops, changed: changed, logf: logf}
+	if opts.Front != nil {
+		srvOps.release = opts.Front.Release
+	}
+	handleOp[ApplyOp](mux, srvOps)
+	handleOp[ControlOp](mux, srvOps)
+	handleOp[InstallOp](mux, srvOps)
+	handleOp[ProxySetOp](mux, srvOps)
+	handleOp[ProxyClearOp](mux, srvOps)
+	handleOp[CertsOp](mux, srvOps)
+	handleLicenseOp[LicenseUpdateOp](mux, srvOps)
+	handleLicenseOp[LicenseCheckOp](mux, srvOps)
 	uid := os.Geteuid()
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -362,12 +371,73 @@ func (f *inFlight) list() []inFlightOp {
 	return out
 }
 
-// runOp runs an operation that may change the stack, tracked for the
-// drain, and streams its progress and outcome.
-func runOp(w http.ResponseWriter, ops *inFlight, name string, changed func(), op func(installer.Options) (*installer.Result, error)) {
-	defer ops.add(name)()
-	defer changed()
-	stream(w, op)
+// serverOps is what the handlers of the changing operations share.
+type serverOps struct {
+	wf    Workflows
+	paths config.Paths
+	// ctx is the operations' own: they finish even if the CLI goes away
+	// (a stack left half converged would be worse) and outlive the stop
+	// signal up to the stop bound.
+	ctx     context.Context
+	ops     *inFlight
+	changed func()
+	logf    func(string, ...any)
+	release func(context.Context) error
+}
+
+// start logs the op, tracks it for the drain and returns what ends it:
+// the agent's loop then looks at what the op changed at once.
+func (s serverOps) start(name, event string) (end func()) {
+	s.logf("event=api-%s", event)
+	remove := s.ops.add(name)
+	return func() {
+		remove()
+		s.changed()
+	}
+}
+
+// handleOp serves POST /v1/<name> for the op type T, streaming its
+// progress and outcome.
+func handleOp[T Op](mux *http.ServeMux, s serverOps) {
+	var zero T
+	mux.HandleFunc("POST /v1/"+zero.Name(), func(w http.ResponseWriter, r *http.Request) {
+		var op T
+		if !readJSON(w, r, &op) {
+			return
+		}
+		name, _, _ := strings.Cut(op.event(), " ")
+		defer s.start(name, op.event())()
+		stream(w, func(o installer.Options) (*installer.Result, error) {
+			o.Paths = s.paths
+			o.ConfirmEngineRestart = func(string) bool { return op.restartsEngine() }
+			o.ReleaseHTTPPort = s.release
+			return op.run(s.ctx, s.wf, o)
+		})
+	})
+}
+
+// licenseAnswer is the body of a licence op's answer.
+type licenseAnswer struct {
+	Status *license.Status `json:"status,omitempty"`
+	Error  *apiError       `json:"error,omitempty"`
+}
+
+// handleLicenseOp serves POST /v1/<name> for the licence op type T.
+func handleLicenseOp[T LicenseOp](mux *http.ServeMux, s serverOps) {
+	var zero T
+	mux.HandleFunc("POST /v1/"+zero.Name(), func(w http.ResponseWriter, r *http.Request) {
+		var op T
+		if !readJSON(w, r, &op) {
+			return
+		}
+		defer s.start(op.event(), op.event())()
+		st, err := op.run(s.ctx, s.wf, s.paths)
+		ans := licenseAnswer{Status: st}
+		if err != nil {
+			ans.Error = toAPIError(err)
+		}
+		writeJSON(w, http.StatusOK, ans)
+	})
 }
 
 // peerCred is who is on the other end of a unix connection, as the kernel

@@ -88,12 +88,12 @@ func TestErrorsKeepTheirKind(t *testing.T) {
 	if err := c.Logs(ctx, new(strings.Builder), stack.LogsOptions{}); !errors.Is(err, installer.ErrNotInstalled) {
 		t.Errorf("logs of a node without an install: %v", err)
 	}
-	res, err := c.Control(ctx, installer.Options{}, "reboot", nil)
+	res, err := Do(ctx, c, installer.Options{}, ControlOp{Action: "reboot"})
 	if err == nil || !strings.Contains(err.Error(), `unknown action "reboot"`) || res != nil {
 		t.Errorf("an unknown action: %v, %+v", err, res)
 	}
 	events := 0
-	_, err = c.Apply(ctx, installer.Options{Reporter: stack.ReporterFunc(func(stack.Event) { events++ })}, false)
+	_, err = Do(ctx, c, installer.Options{Reporter: stack.ReporterFunc(func(stack.Event) { events++ })}, ApplyOp{})
 	if !errors.Is(err, installer.ErrNotInstalled) {
 		t.Errorf("apply without an install: %v", err)
 	}
@@ -170,7 +170,7 @@ func TestWireTypesAreTagged(t *testing.T) {
 			walk(f.Type, path+"."+f.Name)
 		}
 	}
-	for _, v := range []any{VersionInfo{}, ApplyRequest{}, ControlRequest{}, message{}, apiError{}} {
+	for _, v := range []any{VersionInfo{}, ApplyOp{}, ControlOp{}, InstallOp{}, ProxySetOp{}, ProxyClearOp{}, CertsOp{}, LicenseUpdateOp{}, LicenseCheckOp{}, licenseAnswer{}, message{}, apiError{}} {
 		walk(reflect.TypeOf(v), reflect.TypeOf(v).Name())
 	}
 }
@@ -193,13 +193,13 @@ func TestErrorKindsCrossTheSocket(t *testing.T) {
 	defer c.Close()
 	for _, sentinel := range []error{installer.ErrUnknownService, license.ErrInvalid, installer.ErrUpgradeRolledBack, installer.ErrRollbackFailed, installer.ErrNotInstalled, ErrBadRequest} {
 		next = fmt.Errorf("doing it: %w", sentinel)
-		_, err := c.Apply(ctx, installer.Options{}, false)
+		_, err := Do(ctx, c, installer.Options{}, ApplyOp{})
 		if !errors.Is(err, sentinel) || err.Error() != next.Error() {
 			t.Errorf("sent %q, got %v (kind lost: %v)", next, err, !errors.Is(err, sentinel))
 		}
 	}
 	next = &preflight.FailedError{Report: report}
-	res, err := c.Apply(ctx, installer.Options{}, false)
+	res, err := Do(ctx, c, installer.Options{}, ApplyOp{})
 	var pf *preflight.FailedError
 	if !errors.As(err, &pf) || len(pf.Report.Failures()) != 1 || pf.Report.Failures()[0].Fix != "give the VM 16 GiB" || err.Error() != next.Error() {
 		t.Errorf("a failed preflight came back as %v (%#v)", err, pf)
@@ -208,7 +208,7 @@ func TestErrorKindsCrossTheSocket(t *testing.T) {
 		t.Errorf("the result lost its preflight report: %+v", res)
 	}
 	next = errors.New("plain")
-	if _, err := c.Apply(ctx, installer.Options{}, false); errors.Is(err, installer.ErrNotInstalled) || errors.As(err, &pf) {
+	if _, err := Do(ctx, c, installer.Options{}, ApplyOp{}); errors.Is(err, installer.ErrNotInstalled) || errors.As(err, &pf) {
 		t.Errorf("a plain error gained a kind: %v", err)
 	}
 }
@@ -297,7 +297,7 @@ func TestServeDrainsAnApplyAndCutsFollowedLogs(t *testing.T) {
 	}
 	applied := make(chan outcome, 1)
 	go func() {
-		res, err := c.Apply(context.Background(), installer.Options{}, false)
+		res, err := Do(context.Background(), c, installer.Options{}, ApplyOp{})
 		applied <- outcome{res, err}
 	}()
 	<-applying

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,12 +12,12 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"strings"
 	"syscall"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -145,24 +146,12 @@ func (c *Client) Logs(ctx context.Context, w io.Writer, opts stack.LogsOptions) 
 	return nil
 }
 
-// Apply is installer.Apply run by the agent; opts gives the event and pull
-// progress sinks and the pull policy. The agent cannot ask before it
-// restarts the Docker engine: restartEngine answers in advance.
-func (c *Client) Apply(ctx context.Context, opts installer.Options, restartEngine bool) (*installer.Result, error) {
-	return c.operation(ctx, "/v1/apply", ApplyRequest{Pull: opts.Pull, RestartEngine: restartEngine}, opts)
-}
-
-// Control is installer.Control run by the agent.
-func (c *Client) Control(ctx context.Context, opts installer.Options, action installer.ControlAction, services []string) (*installer.Result, error) {
-	return c.operation(ctx, "/v1/control", ControlRequest{Action: action, Services: services}, opts)
-}
-
 func (c *Client) operation(ctx context.Context, path string, req any, opts installer.Options) (*installer.Result, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(ctx, http.MethodPost, path, strings.NewReader(string(body)))
+	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +186,27 @@ func (c *Client) operation(ctx context.Context, path string, req any, opts insta
 	return nil, fmt.Errorf("the agent's answer ended before the result (%v); it may still be working: see `carto-appliance status` and journalctl -u carto-appliance", sc.Err())
 }
 
+// licenseOperation sends a licence op and reads its answer.
+func (c *Client) licenseOperation(ctx context.Context, path string, req any) (*license.Status, error) {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	var ans licenseAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil {
+		return nil, fmt.Errorf("reading the agent's answer: %w", err)
+	}
+	if ans.Error != nil {
+		return ans.Status, ans.Error.err()
+	}
+	return ans.Status, nil
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*http.Response, error) {
 	req, err := http.NewRequestWithContext(ctx, method, "http://agent"+path, body)
 	if err != nil {
@@ -221,8 +231,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader) (*
 }
 
 // remoteError is an error the agent returned; Is matches the sentinel of
-// its kind and As gives a failed preflight's report, so that callers
-// treat it like the direct run's (same exit code, same report).
+// its kind and As gives a failed preflight's report and the input or
+// field it names, so that callers treat it like the direct run's (same
+// exit code, same report, same flag named).
 type remoteError struct{ apiError }
 
 func (e *remoteError) Error() string { return e.Message }
@@ -237,9 +248,22 @@ func (e *remoteError) Is(target error) bool {
 }
 
 func (e *remoteError) As(target any) bool {
-	if pf, ok := target.(**preflight.FailedError); ok && e.Kind == kindPreflight && e.Preflight != nil {
-		*pf = &preflight.FailedError{Report: e.Preflight}
-		return true
+	switch t := target.(type) {
+	case **preflight.FailedError:
+		if e.Kind == kindPreflight && e.Preflight != nil {
+			*t = &preflight.FailedError{Report: e.Preflight}
+			return true
+		}
+	case **installer.InputError:
+		if e.Input != "" {
+			*t = &installer.InputError{Input: e.Input, Err: errors.New(e.Message)}
+			return true
+		}
+	case **config.FieldError:
+		if e.Field != "" {
+			*t = &config.FieldError{Field: e.Field, Err: errors.New(e.Message)}
+			return true
+		}
 	}
 	return false
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// StopBound is how long Run waits, once ctx ends, for a converge or
 	// renewal under way before it cancels it; 0 means DefaultStopBound.
 	StopBound time.Duration
+	// Front answers the HTTP port in acme mode, shared with the API;
+	// nil: Run makes its own.
+	Front *Front
 }
 
 // DefaultStopBound leaves room in systemd's TimeoutStopSec (30 s) for the
@@ -85,6 +88,9 @@ func newSup(opts Options) *sup {
 	if opts.StopBound == 0 {
 		opts.StopBound = DefaultStopBound
 	}
+	if opts.Front == nil {
+		opts.Front = NewFront(opts.Paths, opts.Logf)
+	}
 	return &sup{
 		opts:      opts,
 		trackers:  map[string]*tracker{},
@@ -102,7 +108,7 @@ func newSup(opts Options) *sup {
 }
 
 func (s *sup) run(ctx context.Context) error {
-	defer s.front.close()
+	defer s.opts.Front.Close()
 	defer s.jobs.Stop(s.opts.StopBound, 5*time.Second)
 	// Before anything else, even before the engine answers: the router
 	// it restarts by its restart policy must find the allow-list there.
@@ -147,8 +153,6 @@ type sup struct {
 	convergeAgain bool
 	ready         bool // Ready was called; owned by the loop
 	certPending   bool // a certificate check waits for the converge; owned by the loop
-
-	front front // the HTTP port in acme mode; owned by the loop
 
 	dial  func(context.Context) (engine, error)
 	apply func(context.Context, installer.Options) (*installer.Result, error)
@@ -216,7 +220,7 @@ func (s *sup) loadSettings() {
 	if err == nil && found {
 		s.project = cfg.Defaults().Project
 	}
-	s.syncFront()
+	s.opts.Front.Sync()
 }
 
 // startConverge starts a converge job, or, when one runs, asks for another
@@ -346,7 +350,7 @@ func (s *sup) watch(ctx context.Context, eng engine) error {
 		case <-certTick.C:
 			s.checkCertificate(ctx)
 		case <-frontTick.C:
-			s.syncFront()
+			s.opts.Front.Sync()
 		case <-licenseTick.C:
 			s.checkLicense(ctx)
 		}

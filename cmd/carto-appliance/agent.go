@@ -118,10 +118,14 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 	// The API's changes reach the loop at once (one pending is enough:
 	// the loop then looks at everything).
 	changed := make(chan struct{}, 1)
+	// The HTTP port's front in acme mode: the loop keeps it in line with
+	// the settings, the operations the API runs release it at once.
+	front := supervisor.NewFront(paths, log.Logf)
 	opts := supervisor.Options{
 		Paths:   paths,
 		Logf:    log.Logf,
 		Changed: changed,
+		Front:   front,
 		Ready: func() {
 			ready.Do(func() {
 				notify(log, daemon.SdNotifyReady+"\nSTATUS=supervising the stack")
@@ -146,6 +150,7 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 				Paths:   paths,
 				Version: version,
 				Logf:    log.Logf,
+				Front:   front,
 				Changed: func() {
 					select {
 					case changed <- struct{}{}:

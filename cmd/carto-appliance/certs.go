@@ -4,7 +4,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
+
+// runCerts runs a certificate change, which never restarts the engine.
+func runCerts(cmd *cobra.Command, op supervisor.CertsOp) error {
+	return runOp(cmd, false, func(bool) supervisor.Op { return op })
+}
 
 func newCertsCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -50,10 +56,10 @@ and has no passphrase, valid now, covering the domain, the chain in order (the
 server certificate, then each issuer). Then installs it and reloads the router.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.ImportCertificate(cmd.Context(), o, in)
-			})
+			for _, f := range []*string{&in.CertFile, &in.KeyFile, &in.ChainFile} {
+				absFile(f)
+			}
+			return runCerts(cmd, supervisor.CertsOp{Action: supervisor.CertsImport, TLS: in})
 		},
 	}
 	imp.Flags().StringVar(&in.CertFile, "cert", "", "the server certificate, PEM (its chain may follow it)")
@@ -65,10 +71,7 @@ server certificate, then each issuer). Then installs it and reloads the router.`
 		Short: "Go back to a certificate from the appliance's own CA",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.UseSelfSigned(cmd.Context(), o)
-			})
+			return runCerts(cmd, supervisor.CertsOp{Action: supervisor.CertsSelfSigned})
 		},
 	}
 	offload := &cobra.Command{
@@ -80,10 +83,7 @@ listens on the HTTPS port. Restrict who may reach the HTTP port to the load
 balancer. 'certs self-signed' or 'certs import' end the offload.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.OffloadTLS(cmd.Context(), o)
-			})
+			return runCerts(cmd, supervisor.CertsOp{Action: supervisor.CertsOffload})
 		},
 	}
 	var acme installer.ACMEInput
@@ -97,10 +97,8 @@ else to https). The agent renews it when a third of its lifetime is left; a
 refused order changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.UseACME(cmd.Context(), o, acme)
-			})
+			absFile(&acme.CACertFile)
+			return runCerts(cmd, supervisor.CertsOp{Action: supervisor.CertsACME, ACME: acme})
 		},
 	}
 	acmeCmd.Flags().StringVar(&acme.Email, "email", "", "the e-mail address the CA writes to about the certificates (default: the installed one)")
@@ -111,10 +109,7 @@ refused order changes nothing.`,
 		Short: "Issue the self-signed certificate again, or renew the ACME one, now",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.RenewCertificate(cmd.Context(), o)
-			})
+			return runCerts(cmd, supervisor.CertsOp{Action: supervisor.CertsRenew})
 		},
 	}
 	cmd.AddCommand(status, imp, selfSigned, acmeCmd, offload, renew)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 func newConfigCmd() *cobra.Command {
@@ -25,18 +26,8 @@ the release, and recreates only the services whose configuration or image
 changed. Goes through the agent when it runs; the agent cannot ask before it
 restarts the Docker engine for new proxy settings, so that needs --yes there.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := agentClient(cmd)
-			if err != nil {
-				return err
-			}
-			return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
-				o.Pull = stack.PullPolicy(pull)
-				if c != nil {
-					defer c.Close()
-					return c.Apply(cmd.Context(), o, yes)
-				}
-				o.Paths = pathsFrom(cmd)
-				return installer.Apply(cmd.Context(), o)
+			return runOp(cmd, yes, func(bool) supervisor.Op {
+				return supervisor.ApplyOp{Pull: stack.PullPolicy(pull), EngineRestart: supervisor.EngineRestart{RestartEngine: yes}}
 			})
 		},
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -9,14 +10,61 @@ import (
 	"github.com/cartodb/carto-appliance/supervisor"
 )
 
-// agentClient is a client of the running agent, or nil when none runs:
-// commands then work on the engine directly.
+// The agent is the single writer of the node while it runs: status and
+// logs ask it, and every command that changes the node is sent to it as
+// a supervisor.Op. With no agent running, or with --no-service, a command
+// runs the same op itself.
+
+// agentClient is a client of the running agent, or nil when the command
+// works directly: no agent runs, or --no-service.
 func agentClient(cmd *cobra.Command) (*supervisor.Client, error) {
+	if direct, _ := cmd.Flags().GetBool("no-service"); direct {
+		return nil, nil
+	}
 	c, err := supervisor.Dial(cmd.Context(), pathsFrom(cmd))
 	if errors.Is(err, supervisor.ErrNoAgent) {
 		return nil, nil
 	}
 	return c, err
+}
+
+// runOp runs the op build makes through the agent when it runs and
+// directly otherwise, showing progress and the result as runConverge
+// does. viaAgent tells build that nobody can be asked during the run.
+func runOp(cmd *cobra.Command, yes bool, build func(viaAgent bool) supervisor.Op) error {
+	c, err := agentClient(cmd)
+	if err != nil {
+		return err
+	}
+	if c != nil {
+		defer c.Close()
+	}
+	op := build(c != nil)
+	return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+		o.Paths = pathsFrom(cmd)
+		return supervisor.Do(cmd.Context(), c, o, op)
+	})
+}
+
+// engineRestart is the answer sent with an op that may restart the
+// Docker engine for new proxy settings: the agent running it cannot ask,
+// so without --yes the question is asked before the op is sent.
+func engineRestart(yes, viaAgent bool, reason string) supervisor.EngineRestart {
+	if viaAgent && !yes {
+		yes = confirmer(false)(reason)
+	}
+	return supervisor.EngineRestart{RestartEngine: yes}
+}
+
+// absFile makes a file the operator names absolute: the agent that reads
+// it works in another directory.
+func absFile(path *string) {
+	if *path == "" {
+		return
+	}
+	if abs, err := filepath.Abs(*path); err == nil {
+		*path = abs
+	}
 }
 
 var controlHelp = map[installer.ControlAction]string{
@@ -36,17 +84,8 @@ func newControlCmd(action installer.ControlAction, short string) *cobra.Command 
 		Short: short,
 		Long:  controlHelp[action] + "\n\nGoes through the agent when it runs.",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := agentClient(cmd)
-			if err != nil {
-				return err
-			}
-			return runConverge(cmd, false, func(o installer.Options) (*installer.Result, error) {
-				if c != nil {
-					defer c.Close()
-					return c.Control(cmd.Context(), o, action, args)
-				}
-				o.Paths = pathsFrom(cmd)
-				return installer.Control(cmd.Context(), o, action, args)
+			return runOp(cmd, false, func(bool) supervisor.Op {
+				return supervisor.ControlOp{Action: action, Services: args}
 			})
 		},
 	}

@@ -48,10 +48,26 @@ is recreated.`,
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
 			opts.Proxy = px.input(cmd, "proxy-")
-			err := runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
-				o.Paths, o.Pull = opts.Paths, opts.Pull
-				opts.Options = o
-				res, err := installer.Install(cmd.Context(), opts)
+			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile} {
+				absFile(f)
+			}
+			// Run again on an installed node, install goes through the
+			// agent as every change does; the first install has none.
+			c, err := agentClient(cmd)
+			if err != nil {
+				return err
+			}
+			if c != nil {
+				defer c.Close()
+			}
+			restart := supervisor.EngineRestart{RestartEngine: yes}
+			if opts.Proxy.URL != "" {
+				restart = engineRestart(yes, c != nil, engineProxyChange)
+			}
+			op := supervisor.InstallOp{Install: opts, Pull: opts.Pull, EngineRestart: restart}
+			err = runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+				o.Paths = opts.Paths
+				res, err := supervisor.Do(cmd.Context(), c, o, op)
 				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == config.TLSACME {
 					res.Warnings = append(res.Warnings, "without the agent (--no-service) nothing answers the HTTP port nor renews the ACME certificate: run `carto-appliance service install`")
 				}
@@ -81,7 +97,7 @@ is recreated.`,
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&noService, "no-service", false, "converge in the foreground without registering the systemd agent")
+	f.BoolVar(&noService, "no-service", false, "converge in the foreground, not through a running agent, and do not register the systemd agent")
 	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+host.DefaultBinary+" or "+host.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")

@@ -7,7 +7,21 @@ import (
 
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
+
+// runLicenseOp runs op through the agent when it runs, directly
+// otherwise.
+func runLicenseOp(cmd *cobra.Command, op supervisor.LicenseOp) (*license.Status, error) {
+	c, err := agentClient(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if c != nil {
+		defer c.Close()
+	}
+	return supervisor.DoLicense(cmd.Context(), c, pathsFrom(cmd), op)
+}
 
 func newLicenseCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -57,7 +71,7 @@ one.`,
 		Short: "Check the licence with the licence server now (exit 4 when expired or invalid)",
 		Args:  cobra.NoArgs,
 		RunE: show(func(cmd *cobra.Command) (*license.Status, error) {
-			return installer.CheckLicense(cmd.Context(), pathsFrom(cmd))
+			return runLicenseOp(cmd, supervisor.LicenseCheckOp{})
 		}, true),
 	}
 	update := &cobra.Command{
@@ -66,7 +80,9 @@ one.`,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return show(func(cmd *cobra.Command) (*license.Status, error) {
-				return installer.UpdateLicense(cmd.Context(), pathsFrom(cmd), args[0])
+				file := args[0]
+				absFile(&file)
+				return runLicenseOp(cmd, supervisor.LicenseUpdateOp{File: file})
 			}, false)(cmd, args)
 		},
 	}

@@ -97,6 +97,7 @@ func newRootCmd() *cobra.Command {
 	})
 	root.PersistentFlags().String("config-dir", "", "configuration directory (default /opt/carto)")
 	root.PersistentFlags().String("state-dir", "", "state directory (default /var/lib/carto-appliance)")
+	root.PersistentFlags().Bool("no-service", false, "work on the Docker engine directly, not through the running agent (which otherwise makes every change)")
 	root.AddCommand(
 		newInstallCmd(),
 		newStatusCmd(),

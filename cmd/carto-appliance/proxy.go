@@ -12,6 +12,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 // proxyFlags are the proxy settings, shared by `install` (prefixed
@@ -54,6 +55,10 @@ func confirmer(yes bool) func(string) bool {
 	}
 }
 
+// engineProxyChange is why the Docker engine may restart, asked before a
+// proxy change is sent to the agent.
+const engineProxyChange = "The Docker engine restarts to take the new proxy settings (every container restarts with it)"
+
 func newProxyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "proxy", Short: "Set, clear or test the corporate proxy"}
 
@@ -69,9 +74,9 @@ the Docker engine the same proxy (it restarts, after you confirm).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			in := px.input(cmd, "")
-			return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.SetProxy(cmd.Context(), o, in)
+			absFile(&in.CACertFile)
+			return runOp(cmd, yes, func(viaAgent bool) supervisor.Op {
+				return supervisor.ProxySetOp{Proxy: in, EngineRestart: engineRestart(yes, viaAgent, engineProxyChange)}
 			})
 		},
 	}
@@ -84,9 +89,8 @@ the Docker engine the same proxy (it restarts, after you confirm).`,
 		Short: "Remove the proxy: the stack and the engine go direct",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runConverge(cmd, clearYes, func(o installer.Options) (*installer.Result, error) {
-				o.Paths = pathsFrom(cmd)
-				return installer.ClearProxy(cmd.Context(), o)
+			return runOp(cmd, clearYes, func(viaAgent bool) supervisor.Op {
+				return supervisor.ProxyClearOp{EngineRestart: engineRestart(clearYes, viaAgent, engineProxyChange)}
 			})
 		},
 	}
