@@ -112,9 +112,11 @@ func (c *convergeRun) close() {
 func (c *convergeRun) steps() []steps.Step {
 	return []steps.Step{
 		// The engine pulls by itself: it must have the proxy first.
-		{Name: "engine-proxy", Do: c.engineProxy},
-		{Name: "stage", Do: c.stage},
-		{Name: "pull", Do: c.pullImages},
+		// Until the certificate, a run only prepares (unless the engine's
+		// proxy changes): a refusal there leaves even the journal as is.
+		{Name: "engine-proxy", Do: c.engineProxy, Prepares: true},
+		{Name: "stage", Do: c.stage, Prepares: true},
+		{Name: "pull", Do: c.pullImages, Prepares: true},
 		{Name: "certificate", Do: c.certificate},
 		// In force before anything publishes a port, and whatever
 		// becomes of the converge below.
@@ -129,6 +131,10 @@ func (c *convergeRun) steps() []steps.Step {
 func (c *convergeRun) engineProxy(ctx context.Context) error {
 	notes, err := configureEngineProxy(ctx, c.paths, c.d, c.opts.ConfirmEngineRestart)
 	c.d.warnings = append(c.d.warnings, notes...)
+	if len(notes) > 0 || err != nil {
+		// Something was (or may have been) written or restarted.
+		steps.Changed(ctx)
+	}
 	if err != nil {
 		return err
 	}

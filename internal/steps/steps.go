@@ -24,6 +24,24 @@ type Step struct {
 	// Undo puts back what Do changed; nil when there is nothing to put
 	// back (a pull, a check).
 	Undo func(ctx context.Context) error
+	// Prepares marks a step that changes nothing an operator would find
+	// changed (it checks, stages in a temporary place, pulls images),
+	// unless its Do calls Changed. The journal is first written when a
+	// step that changes starts: a run refused while preparing (a
+	// registry refusing the key, a bad rendering) leaves the journal of
+	// the last run as it was, as it leaves everything else.
+	Prepares bool
+}
+
+type changedKey struct{}
+
+// Changed tells the run that the Prepares step calling it did change
+// something after all (e.g. the engine's proxy settings): the journal is
+// written from then on.
+func Changed(ctx context.Context) {
+	if f, ok := ctx.Value(changedKey{}).(func()); ok {
+		f()
+	}
 }
 
 // OnFailure says what Run does with the steps done before one fails.
@@ -129,26 +147,44 @@ func (e *RollbackError) Unwrap() error { return e.Err }
 // Run runs the steps in order, journaling each, until one fails; then,
 // with Undo, it undoes those done, last first. The journal is written
 // before a step starts, so that a process killed in it leaves the step
-// "running".
+// "running"; a run that fails while it only prepares writes nothing.
 func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailure) error {
 	r := &Record{Action: action, StartedAt: time.Now().UTC()}
 	for _, s := range steps {
 		r.Steps = append(r.Steps, StepRecord{Name: s.Name, State: Pending})
 	}
+	// Nothing is written while the run only prepares.
+	writing := false
+	save := func() error {
+		if !writing {
+			return nil
+		}
+		return j.save(r)
+	}
+	startWriting := func() error {
+		if writing {
+			return nil
+		}
+		writing = true
+		return save()
+	}
+	ctx = context.WithValue(ctx, changedKey{}, func() { startWriting() })
 	mark := func(i int, state string, err error) error {
 		r.Steps[i].State, r.Steps[i].At, r.Steps[i].Error = state, time.Now().UTC(), j.errText(err)
-		return j.save(r)
+		return save()
 	}
 	end := func(outcome string, err error) {
 		r.Outcome, r.EndedAt, r.Error = outcome, time.Now().UTC(), j.errText(err)
 		// A journal that cannot be written after the run is reported by
 		// the next one; the run's own outcome matters more here.
-		_ = j.save(r)
-	}
-	if err := j.save(r); err != nil {
-		return err
+		_ = save()
 	}
 	for i, s := range steps {
+		if !s.Prepares {
+			if err := startWriting(); err != nil {
+				return err
+			}
+		}
 		if err := mark(i, Running, nil); err != nil {
 			return err
 		}
@@ -169,6 +205,8 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 			return err
 		}
 	}
+	// A run that only prepared is recorded too once it succeeded.
+	startWriting()
 	end(Succeeded, nil)
 	return nil
 }

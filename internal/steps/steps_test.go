@@ -148,3 +148,45 @@ func TestUndoIgnoresCancellation(t *testing.T) {
 		t.Errorf("Run = %v, undone with a live context: %v", err, undone)
 	}
 }
+
+// A run refused while it only prepares leaves the journal of the last run
+// as it was; a preparing step that says it changed something is journaled.
+func TestPreparingRunWritesNothing(t *testing.T) {
+	t.Parallel()
+	j := Journal{Path: filepath.Join(t.TempDir(), "journal.json")}
+	ok := func(context.Context) error { return nil }
+	refused := func(context.Context) error { return errors.New("unauthorized") }
+	if err := Run(t.Context(), j, "install", []Step{{Name: "stage", Do: ok, Prepares: true}, {Name: "commit", Do: ok}}, Keep); err != nil {
+		t.Fatal(err)
+	}
+	last, err := j.Load()
+	if err != nil || last == nil || last.Outcome != Succeeded {
+		t.Fatalf("the first run's journal: %+v, %v", last, err)
+	}
+
+	err = Run(t.Context(), j, "apply", []Step{{Name: "stage", Do: ok, Prepares: true}, {Name: "pull", Do: refused, Prepares: true}, {Name: "commit", Do: ok}}, Keep)
+	if err == nil {
+		t.Fatal("the refused pull did not fail the run")
+	}
+	if got, _ := j.Load(); got == nil || got.Action != "install" || !got.StartedAt.Equal(last.StartedAt) {
+		t.Errorf("a run refused while preparing changed the journal: %+v", got)
+	}
+
+	changed := func(ctx context.Context) error { Changed(ctx); return nil }
+	err = Run(t.Context(), j, "apply", []Step{{Name: "engine-proxy", Do: changed, Prepares: true}, {Name: "pull", Do: refused, Prepares: true}}, Keep)
+	if err == nil {
+		t.Fatal("the refused pull did not fail the run")
+	}
+	got, _ := j.Load()
+	if got == nil || got.Action != "apply" || got.Outcome != Stopped || !slices.Equal(states(got), []string{"engine-proxy:done", "pull:failed"}) {
+		t.Errorf("a preparing step that changed something was not journaled: %+v", got)
+	}
+
+	// A run that only prepares is recorded once it succeeded.
+	if err := Run(t.Context(), j, "check", []Step{{Name: "stage", Do: ok, Prepares: true}}, Keep); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := j.Load(); got == nil || got.Action != "check" || got.Outcome != Succeeded {
+		t.Errorf("a successful preparing run: %+v", got)
+	}
+}
