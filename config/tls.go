@@ -64,7 +64,7 @@ func validateACME(t TLSConfig) error {
 		return fieldErrorf("tls.acme.email", "appliance.yaml tls.acme.email: acme mode needs the e-mail address the CA writes to about the certificates")
 	}
 	if c := t.ACME.CACert; c != "" && c != ACMECAFileName {
-		return fieldErrorf("tls.acme.ca_cert", "appliance.yaml tls.acme.ca_cert %q: it can only name the appliance's own copy, %s in the config dir's certs/; to trust another CA give its file to `carto-appliance certs acme --ca-cert FILE`, which checks and copies it", c, ACMECAFileName)
+		return fieldErrorf("tls.acme.ca_cert", "appliance.yaml tls.acme.ca_cert %q: it can only name the appliance's own copy, %s in the config dir's certs/; to trust another CA give its file as the ACME CA's roots, which are checked and copied there", c, ACMECAFileName)
 	}
 	u, err := url.Parse(t.ACME.DirectoryURL())
 	if err != nil || u.Scheme != "https" || u.Host == "" {

@@ -170,7 +170,7 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 		noDocker.MustExec(t, "apt-get", "purge", "-y", "-q", "docker.io")
 		preflightFails(t, noDocker, "Docker engine", "Docker is not installed")
 		_, errOut, _ := curlInstall(noDocker)
-		if !strings.Contains(errOut, "re-run install with --install-docker") {
+		if !strings.Contains(errOut, "from the distribution's packages") || !strings.Contains(errOut, "(set with --install-docker)") {
 			t.Errorf("the failure does not say how to fix it:\n%s", errOut)
 		}
 	})

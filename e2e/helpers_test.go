@@ -97,7 +97,10 @@ func newNode(t *testing.T, project string) *node {
 			out, _, _ := n.run("logs", "--tail", "30")
 			t.Logf("last logs of %s:\n%s", project, out)
 		}
-		n.run("uninstall", "--purge", "--yes")
+		// A purge that fails leaves volumes a later run would find.
+		if _, errOut, code := n.run("uninstall", "--purge", "--yes"); code != 0 {
+			t.Errorf("cleaning up %s: uninstall --purge: exit %d\n%s", project, code, errOut)
+		}
 	})
 	return n
 }

@@ -38,7 +38,7 @@ const packageVersionKey = "CARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION"
 // requiredHints say how to fill each key the embedded manifest requires.
 var requiredHints = map[string]string{
 	"SELFHOSTED_TENANT_ID":    "use the customer.env of the customer package CARTO sent you",
-	"SELFHOSTED_DOMAIN":       "pass --domain, or set it in customer.env to the domain users open CARTO at",
+	"SELFHOSTED_DOMAIN":       "set it in customer.env to the domain users open CARTO at (or give the domain to install)",
 	packageVersionKey:         "use the customer.env of the customer package CARTO sent you",
 	"POSTGRES_ADMIN_PASSWORD": "set it to the password of the Postgres admin user",
 	"WORKSPACE_POSTGRES_PASSWORD": "set it to the password of the workspace database user " +

@@ -57,7 +57,7 @@ func TestCheck(t *testing.T) {
 		{
 			name:  "missing domain",
 			unset: []string{"SELFHOSTED_DOMAIN"},
-			want:  []Problem{{"SELFHOSTED_DOMAIN", "SELFHOSTED_DOMAIN is missing from customer.env: pass --domain"}},
+			want:  []Problem{{"SELFHOSTED_DOMAIN", "SELFHOSTED_DOMAIN is missing from customer.env: set it in customer.env"}},
 		},
 		{
 			name:    "external postgres on the embedded host",

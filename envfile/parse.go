@@ -44,7 +44,7 @@ func ReadFile(path string) (Env, error) {
 		hint := "check that the file is readable"
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
-			hint = "check the path given with --customer-env"
+			hint = "check the path of customer.env given"
 		case errors.Is(err, fs.ErrPermission):
 			hint = "run carto-appliance with sudo, or make the file readable by this user"
 		case isDirErr(path):

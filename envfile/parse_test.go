@@ -272,8 +272,8 @@ func TestReadFile(t *testing.T) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("error %v is not fs.ErrNotExist", err)
 		}
-		if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "--customer-env") {
-			t.Errorf("error %q does not name the path and the flag", err)
+		if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "check the path") || strings.Contains(err.Error(), "--") {
+			t.Errorf("error %q does not name the path and the fix, or names a flag (cmd/'s business)", err)
 		}
 	})
 	t.Run("directory", func(t *testing.T) {

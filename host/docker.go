@@ -25,7 +25,7 @@ func dockerInstallCommands(osRelease map[string]string) ([][]string, error) {
 		case "sles", "opensuse", "suse":
 			return [][]string{{"zypper", "--non-interactive", "install", "docker"}, start}, nil
 		case "rhel", "centos", "rocky", "almalinux", "ol":
-			return nil, fmt.Errorf("%s's own repositories have no Docker Engine: add Docker's repository and install docker-ce (https://docs.docker.com/engine/install/rhel/), then run install again without --install-docker", osRelease["ID"])
+			return nil, fmt.Errorf("%s's own repositories have no Docker Engine: add Docker's repository and install docker-ce (https://docs.docker.com/engine/install/rhel/), then run install again without asking it to install Docker", osRelease["ID"])
 		}
 	}
 	return nil, fmt.Errorf("do not know how to install Docker on %q: install Docker Engine 20.10 or later (https://docs.docker.com/engine/install/), then run install again", osRelease["PRETTY_NAME"])

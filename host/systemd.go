@@ -63,6 +63,17 @@ const DefaultServiceStartTimeout = 5 * time.Minute
 // agent cannot be registered, and the stack is not kept up by anyone.
 var ErrNoSystemd = errors.New("systemd does not manage this machine")
 
+// SettingError is a setting of the agent's unit that cannot be used,
+// named by what it is ("config_dir", "state_dir", "binary"): how the
+// operator gives it is the command line's business.
+type SettingError struct {
+	Setting string
+	Err     error
+}
+
+func (e *SettingError) Error() string { return e.Err.Error() }
+func (e *SettingError) Unwrap() error { return e.Err }
+
 // ServiceOptions are InstallService's inputs.
 type ServiceOptions struct {
 	// Paths are the config and state dirs the agent is started with;
@@ -354,26 +365,26 @@ func (o ServiceOptions) resolve() (ServiceOptions, error) {
 		o.StartTimeout = DefaultServiceStartTimeout
 	}
 	for _, p := range []struct {
-		flag string
-		path *string
-	}{{"--config-dir", &o.Paths.ConfigDir}, {"--state-dir", &o.Paths.StateDir}, {"--binary", &o.Binary}} {
+		setting, what string
+		path          *string
+	}{{"config_dir", "the config dir", &o.Paths.ConfigDir}, {"state_dir", "the state dir", &o.Paths.StateDir}, {"binary", "the binary", &o.Binary}} {
 		abs, err := filepath.Abs(*p.path)
 		if err != nil {
-			return o, fmt.Errorf("%s %q: %w", p.flag, *p.path, err)
+			return o, &SettingError{Setting: p.setting, Err: fmt.Errorf("%s %q: %w", p.what, *p.path, err)}
 		}
 		// systemd expands % and $ in ExecStart even inside quotes, and
 		// the template's quoting does not escape backslashes.
 		if i := strings.IndexFunc(abs, func(r rune) bool { return r < 0x20 || r == 0x7f || strings.ContainsRune(`%$\"`, r) }); i >= 0 {
-			return o, fmt.Errorf("%s %q: the path has %q, which a systemd unit cannot carry; use a path without %%, $, \\, \" or control characters", p.flag, *p.path, abs[i:i+1])
+			return o, &SettingError{Setting: p.setting, Err: fmt.Errorf("%s %q: the path has %q, which a systemd unit cannot carry; use a path without %%, $, \\, \" or control characters", p.what, *p.path, abs[i:i+1])}
 		}
 		*p.path = abs
 	}
 	fi, err := os.Stat(o.Binary)
 	switch {
 	case err != nil:
-		return o, fmt.Errorf("the unit would run %s: %w; install the binary there (install.sh puts it in %s, the packages in %s) or pass --binary", o.Binary, err, DefaultBinary, PackageBinary)
+		return o, &SettingError{Setting: "binary", Err: fmt.Errorf("the unit would run %s: %w; install the binary there (install.sh puts it in %s, the packages in %s) or name another", o.Binary, err, DefaultBinary, PackageBinary)}
 	case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
-		return o, fmt.Errorf("the unit would run %s, which is not an executable file; chmod 0755 it or pass --binary", o.Binary)
+		return o, &SettingError{Setting: "binary", Err: fmt.Errorf("the unit would run %s, which is not an executable file; chmod 0755 it or name another", o.Binary)}
 	}
 	return o, nil
 }
@@ -431,7 +442,7 @@ type systemdManager struct{}
 // root, when the workflow changes it).
 func newSystemdManager(needRoot bool) (serviceManager, error) {
 	if !SystemdRunning() {
-		return nil, fmt.Errorf("%w (no /run/systemd/system), so the agent cannot run as %s: run install with --no-service and keep the stack up yourself", ErrNoSystemd, ServiceUnit)
+		return nil, fmt.Errorf("%w (no /run/systemd/system), so the agent cannot run as %s: install without the agent and keep the stack up yourself", ErrNoSystemd, ServiceUnit)
 	}
 	if sys := service.ChosenSystem(); sys == nil || sys.String() != "linux-systemd" {
 		return nil, fmt.Errorf("%w: kardianos/service detected %v", ErrNoSystemd, sys)

@@ -81,7 +81,9 @@ func TestServiceOptionsResolve(t *testing.T) {
 		name    string
 		opts    ServiceOptions
 		wantErr string // substring; "" for success
-		check   func(t *testing.T, o ServiceOptions)
+		// wantSetting is the SettingError's setting, when the error is one.
+		wantSetting string
+		check       func(t *testing.T, o ServiceOptions)
 	}{
 		{name: "relative paths become absolute", opts: ServiceOptions{Binary: "carto-appliance", Paths: config.Paths{ConfigDir: "conf", StateDir: "state"}},
 			check: func(t *testing.T, o ServiceOptions) {
@@ -98,11 +100,11 @@ func TestServiceOptionsResolve(t *testing.T) {
 					t.Errorf("paths %+v", o.Paths)
 				}
 			}},
-		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: "/opt/100%"}}, wantErr: `--config-dir "/opt/100%"`},
-		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/$HOME"}}, wantErr: `--state-dir "/var/$HOME"`},
+		{name: "percent", opts: ServiceOptions{Binary: bin, Paths: config.Paths{ConfigDir: "/opt/100%"}}, wantErr: `the config dir "/opt/100%"`, wantSetting: "config_dir"},
+		{name: "dollar", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/$HOME"}}, wantErr: `the state dir "/var/$HOME"`, wantSetting: "state_dir"},
 		{name: "newline", opts: ServiceOptions{Binary: bin, Paths: config.Paths{StateDir: "/var/a\nb"}}, wantErr: `cannot carry`},
-		{name: "missing binary", opts: ServiceOptions{Binary: filepath.Join(dir, "nope")}, wantErr: "install the binary there"},
-		{name: "binary not executable", opts: ServiceOptions{Binary: notExec}, wantErr: "not an executable file"},
+		{name: "missing binary", opts: ServiceOptions{Binary: filepath.Join(dir, "nope")}, wantErr: "install the binary there", wantSetting: "binary"},
+		{name: "binary not executable", opts: ServiceOptions{Binary: notExec}, wantErr: "not an executable file", wantSetting: "binary"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,6 +112,15 @@ func TestServiceOptionsResolve(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want one with %q", err, tt.wantErr)
+				}
+				// The setting is named by what it is; the flag that gives
+				// it is cmd/'s business.
+				var se *SettingError
+				if tt.wantSetting != "" && (!errors.As(err, &se) || se.Setting != tt.wantSetting) {
+					t.Errorf("error %v names setting %+v, want %q", err, se, tt.wantSetting)
+				}
+				if strings.Contains(err.Error(), "--") {
+					t.Errorf("error %v names a flag", err)
 				}
 				return
 			}

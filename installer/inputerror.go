@@ -25,6 +25,13 @@ const (
 	InputIgnorePreflight Input = "ignore_preflight" // the preflight checks to ignore
 	InputConfigDir       Input = "config_dir"       // where appliance.yaml and the stack's files are
 	InputStateDir        Input = "state_dir"        // where the appliance's state is
+	// Preflight's fixes name these too (preflight.Check.Inputs).
+	InputInstallDocker Input = "install_docker" // install Docker from the distribution's packages
+	InputBindAddress   Input = "bind_address"   // the address the router listens on
+	InputHTTPPort      Input = "http_port"      // the router's HTTP port
+	InputHTTPSPort     Input = "https_port"     // the router's HTTPS port
+	// host.SettingError names this too.
+	InputBinary Input = "binary" // the executable the agent's unit runs
 )
 
 // InputError is bad or missing input, named by Input. Its message names

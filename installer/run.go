@@ -156,6 +156,10 @@ func (c *convergeRun) stage(ctx context.Context) error {
 
 func (c *convergeRun) pullImages(ctx context.Context) error {
 	if err := c.eng.Pull(ctx, c.project, c.pull); err != nil {
+		if errors.Is(err, stack.ErrUnauthorized) {
+			// The registry refused key.json: the operator's input to fix.
+			return &InputError{Input: InputKey, Err: err}
+		}
 		return err
 	}
 	c.pull.Policy = stack.PullMissing // everything is here now

@@ -112,7 +112,8 @@ func checkDocker(ctx context.Context, h Host) dockerResult {
 			c.Fix = "start it: systemctl enable --now docker"
 		} else {
 			c.Detail = "Docker is not installed"
-			c.Fix = "re-run install with --install-docker to install it from the distribution's packages, or install Docker Engine 20.10 or later yourself (https://docs.docker.com/engine/install/)"
+			c.Fix = "let install install it from the distribution's packages, or install Docker Engine 20.10 or later yourself (https://docs.docker.com/engine/install/)"
+			c.Inputs = []string{"install_docker"}
 		}
 		return dockerResult{Check: c}
 	}
@@ -154,6 +155,7 @@ func checkDisk(h Host, r release.Requirement, dockerRoot string, dataDirs []stri
 
 func checkPort(ctx context.Context, h Host, name, addr string, port int, project string, own func(context.Context, string, int) bool) Check {
 	c := Check{ID: "port-" + strings.ToLower(name), Title: fmt.Sprintf("Port %d (%s)", port, name)}
+	portInput := strings.ToLower(name) + "_port" // http_port, https_port
 	if addr == "" {
 		addr = "0.0.0.0"
 	}
@@ -175,15 +177,18 @@ func checkPort(ctx context.Context, h Host, name, addr string, port int, project
 		c.Status = Fail
 		if owner != "" {
 			c.Detail = fmt.Sprintf("already published by container %s", owner)
-			c.Fix = fmt.Sprintf("stop that container, or choose another port (--%s-port)", strings.ToLower(name))
+			c.Fix = "stop that container, or choose another port"
+			c.Inputs = []string{portInput}
 		} else {
 			c.Detail = fmt.Sprintf("another program listens on %s:%d", addr, port)
-			c.Fix = fmt.Sprintf("stop it (ss -ltnp 'sport = :%d' shows which), or choose another port (--%s-port)", port, strings.ToLower(name))
+			c.Fix = fmt.Sprintf("stop it (ss -ltnp 'sport = :%d' shows which), or choose another port", port)
+			c.Inputs = []string{portInput}
 		}
 		return c
 	}
 	c.Status, c.Detail = Fail, err.Error()
-	c.Fix = fmt.Sprintf("use an address of this machine (--bind-address) and a port it may open (--%s-port)", strings.ToLower(name))
+	c.Fix = "use an address of this machine and a port it may open"
+	c.Inputs = []string{"bind_address", portInput}
 	return c
 }
 

@@ -33,6 +33,10 @@ type Check struct {
 	Detail string `json:"detail"`
 	// Fix says what to do; empty when the check passed.
 	Fix string `json:"fix,omitempty"`
+	// Inputs are the install settings Fix speaks of, by what they are
+	// ("install_docker", "bind_address", "http_port"): how an operator
+	// gives them (a flag, a form field) is the front end's business.
+	Inputs []string `json:"inputs,omitempty"`
 }
 
 // Report is every check's result, in a fixed order.
@@ -112,7 +116,7 @@ func Run(ctx context.Context, opts Options) *Report {
 	r := &Report{}
 	add := func(c Check) {
 		if c.Status == Fail && slices.Contains(opts.Ignore, c.ID) {
-			c.Status, c.Detail = Warn, c.Detail+" (failure ignored: --ignore-preflight "+c.ID+")"
+			c.Status, c.Detail = Warn, c.Detail+" (failure ignored, as asked)"
 		}
 		if c.Status == Fail {
 			r.Failed = true

@@ -171,7 +171,7 @@ func (c *checker) check(ctx context.Context, t Target) (r Result) {
 	if isWildcard(t.Domain) {
 		suffix := strings.TrimPrefix(t.Domain, "*")
 		r.Kind = KindNotCheckable
-		r.Reason = fmt.Sprintf("not checkable: wildcard %s: its hosts are per customer; check one by name (--domain <name>%s) and allow the whole suffix in the proxy", t.Domain, suffix)
+		r.Reason = fmt.Sprintf("not checkable: wildcard %s: its hosts are per customer; check one of its hosts by name (<name>%s) and allow the whole suffix in the proxy", t.Domain, suffix)
 		return r
 	}
 	u, err := targetURL(t.Domain)
@@ -324,9 +324,9 @@ func (c *checker) classify(ctx context.Context, u *url.URL, err error) (kind, re
 			issuer = fmt.Sprintf(" (issued by %q)", unknownCA.Cert.Issuer.String())
 		}
 		if viaProxy {
-			return KindTLSUnknownAuthority, fmt.Sprintf("the HTTPS proxy's own certificate is signed by an unknown authority%s: give the proxy's CA (--ca-cert)", issuer)
+			return KindTLSUnknownAuthority, fmt.Sprintf("the HTTPS proxy's own certificate is signed by an unknown authority%s: give the proxy's CA (proxy.ca_cert)", issuer)
 		}
-		return KindTLSUnknownAuthority, fmt.Sprintf("the certificate %s presented is signed by an unknown authority%s: if the proxy inspects TLS, give its CA (--ca-cert)", host, issuer)
+		return KindTLSUnknownAuthority, fmt.Sprintf("the certificate %s presented is signed by an unknown authority%s: if the proxy inspects TLS, give its CA (proxy.ca_cert)", host, issuer)
 	}
 	if viaProxy {
 		return KindProxyUnreachable, fmt.Sprintf("cannot reach the proxy: %v", opErr.Err)

@@ -54,7 +54,7 @@ func Env(in EnvInput) (pairs []string, notes []string) {
 		v := "1"
 		if !s.Rejects() {
 			v = "0"
-			notes = append(notes, "NODE_TLS_REJECT_UNAUTHORIZED=0: the services accept any TLS certificate, an attacker's included; give the proxy's CA (--ca-cert) and keep --reject-unauthorized=true")
+			notes = append(notes, "NODE_TLS_REJECT_UNAUTHORIZED=0: the services accept any TLS certificate, an attacker's included; give the proxy's CA (proxy.ca_cert) and keep proxy.reject_unauthorized true")
 		}
 		add("NODE_TLS_REJECT_UNAUTHORIZED", v)
 		if slices.Contains(in.Warehouses, "snowflake") {

@@ -175,7 +175,7 @@ func (e *Engine) pullError(ref string, named reference.Named, auth *RegistryAuth
 	if cerrdefs.IsUnauthorized(err) || strings.Contains(msg, "unauthorized") || strings.Contains(msg, "authentication required") || strings.Contains(msg, "denied") {
 		host := reference.Domain(named)
 		if useAuth {
-			return fmt.Errorf("pulling %s: registry %s refused the credentials from %s (%w): use the key.json of your customer package (install --key FILE); the engine said: %v", ref, host, auth.Source, ErrUnauthorized, err)
+			return fmt.Errorf("pulling %s: registry %s refused the credentials from %s (%w): use the key.json of your customer package; the engine said: %v", ref, host, auth.Source, ErrUnauthorized, err)
 		}
 		return fmt.Errorf("pulling %s: registry %s wants credentials (%w), and the key.json is for %q: check the registry setting; the engine said: %v", ref, host, ErrUnauthorized, registryOf(auth), err)
 	}

@@ -129,7 +129,7 @@ func toAPIError(err error) *apiError {
 func Listen(paths config.Paths) (net.Listener, error) {
 	path := SocketPath(paths)
 	if len(path) >= maxSocketPath {
-		return nil, fmt.Errorf("the socket path %s is longer than a unix socket allows (%d bytes): use a shorter --state-dir", path, maxSocketPath-1)
+		return nil, &installer.InputError{Input: installer.InputStateDir, Err: fmt.Errorf("the socket path %s is longer than a unix socket allows (%d bytes): use a shorter state dir", path, maxSocketPath-1)}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state dir: %w", err)

@@ -3,9 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/preflight"
 )
 
 // The core names an input by what it is (installer.InputError) or by its
@@ -30,6 +33,11 @@ var inputFlags = map[installer.Input]string{
 	installer.InputIgnorePreflight: "--ignore-preflight",
 	installer.InputConfigDir:       "--config-dir",
 	installer.InputStateDir:        "--state-dir",
+	installer.InputInstallDocker:   "--install-docker",
+	installer.InputBindAddress:     "--bind-address",
+	installer.InputHTTPPort:        "--http-port",
+	installer.InputHTTPSPort:       "--https-port",
+	installer.InputBinary:          "--binary",
 }
 
 // commandInputFlags are where a command names an input otherwise.
@@ -40,6 +48,7 @@ var commandInputFlags = map[string]map[installer.Input]string{
 		installer.InputTLSChain: "--chain FILE",
 	},
 	"certs acme":     {installer.InputACMECACert: "--ca-cert FILE"},
+	"config apply":   {installer.InputKey: "install --key FILE"},
 	"proxy set":      {installer.InputProxyURL: "--url", installer.InputProxyCACert: "--ca-cert FILE"},
 	"license update": {installer.InputLicense: "license update FILE"},
 	"uninstall":      {installer.InputConfigDir: "--config-dir", installer.InputStateDir: "--state-dir"},
@@ -64,19 +73,57 @@ var fieldFlags = map[string]string{
 	"license.server":          "--license-server",
 }
 
+// flagFor is the flag of command that gives in, if it has one.
+func flagFor(in installer.Input, command string) (string, bool) {
+	if flag, ok := commandInputFlags[command][in]; ok {
+		return flag, true
+	}
+	flag, ok := inputFlags[in]
+	return flag, ok
+}
+
+// checkFix is a preflight check's fix with the flags that give the inputs
+// it speaks of.
+func checkFix(c preflight.Check) string {
+	var flags []string
+	for _, in := range c.Inputs {
+		if flag, ok := flagFor(installer.Input(in), "install"); ok {
+			flags = append(flags, flag)
+		}
+	}
+	if len(flags) == 0 {
+		return c.Fix
+	}
+	return fmt.Sprintf("%s (set with %s)", c.Fix, strings.Join(flags, ", "))
+}
+
 // explain is err as the operator of command (e.g. "certs import") reads
 // it: an input or an appliance.yaml field the core names also says which
-// flag gives it.
+// flag gives it, and a failed preflight's fixes too.
 func explain(err error, command string) string {
+	var pf *preflight.FailedError
+	if errors.As(err, &pf) {
+		var b strings.Builder
+		b.WriteString("preflight failed, nothing was changed:")
+		for _, c := range pf.Report.Failures() {
+			fmt.Fprintf(&b, "\n  %s: %s\n    fix: %s", c.Title, c.Detail, checkFix(c))
+		}
+		return strings.Replace(err.Error(), pf.Error(), b.String(), 1)
+	}
 	var ie *installer.InputError
 	if errors.As(err, &ie) {
-		flag, ok := commandInputFlags[command][ie.Input]
-		if !ok {
-			flag, ok = inputFlags[ie.Input]
-		}
-		if ok {
+		if flag, ok := flagFor(ie.Input, command); ok {
 			return fmt.Sprintf("%v (%s)", err, flag)
 		}
+	}
+	var se *host.SettingError
+	if errors.As(err, &se) {
+		if flag, ok := flagFor(installer.Input(se.Setting), command); ok {
+			return fmt.Sprintf("%v (%s)", err, flag)
+		}
+	}
+	if errors.Is(err, host.ErrNoSystemd) {
+		return err.Error() + " (install --no-service)"
 	}
 	var fe *config.FieldError
 	if errors.As(err, &fe) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/preflight"
 )
 
 func TestExplainNamesTheFlagOfAnInvalidField(t *testing.T) {
@@ -45,9 +46,35 @@ func TestEveryInputHasAFlag(t *testing.T) {
 		installer.InputDomain, installer.InputRegistry, installer.InputProxyURL, installer.InputProxyCACert,
 		installer.InputTLSMode, installer.InputTLSCert, installer.InputTLSKey, installer.InputTLSChain,
 		installer.InputACMECACert, installer.InputIgnorePreflight, installer.InputConfigDir, installer.InputStateDir,
+		installer.InputInstallDocker, installer.InputBindAddress, installer.InputHTTPPort, installer.InputHTTPSPort, installer.InputBinary,
 	} {
 		if inputFlags[in] == "" {
 			t.Errorf("input %q has no flag", in)
 		}
+	}
+}
+
+// A failed preflight's fixes say which flags give the inputs they speak
+// of; the core's report names none.
+func TestExplainGivesPreflightFixesTheirFlags(t *testing.T) {
+	report := &preflight.Report{Failed: true, Checks: []preflight.Check{
+		{ID: "docker", Title: "Docker engine", Status: preflight.Fail, Detail: "Docker is not installed", Fix: "let install install it", Inputs: []string{"install_docker"}},
+		{ID: "memory", Title: "Memory", Status: preflight.Fail, Detail: "4 GiB", Fix: "give the VM 32 GiB"},
+		{ID: "port-http", Title: "Port 80 (HTTP)", Status: preflight.Fail, Detail: "denied", Fix: "use another", Inputs: []string{"bind_address", "http_port"}},
+	}}
+	err := fmt.Errorf("install: %w", &preflight.FailedError{Report: report})
+	got := explain(err, "install")
+	for _, want := range []string{
+		"install: preflight failed, nothing was changed:",
+		"fix: let install install it (set with --install-docker)\n",
+		"fix: give the VM 32 GiB\n",
+		"fix: use another (set with --bind-address, --http-port)",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("missing %q in:\n%s", want, got)
+		}
+	}
+	if strings.Contains(err.Error(), "--") {
+		t.Errorf("the core's own message names a flag: %s", err)
 	}
 }

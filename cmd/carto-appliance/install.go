@@ -152,7 +152,7 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 		if res.Preflight != nil {
 			for _, c := range res.Preflight.Checks {
 				if c.Status == preflight.Warn {
-					fmt.Fprintf(os.Stderr, "Warning: preflight: %s: %s; %s\n", c.Title, c.Detail, c.Fix)
+					fmt.Fprintf(os.Stderr, "Warning: preflight: %s: %s; %s\n", c.Title, c.Detail, checkFix(c))
 				}
 			}
 		}

@@ -54,7 +54,7 @@ func printPreflight(w io.Writer, r *preflight.Report) {
 	tw.Flush()
 	for _, c := range r.Checks {
 		if c.Fix != "" {
-			fmt.Fprintf(w, "%s (%s): %s\n", c.Title, c.Status, c.Fix)
+			fmt.Fprintf(w, "%s (%s): %s\n", c.Title, c.Status, checkFix(c))
 		}
 	}
 }
