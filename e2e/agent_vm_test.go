@@ -72,21 +72,22 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 	})
 
 	step(t, "a service that crashes forever is a crash loop in status, restarted ever further apart", func(t *testing.T) {
-		// The engine's start events, followed live from before the fault.
+		// The engine's start and die events, followed live from before
+		// the fault.
 		node.MustExec(t, "systemd-run", "--unit", "lds-starts", "docker", "events", "--filter", "type=container", "--filter", "event=start",
-			"--filter", "label=com.docker.compose.service=lds-api", "--format", "{{.ID}} {{.TimeNano}}")
+			"--filter", "event=die", "--filter", "label=com.docker.compose.service=lds-api", "--format", "{{.ID}} {{.Action}} {{.TimeNano}}")
 		defer node.Exec(ctx, "systemctl", "stop", "lds-starts")
-		starts := func() []time.Time {
+		delays := func() []time.Duration {
 			id := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{.Id}}", "carto-lds-api-1"))
-			var out []time.Time
+			var events []lifeEvent
 			for line := range strings.Lines(node.MustExec(t, "journalctl", "-u", "lds-starts", "-o", "cat", "--no-pager")) {
-				var cid string
+				var cid, action string
 				var ns int64
-				if _, err := fmt.Sscan(line, &cid, &ns); err == nil && cid == id {
-					out = append(out, time.Unix(0, ns))
+				if _, err := fmt.Sscan(line, &cid, &action, &ns); err == nil && cid == id {
+					events = append(events, lifeEvent{action: action, at: time.Unix(0, ns)})
 				}
 			}
-			return out
+			return restartDelays(events)
 		}
 		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
 		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
@@ -94,12 +95,12 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 			if s := service(t, "lds-api"); !s.CrashLoop {
 				return fmt.Errorf("lds-api: %+v", s)
 			}
-			return enoughRestarts(starts())
+			return enoughRestarts(delays())
 		})
 		if st := vmStatus(t, node); st.Healthy {
 			t.Error("status says healthy during a crash loop")
 		}
-		assertBackoffGrows(t, starts())
+		assertBackoffGrows(t, delays())
 
 		node.MustExec(t, "sed", "-i", "/STANDIN_FAIL_LDS_API/d", "/opt/carto/customer.env")
 		node.MustExec(t, "carto-appliance", "config", "apply")

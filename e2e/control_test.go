@@ -102,14 +102,14 @@ func TestStartStopRestart(t *testing.T) {
 		// (StartedAt, with a second's resolution in some engines, could
 		// not without waiting for the clock).
 		id := n.container("maps-api")
-		starts := watchStarts(t, n.project, "maps-api")
+		life := watchLife(t, n.project, "maps-api")
 		n.mustRun("restart", "maps-api")
 		if s := n.service("maps-api"); s.Health != "healthy" {
 			t.Errorf("maps-api after restart: health %s", s.Health)
 		}
 		// The event reaches the watcher a moment after the engine sent it.
 		eventually(t, 10*time.Second, func() error {
-			if len(starts(id)) == 0 {
+			if !slices.ContainsFunc(life(id), func(e lifeEvent) bool { return e.action == "start" }) {
 				return fmt.Errorf("the engine reported no start of maps-api's container %.12s", id)
 			}
 			return nil
