@@ -396,15 +396,21 @@ func (s serverOps) start(name, event string) (end func()) {
 	}
 }
 
-// handleOp serves POST /v1/<name> for the op type T, streaming its
-// progress and outcome.
-func handleOp[T Op](mux *http.ServeMux, s serverOps) {
+// handle serves POST /v1/<name> for the request type T, whose decoded
+// value serve answers.
+func handle[T interface{ Name() string }](mux *http.ServeMux, serve func(http.ResponseWriter, T)) {
 	var zero T
 	mux.HandleFunc("POST /v1/"+zero.Name(), func(w http.ResponseWriter, r *http.Request) {
-		var op T
-		if !readJSON(w, r, &op) {
-			return
+		var req T
+		if readJSON(w, r, &req) {
+			serve(w, req)
 		}
+	})
+}
+
+// handleOp serves the op type T, streaming its progress and outcome.
+func handleOp[T Op](mux *http.ServeMux, s serverOps) {
+	handle(mux, func(w http.ResponseWriter, op T) {
 		name, _, _ := strings.Cut(op.event(), " ")
 		defer s.start(name, op.event())()
 		stream(w, func(o installer.Options) (*installer.Result, error) {
@@ -422,14 +428,9 @@ type licenseAnswer struct {
 	Error  *apiError       `json:"error,omitempty"`
 }
 
-// handleLicenseOp serves POST /v1/<name> for the licence op type T.
+// handleLicenseOp serves the licence op type T.
 func handleLicenseOp[T LicenseOp](mux *http.ServeMux, s serverOps) {
-	var zero T
-	mux.HandleFunc("POST /v1/"+zero.Name(), func(w http.ResponseWriter, r *http.Request) {
-		var op T
-		if !readJSON(w, r, &op) {
-			return
-		}
+	handle(mux, func(w http.ResponseWriter, op T) {
 		defer s.start(op.event(), op.event())()
 		st, err := op.run(s.ctx, s.wf, s.paths)
 		ans := licenseAnswer{Status: st}

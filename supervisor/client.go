@@ -146,12 +146,17 @@ func (c *Client) Logs(ctx context.Context, w io.Writer, opts stack.LogsOptions) 
 	return nil
 }
 
-func (c *Client) operation(ctx context.Context, path string, req any, opts installer.Options) (*installer.Result, error) {
+// post sends req as JSON to path.
+func (c *Client) post(ctx context.Context, path string, req any) (*http.Response, error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
+	return c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
+}
+
+func (c *Client) operation(ctx context.Context, path string, req any, opts installer.Options) (*installer.Result, error) {
+	resp, err := c.post(ctx, path, req)
 	if err != nil {
 		return nil, err
 	}
@@ -188,11 +193,7 @@ func (c *Client) operation(ctx context.Context, path string, req any, opts insta
 
 // licenseOperation sends a licence op and reads its answer.
 func (c *Client) licenseOperation(ctx context.Context, path string, req any) (*license.Status, error) {
-	body, err := json.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := c.do(ctx, http.MethodPost, path, bytes.NewReader(body))
+	resp, err := c.post(ctx, path, req)
 	if err != nil {
 		return nil, err
 	}

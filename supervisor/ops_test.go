@@ -91,6 +91,18 @@ func (r *recorder) workflows() Workflows {
 	}
 }
 
+// serveRecorder runs the API on rec's workflows and dials it.
+func serveRecorder(t *testing.T, rec *recorder) (config.Paths, *Client) {
+	t.Helper()
+	paths := serveWith(t, ServeOptions{Workflows: rec.workflows()})
+	c, err := Dial(context.Background(), paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return paths, c
+}
+
 // fill sets every field v reaches to a value of its own, so that a field
 // the wire loses shows as a difference.
 func fill(v reflect.Value, name string) {
@@ -127,13 +139,8 @@ func filled[T any]() T {
 // same call as the op run directly.
 func TestOpsCrossTheSocketWhole(t *testing.T) {
 	rec := &recorder{}
-	paths := serveWith(t, ServeOptions{Workflows: rec.workflows()})
+	paths, c := serveRecorder(t, rec)
 	ctx := context.Background()
-	c, err := Dial(ctx, paths)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	wf := rec.workflows()
 	seen := map[string]bool{}
 	for _, op := range []Op{
@@ -187,16 +194,11 @@ func TestOpsCrossTheSocketWhole(t *testing.T) {
 // direct run does; a licence op's error keeps its kind and status.
 func TestOpErrorsKeepWhatTheyName(t *testing.T) {
 	rec := &recorder{}
-	paths := serveWith(t, ServeOptions{Workflows: rec.workflows()})
+	paths, c := serveRecorder(t, rec)
 	ctx := context.Background()
-	c, err := Dial(ctx, paths)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 
 	rec.err = fmt.Errorf("reading it: %w", &installer.InputError{Input: installer.InputTLSKey, Err: errors.New("the key file is a FIFO")})
-	_, err = Do(ctx, c, installer.Options{}, CertsOp{Action: CertsImport})
+	_, err := Do(ctx, c, installer.Options{}, CertsOp{Action: CertsImport})
 	var ie *installer.InputError
 	if !errors.As(err, &ie) || ie.Input != installer.InputTLSKey || err.Error() != rec.err.Error() {
 		t.Errorf("an input error came back as %v (%+v)", err, ie)
