@@ -289,6 +289,16 @@ func (n *node) container(service string) string {
 	return id
 }
 
+// dockerCLI runs the docker CLI on the host's engine and returns its output.
+func (n *node) dockerCLI(args ...string) string {
+	n.t.Helper()
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	if err != nil {
+		n.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
 // exec runs a command in a service's container and returns its output.
 func (n *node) exec(service string, cmd ...string) string {
 	n.t.Helper()

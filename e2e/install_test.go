@@ -270,6 +270,16 @@ func TestStandardInstallLifecycle(t *testing.T) {
 	})
 
 	step(t, "uninstall keeps the data, install brings it back", func(t *testing.T) {
+		// A container of no service of the stack on its network (an
+		// operator's debugging container) is named, with the fix.
+		image := strings.TrimSpace(n.dockerCLI("inspect", "-f", "{{.Image}}", n.container("maps-api")))
+		intruder := n.project + "-intruder"
+		n.dockerCLI("run", "-d", "--name", intruder, "--network", n.project+"_default", "--label", "org.cartodb.testbed=1", image)
+		t.Cleanup(func() { exec.Command("docker", "rm", "-f", intruder).Run() })
+		if _, errOut, code := n.run("uninstall"); code != 1 || !strings.Contains(errOut, intruder) || !strings.Contains(errOut, "docker network disconnect") {
+			t.Errorf("uninstall with %s on the network: exit %d\n%s", intruder, code, errOut)
+		}
+		n.dockerCLI("rm", "-f", intruder)
 		n.mustRun("uninstall")
 		if c := n.containers(); len(c) != 0 {
 			t.Fatalf("containers left after uninstall: %v", c)

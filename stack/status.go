@@ -203,8 +203,8 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 		return fmt.Errorf("listing networks: %w", err)
 	}
 	for _, n := range nets.Items {
-		if _, err := e.api.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
-			return fmt.Errorf("removing network %s: %w", n.Name, err)
+		if err := e.removeNetwork(ctx, n.ID, n.Name); err != nil {
+			return err
 		}
 	}
 	if !opts.RemoveVolumes {
@@ -220,6 +220,40 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 		}
 	}
 	return nil
+}
+
+// networkSettle bounds the wait for a network the project's removed
+// containers still hold: the engine releases their endpoints a moment
+// after it answered their removal, and under load that moment grows.
+const networkSettle = 15 * time.Second
+
+// removeNetwork removes a network of the project, waiting (bounded) for
+// the endpoints of the containers just removed to go; a container of
+// another project still attached is named, with the fix.
+func (e *Engine) removeNetwork(ctx context.Context, id, name string) error {
+	deadline := time.Now().Add(networkSettle)
+	for {
+		_, err := e.api.NetworkRemove(ctx, id, client.NetworkRemoveOptions{})
+		if err == nil || cerrdefs.IsNotFound(err) {
+			return nil
+		}
+		if !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
+			if inspect, ierr := e.api.NetworkInspect(ctx, id, client.NetworkInspectOptions{}); ierr == nil && len(inspect.Network.Containers) > 0 {
+				var names []string
+				for _, c := range inspect.Network.Containers {
+					names = append(names, c.Name)
+				}
+				sort.Strings(names)
+				return fmt.Errorf("removing network %s: containers of no service of the stack are attached to it (%s): disconnect or remove them (docker network disconnect %s NAME) and run this again: %w", name, strings.Join(names, ", "), name, err)
+			}
+			return fmt.Errorf("removing network %s: %w", name, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func hasDependent(p *types.Project, s string, among map[string]bool) bool {
