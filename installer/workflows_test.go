@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/stack"
 )
@@ -310,4 +311,123 @@ func TestControlRefusals(t *testing.T) {
 		t.Error("a failed stop did not hold the service")
 	}
 	f.allClosed(t)
+}
+
+// proxy set gives the proxy to the stack (.env) and to the Docker engine
+// (its drop-in, the CA), restarting the engine only when the operator
+// agrees, and reconnecting after; proxy clear takes both back.
+func TestSetAndClearProxy(t *testing.T) {
+	paths, f := applied(t, config.Config{})
+	h := hostEngineFake(t)
+	ca := filepath.Join(t.TempDir(), "proxy-ca.pem")
+	os.WriteFile(ca, testCAPEM(t), 0o600)
+	var asked []string
+	yes := func(reason string) bool { asked = append(asked, reason); return true }
+	res, err := SetProxy(t.Context(), Options{Paths: paths, ConfirmEngineRestart: yes}, ProxyInput{URL: "https://proxy.corp:3129", NoProxy: ".corp", CACertFile: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(h.DropIn), "HTTPS_PROXY=https://proxy.corp:3129") || string(h.CA) != string(testCAPEMOf(t, ca)) || h.Restarts != 1 || len(asked) != 1 {
+		t.Errorf("engine: drop-in %q CA %d bytes, %d restarts, asked %q", h.DropIn, len(h.CA), h.Restarts, asked)
+	}
+	if !slices.Contains(res.Warnings, "restarted the Docker engine with the new proxy settings") {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+	env := readFile(t, paths.File(config.EnvFileName))
+	if !strings.Contains(env, `HTTPS_PROXY="https://proxy.corp:3129"`) || !strings.Contains(env, ".corp") {
+		t.Errorf(".env:\n%s", env)
+	}
+	if cfg := installedConfig(t, paths); cfg.Proxy.URL != "https://proxy.corp:3129" || cfg.Proxy.CACert == "" {
+		t.Errorf("appliance.yaml proxy %+v", cfg.Proxy)
+	}
+	// The services that call out see the CA.
+	if got := readFile(t, filepath.Join(paths.ConfigDir, config.CertsDirName, appMountDir, cfgProxyCA(t, paths))); got != string(testCAPEMOf(t, ca)) {
+		t.Error("the proxy CA is not mounted for the services")
+	}
+	if len(res.Applied.Recreated) == 0 {
+		t.Error("no service was recreated with the proxy")
+	}
+	// The engine restarted: the run went on with a new connection.
+	if f.Connects < 2 {
+		t.Errorf("%d connections", f.Connects)
+	}
+	f.allClosed(t)
+
+	// Invalid input changes nothing and asks nothing.
+	before := dirSnapshot(t, paths.ConfigDir)
+	n := len(f.Log)
+	_, err = SetProxy(t.Context(), Options{Paths: paths}, ProxyInput{NoProxy: ".corp"})
+	if inputOf(err) != InputProxyURL {
+		t.Errorf("no URL: %v", err)
+	}
+	_, err = SetProxy(t.Context(), Options{Paths: paths}, ProxyInput{URL: "http://u:pw@proxy.corp:3128"})
+	if err == nil || strings.Contains(err.Error(), "pw@") {
+		t.Errorf("credentials: %v", err)
+	}
+	if len(f.Log) != n || !sameFiles(before, dirSnapshot(t, paths.ConfigDir)) {
+		t.Error("a refused proxy changed something")
+	}
+
+	// Cleared without the operator's agreement: the engine's settings are
+	// written, its restart left to the operator.
+	res, err = ClearProxy(t.Context(), Options{Paths: paths})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.DropIn != nil || h.CA != nil || h.Restarts != 1 {
+		t.Errorf("engine after clear: drop-in %q, %d restarts", h.DropIn, h.Restarts)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "systemctl restart docker") }) {
+		t.Errorf("warnings %q", res.Warnings)
+	}
+	if env := readFile(t, paths.File(config.EnvFileName)); strings.Contains(env, "proxy.corp") {
+		t.Errorf(".env still has the proxy:\n%s", env)
+	}
+	if r := lastRun(t, paths); r.Action != "proxy clear" || r.Outcome != steps.Succeeded {
+		t.Errorf("journal %+v", r)
+	}
+}
+
+// An engine that cannot take the proxy stops the run before the stack is
+// touched; the journal says so, as the engine's settings may have changed.
+func TestSetProxyEngineFailure(t *testing.T) {
+	paths, f := applied(t, config.Config{})
+	h := hostEngineFake(t)
+	h.Err = errors.New("writing /etc/systemd/system/docker.service.d: read-only file system")
+	cfgBefore := dirSnapshot(t, paths.ConfigDir)
+	_, err := SetProxy(t.Context(), Options{Paths: paths}, ProxyInput{URL: "http://proxy.corp:3128"})
+	if err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Fatalf("err %v", err)
+	}
+	if !sameFiles(cfgBefore, dirSnapshot(t, paths.ConfigDir)) || len(f.Pulls) != 0 || len(f.Applies) != 0 {
+		t.Errorf("a refused engine proxy went on: %q", f.Log)
+	}
+	if r := lastRun(t, paths); r.Action != "proxy set" || stepState(r, "engine-proxy") != steps.Failed || r.Outcome != steps.Stopped {
+		t.Errorf("journal %+v", r)
+	}
+	f.allClosed(t)
+}
+
+// hostEngineFake is the host.FakeEngine fakes put in place.
+func hostEngineFake(t *testing.T) *host.FakeEngine {
+	t.Helper()
+	h, ok := hostEngine.(*host.FakeEngine)
+	if !ok {
+		t.Fatal("fakes was not called")
+	}
+	return h
+}
+
+func testCAPEMOf(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func cfgProxyCA(t *testing.T, paths config.Paths) string {
+	t.Helper()
+	return installedConfig(t, paths).Proxy.CACert
 }
