@@ -2,11 +2,14 @@ package installer
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/steps"
@@ -162,4 +165,62 @@ func TestOffloadAndRenew(t *testing.T) {
 		t.Errorf("warnings %q", res.Warnings)
 	}
 	f.allClosed(t)
+}
+
+// The agent's look at the certificate: a fresh self-signed one needs
+// nothing until it nears its end; a custom one warns by threshold, and
+// once expired by a threshold of its own; an offloaded router has none.
+func TestCheckCertificate(t *testing.T) {
+	paths, _ := applied(t, config.Config{})
+	now := time.Now()
+	if c, err := CheckCertificate(t.Context(), paths, now); err != nil || c.Renew || c.Warning != "" {
+		t.Errorf("fresh: %+v %v", c, err)
+	}
+	if c, err := CheckCertificate(t.Context(), paths, now.AddDate(2, 0, 0)); err != nil || !c.Renew || c.Why == "" {
+		t.Errorf("two years on: %+v %v", c, err)
+	}
+
+	cert, key := customCert(t, "carto.example.com")
+	if _, err := ImportCertificate(t.Context(), Options{Paths: paths}, TLSInput{CertFile: cert, KeyFile: key}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := CheckCertificate(t.Context(), paths, now); err != nil || c.Renew || c.Threshold <= 0 || !strings.Contains(c.Warning, "renew it") {
+		t.Errorf("custom, a day left: %+v %v", c, err)
+	}
+	if c, err := CheckCertificate(t.Context(), paths, now.Add(48*time.Hour)); err != nil || c.Threshold != -1 || !strings.Contains(c.Warning, "expired") {
+		t.Errorf("custom, expired: %+v %v", c, err)
+	}
+
+	if _, err := OffloadTLS(t.Context(), Options{Paths: paths}); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := CheckCertificate(t.Context(), paths, now.AddDate(5, 0, 0)); err != nil || c != (CertificateCheck{}) {
+		t.Errorf("offload: %+v %v", c, err)
+	}
+	if _, err := CheckCertificate(t.Context(), config.Paths{ConfigDir: t.TempDir(), StateDir: t.TempDir()}, now); !errors.Is(err, ErrNotInstalled) {
+		t.Errorf("nothing installed: %v", err)
+	}
+}
+
+// Leaving acme mode, the router publishes the HTTP port again: the
+// agent's front is asked to let go of it before the converge, and only
+// then.
+func TestLeavingACMEReleasesTheHTTPPort(t *testing.T) {
+	f, _ := fakes(t)
+	paths := installed(t, config.Config{TLS: config.TLSConfig{Mode: config.TLSACME, ACME: &config.ACMEConfig{Email: "ops@example.com", Directory: "https://127.0.0.1:1/dir"}}})
+	released := 0
+	opts := Options{Paths: paths, ReleaseHTTPPort: func(context.Context) error {
+		released++
+		f.record("release http port")
+		return nil
+	}}
+	if _, err := UseSelfSigned(t.Context(), opts); err != nil {
+		t.Fatal(err)
+	}
+	if rel, up := slices.Index(f.Log, "release http port"), slices.Index(f.Log, "apply carto"); released != 1 || rel < 0 || rel > up {
+		t.Errorf("released %d times: %q", released, f.Log)
+	}
+	if _, err := Apply(t.Context(), opts); err != nil || released != 1 {
+		t.Errorf("not leaving acme: released %d times, %v", released, err)
+	}
 }
