@@ -166,7 +166,7 @@ func joinPEM(files ...[]byte) []byte {
 // mayStop, under the converge lock (the agent would revive it otherwise):
 // without, such a certificate is left for the locked part. Obtaining
 // outside the lock keeps a slow CA from stalling the agent's resyncs.
-func obtainACME(ctx context.Context, eng *stack.Engine, paths config.Paths, d *desired, held []string, mayStop bool) error {
+func obtainACME(ctx context.Context, eng stackEngine, paths config.Paths, d *desired, held []string, mayStop bool) error {
 	if d.acme == nil {
 		return nil
 	}
@@ -239,7 +239,7 @@ const routerDownLimit = 2 * time.Minute
 
 // freeHTTPPort stops the installed router when it publishes the HTTP port,
 // and returns how to bring it back (nil when nothing was stopped).
-func freeHTTPPort(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg config.Config, held []string) (func() error, error) {
+func freeHTTPPort(ctx context.Context, eng stackEngine, paths config.Paths, cfg config.Config, held []string) (func() error, error) {
 	project := cfg.Defaults().Project
 	_, owner, err := eng.PortOwner(ctx, cfg.Defaults().Router.HTTPPort)
 	if err != nil || owner != project {

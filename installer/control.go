@@ -66,7 +66,7 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 		if err := saveState(paths.StateDir, st); err != nil {
 			return nil, err
 		}
-		eng, err := stack.Connect(ctx)
+		eng, err := connectEngine(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -93,7 +93,7 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 		return nil, err
 	}
 	if action == ActionRestart {
-		eng, err := stack.Connect(ctx)
+		eng, err := connectEngine(ctx)
 		if err != nil {
 			return nil, err
 		}

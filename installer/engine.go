@@ -13,7 +13,6 @@ import (
 	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
-	"github.com/cartodb/carto-appliance/stack"
 )
 
 // hostEngine is the Docker engine's settings on this machine; unit tests
@@ -62,11 +61,11 @@ func configureEngineProxy(ctx context.Context, paths config.Paths, d *desired, c
 
 // reconnect replaces eng with a fresh connection, waiting (bounded) for an
 // engine that is restarting to answer again.
-func reconnect(ctx context.Context, eng *stack.Engine) (*stack.Engine, error) {
+func reconnect(ctx context.Context, eng stackEngine) (stackEngine, error) {
 	eng.Close()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		next, err := stack.Connect(ctx)
+		next, err := connectEngine(ctx)
 		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			return next, err
 		}
@@ -82,7 +81,7 @@ func reconnect(ctx context.Context, eng *stack.Engine) (*stack.Engine, error) {
 // preflight check passes: nothing is installed for an install that would
 // fail anyway.
 func ensureDocker(ctx context.Context, paths config.Paths, d *desired, ignore []string) error {
-	if eng, err := stack.Connect(ctx); err == nil {
+	if eng, err := connectEngine(ctx); err == nil {
 		eng.Close()
 		return nil
 	}

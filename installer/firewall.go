@@ -10,6 +10,14 @@ import (
 	"github.com/cartodb/carto-appliance/host"
 )
 
+// firewallApply and firewallClear change the host firewall (iptables, and
+// the engine's drop-in); unit tests put fakes in their place so that a
+// workflow's test never changes the machine's firewall.
+var (
+	firewallApply = firewall.Apply
+	firewallClear = firewall.Clear
+)
+
 // firewallHost is where the allow-list is saved and how the engine
 // restores it: with the installed binary, else this one (an install run
 // from elsewhere, with --no-service).
@@ -48,9 +56,9 @@ func routerFirewall(cfg config.Config) *firewall.Rules {
 func applyFirewall(ctx context.Context, paths config.Paths, cfg config.Config) error {
 	r := routerFirewall(cfg)
 	if r == nil {
-		return firewall.Clear(ctx, firewallHost(paths), cfg.Defaults().Project)
+		return firewallClear(ctx, firewallHost(paths), cfg.Defaults().Project)
 	}
-	return firewall.Apply(ctx, firewallHost(paths), r)
+	return firewallApply(ctx, firewallHost(paths), r)
 }
 
 // EnforceFirewall applies the installed allow-list now: from appliance.yaml

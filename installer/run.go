@@ -28,7 +28,7 @@ func run(ctx context.Context, opts Options, paths config.Paths, d *desired, acti
 		deferACME(paths, d)
 	}
 	if d.acme != nil {
-		eng, err := stack.Connect(ctx)
+		eng, err := connectEngine(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -71,7 +71,7 @@ type convergeRun struct {
 	action string
 
 	st      State
-	eng     *stack.Engine
+	eng     stackEngine
 	pull    stack.PullOptions
 	staged  string         // the rendered files, before they are committed
 	project *types.Project // the stack as committed
@@ -92,7 +92,7 @@ func newConvergeRun(ctx context.Context, opts Options, paths config.Paths, d *de
 		return nil, err
 	}
 	c.pull = stack.PullOptions{Policy: opts.Pull, Auth: auth, Progress: opts.Progress, Reporter: opts.Reporter}
-	if c.eng, err = stack.Connect(ctx); err != nil {
+	if c.eng, err = connectEngine(ctx); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -16,7 +16,6 @@ import (
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
-	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -126,7 +125,7 @@ func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	eng, err := stack.Connect(ctx)
+	eng, err := connectEngine(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +133,7 @@ func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 	return statusOf(ctx, eng, paths, cfg, project)
 }
 
-func statusOf(ctx context.Context, eng *stack.Engine, paths config.Paths, cfg config.Config, project *types.Project) (*Status, error) {
+func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg config.Config, project *types.Project) (*Status, error) {
 	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
@@ -211,7 +210,7 @@ func Logs(ctx context.Context, paths config.Paths, w io.Writer, opts stack.LogsO
 	if !found {
 		return fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
-	eng, err := stack.Connect(ctx)
+	eng, err := connectEngine(ctx)
 	if err != nil {
 		return err
 	}
@@ -294,7 +293,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, er
 	if _, p, err := loadInstalled(ctx, paths); err == nil {
 		project = p
 	}
-	eng, err := stack.Connect(ctx)
+	eng, err := connectEngine(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +301,7 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, er
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
 		return nil, fmt.Errorf("removing the stack: %w", err)
 	}
-	if err := firewall.Clear(ctx, firewallHost(paths), cfg.Defaults().Project); err != nil {
+	if err := firewallClear(ctx, firewallHost(paths), cfg.Defaults().Project); err != nil {
 		return nil, fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
 	res := &UninstallResult{}

@@ -195,7 +195,7 @@ const routerService = "router-http"
 // reloadRouter makes a router that was not recreated load a new
 // certificate: nginx reloads on HUP without dropping a connection, and
 // no other container is touched.
-func reloadRouter(ctx context.Context, eng *stack.Engine, project string, d *desired, applied *stack.ApplyResult) error {
+func reloadRouter(ctx context.Context, eng stackEngine, project string, d *desired, applied *stack.ApplyResult) error {
 	if d.certs[config.ServerCertFile] == nil && d.certs[config.ServerKeyFile] == nil {
 		return nil
 	}
