@@ -158,7 +158,8 @@ func joinPEM(files ...[]byte) []byte {
 	return out
 }
 
-// obtainACME gets the planned certificate into d.certs. The CA validates
+// obtainACME gets the planned certificate, for the run to commit; nil
+// (and no error) when it is left to the locked part. The CA validates
 // on the HTTP port: the agent's front answers the challenge there, or
 // this process does while nothing listens. When the router publishes the
 // port (switching to acme from another mode) it is stopped for the few
@@ -166,27 +167,27 @@ func joinPEM(files ...[]byte) []byte {
 // mayStop, under the converge lock (the agent would revive it otherwise):
 // without, such a certificate is left for the locked part. Obtaining
 // outside the lock keeps a slow CA from stalling the agent's resyncs.
-func obtainACME(ctx context.Context, eng stackEngine, paths config.Paths, d *desired, held []string, mayStop bool) error {
+func obtainACME(ctx context.Context, eng stackEngine, paths config.Paths, d *desired, held []string, mayStop bool) (*obtained, error) {
 	if d.acme == nil {
-		return nil
+		return &obtained{}, nil
 	}
 	domain := d.env.Get("SELFHOSTED_DOMAIN")
 	client, err := acmeClient(paths, d.cfg, domain, d.certs[config.ACMECAFileName], d.certs[proxy.CAFileName])
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if !mayStop {
 		_, owner, err := eng.PortOwner(ctx, d.cfg.Defaults().Router.HTTPPort)
 		if err != nil || owner == d.cfg.Defaults().Project {
-			return err
+			return nil, err // the run's certificate step obtains it
 		}
 	}
 	if err := rememberDirectory(paths, d.cfg.TLS.ACME.DirectoryURL()); err != nil {
-		return fmt.Errorf("recording the ACME directory: %w", err)
+		return nil, fmt.Errorf("recording the ACME directory: %w", err)
 	}
 	resume, err := freeHTTPPort(ctx, eng, paths, d.cfg, held)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	octx := ctx
 	if resume != nil {
@@ -205,33 +206,40 @@ func obtainACME(ctx context.Context, eng stackEngine, paths config.Paths, d *des
 		}
 		if resume != nil {
 			if rerr := resume(); rerr != nil {
-				return fmt.Errorf("%w; %s; starting the router again failed too (%v): run `carto-appliance config apply`", err, hint, rerr)
+				return nil, fmt.Errorf("%w; %s; starting the router again failed too (%v): run `carto-appliance config apply`", err, hint, rerr)
 			}
 		}
-		return fmt.Errorf("%w; %s; nothing was changed", err, hint)
+		return nil, fmt.Errorf("%w; %s; nothing was changed", err, hint)
 	}
+	got := &obtained{}
 	current, _ := os.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
 	if !bytes.Equal(current, pair.CertPEM) {
-		d.addCert(config.ServerCertFile, pair.CertPEM)
-		d.addCert(config.ServerKeyFile, pair.KeyPEM)
+		got.certs = map[string][]byte{config.ServerCertFile: pair.CertPEM, config.ServerKeyFile: pair.KeyPEM}
 		if len(current) > 0 {
-			d.warnings = append(d.warnings, fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.DirectoryURL(), d.acme.why))
+			got.note = fmt.Sprintf("obtained a new certificate for %s from %s (%s)", domain, d.cfg.TLS.ACME.DirectoryURL(), d.acme.why)
 		}
 	}
-	d.acme = nil
-	return nil
+	return got, nil
 }
 
-// deferACME drops a planned ACME renewal for the agent's converges while
-// the router has a certificate: the agent renews beside its loop, so that
-// a slow or unreachable CA delays neither its start nor its resyncs.
-func deferACME(paths config.Paths, d *desired) {
+// obtained is what an ACME order of a run brought: the certificate and key
+// to commit (none when the CA answered with the one installed) and what to
+// tell the operator. The plan itself is left as planned.
+type obtained struct {
+	certs map[string][]byte
+	note  string
+}
+
+// acmeDeferrable says whether the agent's converge may leave a planned
+// ACME renewal to later while the router has a certificate: the agent
+// renews beside its loop, so that a slow or unreachable CA delays neither
+// its start nor its resyncs.
+func acmeDeferrable(paths config.Paths, d *desired) bool {
 	if d.acme == nil || d.acme.force {
-		return
+		return false
 	}
-	if _, err := os.Stat(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile)); err == nil {
-		d.acme = nil
-	}
+	_, err := os.Stat(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
+	return err == nil
 }
 
 // routerDownLimit bounds an ACME order while the router is stopped for it.

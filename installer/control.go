@@ -103,7 +103,7 @@ func Control(ctx context.Context, opts Options, action ControlAction, services [
 			return nil, err
 		}
 	}
-	return runLocked(ctx, opts, paths, d, string(action))
+	return runLocked(ctx, opts, paths, d, string(action), nil)
 }
 
 // HeldServices are the services the operator stopped, for the supervisor

@@ -23,7 +23,7 @@ func installed(t *testing.T, cfg config.Config) config.Paths {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := commit(paths, d); err != nil {
+	if err := commit(paths, d, nil); err != nil {
 		t.Fatal(err)
 	}
 	return paths

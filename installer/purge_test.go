@@ -119,7 +119,7 @@ func TestPurgeRemovesEverythingCommitWrites(t *testing.T) {
 	d := &desired{customer: []byte("A=1\n"), key: []byte("{}"), license: []byte("{}"), envFile: []byte("A=1\n"), compose: []byte("services: {}\n"),
 		certs: map[string][]byte{config.ServerCertFile: []byte("c"), config.ServerKeyFile: []byte("k")}}
 	for range 2 { // twice, with a change: .prev files too
-		if err := commit(paths, d); err != nil {
+		if err := commit(paths, d, nil); err != nil {
 			t.Fatal(err)
 		}
 		d.customer, d.envFile = []byte("A=2\n"), []byte("A=2\n")

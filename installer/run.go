@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -24,15 +25,16 @@ const journalFileName = "journal.json"
 // holds (outside the converge lock: a slow CA must not stall the agent's
 // resyncs), then runs the plan under the lock.
 func run(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
-	if opts.DeferACME {
-		deferACME(paths, d)
+	var early *obtained
+	if opts.DeferACME && acmeDeferrable(paths, d) {
+		early = &obtained{} // nothing to obtain in this run
 	}
-	if d.acme != nil {
+	if d.acme != nil && early == nil {
 		eng, err := connectEngine(ctx)
 		if err != nil {
 			return nil, err
 		}
-		err = obtainACME(ctx, eng, paths, d, nil, false)
+		early, err = obtainACME(ctx, eng, paths, d, nil, false)
 		eng.Close()
 		if err != nil {
 			return &Result{Warnings: d.warnings}, err
@@ -43,22 +45,29 @@ func run(ctx context.Context, opts Options, paths config.Paths, d *desired, acti
 		return nil, err
 	}
 	defer unlock()
-	return runLocked(ctx, opts, paths, d, action)
+	return runLocked(ctx, opts, paths, d, action, early)
 }
 
 // runLocked runs the plan's steps, journaled, for a caller that holds the
 // converge lock. A step that fails leaves the steps before it done (the
 // inputs committed): the next apply converges to them again.
-func runLocked(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
+//
+// The plan (d) is not changed by the run: what the run itself learns (the
+// engine's proxy notes, a certificate the ACME CA issued) is the run's.
+// early is a certificate obtained before the lock (nil: none yet).
+func runLocked(ctx context.Context, opts Options, paths config.Paths, d *desired, action string, early *obtained) (*Result, error) {
 	c, err := newConvergeRun(ctx, opts, paths, d, action)
 	if err != nil {
 		return nil, err
 	}
 	defer c.close()
+	c.acme = early
 	j := steps.Journal{Path: filepath.Join(paths.StateDir, journalFileName), Redact: d.redactor()}
 	err = steps.Run(ctx, j, action, c.steps(), steps.Keep)
-	if c.res == nil && len(d.warnings) > 0 {
-		c.res = &Result{Warnings: d.warnings}
+	if c.res == nil {
+		if w := c.warnings(); len(w) > 0 {
+			c.res = &Result{Warnings: w}
+		}
 	}
 	return c.res, err
 }
@@ -79,6 +88,21 @@ type convergeRun struct {
 	before  fileSnapshot   // the files the commit replaces, for its undo
 	applied *stack.ApplyResult
 	res     *Result
+	// notes are what the run tells the operator beyond the plan's
+	// warnings; acme is the certificate obtained for the commit (nil
+	// until the certificate step or the early order got it).
+	notes []string
+	acme  *obtained
+}
+
+// warnings are the plan's and then the run's.
+func (c *convergeRun) warnings() []string {
+	w := slices.Clone(c.d.warnings)
+	w = append(w, c.notes...)
+	if c.acme != nil && c.acme.note != "" {
+		w = append(w, c.acme.note)
+	}
+	return w
 }
 
 func newConvergeRun(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*convergeRun, error) {
@@ -130,7 +154,7 @@ func (c *convergeRun) steps() []steps.Step {
 
 func (c *convergeRun) engineProxy(ctx context.Context) error {
 	notes, err := configureEngineProxy(ctx, c.paths, c.d, c.opts.ConfirmEngineRestart)
-	c.d.warnings = append(c.d.warnings, notes...)
+	c.notes = append(c.notes, notes...)
 	if len(notes) > 0 || err != nil {
 		// Something was (or may have been) written or restarted.
 		steps.Changed(ctx)
@@ -167,7 +191,12 @@ func (c *convergeRun) pullImages(ctx context.Context) error {
 }
 
 func (c *convergeRun) certificate(ctx context.Context) error {
-	return obtainACME(ctx, c.eng, c.paths, c.d, c.st.Held, true)
+	if c.acme != nil {
+		return nil // obtained before the lock
+	}
+	var err error
+	c.acme, err = obtainACME(ctx, c.eng, c.paths, c.d, c.st.Held, true)
+	return err
 }
 
 func (c *convergeRun) firewall(ctx context.Context) error {
@@ -189,7 +218,11 @@ func (c *convergeRun) commit(ctx context.Context) error {
 	if c.before, err = snapshot(c.committedFiles()); err != nil {
 		return err
 	}
-	if err := commit(c.paths, c.d); err != nil {
+	var obtainedCerts map[string][]byte
+	if c.acme != nil {
+		obtainedCerts = c.acme.certs
+	}
+	if err := commit(c.paths, c.d, obtainedCerts); err != nil {
 		return err
 	}
 	if c.d.pin != nil {
@@ -236,7 +269,7 @@ func (c *convergeRun) converge(ctx context.Context) error {
 		Pull: c.pull, Reporter: c.opts.Reporter, WaitTimeout: c.opts.WaitTimeout, Redact: c.d.redactor(), Held: c.st.Held,
 	})
 	c.applied = applied
-	c.res = &Result{Version: c.d.release.Manifest.Version, URL: c.d.url(), Applied: applied, Warnings: c.d.warnings, CredentialsTo: c.pull.Auth.Registry}
+	c.res = &Result{Version: c.d.release.Manifest.Version, URL: c.d.url(), Applied: applied, Warnings: c.warnings(), CredentialsTo: c.pull.Auth.Registry}
 	if err != nil {
 		return fmt.Errorf("bringing the stack up: %w", err)
 	}
@@ -286,6 +319,11 @@ func (c *convergeRun) committedFiles() []string {
 	}
 	for name := range c.d.certs {
 		files = append(files, filepath.Join(certs, name))
+	}
+	if c.acme != nil {
+		for name := range c.acme.certs {
+			files = append(files, filepath.Join(certs, name))
+		}
 	}
 	return files
 }
@@ -348,7 +386,7 @@ func writeRendered(dir string, d *desired) error {
 // commit writes the imported and rendered files into the config dir, each
 // atomically, inputs first so that a crash in between leaves a config dir
 // that the next apply renders again.
-func commit(paths config.Paths, d *desired) error {
+func commit(paths config.Paths, d *desired, obtained map[string][]byte) error {
 	if err := os.MkdirAll(paths.ConfigDir, 0o755); err != nil {
 		return fmt.Errorf("creating the config dir: %w", err)
 	}
@@ -387,9 +425,11 @@ func commit(paths config.Paths, d *desired) error {
 			return err
 		}
 	}
-	for name, data := range d.certs {
-		if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {
-			return err
+	for _, set := range []map[string][]byte{d.certs, obtained} {
+		for name, data := range set {
+			if err := atomicfile.Write(filepath.Join(certs, name), data, 0o600); err != nil {
+				return err
+			}
 		}
 	}
 	if err := publishMounts(paths, d.cfg); err != nil {

@@ -28,7 +28,7 @@ func TestPlanTLS(t *testing.T) {
 	// that the next plan reads what commit left.
 	commit := func(d *desired) {
 		t.Helper()
-		if err := commit(paths, d); err != nil {
+		if err := commit(paths, d, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

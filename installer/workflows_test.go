@@ -2,6 +2,8 @@ package installer
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -430,4 +432,30 @@ func testCAPEMOf(t *testing.T, path string) []byte {
 func cfgProxyCA(t *testing.T, paths config.Paths) string {
 	t.Helper()
 	return installedConfig(t, paths).Proxy.CACert
+}
+
+// A run leaves its plan as planned: what it learns on the way (here the
+// engine's restart for a new proxy) is in its result, not in the plan,
+// so that the same plan can be shown, journaled or undone afterwards.
+func TestRunLeavesThePlanAsPlanned(t *testing.T) {
+	paths, _ := applied(t, config.Config{})
+	hostEngineFake(t)
+	d, err := planInstalled(paths, func(c *config.Config) ([]byte, error) {
+		c.Proxy.URL = "http://proxy.corp:3128"
+		return nil, nil
+	}, TLSInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fmt.Sprintf("%q %v %v %d", d.warnings, slices.Sorted(maps.Keys(d.certs)), d.acme, len(d.envFile))
+	res, err := runLocked(t.Context(), Options{Paths: paths, ConfirmEngineRestart: func(string) bool { return true }}, paths, d, "proxy set", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after := fmt.Sprintf("%q %v %v %d", d.warnings, slices.Sorted(maps.Keys(d.certs)), d.acme, len(d.envFile)); after != before {
+		t.Errorf("the run changed its plan:\n%s\n->\n%s", before, after)
+	}
+	if !slices.Contains(res.Warnings, "restarted the Docker engine with the new proxy settings") {
+		t.Errorf("the run's own note is not in its result: %q", res.Warnings)
+	}
 }
