@@ -3,6 +3,7 @@ package stack
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -202,13 +203,20 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 	if err != nil {
 		return fmt.Errorf("listing networks: %w", err)
 	}
+	// A network that cannot go is reported, but does not keep the
+	// volumes of a purge: the containers are gone, and an empty network
+	// left behind harms nothing (a next install takes it over).
+	var netErrs []error
 	for _, n := range nets.Items {
 		if err := e.removeNetwork(ctx, n.ID, n.Name); err != nil {
-			return err
+			if ctx.Err() != nil {
+				return err
+			}
+			netErrs = append(netErrs, err)
 		}
 	}
 	if !opts.RemoveVolumes {
-		return nil
+		return errors.Join(netErrs...)
 	}
 	vols, err := e.api.VolumeList(ctx, client.VolumeListOptions{Filters: filter})
 	if err != nil {
@@ -219,7 +227,7 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 			return fmt.Errorf("removing volume %s: %w", v.Name, err)
 		}
 	}
-	return nil
+	return errors.Join(netErrs...)
 }
 
 // networkSettle bounds the wait for a network the project's removed
@@ -245,6 +253,11 @@ func (e *Engine) removeNetwork(ctx context.Context, id, name string) error {
 				}
 				sort.Strings(names)
 				return fmt.Errorf("removing network %s: containers of no service of the stack are attached to it (%s): disconnect or remove them (docker network disconnect %s NAME) and run this again: %w", name, strings.Join(names, ", "), name, err)
+			}
+			if strings.Contains(err.Error(), "active endpoints") {
+				// No container is attached, yet the engine keeps an
+				// endpoint: its own stale record, which its restart drops.
+				return fmt.Errorf("removing network %s: the Docker engine still records an endpoint on it although no container is attached (an engine fault); it is empty and harmless, and `systemctl restart docker` then `docker network rm %s` removes it: %w", name, name, err)
 			}
 			return fmt.Errorf("removing network %s: %w", name, err)
 		}
