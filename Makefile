@@ -30,7 +30,7 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign
+.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign carto-release-keygen carto-release-publish
 
 all: build
 
@@ -48,6 +48,21 @@ license-keygen:
 	$(GO) run ./cmd/carto-license keygen -name $(KEYNAME) -out $(KEYDIR) $(if $(SERVER),-server)
 license-sign:
 	@$(GO) run ./cmd/carto-license sign -key $(KEY) -in $(LICENSE_IN)
+
+# Release team tooling for CARTO releases (SPEC §9; not the appliance's own
+# `make release` below): a release signing key pair (KEYNAME, into KEYDIR;
+# the public half goes into release/keys.go, never a licence key), and
+# publishing the CARTO release in FROM (manifest.yaml with every image's
+# digest, docker-compose.yml, env.tpl) signed with KEY into the channel
+# CHANNEL of CHANNEL_DIR, the directory a static HTTPS server hosts. No
+# default key or directory, so none is used by accident.
+CHANNEL ?= stable
+carto-release-keygen:
+	@[ -n "$(KEYNAME)" ] || { echo "make carto-release-keygen needs KEYNAME=NAME (e.g. carto-release-2027) [KEYDIR=DIR]" >&2; exit 2; }
+	$(GO) run ./cmd/carto-release keygen -name '$(KEYNAME)' -out '$(KEYDIR)'
+carto-release-publish:
+	@[ -n "$(KEY)" ] && [ -n "$(FROM)" ] && [ -n "$(CHANNEL_DIR)" ] || { echo "make carto-release-publish needs KEY=FILE FROM=DIR CHANNEL_DIR=DIR [CHANNEL=stable]" >&2; exit 2; }
+	$(GO) run ./cmd/carto-release publish -key '$(KEY)' -from '$(FROM)' -channel-dir '$(CHANNEL_DIR)' -channel '$(CHANNEL)'
 
 # A release is signed: no default key, so none is used by accident
 # (release.sh also refuses the tests' key).

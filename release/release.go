@@ -1,12 +1,18 @@
 // Package release owns a CARTO release as data: its manifest, its compose
 // and env templates, its version arithmetic, and its on-disk form (the
-// three files in a directory, identified by a digest). It verifies and
-// judges releases; it reads no installed state: where a release is pinned
-// is the installer's business.
+// three files in a directory, identified by a digest); its signature
+// against the release keys compiled in (keys.go; the tests' key only with
+// the licensetest build tag); and channels: their signed index, fetching
+// a release from one over https, publishing into one, and the upgrade
+// path through a channel's required stops. It verifies and judges
+// releases; it reads no installed state: where a release is pinned is the
+// installer's business.
 package release
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -21,8 +27,9 @@ type Release struct {
 	EnvTemplate []byte // the env template (env.tpl)
 }
 
-// Manifest describes a release. Every field is required in a release; the
-// embedded one is checked by this package's tests.
+// Manifest describes a release. Every field is required in a release,
+// except the two marked optional; the embedded one is checked by this
+// package's tests.
 type Manifest struct {
 	// Version is CARTO_SELFHOSTED_VERSION, e.g. "2025.11.3".
 	Version string `yaml:"version"`
@@ -32,12 +39,20 @@ type Manifest struct {
 	// MinCustomerPackageVersion is the oldest
 	// CARTO_SELFHOSTED_CUSTOMER_PACKAGE_VERSION this release accepts.
 	MinCustomerPackageVersion string `yaml:"min_customer_package_version"`
+	// MinApplianceVersion (optional) is the oldest carto-appliance that
+	// can install or upgrade to this release.
+	MinApplianceVersion string `yaml:"min_appliance_version,omitempty"`
 	// RequiredEnv lists the keys that must have a non-empty value in the
 	// rendered .env.
 	RequiredEnv []string `yaml:"required_env"`
 	// Images are the image names under DOCKER_REGISTRY_BASE_PATH, tagged
 	// with Version.
 	Images []string `yaml:"images"`
+	// ImageDigests (optional in the release a binary carries, required in
+	// a channel's: Publish) pins each image, by name, to its content
+	// ("sha256:" and 64 hex digits), so that a retagged image cannot pass
+	// for the release's.
+	ImageDigests map[string]string `yaml:"image_digests,omitempty"`
 	// Egress lists the internet domains the stack reaches.
 	Egress Egress `yaml:"egress"`
 	// Requirements are the host resources a node needs, checked by
@@ -94,7 +109,46 @@ func ParseManifest(b []byte) (*Manifest, error) {
 	if len(m.Images) == 0 {
 		return nil, fmt.Errorf("release manifest field images: empty; a release lists every image it runs")
 	}
+	if m.MinApplianceVersion != "" {
+		if _, err := ParseVersion(m.MinApplianceVersion); err != nil {
+			return nil, fmt.Errorf("release manifest field min_appliance_version: %w", err)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.ImageDigests)) {
+		if !slices.Contains(m.Images, name) {
+			return nil, fmt.Errorf("release manifest field image_digests: %q is not among images", name)
+		}
+		if !ValidDigest(m.ImageDigests[name]) {
+			return nil, fmt.Errorf("release manifest field image_digests.%s: %q is not a digest (sha256: and 64 lowercase hex digits)", name, m.ImageDigests[name])
+		}
+	}
 	return &m, nil
+}
+
+// MissingDigests are the images the manifest pins to no digest, in order.
+func (m *Manifest) MissingDigests() []string {
+	var missing []string
+	for _, name := range m.Images {
+		if _, ok := m.ImageDigests[name]; !ok {
+			missing = append(missing, name)
+		}
+	}
+	return missing
+}
+
+// ValidDigest says whether s is "sha256:" and 64 lowercase hex digits, the
+// form of image and release digests.
+func ValidDigest(s string) bool {
+	hexPart, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(hexPart) != 64 {
+		return false
+	}
+	for _, c := range hexPart {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // Version is a CARTO release version: dot-separated numbers, compared

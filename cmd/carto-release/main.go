@@ -1,0 +1,141 @@
+// carto-release is the release team's tooling for CARTO releases (SPEC §9),
+// not part of the appliance: it makes release signing key pairs and
+// publishes signed releases into a channel directory that a static HTTPS
+// server hosts (the layout is in the release package's channel.go).
+//
+//	carto-release keygen -name carto-release-2027 -out DIR
+//	    writes DIR/carto-release-2027.key (the private key, 0600; never
+//	    overwrites one) and prints the public key line for
+//	    release/keys.go: productionKeys
+//	carto-release publish -key DIR/carto-release-2027.key -from RELEASE_DIR \
+//	        -channel-dir ROOT [-channel stable] [-allow-test-key]
+//	    signs the release in RELEASE_DIR (manifest.yaml, docker-compose.yml,
+//	    env.tpl; every image pinned in image_digests), writes it to
+//	    ROOT/CHANNEL/VERSION/ and lists it in ROOT/CHANNEL/index.json,
+//	    re-signed. A version already published with other content is
+//	    refused; the tests' key is refused without -allow-test-key.
+package main
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/release/releasetest"
+)
+
+func main() {
+	if err := run(os.Args[1:], os.Stdout, time.Now); err != nil {
+		fmt.Fprintln(os.Stderr, "carto-release:", err)
+		os.Exit(1)
+	}
+}
+
+var keyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
+
+func run(args []string, stdout io.Writer, now func() time.Time) error {
+	if len(args) == 0 {
+		return errors.New("usage: carto-release keygen|publish [flags]")
+	}
+	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+	switch args[0] {
+	case "keygen":
+		name := fs.String("name", "", "the key's name, e.g. carto-release-2027")
+		out := fs.String("out", ".", "directory for NAME.key")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return keygen(*name, *out, stdout)
+	case "publish":
+		keyFile := fs.String("key", "", "a key file from keygen")
+		from := fs.String("from", "", "the release's directory: manifest.yaml, docker-compose.yml, env.tpl")
+		root := fs.String("channel-dir", "", "the channels' root directory (what the HTTPS server hosts)")
+		channel := fs.String("channel", "stable", "the channel to publish in")
+		allowTest := fs.Bool("allow-test-key", false, "allow the tests' release key (test channels only)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *keyFile == "" || *from == "" || *root == "" {
+			return errors.New("publish: -key, -from and -channel-dir are required")
+		}
+		return publish(*keyFile, *from, *root, *channel, *allowTest, stdout, now())
+	}
+	return fmt.Errorf("unknown command %q: keygen or publish", args[0])
+}
+
+func keygen(name, out string, stdout io.Writer) error {
+	if !keyName.MatchString(name) {
+		return errors.New("keygen: -name is required: letters, digits and '-', e.g. carto-release-2027")
+	}
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(out, name+".key")
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("keygen: %w (an existing key is never overwritten)", err)
+	}
+	_, werr := fmt.Fprintf(f, "%s %s\n", name, base64.StdEncoding.EncodeToString(priv.Seed()))
+	if err := errors.Join(werr, f.Close()); err != nil {
+		os.Remove(path) // a half-written key is no key
+		return fmt.Errorf("keygen: writing %s: %w", path, err)
+	}
+	_, err = fmt.Fprintf(stdout, "// release/keys.go, productionKeys (the private key is %s: keep it offline):\n\t%q: mustKey(%q),\n", path, name, base64.StdEncoding.EncodeToString(pub))
+	return err
+}
+
+func publish(keyFile, from, root, channel string, allowTest bool, stdout io.Writer, now time.Time) error {
+	name, key, err := readKey(keyFile)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	if !allowTest && (name == releasetest.KeyName || key.Equal(releasetest.Key)) {
+		return fmt.Errorf("publish: -key %s is the tests' release key, which only test builds trust: use a release key (or -allow-test-key for a test channel)", keyFile)
+	}
+	r, err := release.LoadDir(from, "")
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	e, err := release.Publish(root, channel, r, name, key, now)
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	fmt.Fprintf(stdout, "published CARTO %s in channel %s (%s), digest %s, signed with %s\n", e.Version, channel, filepath.Join(root, channel), e.Digest, name)
+	// A key not compiled into this build (new, or not yet in
+	// release/keys.go) makes a channel appliances refuse: say so.
+	sig, err1 := os.ReadFile(filepath.Join(root, channel, release.IndexSigFile))
+	idx, err2 := os.ReadFile(filepath.Join(root, channel, release.IndexFile))
+	if err := errors.Join(err1, err2); err != nil {
+		return fmt.Errorf("publish: reading back the index: %w", err)
+	}
+	if err := release.VerifyIndex(idx, sig); err != nil {
+		fmt.Fprintf(stdout, "warning: this carto-release does not trust key %s (%v): appliances built like it will refuse the channel until its public key is in release/keys.go\n", name, err)
+	}
+	return nil
+}
+
+// readKey reads a key file from keygen: its name and private key.
+func readKey(path string) (string, ed25519.PrivateKey, error) {
+	b, err := boundedread.ReadFile(path, boundedread.KeyJSON)
+	if err != nil {
+		return "", nil, fmt.Errorf("-key: %w", err)
+	}
+	name, seed64, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
+	seed, err := base64.StdEncoding.DecodeString(seed64)
+	if !ok || err != nil || len(seed) != ed25519.SeedSize || !keyName.MatchString(name) {
+		return "", nil, fmt.Errorf("-key %s is not a key file from keygen", path)
+	}
+	return name, ed25519.NewKeyFromSeed(seed), nil
+}

@@ -1,0 +1,5 @@
+//go:build licensetest
+
+package main
+
+const licensetestBuild = true

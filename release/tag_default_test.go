@@ -1,0 +1,5 @@
+//go:build !licensetest
+
+package release
+
+const licensetestBuild = false
