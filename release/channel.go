@@ -200,7 +200,7 @@ func FetchIndex(ctx context.Context, c *http.Client, base *url.URL, channel stri
 	su := base.JoinPath(channel, IndexSigFile)
 	sig, err := get(ctx, c, su, maxSig)
 	if err != nil {
-		return nil, err
+		return nil, unsigned(err, "the channel's index")
 	}
 	if err := VerifyIndex(data, sig); err != nil {
 		return nil, fmt.Errorf("%s (signature %s): %w", redactURL(u), redactURL(su), err)
@@ -246,6 +246,9 @@ func FetchEntry(ctx context.Context, c *http.Client, base *url.URL, channel stri
 			limit = maxSig
 		}
 		b, err := get(ctx, c, dir.JoinPath(name), limit)
+		if err != nil && name == SigFile {
+			return nil, unsigned(err, "the release")
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -305,7 +308,7 @@ func get(ctx context.Context, c *http.Client, u *url.URL, limit int64) ([]byte, 
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetching %s%s: the server answered %s", redactURL(u), route, resp.Status)
+		return nil, &statusError{fmt.Errorf("fetching %s%s: the server answered %s", redactURL(u), route, resp.Status), resp.StatusCode}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
@@ -315,6 +318,24 @@ func get(ctx context.Context, c *http.Client, u *url.URL, limit int64) ([]byte, 
 		return nil, fmt.Errorf("fetching %s: larger than %d KiB, far more than a release channel's file: not one", redactURL(u), limit>>10)
 	}
 	return b, nil
+}
+
+// statusError is a server's answer other than 200.
+type statusError struct {
+	error
+	code int
+}
+
+func (e *statusError) Unwrap() error { return e.error }
+
+// unsigned says a signature file the server does not have, for what it
+// signs.
+func unsigned(err error, what string) error {
+	var se *statusError
+	if errors.As(err, &se) && (se.code == http.StatusNotFound || se.code == http.StatusGone) {
+		return fmt.Errorf("%w: %s is unsigned (%v): the channel was not published by carto-release, or not whole", ErrUntrusted, what, err)
+	}
+	return err
 }
 
 // via says how c reaches req's host when its transport chooses a proxy:

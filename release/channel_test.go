@@ -103,7 +103,7 @@ func TestFetchRefusals(t *testing.T) {
 				b, _ = json.Marshal(s)
 				c.write(t, "stable/index.json.sig", b)
 			}},
-		{name: "index signature missing", url: "stable/index.json.sig", says: "404",
+		{name: "index signature missing", url: "stable/index.json.sig", says: "the channel's index is unsigned", is: ErrUntrusted,
 			break_: func(t *testing.T, c *testChannel) { os.Remove(filepath.Join(c.root, "stable/index.json.sig")) }},
 		{name: "another channel's index", url: "stable/index.json", says: `index of channel "beta"`,
 			break_: func(t *testing.T, c *testChannel) {
@@ -118,7 +118,7 @@ func TestFetchRefusals(t *testing.T) {
 		{name: "version not in the channel", version: "2026.1.1", url: "stable/index.json", says: "lists 2025.11.3, 2025.12.1", is: ErrNotInChannel},
 		{name: "release file changed", version: "2025.12.1", url: "stable/2025.12.1/", says: "not the ones signed", is: ErrUntrusted,
 			break_: func(t *testing.T, c *testChannel) { c.write(t, "stable/2025.12.1/env.tpl", []byte("EVIL=1\n")) }},
-		{name: "release signature missing", version: "2025.12.1", url: "stable/2025.12.1/release.sig", says: "404",
+		{name: "release signature missing", version: "2025.12.1", url: "stable/2025.12.1/release.sig", says: "the release is unsigned", is: ErrUntrusted,
 			break_: func(t *testing.T, c *testChannel) { os.Remove(filepath.Join(c.root, "stable/2025.12.1/release.sig")) }},
 		// Signed, but not the release the index lists for this version.
 		{name: "release digest not the index's", version: "2025.12.1", url: "stable/2025.12.1/", says: "not the one the channel's index lists",
@@ -130,6 +130,8 @@ func TestFetchRefusals(t *testing.T) {
 			}},
 		{name: "a file far too large", url: "stable/index.json", says: "larger than",
 			break_: func(t *testing.T, c *testChannel) { c.write(t, "stable/index.json", make([]byte, maxIndex+1)) }},
+		{name: "a file missing", version: "2025.12.1", url: "stable/2025.12.1/env.tpl", says: "404 Not Found",
+			break_: func(t *testing.T, c *testChannel) { os.Remove(filepath.Join(c.root, "stable/2025.12.1/env.tpl")) }},
 		{name: "server down", url: "stable/index.json", says: "connect",
 			break_: func(t *testing.T, c *testChannel) { c.srv.Close() }},
 	} {
@@ -165,6 +167,14 @@ func TestFetchNamesProxyAndRefusesHTTP(t *testing.T) {
 	_, err := FetchIndex(context.Background(), client, c.base, "stable")
 	if err == nil || !strings.Contains(err.Error(), "through the proxy http://127.0.0.1:1") || !strings.Contains(err.Error(), c.url("stable/index.json")) || strings.Contains(err.Error(), "secret") {
 		t.Errorf("through a dead proxy: %v", err)
+	}
+
+	// Redirects stay on https.
+	redirect := httptest.NewTLSServer(http.RedirectHandler("http://example.invalid/carto/stable/index.json", http.StatusFound))
+	defer redirect.Close()
+	rbase, _ := url.Parse(redirect.URL + "/carto")
+	if _, err := FetchIndex(context.Background(), redirect.Client(), rbase, "stable"); err == nil || !strings.Contains(err.Error(), "redirected to http://example.invalid/carto/stable/index.json: a release channel must stay on https") {
+		t.Errorf("a redirect to http: %v", err)
 	}
 
 	plain, _ := url.Parse(strings.Replace(c.base.String(), "https:", "http:", 1))
