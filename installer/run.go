@@ -294,7 +294,11 @@ func (c *convergeRun) undoConverge(ctx context.Context) error {
 }
 
 func (c *convergeRun) reloadRouter(ctx context.Context) error {
-	return reloadRouter(ctx, c.eng, c.project.Name, c.d, c.applied)
+	newCert := c.d.certs[config.ServerCertFile] != nil || c.d.certs[config.ServerKeyFile] != nil
+	if c.acme != nil && c.acme.certs[config.ServerCertFile] != nil {
+		newCert = true // issued by the ACME CA during this run
+	}
+	return reloadRouter(ctx, c.eng, c.project.Name, newCert, c.applied)
 }
 
 func (c *convergeRun) record(ctx context.Context) error {

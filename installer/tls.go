@@ -195,8 +195,8 @@ const routerService = "router-http"
 // reloadRouter makes a router that was not recreated load a new
 // certificate: nginx reloads on HUP without dropping a connection, and
 // no other container is touched.
-func reloadRouter(ctx context.Context, eng stackEngine, project string, d *desired, applied *stack.ApplyResult) error {
-	if d.certs[config.ServerCertFile] == nil && d.certs[config.ServerKeyFile] == nil {
+func reloadRouter(ctx context.Context, eng stackEngine, project string, newCert bool, applied *stack.ApplyResult) error {
+	if !newCert {
 		return nil
 	}
 	if slices.Contains(applied.Created, routerService) || slices.Contains(applied.Recreated, routerService) || slices.Contains(applied.Started, routerService) {

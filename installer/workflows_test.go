@@ -459,3 +459,23 @@ func TestRunLeavesThePlanAsPlanned(t *testing.T) {
 		t.Errorf("the run's own note is not in its result: %q", res.Warnings)
 	}
 }
+
+// A certificate the ACME CA issued during the run (not in the plan)
+// reaches the running router by a reload, as a planned one does.
+func TestObtainedCertificateReloadsTheRouter(t *testing.T) {
+	paths, f := applied(t, config.Config{})
+	d, err := planInstalled(paths, nil, TLSInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &obtained{certs: map[string][]byte{config.ServerCertFile: []byte("new cert"), config.ServerKeyFile: []byte("new key")}}
+	if _, err := runLocked(t.Context(), Options{Paths: paths}, paths, d, "certs renew", got); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(f.calls("signal"), "signal "+routerService+" HUP") {
+		t.Errorf("the router was not reloaded for the issued certificate: %q", f.Log)
+	}
+	if b := readFile(t, filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile)); b != "new cert" {
+		t.Errorf("the issued certificate was not committed: %q", b)
+	}
+}
