@@ -60,7 +60,14 @@ cp "$root"/templates/release/* "$out.tmp/release/"
 # becomes 0.0.0~<describe>, which sorts before any release.
 nfpm=$root/.cache/bin/nfpm-$NFPM_VERSION
 if [[ ! -x $nfpm ]]; then
-	GOBIN=$root/.cache/bin.tmp GOFLAGS=-mod=mod go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION"
+	# The module proxy is the network: a reset connection is tried again
+	# (three tries, 5 s then 15 s apart) before the release fails.
+	for wait in 5 15 0; do
+		GOBIN=$root/.cache/bin.tmp GOFLAGS=-mod=mod go install "github.com/goreleaser/nfpm/v2/cmd/nfpm@$NFPM_VERSION" && break
+		[[ $wait != 0 ]] || { echo "release.sh: could not build nfpm $NFPM_VERSION from the module proxy" >&2; exit 1; }
+		echo "release.sh: fetching nfpm failed; trying again in ${wait}s" >&2
+		sleep "$wait"
+	done
 	mkdir -p "$root/.cache/bin"
 	mv "$root/.cache/bin.tmp/nfpm" "$nfpm"
 fi
