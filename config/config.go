@@ -48,6 +48,8 @@ type Config struct {
 	Network NetworkConfig `yaml:"network,omitempty"`
 	// License says where the licence is checked online.
 	License LicenseConfig `yaml:"license,omitempty"`
+	// Upgrade says where newer CARTO releases are looked for.
+	Upgrade UpgradeConfig `yaml:"upgrade,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -142,6 +144,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := validateLicense(c.License); err != nil {
+		return err
+	}
+	if err := validateUpgrade(c.Upgrade); err != nil {
 		return err
 	}
 	return validateProxy(c)

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -71,5 +72,35 @@ func TestConfigRoundTrip(t *testing.T) {
 	}
 	if _, found, err := Load(filepath.Join(t.TempDir(), "none.yaml")); found || err != nil {
 		t.Errorf("missing file: found=%v err=%v", found, err)
+	}
+}
+
+func TestUpgradeSettings(t *testing.T) {
+	for _, tc := range []struct {
+		up    UpgradeConfig
+		field string // "" when valid
+		want  string
+	}{
+		{UpgradeConfig{}, "", ""},
+		{UpgradeConfig{ChannelURL: "https://mirror.corp/carto", Channel: "lts-2026"}, "", ""},
+		{UpgradeConfig{ChannelURL: "http://mirror.corp/carto"}, "upgrade.channel_url", "https only: use https://mirror.corp/carto"},
+		{UpgradeConfig{ChannelURL: "https://u:secret@mirror.corp/"}, "upgrade.channel_url", "remove the user name and password"},
+		{UpgradeConfig{ChannelURL: "mirror.corp"}, "upgrade.channel_url", "not a URL"},
+		{UpgradeConfig{Channel: "Stable"}, "upgrade.channel", "lowercase"},
+		{UpgradeConfig{Channel: "../x"}, "upgrade.channel", "lowercase"},
+	} {
+		err := Config{Upgrade: tc.up}.Validate()
+		var fe *FieldError
+		switch {
+		case tc.field == "" && err != nil:
+			t.Errorf("%+v: %v", tc.up, err)
+		case tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%+v: %v, want %s with %q", tc.up, err, tc.field, tc.want)
+		case err != nil && strings.Contains(err.Error(), "secret"):
+			t.Errorf("the error shows the password: %v", err)
+		}
+	}
+	if c := (UpgradeConfig{}); c.BaseURL() != DefaultChannelURL || c.ChannelName() != DefaultChannel {
+		t.Errorf("defaults: %s %s", c.BaseURL(), c.ChannelName())
 	}
 }

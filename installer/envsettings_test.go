@@ -21,6 +21,8 @@ var notInEnv = map[string]string{
 	"network.allowed_sources": "the host firewall's",
 	"license.server":          "the licence check's",
 	"license.grace_days":      "the licence check's",
+	"upgrade.channel_url":     "the upgrade check's",
+	"upgrade.channel":         "the upgrade check's",
 }
 
 // samples are values that must change .env, for the fields where any

@@ -71,6 +71,8 @@ var fieldFlags = map[string]string{
 	"tls.acme.ca_cert":        "--acme-ca-cert FILE, or `carto-appliance certs acme --ca-cert FILE`",
 	"network.allowed_sources": "--allowed-sources",
 	"license.server":          "--license-server",
+	"upgrade.channel_url":     "appliance.yaml upgrade.channel_url",
+	"upgrade.channel":         "appliance.yaml upgrade.channel",
 }
 
 // flagFor is the flag of command that gives in, if it has one.

@@ -115,6 +115,7 @@ func newRootCmd() *cobra.Command {
 		newServiceCmd(),
 		newUninstallCmd(),
 		newVersionCmd(),
+		newUpgradeCmd(),
 		newFirewallCmd(),
 	)
 	return root
