@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/cartodb/carto-appliance/internal/urls"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -73,6 +74,4 @@ func CheckLicenseServer(raw, what string) error {
 
 // RedactURL is u without what may be a secret (user info, query,
 // fragment): what messages say of a URL.
-func RedactURL(u *url.URL) string {
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
-}
+func RedactURL(u *url.URL) string { return urls.Redact(u) }

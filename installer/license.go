@@ -79,12 +79,9 @@ func saveLicenseCheck(paths config.Paths, o license.Online) error {
 
 // installedLicense reads what licence status needs of the installation.
 func installedLicense(paths config.Paths) (config.Config, envfile.Env, []byte, error) {
-	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return config.Config{}, envfile.Env{}, nil, err
-	}
-	if !found {
-		return config.Config{}, envfile.Env{}, nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	env, err := installedEnv(paths)
 	if err != nil {

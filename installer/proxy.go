@@ -50,15 +50,22 @@ func reconfigureTLS(ctx context.Context, opts Options, action string, mutate fun
 	return run(ctx, opts, paths, d, action)
 }
 
+// loadInstalledConfig is the installed appliance.yaml; ErrNotInstalled when
+// there is none.
+func loadInstalledConfig(paths config.Paths) (config.Config, error) {
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	if err == nil && !found {
+		err = fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
+	}
+	return cfg, err
+}
+
 // planInstalled plans a run from the installed settings, changed by mutate
 // when it is not nil.
 func planInstalled(paths config.Paths, mutate func(*config.Config) ([]byte, error), tls TLSInput) (*desired, error) {
-	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	var ca []byte
 	if mutate != nil {

@@ -203,12 +203,9 @@ func loadInstalled(ctx context.Context, paths config.Paths) (config.Config, *typ
 // Logs writes the services' logs to w, prefixed by service name.
 func Logs(ctx context.Context, paths config.Paths, w io.Writer, opts stack.LogsOptions) error {
 	paths = paths.WithDefaults()
-	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return err
-	}
-	if !found {
-		return fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	eng, err := connectEngine(ctx)
 	if err != nil {

@@ -90,12 +90,9 @@ func RenewCertificate(ctx context.Context, opts Options) (*Result, error) {
 // the engine.
 func GetCertificateStatus(paths config.Paths) (*CertificateStatus, error) {
 	paths = paths.WithDefaults()
-	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	return certificateStatus(paths, cfg, time.Now()), nil
 }

@@ -68,12 +68,9 @@ var upgradeClient = licenseClient
 // release keys this binary trusts. Nothing is changed.
 func CheckUpgrade(ctx context.Context, paths config.Paths, target string) (*UpgradeCheck, error) {
 	paths = paths.WithDefaults()
-	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return nil, err
-	}
-	if !found {
-		return nil, fmt.Errorf("%w: no %s; run `carto-appliance install` first", ErrNotInstalled, paths.File(config.ConfigFileName))
 	}
 	installed, err := currentRelease(paths)
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/internal/urls"
 )
 
 // A channel (stable, …) is static files under a base URL, served over
@@ -195,7 +196,7 @@ func FetchIndex(ctx context.Context, c *http.Client, base *url.URL, channel stri
 	}
 	idx, err := ParseIndex(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", redactURL(u), err)
+		return nil, fmt.Errorf("%s: %w", urls.Redact(u), err)
 	}
 	su := base.JoinPath(channel, IndexSigFile)
 	sig, err := get(ctx, c, su, maxSig)
@@ -203,10 +204,10 @@ func FetchIndex(ctx context.Context, c *http.Client, base *url.URL, channel stri
 		return nil, unsigned(err, "the channel's index")
 	}
 	if err := VerifyIndex(data, sig); err != nil {
-		return nil, fmt.Errorf("%s (signature %s): %w", redactURL(u), redactURL(su), err)
+		return nil, fmt.Errorf("%s (signature %s): %w", urls.Redact(u), urls.Redact(su), err)
 	}
 	if idx.Channel != channel {
-		return nil, fmt.Errorf("%s is the index of channel %q, not of %q: the channel's files were mixed up", redactURL(u), idx.Channel, channel)
+		return nil, fmt.Errorf("%s is the index of channel %q, not of %q: the channel's files were mixed up", urls.Redact(u), idx.Channel, channel)
 	}
 	return idx, nil
 }
@@ -221,7 +222,7 @@ func FetchRelease(ctx context.Context, c *http.Client, base *url.URL, channel, v
 	}
 	e, ok := idx.Entry(version)
 	if !ok {
-		return nil, fmt.Errorf("version %s is %w %s (%s lists %s)", version, ErrNotInChannel, channel, redactURL(base.JoinPath(channel, IndexFile)), idx.versions())
+		return nil, fmt.Errorf("version %s is %w %s (%s lists %s)", version, ErrNotInChannel, channel, urls.Redact(base.JoinPath(channel, IndexFile)), idx.versions())
 	}
 	return FetchEntry(ctx, c, base, channel, e)
 }
@@ -254,7 +255,7 @@ func FetchEntry(ctx context.Context, c *http.Client, base *url.URL, channel stri
 		}
 		files[name] = b
 	}
-	where := redactURL(dir) + "/"
+	where := urls.Redact(dir) + "/"
 	r, err := load(func(name string) ([]byte, error) { return files[name], nil })
 	if err != nil {
 		return nil, fmt.Errorf("the release at %s: %w", where, err)
@@ -278,7 +279,7 @@ func checkBase(base *url.URL) error {
 	if base == nil || base.Scheme != "https" || base.Host == "" {
 		s := "none"
 		if base != nil {
-			s = redactURL(base)
+			s = urls.Redact(base)
 		}
 		return fmt.Errorf("the release channel URL %s is not https://HOST/…: channels are fetched over https only", s)
 	}
@@ -293,29 +294,29 @@ func get(ctx context.Context, c *http.Client, u *url.URL, limit int64) ([]byte, 
 	client := *c
 	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
 		if r.URL.Scheme != "https" || len(via) >= 5 {
-			return fmt.Errorf("redirected to %s: a release channel must stay on https", redactURL(r.URL))
+			return fmt.Errorf("redirected to %s: a release channel must stay on https", urls.Redact(r.URL))
 		}
 		return nil
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s: %w", redactURL(u), err)
+		return nil, fmt.Errorf("fetching %s: %w", urls.Redact(u), err)
 	}
 	route := via(&client, req)
 	resp, err := client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s%s: %w", redactURL(u), route, unwrapURLError(err))
+		return nil, fmt.Errorf("fetching %s%s: %w", urls.Redact(u), route, urls.Cause(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, &statusError{fmt.Errorf("fetching %s%s: the server answered %s", redactURL(u), route, resp.Status), resp.StatusCode}
+		return nil, &statusError{fmt.Errorf("fetching %s%s: the server answered %s", urls.Redact(u), route, resp.Status), resp.StatusCode}
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("fetching %s%s: %w", redactURL(u), route, err)
+		return nil, fmt.Errorf("fetching %s%s: %w", urls.Redact(u), route, err)
 	}
 	if int64(len(b)) > limit {
-		return nil, fmt.Errorf("fetching %s: larger than %d KiB, far more than a release channel's file: not one", redactURL(u), limit>>10)
+		return nil, fmt.Errorf("fetching %s: larger than %d KiB, far more than a release channel's file: not one", urls.Redact(u), limit>>10)
 	}
 	return b, nil
 }
@@ -356,19 +357,5 @@ func via(c *http.Client, req *http.Request) string {
 	case p == nil:
 		return " (direct: no proxy for this host)"
 	}
-	return " through the proxy " + redactURL(p)
-}
-
-// redactURL is u without what may be a secret (user info, query,
-// fragment).
-func redactURL(u *url.URL) string {
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
-}
-
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
+	return " through the proxy " + urls.Redact(p)
 }

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -21,6 +20,7 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/urls"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -45,7 +45,7 @@ type Client struct {
 func (c Client) Ask(ctx context.Context, l *license.License) (bool, error) {
 	server := "the licence server"
 	if u, err := url.Parse(c.Server); err == nil {
-		server = redactURL(u)
+		server = urls.Redact(u)
 	}
 	base := c.HTTP
 	if base == nil {
@@ -54,7 +54,7 @@ func (c Client) Ask(ctx context.Context, l *license.License) (bool, error) {
 	client := *base
 	client.CheckRedirect = func(r *http.Request, via []*http.Request) error {
 		if r.URL.Scheme != "https" || len(via) >= 5 {
-			return fmt.Errorf("redirected to %s: the licence server must stay on https", redactURL(r.URL))
+			return fmt.Errorf("redirected to %s: the licence server must stay on https", urls.Redact(r.URL))
 		}
 		return nil
 	}
@@ -65,12 +65,12 @@ func (c Client) Ask(ctx context.Context, l *license.License) (bool, error) {
 	body, _ := json.Marshal(lreq)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Server, bytes.NewReader(body))
 	if err != nil {
-		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
+		return false, fmt.Errorf("asking %s: %w", server, urls.Cause(err))
 	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return false, fmt.Errorf("asking %s: %w", server, unwrapURLError(err))
+		return false, fmt.Errorf("asking %s: %w", server, urls.Cause(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -126,18 +126,4 @@ func Save(path string, o license.Online) error {
 	}
 	b, _ := json.MarshalIndent(o, "", "  ")
 	return atomicfile.Write(path, append(b, '\n'), 0o600)
-}
-
-// redactURL is u without what may be a secret (user info, query,
-// fragment).
-func redactURL(u *url.URL) string {
-	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
-}
-
-func unwrapURLError(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return ue.Err
-	}
-	return err
 }
