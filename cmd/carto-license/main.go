@@ -18,7 +18,6 @@ package main
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -26,11 +25,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/internal/keyfile"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -54,21 +53,12 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
-		if *name == "" || strings.ContainsAny(*name, "/ ") {
+		if !keyfile.ValidName(*name) {
 			return errors.New("keygen: -name is required (letters, digits, '-')")
 		}
-		pub, priv, err := ed25519.GenerateKey(rand.Reader)
+		pub, _, err := keyfile.Generate(*out, *name)
 		if err != nil {
-			return err
-		}
-		path := filepath.Join(*out, *name+".key")
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
-			return fmt.Errorf("keygen: %w (an existing key is never overwritten)", err)
-		}
-		fmt.Fprintf(f, "%s %s\n", *name, base64.StdEncoding.EncodeToString(priv.Seed()))
-		if err := f.Close(); err != nil {
-			return err
+			return fmt.Errorf("keygen: %w", err)
 		}
 		where := "productionKeys"
 		if *server {
@@ -140,14 +130,9 @@ func run(args []string, stdin io.Reader, stdout io.Writer) error {
 
 // readKey reads a key file from keygen: its name and private key.
 func readKey(path string) (string, ed25519.PrivateKey, error) {
-	b, err := boundedread.ReadFile(path, boundedread.KeyJSON)
+	name, key, err := keyfile.Read(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("-key: %w", err)
 	}
-	name, seed64, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
-	seed, err := base64.StdEncoding.DecodeString(seed64)
-	if !ok || err != nil || len(seed) != ed25519.SeedSize {
-		return "", nil, fmt.Errorf("-key %s is not a key file from keygen", path)
-	}
-	return name, ed25519.NewKeyFromSeed(seed), nil
+	return name, key, nil
 }

@@ -18,7 +18,6 @@ package main
 
 import (
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"flag"
@@ -26,11 +25,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
-	"strings"
 	"time"
 
-	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/internal/keyfile"
 	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/release/releasetest"
 )
@@ -42,7 +39,6 @@ func main() {
 	}
 }
 
-var keyName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9-]*$`)
 
 func run(args []string, stdout io.Writer, now func() time.Time) error {
 	if len(args) == 0 {
@@ -75,22 +71,12 @@ func run(args []string, stdout io.Writer, now func() time.Time) error {
 }
 
 func keygen(name, out string, stdout io.Writer) error {
-	if !keyName.MatchString(name) {
+	if !keyfile.ValidName(name) {
 		return errors.New("keygen: -name is required: letters, digits and '-', e.g. carto-release-2027")
 	}
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	pub, path, err := keyfile.Generate(out, name)
 	if err != nil {
-		return err
-	}
-	path := filepath.Join(out, name+".key")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return fmt.Errorf("keygen: %w (an existing key is never overwritten)", err)
-	}
-	_, werr := fmt.Fprintf(f, "%s %s\n", name, base64.StdEncoding.EncodeToString(priv.Seed()))
-	if err := errors.Join(werr, f.Close()); err != nil {
-		os.Remove(path) // a half-written key is no key
-		return fmt.Errorf("keygen: writing %s: %w", path, err)
+		return fmt.Errorf("keygen: %w", err)
 	}
 	_, err = fmt.Fprintf(stdout, "// release/keys.go, productionKeys (the private key is %s: keep it offline):\n\t%q: mustKey(%q),\n", path, name, base64.StdEncoding.EncodeToString(pub))
 	return err
@@ -128,14 +114,9 @@ func publish(keyFile, from, root, channel string, allowTest bool, stdout io.Writ
 
 // readKey reads a key file from keygen: its name and private key.
 func readKey(path string) (string, ed25519.PrivateKey, error) {
-	b, err := boundedread.ReadFile(path, boundedread.KeyJSON)
+	name, key, err := keyfile.Read(path)
 	if err != nil {
 		return "", nil, fmt.Errorf("-key: %w", err)
 	}
-	name, seed64, ok := strings.Cut(strings.TrimSpace(string(b)), " ")
-	seed, err := base64.StdEncoding.DecodeString(seed64)
-	if !ok || err != nil || len(seed) != ed25519.SeedSize || !keyName.MatchString(name) {
-		return "", nil, fmt.Errorf("-key %s is not a key file from keygen", path)
-	}
-	return name, ed25519.NewKeyFromSeed(seed), nil
+	return name, key, nil
 }
