@@ -39,7 +39,6 @@ func main() {
 	}
 }
 
-
 func run(args []string, stdout io.Writer, now func() time.Time) error {
 	if len(args) == 0 {
 		return errors.New("usage: carto-release keygen|publish [flags]")
