@@ -77,7 +77,6 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		node.MustExec(t, "systemd-run", "--unit", "lds-starts", "docker", "events", "--filter", "type=container", "--filter", "event=start",
 			"--filter", "event=die", "--filter", "label=com.docker.compose.service=lds-api", "--format", "{{.ID}} {{.Action}} {{.TimeNano}}")
 		defer node.Exec(ctx, "systemctl", "stop", "lds-starts")
-		var applied time.Time // the apply that brings the fault has returned
 		delays := func() []time.Duration {
 			id := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{.Id}}", "carto-lds-api-1"))
 			var events []lifeEvent
@@ -88,11 +87,10 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 					events = append(events, lifeEvent{action: action, at: time.Unix(0, ns)})
 				}
 			}
-			return restartDelays(events, applied)
+			return restartDelays(events)
 		}
 		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
 		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
-		applied = time.Now()
 		eventually(t, 120*time.Second, func() error {
 			if s := service(t, "lds-api"); !s.CrashLoop {
 				return fmt.Errorf("lds-api: %+v", s)
