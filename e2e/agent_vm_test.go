@@ -91,7 +91,9 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		}
 		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
 		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
-		eventually(t, 120*time.Second, func() error {
+		// A bound for a busy CI machine, where the failing apply can take
+		// long and the engine's own backoff has grown meanwhile.
+		eventually(t, 180*time.Second, func() error {
 			if s := service(t, "lds-api"); !s.CrashLoop {
 				return fmt.Errorf("lds-api: %+v", s)
 			}

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -182,6 +184,14 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 	if err != nil {
 		return err
 	}
+	// The names of the containers removed: an endpoint the engine keeps
+	// after them is named after them.
+	var removed []string
+	for _, c := range append(slices.Collect(maps.Values(have)), extras...) {
+		for _, n := range c.Names {
+			removed = append(removed, strings.TrimPrefix(n, "/"))
+		}
+	}
 	for _, c := range extras {
 		if err := e.removeContainer(ctx, c.ID, 10*time.Second); err != nil {
 			return fmt.Errorf("removing a duplicate container of %s: %w", c.Labels[labelService], err)
@@ -208,7 +218,7 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 	// left behind harms nothing (a next install takes it over).
 	var netErrs []error
 	for _, n := range nets.Items {
-		if err := e.removeNetwork(ctx, n.ID, n.Name); err != nil {
+		if err := e.removeNetwork(ctx, n.ID, n.Name, removed); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
@@ -236,10 +246,11 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 const networkSettle = 15 * time.Second
 
 // removeNetwork removes a network of the project, waiting (bounded) for
-// the endpoints of the containers just removed to go; a container of
-// another project still attached is named, with the fix.
-func (e *Engine) removeNetwork(ctx context.Context, id, name string) error {
+// the endpoints of the containers just removed (by name: removed) to go;
+// a container of another project still attached is named, with the fix.
+func (e *Engine) removeNetwork(ctx context.Context, id, name string, removed []string) error {
 	deadline := time.Now().Add(networkSettle)
+	forced := false
 	for {
 		_, err := e.api.NetworkRemove(ctx, id, client.NetworkRemoveOptions{})
 		if err == nil || cerrdefs.IsNotFound(err) {
@@ -254,9 +265,21 @@ func (e *Engine) removeNetwork(ctx context.Context, id, name string) error {
 				sort.Strings(names)
 				return fmt.Errorf("removing network %s: containers of no service of the stack are attached to it (%s): disconnect or remove them (docker network disconnect %s NAME) and run this again: %w", name, strings.Join(names, ", "), name, err)
 			}
-			if strings.Contains(err.Error(), "active endpoints") {
+			if strings.Contains(err.Error(), "active endpoints") && !forced && len(removed) > 0 {
 				// No container is attached, yet the engine keeps an
-				// endpoint: its own stale record, which its restart drops.
+				// endpoint: a stale record of a container just removed
+				// (seen with Docker 20.10 under load). A forced disconnect
+				// by the container's name deletes such a record; the
+				// containers are gone, so nothing else is disconnected.
+				forced = true
+				for _, c := range removed {
+					e.api.NetworkDisconnect(ctx, id, client.NetworkDisconnectOptions{Container: c, Force: true})
+				}
+				continue
+			}
+			if strings.Contains(err.Error(), "active endpoints") {
+				// The record outlived a forced disconnect too: the
+				// engine's restart drops it.
 				return fmt.Errorf("removing network %s: the Docker engine still records an endpoint on it although no container is attached (an engine fault); it is empty and harmless, and `systemctl restart docker` then `docker network rm %s` removes it: %w", name, name, err)
 			}
 			return fmt.Errorf("removing network %s: %w", name, err)

@@ -31,11 +31,19 @@ type tracker struct {
 
 // observe follows the container the service runs in: a new container (a
 // recreate) starts a new history; restarts the engine's own policy made
-// since the last look count like the supervisor's own.
+// since the last look count like the supervisor's own. A container first
+// seen when the agent starts may be old, so its restarts so far are
+// history; one that replaced a container the agent saw was created since,
+// so all of its restarts are recent: an install or apply that kept the
+// agent from looking (it holds the converge lock while a new container
+// crash-loops under the engine's policy) must not hide a crash loop.
 func (t *tracker) observe(now time.Time, containerID string, restartCount int) {
 	if containerID != t.container {
-		*t = tracker{container: containerID, engineCount: restartCount}
-		return
+		baseline := restartCount
+		if t.container != "" {
+			baseline = 0
+		}
+		*t = tracker{container: containerID, engineCount: baseline}
 	}
 	for ; t.engineCount < restartCount; t.engineCount++ {
 		t.prune(now)

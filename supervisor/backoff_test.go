@@ -68,4 +68,11 @@ func TestObserveEngineRestarts(t *testing.T) {
 	if tr.total != 0 || tr.crashLoop(now) {
 		t.Errorf("a new container kept the old history: total %d", tr.total)
 	}
+	// A container that replaced one the agent saw was created since: the
+	// engine's restarts of it, made while the agent did not look (an
+	// apply held the lock), are recent and count.
+	tr.observe(now, "c3", 6)
+	if tr.total != 6 || !tr.crashLoop(now) {
+		t.Errorf("a recreated container's 6 restarts: total %d crash loop %v", tr.total, tr.crashLoop(now))
+	}
 }
