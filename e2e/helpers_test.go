@@ -34,11 +34,12 @@ import (
 
 // The test bed shared by every scenario, set up once by TestMain.
 var (
-	bin     string // the built carto-appliance
-	docker  *client.Client
-	reg     *testbed.Registry
-	images  testbed.Images
-	version string // the embedded release's version, pushed to reg
+	bin        string // the built carto-appliance
+	docker     *client.Client
+	reg        *testbed.Registry
+	images     testbed.Images
+	version    string // the embedded release's version, pushed to reg
+	channelDir string // the test channel (testbed.ChannelName): the embedded release and testbed.NextRelease
 )
 
 func TestMain(m *testing.M) {
@@ -58,13 +59,13 @@ func TestMain(m *testing.M) {
 			fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
 			return 1
 		}
-		bed, err := testbed.Start(ctx, tmp, testbed.Options{Logf: logf})
+		bed, err := testbed.Start(ctx, tmp, testbed.Options{Logf: logf, Channel: true})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "setting up the test bed:", err)
 			return 1
 		}
 		defer bed.Close()
-		docker, reg, images, version = bed.Docker, bed.Registry, bed.Images, bed.Release.Manifest.Version
+		docker, reg, images, version, channelDir = bed.Docker, bed.Registry, bed.Images, bed.Release.Manifest.Version, bed.ChannelDir
 		return m.Run()
 	}())
 }

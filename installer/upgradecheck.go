@@ -3,11 +3,16 @@ package installer
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/release"
 )
@@ -51,6 +56,15 @@ type ReleaseChanges struct {
 	To            string   `json:"to"`
 	ImagesAdded   []string `json:"images_added,omitempty"`
 	ImagesRemoved []string `json:"images_removed,omitempty"`
+	// ServicesAdded and ServicesRemoved are the compose services the new
+	// release adds and no longer runs.
+	ServicesAdded   []string `json:"services_added,omitempty"`
+	ServicesRemoved []string `json:"services_removed,omitempty"`
+	// EnvAdded are the .env keys the new release's template adds (each
+	// with its default, or from customer.env); EnvRemoved the ones it no
+	// longer writes.
+	EnvAdded   []string `json:"env_added,omitempty"`
+	EnvRemoved []string `json:"env_removed,omitempty"`
 	// EnvRequired are settings the new release requires that the
 	// installed one did not; EnvDropped the other way round.
 	EnvRequired []string `json:"env_required,omitempty"`
@@ -67,34 +81,74 @@ var upgradeClient = licenseClient
 // changes. The channel's index and releases are verified against the
 // release keys this binary trusts. Nothing is changed.
 func CheckUpgrade(ctx context.Context, paths config.Paths, target string) (*UpgradeCheck, error) {
-	paths = paths.WithDefaults()
-	cfg, err := loadInstalledConfig(paths)
+	chk, src, err := resolveUpgrade(ctx, paths.WithDefaults(), target)
 	if err != nil {
 		return nil, err
 	}
-	installed, err := currentRelease(paths)
+	if len(src.path) == 0 {
+		return chk, nil
+	}
+	next, err := src.fetch(ctx, 0)
 	if err != nil {
 		return nil, err
+	}
+	if chk.Changes, err = releaseChanges(src.installed, next); err != nil {
+		return nil, err
+	}
+	return chk, nil
+}
+
+// upgradeSource is where an upgrade's releases come from: the channel,
+// read and verified, and the path through it.
+type upgradeSource struct {
+	client    *http.Client
+	base      *url.URL
+	channel   string
+	installed *release.Release
+	path      []release.IndexEntry
+}
+
+// fetch reads and verifies the i-th release of the path.
+func (s *upgradeSource) fetch(ctx context.Context, i int) (*release.Release, error) {
+	e := s.path[i]
+	r, err := release.FetchEntry(ctx, s.client, s.base, s.channel, e)
+	if err != nil {
+		return nil, fmt.Errorf("reading CARTO %s from the %s channel: %w", e.Version, s.channel, err)
+	}
+	return r, nil
+}
+
+// resolveUpgrade reads the channel and works out the path from the
+// installed release to target (empty: the latest) and the licence's
+// judgement, changing nothing.
+func resolveUpgrade(ctx context.Context, paths config.Paths, target string) (*UpgradeCheck, *upgradeSource, error) {
+	cfg, err := loadInstalledConfig(paths)
+	if err != nil {
+		return nil, nil, err
+	}
+	installed, err := currentRelease(paths)
+	if err != nil {
+		return nil, nil, err
 	}
 	up := cfg.Upgrade
 	base, err := url.Parse(up.BaseURL())
 	if err != nil {
-		return nil, &config.FieldError{Field: "upgrade.channel_url", Err: fmt.Errorf("appliance.yaml upgrade.channel_url: %w", err)}
+		return nil, nil, &config.FieldError{Field: "upgrade.channel_url", Err: fmt.Errorf("appliance.yaml upgrade.channel_url: %w", err)}
 	}
 	chk := &UpgradeCheck{Installed: installed.Manifest.Version, Channel: up.ChannelName(), ChannelURL: config.RedactURL(base)}
 	chk.License = judgeUpgradeLicense(paths, chk.Channel)
 
 	client, err := upgradeClient(paths, cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	idx, err := release.FetchIndex(ctx, client, base, chk.Channel)
 	if err != nil {
-		return nil, fmt.Errorf("reading the %s channel: %w", chk.Channel, err)
+		return nil, nil, fmt.Errorf("reading the %s channel: %w", chk.Channel, err)
 	}
 	have, err := release.ParseVersion(chk.Installed)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, e := range idx.Releases {
 		v, err := release.ParseVersion(e.Version)
@@ -115,20 +169,12 @@ func CheckUpgrade(ctx context.Context, paths config.Paths, target string) (*Upgr
 	}
 	steps, err := release.UpgradePath(idx, chk.Installed, chk.Target)
 	if err != nil {
-		return nil, fmt.Errorf("from %s to %s in the %s channel: %w", chk.Installed, chk.Target, chk.Channel, err)
-	}
-	if len(steps) == 0 {
-		return chk, nil
+		return nil, nil, fmt.Errorf("from %s to %s in the %s channel: %w", chk.Installed, chk.Target, chk.Channel, err)
 	}
 	for _, e := range steps {
 		chk.Path = append(chk.Path, e.Version)
 	}
-	next, err := release.FetchEntry(ctx, client, base, chk.Channel, steps[0])
-	if err != nil {
-		return nil, fmt.Errorf("reading CARTO %s from the %s channel: %w", steps[0].Version, chk.Channel, err)
-	}
-	chk.Changes = releaseChanges(installed, next)
-	return chk, nil
+	return chk, &upgradeSource{client: client, base: base, channel: chk.Channel, installed: installed, path: steps}, nil
 }
 
 // judgeUpgradeLicense applies the same judgement as install (an expired
@@ -148,15 +194,33 @@ func judgeUpgradeLicense(paths config.Paths, channel string) UpgradeLicense {
 	return ul
 }
 
-// releaseChanges compares two releases' manifests.
-func releaseChanges(from, to *release.Release) *ReleaseChanges {
+// releaseChanges compares two releases: manifests, services, env keys.
+func releaseChanges(from, to *release.Release) (*ReleaseChanges, error) {
+	var names [2]struct{ services, env []string }
+	for i, r := range []*release.Release{from, to} {
+		var compose struct {
+			Services map[string]yaml.Node `yaml:"services"`
+		}
+		if err := yaml.Unmarshal(r.Compose, &compose); err != nil {
+			return nil, fmt.Errorf("reading CARTO %s's compose template: %w", r.Manifest.Version, err)
+		}
+		env, err := envfile.Parse(r.EnvTemplate)
+		if err != nil {
+			return nil, fmt.Errorf("reading CARTO %s's env template: %w", r.Manifest.Version, err)
+		}
+		names[i].services, names[i].env = slices.Collect(maps.Keys(compose.Services)), env.Keys()
+	}
 	return &ReleaseChanges{
 		From: from.Manifest.Version, To: to.Manifest.Version,
-		ImagesAdded:   missingFrom(to.Manifest.Images, from.Manifest.Images),
-		ImagesRemoved: missingFrom(from.Manifest.Images, to.Manifest.Images),
-		EnvRequired:   missingFrom(to.Manifest.RequiredEnv, from.Manifest.RequiredEnv),
-		EnvDropped:    missingFrom(from.Manifest.RequiredEnv, to.Manifest.RequiredEnv),
-	}
+		ImagesAdded:     missingFrom(to.Manifest.Images, from.Manifest.Images),
+		ImagesRemoved:   missingFrom(from.Manifest.Images, to.Manifest.Images),
+		ServicesAdded:   missingFrom(names[1].services, names[0].services),
+		ServicesRemoved: missingFrom(names[0].services, names[1].services),
+		EnvAdded:        missingFrom(names[1].env, names[0].env),
+		EnvRemoved:      missingFrom(names[0].env, names[1].env),
+		EnvRequired:     missingFrom(to.Manifest.RequiredEnv, from.Manifest.RequiredEnv),
+		EnvDropped:      missingFrom(from.Manifest.RequiredEnv, to.Manifest.RequiredEnv),
+	}, nil
 }
 
 // missingFrom is what of a is not in b, sorted.

@@ -162,3 +162,26 @@ func TestCheckUpgradeRefusesAnUntrustedChannel(t *testing.T) {
 		t.Errorf("an unsigned index: %v", err)
 	}
 }
+
+func TestReleaseChangesNamesServicesAndEnvKeys(t *testing.T) {
+	from, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	to := *from
+	to.Manifest.Version = "2026.1.0"
+	to.Compose = []byte(strings.Replace(string(from.Compose), "\n  notifier:\n", "\n  notifier-v2:\n", 1))
+	to.EnvTemplate = []byte(strings.Replace(string(from.EnvTemplate), "\nLOG_LEVEL=", "\nTILE_TTL=${TILE_TTL:-300}\nLOG_LEVEL_OLD=", 1))
+	c, err := releaseChanges(from, &to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(c.ServicesAdded, []string{"notifier-v2"}) || !slices.Equal(c.ServicesRemoved, []string{"notifier"}) ||
+		!slices.Equal(c.EnvAdded, []string{"LOG_LEVEL_OLD", "TILE_TTL"}) || !slices.Equal(c.EnvRemoved, []string{"LOG_LEVEL"}) {
+		t.Errorf("changes: %+v", c)
+	}
+	to.Compose = []byte("services: [")
+	if _, err := releaseChanges(from, &to); err == nil || !strings.Contains(err.Error(), "2026.1.0's compose template") {
+		t.Errorf("a broken compose template: %v", err)
+	}
+}

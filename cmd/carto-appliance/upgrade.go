@@ -65,7 +65,12 @@ func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 		for _, l := range []struct {
 			what  string
 			items []string
-		}{{"new images", ch.ImagesAdded}, {"images no longer run", ch.ImagesRemoved}, {"newly required settings", ch.EnvRequired}, {"settings no longer required", ch.EnvDropped}} {
+		}{
+			{"new images", ch.ImagesAdded}, {"images no longer run", ch.ImagesRemoved},
+			{"new services", ch.ServicesAdded}, {"services no longer run", ch.ServicesRemoved},
+			{"new .env keys", ch.EnvAdded}, {".env keys no longer written", ch.EnvRemoved},
+			{"newly required settings", ch.EnvRequired}, {"settings no longer required", ch.EnvDropped},
+		} {
 			if len(l.items) > 0 {
 				fmt.Fprintf(w, "  %s: %s\n", l.what, strings.Join(l.items, ", "))
 			}

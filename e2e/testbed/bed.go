@@ -18,7 +18,15 @@ type Bed struct {
 	Images   Images
 	Registry *Registry
 	Release  *release.Release
+	// ChannelDir, with Options.Channel, holds the test channel
+	// (ChannelName): the embedded release and NextRelease, published with
+	// their images pushed. Serve it with ServeChannel.
+	ChannelDir string
 }
+
+// ChannelName is the test channel's name: the default channel's, as a
+// node follows it unless told otherwise.
+const ChannelName = "stable"
 
 // Start builds (or finds) the images, starts a registry under dir and
 // pushes the embedded release to it, leaving no local copy under the
@@ -44,13 +52,31 @@ func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
 		reg.Stop()
 		return nil, err
 	}
+	bed := &Bed{Docker: cli, Images: images, Registry: reg, Release: rel}
+	if opts.Channel {
+		// Published now, before any scenario runs: publishing tags and
+		// untags images under the registry's names, which a scenario's
+		// pull must not meet half-way.
+		next, err := NextRelease(rel, NextVersion)
+		if err != nil {
+			reg.Stop()
+			return nil, err
+		}
+		bed.ChannelDir = filepath.Join(dir, "channels")
+		if err := reg.PublishChannel(ctx, cli, images, bed.ChannelDir, ChannelName, []ChannelRelease{
+			{Release: rel}, {Release: next, ImageEnv: NextMigration()},
+		}); err != nil {
+			reg.Stop()
+			return nil, err
+		}
+	}
 	// Pushing leaves the registry's references in the engine; without them
 	// the first install really pulls, through the registry's auth.
 	if err := reg.RemoveLocalTags(ctx, cli); err != nil {
 		reg.Stop()
 		return nil, err
 	}
-	return &Bed{Docker: cli, Images: images, Registry: reg, Release: rel}, nil
+	return bed, nil
 }
 
 // Close stops the registry.

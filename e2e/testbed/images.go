@@ -30,6 +30,8 @@ type Options struct {
 	Busybox string
 	// Logf, when set, gets one line per image built or found. Default: silent.
 	Logf func(format string, args ...any)
+	// Channel, for Start, also publishes the test channel (Bed.ChannelDir).
+	Channel bool
 }
 
 // Images are the test bed's local images, each tagged with a hash of what

@@ -26,6 +26,12 @@ const pushParallel = 4
 // cached under carto-testbed/release/<name>:<hash>; so two versions are
 // two different images, as in a real release.
 func (r *Registry) PushRelease(ctx context.Context, cli *client.Client, images Images, version string, names []string) error {
+	return r.pushRelease(ctx, cli, images, version, names, nil)
+}
+
+// pushRelease is PushRelease with environment variables baked into some
+// images, by name.
+func (r *Registry) pushRelease(ctx context.Context, cli *client.Client, images Images, version string, names []string, env map[string]map[string]string) error {
 	// The engine does not share an upload between pushes to different
 	// repositories (20.10 keys uploads by repository and layer), but a push
 	// that comes after one with the same layer mounts it from that
@@ -35,7 +41,7 @@ func (r *Registry) PushRelease(ctx context.Context, cli *client.Client, images I
 	var first, rest []string
 	seen := map[string]bool{}
 	for _, name := range names {
-		ref, err := r.tagRelease(ctx, cli, images, name, version, nil)
+		ref, err := r.tagRelease(ctx, cli, images, name, version, env[name])
 		if err != nil {
 			return err
 		}

@@ -3,8 +3,6 @@ package testbed
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,7 +13,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"time"
 )
 
 // ReleaseServer serves a release directory built by packaging/release.sh
@@ -61,53 +58,32 @@ func StartReleaseServer(ctx context.Context, repoDir string, addr netip.Addr, di
 		ln.Close()
 		return nil, fmt.Errorf("building the release: %v\n%s", err, out)
 	}
-	ca, err := newTestCA()
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	certPEM, keyPEM, err := ca.issue([]net.IP{net.IP(addr.AsSlice())}, []string{"release.carto.test"})
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		ln.Close()
-		return nil, err
-	}
-	s.CAPEM = ca.pem
 	files := http.FileServer(http.Dir(dir))
-	s.srv = &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			tamper := s.Tampered.Load() || s.TamperedSums.Load()
-			switch {
-			case tamper && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_"):
-				b, err := tampered(filepath.Join(dir, filepath.Base(r.URL.Path)))
-				if err != nil {
-					http.NotFound(w, r)
-					return
-				}
-				w.Write(b)
-			case s.TamperedSums.Load() && r.URL.Path == "/SHA256SUMS":
-				b, err := tamperedSums(dir)
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-					return
-				}
-				w.Write(b)
-			default:
-				files.ServeHTTP(w, r)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tamper := s.Tampered.Load() || s.TamperedSums.Load()
+		switch {
+		case tamper && strings.HasPrefix(r.URL.Path, "/carto-appliance_linux_"):
+			b, err := tampered(filepath.Join(dir, filepath.Base(r.URL.Path)))
+			if err != nil {
+				http.NotFound(w, r)
+				return
 			}
-		}),
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{cert}},
-		ReadHeaderTimeout: 10 * time.Second,
-	}
-	go func() {
-		if err := s.srv.ServeTLS(ln, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			fmt.Fprintln(os.Stderr, "release server:", err)
+			w.Write(b)
+		case s.TamperedSums.Load() && r.URL.Path == "/SHA256SUMS":
+			b, err := tamperedSums(dir)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			w.Write(b)
+		default:
+			files.ServeHTTP(w, r)
 		}
-	}()
+	})
+	if s.srv, s.CAPEM, err = serveTLS(ln, addr, "release.carto.test", h); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	return s, nil
 }
 

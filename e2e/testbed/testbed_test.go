@@ -6,12 +6,18 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
+	"gopkg.in/yaml.v3"
+
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/templates"
 )
 
 func TestNewKeyJSONIsARealisticServiceAccountKey(t *testing.T) {
@@ -153,5 +159,65 @@ func TestReleaseShKnowsTheTestReleaseKey(t *testing.T) {
 	}
 	if want := "\ntest_pubkey=" + base64.StdEncoding.EncodeToString(der) + "\n"; !strings.Contains(string(script), want) {
 		t.Errorf("packaging/release.sh does not say %q", strings.TrimSpace(want))
+	}
+}
+
+func TestNextReleaseDiffersAsARealReleaseDoes(t *testing.T) {
+	base, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := NextRelease(base, NextVersion)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := release.ParseManifest(next.RawManifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Version != NextVersion || next.Manifest.Version != NextVersion {
+		t.Errorf("version: raw %s, parsed %s; want %s", m.Version, next.Manifest.Version, NextVersion)
+	}
+	if !slices.Contains(m.Images, NextImage) || len(m.Images) != len(base.Manifest.Images)+1 || !slices.Equal(m.Images, next.Manifest.Images) {
+		t.Errorf("images: %v (base %v)", m.Images, base.Manifest.Images)
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(next.Compose, &compose); err != nil {
+		t.Fatalf("the derived compose template: %v", err)
+	}
+	if img := compose.Services[NextService].Image; !strings.Contains(img, "/"+NextImage+":${CARTO_SELFHOSTED_VERSION}") {
+		t.Errorf("service %s runs %q", NextService, img)
+	}
+	if !strings.Contains(string(next.EnvTemplate), "\n"+NextEnvKey+"=${"+NextEnvKey+":-"+NextEnvDefault+"}\n") {
+		t.Errorf("the env template lacks %s with its default", NextEnvKey)
+	}
+	if next.Digest() == base.Digest() {
+		t.Error("the derived release has the base's digest")
+	}
+}
+
+func TestWithDigestsPinsEveryImage(t *testing.T) {
+	base, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := map[string]string{}
+	for i, name := range base.Manifest.Images {
+		d[name] = fmt.Sprintf("sha256:%064x", i+1)
+	}
+	pinned, err := withDigests(base, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if missing := pinned.Manifest.MissingDigests(); len(missing) > 0 {
+		t.Errorf("missing digests: %v", missing)
+	}
+	delete(d, "valkey")
+	if _, err := withDigests(base, d); err == nil {
+		t.Error("a digest missing for valkey passed")
 	}
 }

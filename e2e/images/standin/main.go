@@ -9,7 +9,8 @@
 //     Varnish that proxies to maps-api) and :5447 for router-metrics.
 //   - migrate: for workspace-db, or when started as onprem-init-db.sh (the
 //     compose template's entrypoint): create the workspace role, database and
-//     carto_migrations table, record STANDIN_VERSION, exit 0.
+//     carto_migrations table, record STANDIN_VERSION, exit 0. A release's
+//     schema change (STANDIN_MIGRATE_SQL) runs once, with that record.
 //
 // Faults from configuration: STANDIN_FAIL, or the more specific
 // STANDIN_FAIL_<IMAGE> (non-alphanumerics as _, upper case, e.g.

@@ -110,15 +110,32 @@ func migrate(ctx context.Context, cfg config, getenv func(string) string) error 
 	)`); err != nil {
 		return fmt.Errorf("creating carto_migrations: %w", err)
 	}
-	res, err := db.ExecContext(ctx, `INSERT INTO carto_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING`, cfg.Version)
+	// A release's schema change (STANDIN_MIGRATE_SQL, baked into its
+	// workspace-db image) runs with the version's record, in one
+	// transaction: applied once, or not at all.
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrating to %s: %w", cfg.Version, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.ExecContext(ctx, `INSERT INTO carto_migrations (version) VALUES ($1) ON CONFLICT (version) DO NOTHING`, cfg.Version)
 	if err != nil {
 		return fmt.Errorf("recording version %s: %w", cfg.Version, err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		log.Printf("migrate: version %s already applied", cfg.Version)
-	} else {
-		log.Printf("migrate: applied version %s", cfg.Version)
+		return nil
 	}
+	if q := getenv("STANDIN_MIGRATE_SQL"); q != "" {
+		if _, err := tx.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("migrating to %s: %w", cfg.Version, err)
+		}
+		log.Printf("migrate: ran the schema change of %s", cfg.Version)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrating to %s: %w", cfg.Version, err)
+	}
+	log.Printf("migrate: applied version %s", cfg.Version)
 	log.Print("migrate: done")
 	return nil
 }
