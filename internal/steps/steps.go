@@ -51,18 +51,22 @@ const (
 	// Keep leaves them: the inputs were committed, the next run
 	// converges to them again (install, apply).
 	Keep OnFailure = iota
-	// Undo undoes them, last first (upgrade).
+	// Undo undoes them, last first, the failed step first of all
+	// (upgrade).
 	Undo
 )
 
 // Step states in the journal.
 const (
-	Pending    = "pending"
-	Running    = "running"
-	Done       = "done"
-	Failed     = "failed"
-	Undone     = "undone"
-	UndoFailed = "undo-failed"
+	Pending = "pending"
+	Running = "running"
+	Done    = "done"
+	Failed  = "failed"
+	Undone  = "undone"
+	// FailedUndone is a step that failed, and whose partial work was
+	// undone.
+	FailedUndone = "failed-undone"
+	UndoFailed   = "undo-failed"
 )
 
 // Outcomes of a run in the journal; a record without one is unfinished.
@@ -194,7 +198,17 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 				end(Stopped, err)
 				return err
 			}
-			if uerr := undo(ctx, steps[:i], mark); uerr != nil {
+			// The failed step is undone too, first: it may have done
+			// part of its work (a converge that recreated some
+			// services), so an Undo must cope with a partial Do.
+			undoMark := func(k int, state string, uerr error) error {
+				if k == i && state == Undone {
+					// The journal keeps why the step failed.
+					return mark(k, FailedUndone, err)
+				}
+				return mark(k, state, uerr)
+			}
+			if uerr := undo(ctx, steps[:i+1], undoMark); uerr != nil {
 				end(Broken, uerr)
 				return uerr.withCause(err)
 			}

@@ -60,11 +60,14 @@ func TestRun(t *testing.T) {
 			wantLog:    []string{"do files", "do pull", "do converge"},
 			wantStates: []string{"files:done", "pull:done", "converge:failed"}, wantOutcome: Stopped, wantErr: "converge broke"},
 		{name: "undo, last first, skipping steps with nothing to undo", on: Undo, failAt: "converge",
-			wantLog:    []string{"do files", "do pull", "do converge", "undo files"},
-			wantStates: []string{"files:undone", "pull:done", "converge:failed"}, wantOutcome: RolledBack, wantErr: "converge broke"},
+			wantLog:    []string{"do files", "do pull", "do converge", "undo converge", "undo files"},
+			wantStates: []string{"files:undone", "pull:done", "converge:failed-undone"}, wantOutcome: RolledBack, wantErr: "converge broke"},
 		{name: "undo fails", on: Undo, failAt: "converge", failUndo: "files",
-			wantLog:    []string{"do files", "do pull", "do converge", "undo files"},
-			wantStates: []string{"files:undo-failed", "pull:done", "converge:failed"}, wantOutcome: Broken, wantErr: "undoing files failed too"},
+			wantLog:    []string{"do files", "do pull", "do converge", "undo converge", "undo files"},
+			wantStates: []string{"files:undo-failed", "pull:done", "converge:failed-undone"}, wantOutcome: Broken, wantErr: "undoing files failed too"},
+		{name: "the failed step's own undo fails", on: Undo, failAt: "converge", failUndo: "converge",
+			wantLog:    []string{"do files", "do pull", "do converge", "undo converge"},
+			wantStates: []string{"files:done", "pull:done", "converge:undo-failed"}, wantOutcome: Broken, wantErr: "undoing converge failed too"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
