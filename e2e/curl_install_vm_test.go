@@ -292,6 +292,12 @@ func TestCurlInstallOnFreshVM(t *testing.T) {
 
 func vmPsql(t *testing.T, node *vm.VM, sql string) string {
 	t.Helper()
-	out := node.MustExec(t, "docker", "exec", "carto-workspace-postgres-1", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-d", "postgres", "-c", sql)
+	return vmPsqlDB(t, node, "postgres", sql)
+}
+
+// vmPsqlDB runs sql in the database db of the VM's embedded Postgres.
+func vmPsqlDB(t *testing.T, node *vm.VM, db, sql string) string {
+	t.Helper()
+	out := node.MustExec(t, "docker", "exec", "carto-workspace-postgres-1", "psql", "-v", "ON_ERROR_STOP=1", "-At", "-U", "postgres", "-d", db, "-c", sql)
 	return strings.TrimSpace(out)
 }

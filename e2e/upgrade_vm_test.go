@@ -70,8 +70,9 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("upgrade --check: exit %d\n%s", code, errOut)
 		}
-		if chk.Installed != version || chk.Latest != testbed.NextVersion || chk.Channel != testbed.ChannelName ||
-			!slices.Equal(chk.Path, []string{testbed.NextVersion}) || chk.ChannelURL != srv.URL {
+		// The latest requires NextVersion first: a required stop.
+		if chk.Installed != version || chk.Latest != testbed.UnhealthyVersion || chk.Channel != testbed.ChannelName ||
+			!slices.Equal(chk.Path, []string{testbed.NextVersion, testbed.UnhealthyVersion}) || chk.ChannelURL != srv.URL {
 			t.Errorf("check: %+v", chk)
 		}
 		if !chk.License.Allowed || (chk.License.State != license.Valid && chk.License.State != license.Grace) {
@@ -83,7 +84,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			t.Errorf("changes: %+v", chk.Changes)
 		}
 		text := node.MustExec(t, "carto-appliance", "upgrade", "--check")
-		for _, want := range []string{"Installed:  CARTO " + version, "Upgrade to " + testbed.NextVersion, "new services: " + testbed.NextService, "new .env keys: " + testbed.NextEnvKey} {
+		for _, want := range []string{"Installed:  CARTO " + version, "goes through: " + testbed.NextVersion + " -> " + testbed.UnhealthyVersion, "new services: " + testbed.NextService, "new .env keys: " + testbed.NextEnvKey} {
 			if !strings.Contains(text, want) {
 				t.Errorf("upgrade --check lacks %q:\n%s", want, text)
 			}
@@ -112,5 +113,125 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			t.Errorf("an unreachable channel: exit %d\n%s", code, errOut)
 		}
 		sameContainers(t, stack, vmContainers(t, node))
+	})
+
+	// The workspace database's rows, and its schema's columns of
+	// carto_migrations, as the upgrades must keep or put back.
+	rows := func(t *testing.T) string {
+		return vmPsqlDB(t, node, "workspace", "SELECT string_agg(v, ',' ORDER BY v) FROM e2e_keep")
+	}
+	columns := func(t *testing.T) string {
+		return vmPsqlDB(t, node, "workspace", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'carto_migrations'")
+	}
+	upgrade := func(t *testing.T, args ...string) (string, string, int) {
+		t.Helper()
+		out, errOut, code, err := node.Exec(ctx, append([]string{"carto-appliance", "upgrade", "--yes"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errOut, code
+	}
+	// envOf is a variable of a service's running container.
+	envOf := func(t *testing.T, service, key string) string {
+		env := node.MustExec(t, "docker", "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", "carto-"+service+"-1")
+		for line := range strings.Lines(env) {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+"="); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	// serving is the CARTO version a service's running container reports
+	// (the stand-ins bake it into their image).
+	serving := func(t *testing.T, service string) string { return envOf(t, service, "STANDIN_VERSION") }
+	installed := func(t *testing.T) string {
+		st := vmStatus(t, node)
+		if st.Release == nil {
+			t.Fatal("status has no release")
+		}
+		return st.Release.Installed
+	}
+
+	step(t, "upgrade to the next version: new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
+		vmPsqlDB(t, node, "workspace", "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('a'), ('b');")
+		out, errOut, code := upgrade(t, "--to", testbed.NextVersion)
+		if code != 0 {
+			t.Fatalf("upgrade: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if !strings.Contains(out, "Upgraded CARTO "+version+" to "+testbed.NextVersion) || !strings.Contains(out, "Backup taken before the upgrade: /var/lib/carto-appliance/backups/") {
+			t.Errorf("upgrade said:\n%s", out)
+		}
+		if got := installed(t); got != testbed.NextVersion {
+			t.Errorf("installed: %s", got)
+		}
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("not healthy after the upgrade: %+v", st.Services)
+		}
+		for _, svc := range []string{"maps-api", "workspace-api", testbed.NextService} {
+			if v := serving(t, svc); v != testbed.NextVersion {
+				t.Errorf("%s serves %q", svc, v)
+			}
+		}
+		if got := rows(t); got != "a,b" {
+			t.Errorf("rows after the upgrade: %q", got)
+		}
+		if !strings.Contains(columns(t), testbed.NextColumn) {
+			t.Errorf("the migration's column %s is missing: %s", testbed.NextColumn, columns(t))
+		}
+		if v := envOf(t, "maps-api", testbed.NextEnvKey); v != testbed.NextEnvDefault {
+			t.Errorf("maps-api sees %s=%q, want the release's default %s", testbed.NextEnvKey, v, testbed.NextEnvDefault)
+		}
+		backup := node.MustExec(t, "sh", "-c", "cd /var/lib/carto-appliance/backups/*-upgrade-"+version+"-to-"+testbed.NextVersion+" && stat -c '%a %n' . workspace.dump config/customer.env state.json")
+		for _, want := range []string{"700 .", "600 workspace.dump", "600 config/customer.env", "600 state.json"} {
+			if !strings.Contains(backup, want) {
+				t.Errorf("backup: want %q in:\n%s", want, backup)
+			}
+		}
+		journal := node.MustExec(t, "cat", "/var/lib/carto-appliance/upgrade-journal.json")
+		if !strings.Contains(journal, `"outcome": "succeeded"`) {
+			t.Errorf("upgrade journal:\n%s", journal)
+		}
+	})
+
+	step(t, "a migration that fails: exit 5, back on the previous version with the same rows and schema", func(t *testing.T) {
+		before, beforeCols := rows(t), columns(t)
+		out, errOut, code := upgrade(t, "--to", testbed.BrokenMigrationVersion)
+		if code != 5 || !strings.Contains(errOut, "rolled back") || !strings.Contains(errOut, "workspace-migrations") {
+			t.Fatalf("upgrade to a failing migration: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if got := installed(t); got != testbed.NextVersion {
+			t.Errorf("installed after the rollback: %s", got)
+		}
+		if got, cols := rows(t), columns(t); got != before || cols != beforeCols {
+			t.Errorf("after the rollback: rows %q columns %q; before %q %q", got, cols, before, beforeCols)
+		}
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("not healthy after the rollback: %+v", st.Services)
+		}
+		if v := serving(t, "maps-api"); v != testbed.NextVersion {
+			t.Errorf("maps-api serves %q after the rollback", v)
+		}
+	})
+
+	step(t, "a release whose service never turns healthy after migrating: exit 5, the database put back from the backup", func(t *testing.T) {
+		vmPsqlDB(t, node, "workspace", "INSERT INTO e2e_keep VALUES ('c')")
+		before, beforeCols := rows(t), columns(t)
+		out, errOut, code := upgrade(t, "--to", testbed.UnhealthyVersion)
+		if code != 5 || !strings.Contains(errOut, "maps-api") || !strings.Contains(errOut, "database from the backup") {
+			t.Fatalf("upgrade to an unhealthy release: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if got, cols := rows(t), columns(t); got != before || cols != beforeCols || strings.Contains(cols, testbed.UnhealthyColumn) {
+			t.Errorf("after the rollback: rows %q columns %q; before %q %q", got, cols, before, beforeCols)
+		}
+		if got := installed(t); got != testbed.NextVersion {
+			t.Errorf("installed after the rollback: %s", got)
+		}
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("not healthy after the rollback: %+v", st.Services)
+		}
+		journal := node.MustExec(t, "cat", "/var/lib/carto-appliance/upgrade-journal.json")
+		if !strings.Contains(journal, `"outcome": "rolled-back"`) || !strings.Contains(journal, `"undone"`) {
+			t.Errorf("upgrade journal:\n%s", journal)
+		}
 	})
 }

@@ -48,6 +48,13 @@ type fakeStack struct {
 	Statuses map[string]stack.ServiceStatus
 	// LogLines are what Logs writes, through the redactor it is given.
 	LogLines []string
+	// Execs answers Exec, by the command's first word.
+	Execs map[string]fakeExec
+	// DigestsFor answers RepoDigests.
+	DigestsFor func(ref string) []string
+	// ApplyErrs are the results of the next Applies, in turn (nil:
+	// succeed); after them, Applies succeed.
+	ApplyErrs []error
 
 	running map[string]string // service -> its configuration, as applied
 }
@@ -94,6 +101,12 @@ func fakes(t *testing.T) (*fakeStack, *host.FakeEngine) {
 	return f, fakeEngine(t)
 }
 
+// fakeExec is a command's answer in the fake engine.
+type fakeExec struct {
+	Out  string
+	Code int
+}
+
 func (f *fakeStack) record(call string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -131,6 +144,13 @@ func (f *fakeStack) Apply(_ context.Context, p *types.Project, opts stack.ApplyO
 	f.Applies = append(f.Applies, opts)
 	if err := f.Fail["apply"]; err != nil {
 		return &stack.ApplyResult{}, err
+	}
+	if len(f.ApplyErrs) > 0 {
+		err := f.ApplyErrs[0]
+		f.ApplyErrs = f.ApplyErrs[1:]
+		if err != nil {
+			return &stack.ApplyResult{}, err
+		}
 	}
 	held := stack.Dependents(p, opts.Held)
 	res := &stack.ApplyResult{Held: held}
@@ -235,6 +255,32 @@ func (f *fakeStack) Down(_ context.Context, project string, _ *types.Project, op
 	}
 	clear(f.running)
 	return nil
+}
+
+// Exec records the command; Execs answers it (by its first word: its
+// output and exit code), exit 0 with no output otherwise.
+func (f *fakeStack) Exec(_ context.Context, _, service string, opts stack.ExecOptions) (int, error) {
+	f.record("exec " + service + " " + strings.Join(opts.Cmd, " "))
+	if err := f.Fail["exec"]; err != nil {
+		return 0, err
+	}
+	if opts.Stdin != nil {
+		io.Copy(io.Discard, opts.Stdin)
+	}
+	a := f.Execs[opts.Cmd[0]]
+	if opts.Stdout != nil {
+		io.WriteString(opts.Stdout, a.Out)
+	}
+	return a.Code, nil
+}
+
+// RepoDigests answers DigestsFor(ref); none without it.
+func (f *fakeStack) RepoDigests(_ context.Context, ref string) ([]string, error) {
+	f.record("digests " + ref)
+	if f.DigestsFor == nil {
+		return nil, nil
+	}
+	return f.DigestsFor(ref), nil
 }
 
 func (f *fakeStack) PortOwner(context.Context, int) (string, string, error) {

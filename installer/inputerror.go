@@ -25,6 +25,8 @@ const (
 	InputIgnorePreflight Input = "ignore_preflight" // the preflight checks to ignore
 	InputConfigDir       Input = "config_dir"       // where appliance.yaml and the stack's files are
 	InputStateDir        Input = "state_dir"        // where the appliance's state is
+	// InputSkipDatabaseBackup: going on with no dump of an external database.
+	InputSkipDatabaseBackup Input = "skip_db_backup"
 	// Preflight's fixes name these too (preflight.Check.Inputs).
 	InputInstallDocker Input = "install_docker" // install Docker from the distribution's packages
 	InputBindAddress   Input = "bind_address"   // the address the router listens on

@@ -147,6 +147,8 @@ type Result struct {
 	// password, and the only one: CARTO's, or the one named with
 	// --registry.
 	CredentialsTo string `json:"credentials_to,omitempty"`
+	// Upgrade is what an upgrade did.
+	Upgrade *UpgradeSummary `json:"upgrade,omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.
@@ -355,6 +357,12 @@ type desired struct {
 }
 
 func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
+	return planRelease(paths, cfg, customerPath, keyPath, tls, nil)
+}
+
+// planRelease is plan for the release target (pinned at commit) instead
+// of the installed one, when target is not nil: an upgrade's plan.
+func planRelease(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput, target *release.Release) (*desired, error) {
 	st, err := loadState(paths.StateDir)
 	if err != nil {
 		return nil, err
@@ -362,6 +370,9 @@ func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, t
 	rel, pin, err := installedRelease(paths, st)
 	if err != nil {
 		return nil, err
+	}
+	if target != nil {
+		rel, pin = target, newPin(target)
 	}
 	d, err := planEnv(cfg, rel, customerPath)
 	if err != nil {

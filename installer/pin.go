@@ -113,8 +113,21 @@ func releaseStatus(st State) *ReleaseStatus {
 		return rs
 	}
 	rs.Carried = carried.Manifest.Version
-	if rs.Installed != "" && rs.Installed != rs.Carried {
+	// Only a newer release is worth a note: an older one is what the
+	// binary was built with before the node upgraded past it.
+	if rs.Installed != "" && rs.Installed != rs.Carried && newer(rs.Carried, rs.Installed) {
 		rs.Note = fmt.Sprintf("this binary carries CARTO %s, installed is %s: run `carto-appliance upgrade` to move to %s", rs.Carried, rs.Installed, rs.Carried)
 	}
 	return rs
+}
+
+// newer says whether version a is newer than b (false when either is not
+// a version).
+func newer(a, b string) bool {
+	va, err := release.ParseVersion(a)
+	if err != nil {
+		return false
+	}
+	vb, err := release.ParseVersion(b)
+	return err == nil && va.Compare(vb) > 0
 }

@@ -85,6 +85,7 @@ type convergeRun struct {
 	staged  string         // the rendered files, before they are committed
 	project *types.Project // the stack as committed
 	prev    config.Config  // appliance.yaml before the commit
+	prevPin *PinnedRelease // the release pinned before the commit
 	before  fileSnapshot   // the files the commit replaces, for its undo
 	applied *stack.ApplyResult
 	res     *Result
@@ -230,6 +231,7 @@ func (c *convergeRun) commit(ctx context.Context) error {
 		// on every converge renders it, whatever binary runs.
 		pin := *c.d.pin
 		pin.PinnedAt = time.Now().UTC()
+		c.prevPin = c.st.Release
 		c.st.Release = &pin
 		if err := saveState(c.paths.StateDir, c.st); err != nil {
 			return err
@@ -255,7 +257,9 @@ func (c *convergeRun) undoCommit(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		st.Release = nil
+		// The release pinned before (none at a first install; the one
+		// upgraded from).
+		st.Release = c.prevPin
 		return saveState(c.paths.StateDir, st)
 	}
 	return nil

@@ -21,6 +21,8 @@ type stackEngine interface {
 	Logs(ctx context.Context, project string, w io.Writer, opts stack.LogsOptions) error
 	Down(ctx context.Context, project string, p *types.Project, opts stack.DownOptions) error
 	PortOwner(ctx context.Context, port int) (name, project string, err error)
+	Exec(ctx context.Context, project, service string, opts stack.ExecOptions) (int, error)
+	RepoDigests(ctx context.Context, ref string) ([]string, error)
 	Close() error
 }
 

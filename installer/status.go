@@ -16,6 +16,7 @@ import (
 	"github.com/cartodb/carto-appliance/certs"
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/stack"
@@ -51,6 +52,37 @@ type Status struct {
 	// License is the licence's state; an expired one never stops the
 	// stack.
 	License *license.Status `json:"license,omitempty"`
+	// Upgrade is the last upgrade, or the one under way.
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+}
+
+// UpgradeStatus is the last upgrade as its journal tells it.
+type UpgradeStatus struct {
+	// What is "upgrade FROM -> TO".
+	What      string    `json:"what"`
+	StartedAt time.Time `json:"started_at"`
+	EndedAt   time.Time `json:"ended_at,omitzero"`
+	// Outcome is succeeded, rolled-back or rollback-failed; empty while
+	// under way (or when the process running it was killed).
+	Outcome string `json:"outcome,omitempty"`
+	// Step is the step running (under way) or the one that failed.
+	Step  string `json:"step,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// upgradeStatus reads the upgrade journal; nil when no upgrade ran.
+func upgradeStatus(paths config.Paths) *UpgradeStatus {
+	r, err := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName)}.Load()
+	if err != nil || r == nil {
+		return nil
+	}
+	us := &UpgradeStatus{What: r.Action, StartedAt: r.StartedAt, EndedAt: r.EndedAt, Outcome: r.Outcome, Error: r.Error}
+	for _, s := range r.Steps {
+		if s.State == steps.Running || s.State == steps.Failed || s.State == steps.FailedUndone {
+			us.Step = s.Name
+		}
+	}
+	return us
 }
 
 // CertificateStatus is the certificate part of Status.
@@ -160,6 +192,7 @@ func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg conf
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}
 	out.Release = releaseStatus(st)
+	out.Upgrade = upgradeStatus(paths)
 	out.Certificate = certificateStatus(paths, cfg, time.Now())
 	if lic, err := os.ReadFile(paths.File(config.LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())

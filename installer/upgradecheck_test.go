@@ -72,11 +72,17 @@ func channelRelease(t *testing.T, v, minFrom, addImage, addEnv string) *release.
 // licence for licenseChannel.
 func upgradeChannel(t *testing.T, licenseChannel string) config.Paths {
 	t.Helper()
-	root := t.TempDir()
-	for _, r := range []*release.Release{
+	return channelNode(t, licenseChannel,
 		channelRelease(t, "2026.1.0", "2025.11.3", "new-service", "NEW_SETTING"),
-		channelRelease(t, "2026.2.0", "2026.1.0", "", ""),
-	} {
+		channelRelease(t, "2026.2.0", "2026.1.0", "", ""))
+}
+
+// channelNode serves a signed stable channel of rels over https and
+// installs a node following it, with a licence for licenseChannel.
+func channelNode(t *testing.T, licenseChannel string, rels ...*release.Release) config.Paths {
+	t.Helper()
+	root := t.TempDir()
+	for _, r := range rels {
 		if _, err := release.Publish(root, "stable", r, releasetest.KeyName, releasetest.Key, time.Now()); err != nil {
 			t.Fatal(err)
 		}

@@ -38,7 +38,13 @@ func applied(t *testing.T, cfg config.Config) (config.Paths, *fakeStack) {
 
 func lastRun(t *testing.T, paths config.Paths) *steps.Record {
 	t.Helper()
-	r, err := steps.Journal{Path: filepath.Join(paths.StateDir, journalFileName)}.Load()
+	return journalRecord(t, paths, journalFileName)
+}
+
+// journalRecord is the record of the journal file name in the state dir.
+func journalRecord(t *testing.T, paths config.Paths, name string) *steps.Record {
+	t.Helper()
+	r, err := steps.Journal{Path: filepath.Join(paths.StateDir, name)}.Load()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -167,6 +167,7 @@ type Workflows struct {
 	RenewCertificate  func(context.Context, installer.Options) (*installer.Result, error)
 	UpdateLicense     func(context.Context, config.Paths, string) (*license.Status, error)
 	CheckLicense      func(context.Context, config.Paths) (*license.Status, error)
+	Upgrade           func(context.Context, installer.UpgradeOptions) (*installer.Result, error)
 }
 
 func (w Workflows) withDefaults() Workflows {
@@ -183,6 +184,7 @@ func (w Workflows) withDefaults() Workflows {
 	orInstaller(&w.UseACME, installer.UseACME)
 	orInstaller(&w.RenewCertificate, installer.RenewCertificate)
 	orInstaller(&w.UpdateLicense, installer.UpdateLicense)
+	orInstaller(&w.Upgrade, installer.Upgrade)
 	orInstaller(&w.CheckLicense, installer.CheckLicense)
 	return w
 }
@@ -281,6 +283,7 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 	handleOp[ProxySetOp](mux, srvOps)
 	handleOp[ProxyClearOp](mux, srvOps)
 	handleOp[CertsOp](mux, srvOps)
+	handleOp[UpgradeOp](mux, srvOps)
 	handleLicenseOp[LicenseUpdateOp](mux, srvOps)
 	handleLicenseOp[LicenseCheckOp](mux, srvOps)
 	uid := os.Geteuid()

@@ -181,6 +181,22 @@ func (op CertsOp) run(ctx context.Context, wf Workflows, o installer.Options) (*
 	return nil, fmt.Errorf("%w: unknown certs action %q", ErrBadRequest, op.Action)
 }
 
+// UpgradeOp is `upgrade`: to a newer CARTO release of the channel.
+type UpgradeOp struct {
+	Upgrade installer.UpgradeOptions `json:"upgrade"`
+	EngineRestart
+}
+
+func (UpgradeOp) Name() string { return "upgrade" }
+func (op UpgradeOp) event() string {
+	return fmt.Sprintf("upgrade to=%q skip_db_backup=%t", op.Upgrade.To, op.Upgrade.SkipDatabaseBackup)
+}
+func (op UpgradeOp) run(ctx context.Context, wf Workflows, o installer.Options) (*installer.Result, error) {
+	in := op.Upgrade
+	in.Options = o
+	return wf.Upgrade(ctx, in)
+}
+
 // LicenseUpdateOp is `license update FILE`.
 type LicenseUpdateOp struct {
 	File string `json:"file"`

@@ -163,6 +163,15 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 	if err != nil {
 		return err
 	}
+	if u := res.Upgrade; u != nil {
+		if u.From == u.To {
+			return nil // up to date: the warning said so
+		}
+		fmt.Fprintf(out, "\nUpgraded CARTO %s to %s (through %s)\n", u.From, u.To, strings.Join(u.Path, " -> "))
+		for _, b := range u.Backups {
+			fmt.Fprintf(out, "Backup taken before the upgrade: %s\n", b)
+		}
+	}
 	if res.Status != nil && len(res.Status.Held) > 0 {
 		fmt.Fprintf(out, "\nCARTO %s at %s: %s stopped by the operator (carto-appliance start brings them back)\n\n",
 			res.Version, res.URL, strings.Join(res.Status.Held, ", "))

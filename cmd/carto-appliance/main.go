@@ -40,6 +40,7 @@ const (
 type usageError struct{ error }
 
 func main() {
+	installer.ApplianceVersion = version
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:]))

@@ -104,6 +104,16 @@ func printStatus(w io.Writer, st *installer.Status) {
 	if st.License != nil {
 		printLicense(w, st.License)
 	}
+	if u := st.Upgrade; u != nil {
+		switch {
+		case u.Outcome == "":
+			fmt.Fprintf(w, "Upgrade: %s under way since %s, at step %s\n", u.What, u.StartedAt.Local().Format(time.DateTime), orDash(u.Step))
+		case u.Step != "":
+			fmt.Fprintf(w, "Last upgrade: %s %s at %s (failed at step %s: %s)\n", u.What, u.Outcome, u.EndedAt.Local().Format(time.DateTime), u.Step, u.Error)
+		default:
+			fmt.Fprintf(w, "Last upgrade: %s %s at %s\n", u.What, u.Outcome, u.EndedAt.Local().Format(time.DateTime))
+		}
+	}
 	if len(st.AllowedSources) > 0 {
 		fmt.Fprintf(w, "Reachable from: %s only (network.allowed_sources)\n", strings.Join(st.AllowedSources, ", "))
 	}

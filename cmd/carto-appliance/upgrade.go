@@ -8,42 +8,65 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 func newUpgradeCmd() *cobra.Command {
-	var check, asJSON bool
+	var check, asJSON, yes, skipDB bool
 	var to string
 	cmd := &cobra.Command{
-		Use:   "upgrade --check [--to VERSION] [--json]",
-		Short: "Check the release channel for a newer CARTO, changing nothing",
+		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json]",
+		Short: "Upgrade CARTO to a newer release of the channel, rolling back by itself on failure",
 		Long: `Reads the release channel the node follows (appliance.yaml upgrade.channel_url and
-upgrade.channel; default ` + "stable" + `), verifies it against the release keys this
-binary trusts, and shows the installed version, what the channel offers, the versions
-an upgrade goes through (a release can require upgrading from a given version first),
-whether the licence allows it (an expired or invalid licence, or one for another
-channel, refuses it), and what the next version changes (images, required settings).
-Nothing is changed.
+upgrade.channel; default ` + "stable" + `) and verifies it against the release keys this
+binary trusts.
 
-Applying an upgrade is not in this version: --check is required.`,
+With --check it shows the installed version, what the channel offers, the versions an
+upgrade goes through (a release can require upgrading from a given version first),
+whether the licence allows it (an expired or invalid licence, or one for another
+channel, refuses it), and what the next version changes (images, services, .env keys,
+required settings). Nothing is changed.
+
+Without --check it upgrades, one release of the path at a time, each as a journaled run
+(state dir, upgrade-journal.json): pull every new image while the old version serves and
+check each against the digest its signed release pins; back up the config dir, the state
+and the embedded database (pg_dump, read back) into the state dir's backups/; install the
+new release's settings; converge (its migrations run before the services that need them);
+verify every service healthy and the router answering. If a step fails, the node rolls
+back by itself: settings, release and images, and the database from the backup once the
+new release's migrations may have run (writes made during the upgrade are then lost).
+Exit code 5: failed and rolled back; 6: failed and the rollback failed too (the message
+says what to do). An external database is not backed up: --skip-db-backup says you
+backed it up yourself.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !check {
-				return usageError{fmt.Errorf("upgrade applies nothing in this version: run `carto-appliance upgrade --check` to see what the channel offers")}
-			}
-			chk, err := installer.CheckUpgrade(cmd.Context(), pathsFrom(cmd), to)
-			if err != nil {
-				return err
+			if check {
+				chk, err := installer.CheckUpgrade(cmd.Context(), pathsFrom(cmd), to)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), chk)
+				}
+				printUpgradeCheck(cmd.OutOrStdout(), chk)
+				return nil
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), chk)
+				return usageError{fmt.Errorf("--json goes with --check")}
 			}
-			printUpgradeCheck(cmd.OutOrStdout(), chk)
-			return nil
+			return runOp(cmd, yes, func(bool) supervisor.Op {
+				return supervisor.UpgradeOp{
+					Upgrade:       installer.UpgradeOptions{To: to, SkipDatabaseBackup: skipDB},
+					EngineRestart: supervisor.EngineRestart{RestartEngine: yes},
+				}
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "show what the channel offers and what an upgrade would do; change nothing")
-	cmd.Flags().StringVar(&to, "to", "", "the version to check an upgrade to (default: the channel's latest)")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVar(&to, "to", "", "the version to upgrade (or check an upgrade) to (default: the channel's latest)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --check)")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "restart the Docker engine without asking when its proxy settings changed")
+	cmd.Flags().BoolVar(&skipDB, "skip-db-backup", false, "go on with an external database the appliance cannot back up (you backed it up)")
 	return cmd
 }
 

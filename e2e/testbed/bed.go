@@ -19,8 +19,8 @@ type Bed struct {
 	Registry *Registry
 	Release  *release.Release
 	// ChannelDir, with Options.Channel, holds the test channel
-	// (ChannelName): the embedded release and NextRelease, published with
-	// their images pushed. Serve it with ServeChannel.
+	// (ChannelName): ChannelReleases, published with their images pushed.
+	// Serve it with ServeChannel.
 	ChannelDir string
 }
 
@@ -57,15 +57,13 @@ func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
 		// Published now, before any scenario runs: publishing tags and
 		// untags images under the registry's names, which a scenario's
 		// pull must not meet half-way.
-		next, err := NextRelease(rel, NextVersion)
+		rels, err := ChannelReleases(rel)
 		if err != nil {
 			reg.Stop()
 			return nil, err
 		}
 		bed.ChannelDir = filepath.Join(dir, "channels")
-		if err := reg.PublishChannel(ctx, cli, images, bed.ChannelDir, ChannelName, []ChannelRelease{
-			{Release: rel}, {Release: next, ImageEnv: NextMigration()},
-		}); err != nil {
+		if err := reg.PublishChannel(ctx, cli, images, bed.ChannelDir, ChannelName, rels); err != nil {
 			reg.Stop()
 			return nil, err
 		}

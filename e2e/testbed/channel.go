@@ -80,6 +80,67 @@ func NextRelease(base *release.Release, version string) (*release.Release, error
 	return &release.Release{Manifest: m, RawManifest: raw, Compose: compose, EnvTemplate: env}, nil
 }
 
+// The channel's releases after NextVersion, each failing in its own way
+// for rollbacks to be exercised.
+const (
+	// BrokenMigrationVersion's migration fails (after a first statement
+	// that would change the schema, in the same transaction); it must be
+	// upgraded to from NextVersion.
+	BrokenMigrationVersion = "2026.1.1"
+	// UnhealthyVersion migrates the schema (adds UnhealthyColumn), then
+	// its maps-api never turns healthy; it must be upgraded to from
+	// NextVersion (a required stop).
+	UnhealthyVersion = "2026.2.0"
+	UnhealthyColumn  = "v2_flag"
+)
+
+// Bump is rel as another version, upgraded to from minUpgradeFrom (empty:
+// rel's), with the same templates.
+func Bump(rel *release.Release, version, minUpgradeFrom string) (*release.Release, error) {
+	raw, err := replaceLine(rel.RawManifest, `version: "`+rel.Manifest.Version+`"`, `version: "`+version+`"`)
+	if err != nil {
+		return nil, err
+	}
+	if minUpgradeFrom != "" {
+		if raw, err = replaceLine(raw, `min_upgrade_from: "`+rel.Manifest.MinUpgradeFrom+`"`, `min_upgrade_from: "`+minUpgradeFrom+`"`); err != nil {
+			return nil, err
+		}
+	}
+	m, err := release.ParseManifest(raw)
+	if err != nil {
+		return nil, fmt.Errorf("the bumped manifest: %w", err)
+	}
+	return &release.Release{Manifest: *m, RawManifest: raw, Compose: rel.Compose, EnvTemplate: rel.EnvTemplate}, nil
+}
+
+// ChannelReleases are the test channel's releases, derived from the
+// embedded one (base): base itself, NextRelease, and the two failing ones.
+func ChannelReleases(base *release.Release) ([]ChannelRelease, error) {
+	next, err := NextRelease(base, NextVersion)
+	if err != nil {
+		return nil, err
+	}
+	broken, err := Bump(next, BrokenMigrationVersion, NextVersion)
+	if err != nil {
+		return nil, err
+	}
+	unhealthy, err := Bump(next, UnhealthyVersion, NextVersion)
+	if err != nil {
+		return nil, err
+	}
+	return []ChannelRelease{
+		{Release: base},
+		{Release: next, ImageEnv: NextMigration()},
+		{Release: broken, ImageEnv: map[string]map[string]string{
+			"workspace-db": {"STANDIN_MIGRATE_SQL": "ALTER TABLE carto_migrations ADD COLUMN broken_column text; SELECT no_such_column FROM carto_migrations"},
+		}},
+		{Release: unhealthy, ImageEnv: map[string]map[string]string{
+			"workspace-db": {"STANDIN_MIGRATE_SQL": "ALTER TABLE carto_migrations ADD COLUMN " + UnhealthyColumn + " text"},
+			"maps-api":     {"STANDIN_FAIL": "unhealthy"},
+		}},
+	}, nil
+}
+
 // NextMigration is what NextRelease's workspace-db image bakes: the schema
 // change its migration makes.
 func NextMigration() map[string]map[string]string {

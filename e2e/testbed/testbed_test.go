@@ -221,3 +221,26 @@ func TestWithDigestsPinsEveryImage(t *testing.T) {
 		t.Error("a digest missing for valkey passed")
 	}
 }
+
+func TestChannelReleasesAreAnUpgradePath(t *testing.T) {
+	base, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rels, err := ChannelReleases(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rels {
+		got = append(got, r.Release.Manifest.Version+"<"+r.Release.Manifest.MinUpgradeFrom)
+	}
+	want := []string{base.Manifest.Version + "<" + base.Manifest.MinUpgradeFrom, NextVersion + "<" + base.Manifest.MinUpgradeFrom,
+		BrokenMigrationVersion + "<" + NextVersion, UnhealthyVersion + "<" + NextVersion}
+	if !slices.Equal(got, want) {
+		t.Errorf("releases (version<min_upgrade_from): %v, want %v", got, want)
+	}
+	if rels[3].ImageEnv["maps-api"]["STANDIN_FAIL"] != "unhealthy" || !strings.Contains(rels[2].ImageEnv["workspace-db"]["STANDIN_MIGRATE_SQL"], "no_such_column") {
+		t.Errorf("the failing releases do not fail: %v %v", rels[2].ImageEnv, rels[3].ImageEnv)
+	}
+}

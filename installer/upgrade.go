@@ -1,0 +1,360 @@
+package installer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/internal/steps"
+	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// UpgradeOptions are upgrade's inputs.
+type UpgradeOptions struct {
+	// Options are how this run reports and asks: they do not cross the
+	// agent's socket.
+	Options `json:"-"`
+	// To is the version to upgrade to; empty means the channel's latest.
+	To string `json:"to,omitempty"`
+	// SkipDatabaseBackup goes on without a dump of the database when it
+	// is external (the appliance cannot dump it): a rollback then puts
+	// back settings and images only.
+	SkipDatabaseBackup bool `json:"skip_db_backup,omitempty"`
+}
+
+// UpgradeSummary is what an upgrade did, in its Result.
+type UpgradeSummary struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Path lists the versions installed one after the other.
+	Path []string `json:"path,omitempty"`
+	// Backups are the backup directories taken, one per step of the path.
+	Backups []string `json:"backups,omitempty"`
+}
+
+// upgradeJournalFileName is the last upgrade's journal, in the state dir
+// (apart from the converges' journal: an apply after an upgrade must not
+// hide how the upgrade ended).
+const upgradeJournalFileName = "upgrade-journal.json"
+
+// Upgrade moves the node to a newer CARTO release of its channel (the
+// only way its version changes): the path is read and verified first
+// (signatures, required stops, the licence), then each release of the
+// path is installed in turn by a journaled run that backs up settings and
+// the embedded database, pulls and verifies every image while the old
+// version serves, converges (the new release's migrations run first, as
+// its services depend on them), and verifies the stack healthy and the
+// router answering. A step that fails rolls the node back by itself:
+// settings, pinned release and images, and the database from the backup
+// once the new release's migrations may have run (ErrUpgradeRolledBack,
+// or ErrRollbackFailed when that failed too).
+func Upgrade(ctx context.Context, in UpgradeOptions) (*Result, error) {
+	paths := in.Paths.WithDefaults()
+	chk, src, err := resolveUpgrade(ctx, paths, in.To)
+	if err != nil {
+		return nil, err
+	}
+	if !chk.License.Allowed {
+		return nil, fmt.Errorf("%w: upgrading to %s: %s", license.ErrInvalid, chk.Target, chk.License.Reason)
+	}
+	sum := &UpgradeSummary{From: chk.Installed, To: chk.Installed, Path: chk.Path}
+	if len(src.path) == 0 {
+		return &Result{Version: chk.Installed, Upgrade: sum, Warnings: []string{fmt.Sprintf("CARTO %s is installed: nothing newer to upgrade to in the %s channel", chk.Installed, chk.Channel)}}, nil
+	}
+	var res *Result
+	for i := range src.path {
+		next, err := src.fetch(ctx, i)
+		if err != nil {
+			return res, err
+		}
+		if res, err = upgradeTo(ctx, in, paths, next, sum); err != nil {
+			return res, err
+		}
+		sum.To = next.Manifest.Version
+	}
+	res.Upgrade = sum
+	return res, nil
+}
+
+// upgradeTo installs one release of the path: plan, then the journaled
+// run under the converge lock.
+func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next *release.Release, sum *UpgradeSummary) (*Result, error) {
+	if err := checkApplianceVersion(next.Manifest); err != nil {
+		return nil, err
+	}
+	cfg, err := loadInstalledConfig(paths)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planRelease(paths, cfg, paths.File(config.CustomerEnvFileName), paths.KeyFile(), TLSInput{}, next)
+	if err != nil {
+		return nil, fmt.Errorf("planning the upgrade to %s: %w", next.Manifest.Version, err)
+	}
+	unlock, err := lockConverge(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	c, err := newConvergeRun(ctx, in.Options, paths, d, "upgrade")
+	if err != nil {
+		return nil, err
+	}
+	defer c.close()
+	u := &upgradeRun{convergeRun: c, skipDB: in.SkipDatabaseBackup}
+	if u.from, err = currentRelease(paths); err != nil {
+		return nil, err
+	}
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor()}
+	err = steps.Run(ctx, j, "upgrade "+u.from.Manifest.Version+" -> "+next.Manifest.Version, u.steps(), steps.Undo)
+	if u.backup != "" {
+		sum.Backups = append(sum.Backups, u.backup)
+	}
+	res := c.res
+	if res == nil {
+		res = &Result{Version: u.from.Manifest.Version}
+	}
+	res.Warnings = append(c.warnings(), u.notes...)
+	var rb *steps.RollbackError
+	switch {
+	case errors.As(err, &rb):
+		return res, fmt.Errorf("%w: upgrading %s to %s: %v; the node is neither on %s nor on %s: see %s, and the backup in %s",
+			ErrRollbackFailed, u.from.Manifest.Version, next.Manifest.Version, rb, u.from.Manifest.Version, next.Manifest.Version, j.Path, u.backupOrNone())
+	case err != nil && u.changed:
+		res.Version = u.from.Manifest.Version
+		return res, fmt.Errorf("%w: upgrading %s to %s: %v; CARTO %s runs again as before (%s): fix the cause and run the upgrade again",
+			ErrUpgradeRolledBack, u.from.Manifest.Version, next.Manifest.Version, err, u.from.Manifest.Version, u.restored())
+	case err != nil:
+		// Refused while preparing: nothing was changed.
+		return res, fmt.Errorf("upgrading %s to %s: %w (nothing was changed)", u.from.Manifest.Version, next.Manifest.Version, err)
+	}
+	return res, nil
+}
+
+// checkApplianceVersion refuses a release that needs a newer
+// carto-appliance than this one (a development build is not judged).
+func checkApplianceVersion(m release.Manifest) error {
+	if m.MinApplianceVersion == "" {
+		return nil
+	}
+	have, err := release.ParseVersion(ApplianceVersion)
+	if err != nil {
+		return nil // a development build: no release version to compare
+	}
+	if have.Compare(mustParse(m.MinApplianceVersion)) < 0 {
+		return fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this is %s: update carto-appliance (re-run install.sh, or your package manager), then run the upgrade again",
+			m.Version, m.MinApplianceVersion, ApplianceVersion)
+	}
+	return nil
+}
+
+// ApplianceVersion is this binary's version, set by main.
+var ApplianceVersion = "dev"
+
+// upgradeRun is the run of one upgrade step: a converge to the new
+// release, with a backup before and a verification after, undone as a
+// whole when a step fails.
+type upgradeRun struct {
+	*convergeRun
+	from   *release.Release
+	skipDB bool
+	// backup is the directory of this run's backup; dumped says it holds
+	// the database.
+	backup string
+	dumped bool
+	// changed is set once a step that changes the node started;
+	// converged once the new release's services (and migrations) may
+	// have run; dbRestored once the rollback put the database back.
+	changed, converged, dbRestored bool
+	notes                          []string
+}
+
+func (u *upgradeRun) steps() []steps.Step {
+	mark := func(s steps.Step) steps.Step {
+		do := s.Do
+		s.Do = func(ctx context.Context) error {
+			if !s.Prepares {
+				u.changed = true
+			}
+			return do(ctx)
+		}
+		return s
+	}
+	return []steps.Step{
+		mark(steps.Step{Name: "engine-proxy", Do: u.engineProxy, Prepares: true}),
+		mark(steps.Step{Name: "stage", Do: u.stage, Prepares: true}),
+		mark(steps.Step{Name: "pull", Do: u.pullImages, Prepares: true}),
+		mark(steps.Step{Name: "verify-images", Do: u.verifyImages, Prepares: true}),
+		mark(steps.Step{Name: "backup", Do: u.takeBackup, Prepares: true}),
+		mark(steps.Step{Name: "firewall", Do: u.firewall, Undo: u.undoFirewall}),
+		mark(steps.Step{Name: "commit", Do: u.commit, Undo: u.undoCommit}),
+		mark(steps.Step{Name: "converge", Do: u.convergeNew, Undo: u.undoUpgradeConverge}),
+		mark(steps.Step{Name: "reload-router", Do: u.reloadRouter}),
+		mark(steps.Step{Name: "verify", Do: u.verify}),
+		mark(steps.Step{Name: "record", Do: u.record}),
+	}
+}
+
+// verifyImages checks that every image of the new release the engine
+// pulled is the one the signed manifest pins: a registry (or a mirror)
+// serving other content under the release's tag is refused.
+func (u *upgradeRun) verifyImages(ctx context.Context) error {
+	m := u.d.release.Manifest
+	if missing := m.MissingDigests(); len(missing) > 0 {
+		return fmt.Errorf("CARTO %s's manifest pins no digest for %v: a channel's release pins every image", m.Version, missing)
+	}
+	seen := map[string]bool{}
+	for _, name := range sortedServiceNames(u.project) {
+		ref := u.project.Services[name].Image
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		image, ok := releaseImage(m, ref)
+		if !ok {
+			continue // not one of the release's images
+		}
+		digests, err := u.eng.RepoDigests(ctx, ref)
+		if err != nil {
+			return err
+		}
+		want := m.ImageDigests[image]
+		if !slices.ContainsFunc(digests, func(d string) bool { return strings.HasSuffix(d, "@"+want) }) {
+			return fmt.Errorf("image %s is not the one CARTO %s pins (%s; the engine has %v): the registry serves other content under the release's tag; nothing was changed", ref, m.Version, want, digests)
+		}
+	}
+	return nil
+}
+
+// releaseImage is the manifest's image name a reference is of
+// (<base path>/<name>:<version>).
+func releaseImage(m release.Manifest, ref string) (string, bool) {
+	for _, name := range m.Images {
+		if strings.HasSuffix(ref, "/"+name+":"+m.Version) {
+			return name, true
+		}
+	}
+	return "", false
+}
+
+func (u *upgradeRun) convergeNew(ctx context.Context) error {
+	u.converged = true
+	return u.converge(ctx)
+}
+
+// undoUpgradeConverge puts the database back from the backup when the
+// new release may have migrated it, then brings the previous release's
+// stack back (the converge's own undo).
+func (u *upgradeRun) undoUpgradeConverge(ctx context.Context) error {
+	if u.converged && u.dumped {
+		err := u.restoreDatabase(ctx, u.project)
+		if errors.Is(err, stack.ErrNotRunning) {
+			// The database's container did not come up under the new
+			// release: bring the previous stack back and restore there.
+			if err := u.undoConverge(ctx); err != nil {
+				return err
+			}
+			prev, lerr := stack.Load(ctx, u.paths.ConfigDir, u.prev.Defaults().Project)
+			if lerr != nil {
+				return lerr
+			}
+			if err := u.restoreDatabase(ctx, prev); err != nil {
+				return err
+			}
+			_, err = u.eng.Apply(ctx, prev, stack.ApplyOptions{
+				Pull: stack.PullOptions{Policy: stack.PullMissing, Auth: u.pull.Auth}, Reporter: u.opts.Reporter,
+				WaitTimeout: u.opts.WaitTimeout, Redact: u.d.redactor(), Held: u.st.Held,
+			})
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return u.undoConverge(ctx)
+}
+
+// verify checks the upgraded stack: every service healthy (or, for
+// one-shot ones, completed) and the router answering on its HTTP port.
+func (u *upgradeRun) verify(ctx context.Context) error {
+	st, err := statusOf(ctx, u.eng, u.paths, u.d.cfg, u.project)
+	if err != nil {
+		return err
+	}
+	if !st.Healthy {
+		var bad []string
+		for _, s := range st.Services {
+			if s.State != stack.StateCompleted && !(s.State == "running" && (s.Health == "healthy" || s.Health == "none")) {
+				bad = append(bad, fmt.Sprintf("%s (%s %s)", s.Name, s.State, s.Health))
+			}
+		}
+		return fmt.Errorf("verifying CARTO %s: not healthy: %s", u.d.release.Manifest.Version, strings.Join(bad, ", "))
+	}
+	return checkRouter(ctx, u.d.cfg.Defaults())
+}
+
+// checkRouter is routerAnswers; unit tests, with no router, swap it.
+var checkRouter = routerAnswers
+
+// routerAnswers makes one request to the router's HTTP port on this host
+// (what a load balancer's health check does): any answer below 500 (the
+// redirect to HTTPS included) says requests get through.
+func routerAnswers(ctx context.Context, cfg config.Config) error {
+	host := cfg.Router.BindAddress
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	url := "http://" + net.JoinHostPort(host, strconv.Itoa(cfg.Router.HTTPPort)) + "/health"
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	req.Host = cfg.Domain
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("verifying: the router does not answer at %s: %w", url, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		return fmt.Errorf("verifying: the router answers %s at %s", resp.Status, url)
+	}
+	return nil
+}
+
+// restored says what the rollback put back.
+func (u *upgradeRun) restored() string {
+	what := "settings and images put back"
+	if u.dbRestored {
+		what = "settings, images and the database from the backup put back"
+	}
+	if u.backup != "" {
+		what += "; the backup stays in " + u.backup
+	}
+	return what
+}
+
+func (u *upgradeRun) backupOrNone() string {
+	if u.backup == "" {
+		return "(none taken)"
+	}
+	return u.backup
+}
+
+// sortedServiceNames are a project's services by name.
+func sortedServiceNames(p interface{ ServiceNames() []string }) []string {
+	names := p.ServiceNames()
+	slices.Sort(names)
+	return names
+}

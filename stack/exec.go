@@ -1,0 +1,96 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
+)
+
+// ExecOptions configures Exec.
+type ExecOptions struct {
+	Cmd []string
+	Env []string // KEY=value, added to the container's
+	// Stdin, when set, is copied to the command's standard input, which is
+	// then closed.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer // nil discards
+}
+
+// ErrNotRunning is returned by Exec for a service whose container is not
+// running.
+var ErrNotRunning = errors.New("not running")
+
+// Exec runs a command in the running container of a service and returns
+// its exit code once it ended (what `docker compose exec -T` does).
+func (e *Engine) Exec(ctx context.Context, project, service string, opts ExecOptions) (int, error) {
+	have, _, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return 0, err
+	}
+	c, ok := have[service]
+	if !ok || c.State != "running" {
+		return 0, fmt.Errorf("service %s: %w", service, ErrNotRunning)
+	}
+	created, err := e.api.ExecCreate(ctx, c.ID, client.ExecCreateOptions{
+		Cmd: opts.Cmd, Env: opts.Env, AttachStdin: opts.Stdin != nil, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("service %s: starting %s: %w", service, opts.Cmd[0], err)
+	}
+	att, err := e.api.ExecAttach(ctx, created.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("service %s: starting %s: %w", service, opts.Cmd[0], err)
+	}
+	defer att.Close()
+	// Canceling ctx must stop the copies: closing the connection does.
+	stop := context.AfterFunc(ctx, func() { att.Close() })
+	defer stop()
+	inErr := make(chan error, 1)
+	if opts.Stdin != nil {
+		go func() {
+			_, err := io.Copy(att.Conn, opts.Stdin)
+			if cerr := att.CloseWrite(); err == nil {
+				err = cerr
+			}
+			inErr <- err
+		}()
+	} else {
+		inErr <- nil
+	}
+	stdout, stderr := orDiscard(opts.Stdout), orDiscard(opts.Stderr)
+	if _, err := stdcopy.StdCopy(stdout, stderr, att.Reader); err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("service %s: reading the output of %s: %w", service, opts.Cmd[0], err)
+	}
+	if err := <-inErr; err != nil {
+		return 0, fmt.Errorf("service %s: feeding %s: %w", service, opts.Cmd[0], err)
+	}
+	res, err := e.api.ExecInspect(ctx, created.ID, client.ExecInspectOptions{})
+	if err != nil {
+		return 0, fmt.Errorf("service %s: the result of %s: %w", service, opts.Cmd[0], err)
+	}
+	return res.ExitCode, nil
+}
+
+func orDiscard(w io.Writer) io.Writer {
+	if w == nil {
+		return io.Discard
+	}
+	return w
+}
+
+// RepoDigests are the registry digests the engine records for a local
+// image ("host/name@sha256:…", one per repository it was pulled from).
+func (e *Engine) RepoDigests(ctx context.Context, ref string) ([]string, error) {
+	res, err := e.api.ImageInspect(ctx, ref)
+	if err != nil {
+		return nil, fmt.Errorf("inspecting image %s: %w", ref, err)
+	}
+	return res.RepoDigests, nil
+}
