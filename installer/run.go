@@ -290,7 +290,13 @@ func (c *convergeRun) undoConverge(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	_, err = c.eng.Apply(ctx, project, stack.ApplyOptions{
+	return c.applyPrevious(ctx, project)
+}
+
+// applyPrevious converges the stack back to project, the files put back
+// (every image is still there: nothing is pulled).
+func (c *convergeRun) applyPrevious(ctx context.Context, project *types.Project) error {
+	_, err := c.eng.Apply(ctx, project, stack.ApplyOptions{
 		Pull: stack.PullOptions{Policy: stack.PullMissing, Auth: c.pull.Auth}, Reporter: c.opts.Reporter,
 		WaitTimeout: c.opts.WaitTimeout, Redact: c.d.redactor(), Held: c.st.Held,
 	})

@@ -213,7 +213,7 @@ func (u *upgradeRun) verifyImages(ctx context.Context) error {
 		return fmt.Errorf("CARTO %s's manifest pins no digest for %v: a channel's release pins every image", m.Version, missing)
 	}
 	seen := map[string]bool{}
-	for _, name := range sortedServiceNames(u.project) {
+	for _, name := range u.project.ServiceNames() { // sorted
 		ref := u.project.Services[name].Image
 		if seen[ref] {
 			continue
@@ -270,11 +270,7 @@ func (u *upgradeRun) undoUpgradeConverge(ctx context.Context) error {
 			if err := u.restoreDatabase(ctx, prev); err != nil {
 				return err
 			}
-			_, err = u.eng.Apply(ctx, prev, stack.ApplyOptions{
-				Pull: stack.PullOptions{Policy: stack.PullMissing, Auth: u.pull.Auth}, Reporter: u.opts.Reporter,
-				WaitTimeout: u.opts.WaitTimeout, Redact: u.d.redactor(), Held: u.st.Held,
-			})
-			return err
+			return u.applyPrevious(ctx, prev)
 		}
 		if err != nil {
 			return err
@@ -350,11 +346,4 @@ func (u *upgradeRun) backupOrNone() string {
 		return "(none taken)"
 	}
 	return u.backup
-}
-
-// sortedServiceNames are a project's services by name.
-func sortedServiceNames(p interface{ ServiceNames() []string }) []string {
-	names := p.ServiceNames()
-	slices.Sort(names)
-	return names
 }
