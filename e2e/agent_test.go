@@ -113,10 +113,10 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		if st := n.status(); st.Healthy {
 			t.Error("status says healthy during a crash loop")
 		}
-		eventually(t, 90*time.Second, func() error {
-			return enoughRestarts(restartDelays(life(n.container("lds-api"))))
+		eventually(t, 180*time.Second, func() error {
+			return backoffGrown(restartDelays(life(n.container("lds-api"))))
 		})
-		assertBackoffGrows(t, restartDelays(life(n.container("lds-api"))))
+		t.Logf("delays between a death and the next start: %v", restartDelays(life(n.container("lds-api"))))
 	})
 
 	step(t, "fixed, the crash loop clears", func(t *testing.T) {
@@ -180,31 +180,24 @@ func restartDelays(events []lifeEvent) []time.Duration {
 	return out
 }
 
-// enoughRestarts says whether a container was restarted six times, enough
-// to see a backoff grow.
-func enoughRestarts(delays []time.Duration) error {
+// backoffGrown says whether restarts have come further and further
+// apart: the longer of the last two delays exceeds the shortest before
+// them by three seconds. The engine's backoff doubles from 100 ms, so on
+// an idle machine this holds after about six restarts; on a busy one a
+// start takes seconds, which hides the first steps, and it takes a few
+// more: callers wait for it (bounded) rather than count restarts. The
+// first delay is left out: the container first dies while the install or
+// apply that brought the fault still holds the converge lock.
+func backoffGrown(delays []time.Duration) error {
 	if len(delays) < 6 {
-		return fmt.Errorf("%d restarts so far", len(delays))
+		return fmt.Errorf("%d restarts so far: %v", len(delays), delays)
+	}
+	d := delays[1:]
+	n := len(d)
+	if max(d[n-1], d[n-2]) < slices.Min(d[:n-2])+3*time.Second {
+		return fmt.Errorf("the delays between a death and the next start have not grown: %v", delays)
 	}
 	return nil
-}
-
-// assertBackoffGrows checks that restarts come further and further apart:
-// the longer of the last two delays must exceed the second by a second, a
-// margin a busy machine's start latency does not eat. The first is left
-// out: the container first dies while the install or apply that brought
-// the fault still holds the converge lock, so nothing revives it then.
-func assertBackoffGrows(t *testing.T, delays []time.Duration) {
-	t.Helper()
-	t.Logf("delays between a death and the next start: %v", delays)
-	if len(delays) < 4 {
-		t.Fatalf("%d restarts: too few to see a backoff", len(delays))
-	}
-	delays = delays[1:]
-	n := len(delays)
-	if max(delays[n-1], delays[n-2]) < delays[0]+time.Second {
-		t.Errorf("the backoff did not grow: %v", delays)
-	}
 }
 
 // watchLife follows the engine's start and die events of a service's

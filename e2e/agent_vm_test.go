@@ -91,18 +91,18 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		}
 		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
 		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
-		// A bound for a busy CI machine, where the failing apply can take
-		// long and the engine's own backoff has grown meanwhile.
 		eventually(t, 180*time.Second, func() error {
 			if s := service(t, "lds-api"); !s.CrashLoop {
 				return fmt.Errorf("lds-api: %+v", s)
 			}
-			return enoughRestarts(delays())
+			return nil
 		})
 		if st := vmStatus(t, node); st.Healthy {
 			t.Error("status says healthy during a crash loop")
 		}
-		assertBackoffGrows(t, delays())
+		// A bound for a busy CI machine, where each start takes seconds.
+		eventually(t, 240*time.Second, func() error { return backoffGrown(delays()) })
+		t.Logf("delays between a death and the next start: %v", delays())
 
 		node.MustExec(t, "sed", "-i", "/STANDIN_FAIL_LDS_API/d", "/opt/carto/customer.env")
 		node.MustExec(t, "carto-appliance", "config", "apply")

@@ -302,6 +302,9 @@ type UninstallResult struct {
 	// Kept lists the config or state dir a purge left because it holds
 	// files the appliance did not write (those files stay too).
 	Kept []Kept
+	// Warnings name what could not be removed though nothing failed,
+	// e.g. an empty network the engine will not let go, with the fix.
+	Warnings []string
 }
 
 // Uninstall stops and removes the stack's containers and network. Data is
@@ -328,13 +331,19 @@ func Uninstall(ctx context.Context, opts UninstallOptions) (*UninstallResult, er
 		return nil, err
 	}
 	defer eng.Close()
+	res := &UninstallResult{}
 	if err := eng.Down(ctx, cfg.Defaults().Project, project, stack.DownOptions{RemoveVolumes: opts.Purge, Reporter: opts.Reporter}); err != nil {
-		return nil, fmt.Errorf("removing the stack: %w", err)
+		stale, ok := err.(*stack.StaleNetworksError)
+		if !ok {
+			return nil, fmt.Errorf("removing the stack: %w", err)
+		}
+		for _, e := range stale.Errs {
+			res.Warnings = append(res.Warnings, e.Error())
+		}
 	}
 	if err := firewallClear(ctx, firewallHost(paths), cfg.Defaults().Project); err != nil {
 		return nil, fmt.Errorf("removing the router's firewall rules: %w", err)
 	}
-	res := &UninstallResult{}
 	if !opts.Purge {
 		return res, nil
 	}

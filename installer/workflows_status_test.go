@@ -105,8 +105,19 @@ func TestUninstall(t *testing.T) {
 		t.Error("a failed uninstall purged the config dir")
 	}
 
+	// An empty network the engine keeps for a stale endpoint is a
+	// warning: the rest of the uninstall goes on.
+	f.Fail["down"] = &stack.StaleNetworksError{Networks: []string{"carto_default"}, Errs: []error{errors.New("removing network carto_default: stale")}}
+	res, err := Uninstall(t.Context(), UninstallOptions{Paths: paths})
+	if err != nil || len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "carto_default") {
+		t.Errorf("stale network: %+v, %v", res, err)
+	}
+	if len(f.calls("firewall clear")) != 2 {
+		t.Error("the firewall was not cleared after a down that left only a stale network")
+	}
+
 	delete(f.Fail, "down")
-	res, err := Uninstall(t.Context(), UninstallOptions{Paths: paths, Purge: true})
+	res, err = Uninstall(t.Context(), UninstallOptions{Paths: paths, Purge: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -178,6 +178,11 @@ type DownOptions struct {
 
 // Down stops and removes every container of the compose project, dependents
 // first, then its networks and, when asked, its volumes.
+//
+// A network the engine will not remove only because it still counts an
+// endpoint of a container that is gone (an engine fault) is not a failure
+// of Down: when that is all that went wrong, the error is a
+// *StaleNetworksError, which callers report as a warning.
 func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opts DownOptions) error {
 	rep := reporterOrDiscard(opts.Reporter)
 	have, extras, err := e.projectContainers(ctx, project)
@@ -217,16 +222,33 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 	// volumes of a purge: the containers are gone, and an empty network
 	// left behind harms nothing (a next install takes it over).
 	var netErrs []error
+	stale := &StaleNetworksError{}
 	for _, n := range nets.Items {
 		if err := e.removeNetwork(ctx, n.ID, n.Name, removed); err != nil {
 			if ctx.Err() != nil {
 				return err
 			}
+			if errors.Is(err, errStaleEndpoint) {
+				stale.Networks = append(stale.Networks, n.Name)
+				stale.Errs = append(stale.Errs, err)
+				continue
+			}
 			netErrs = append(netErrs, err)
 		}
 	}
-	if !opts.RemoveVolumes {
+	if len(stale.Networks) > 0 {
+		netErrs = append(netErrs, stale)
+	}
+	// errors.Join keeps even a lone error wrapped; a lone stale network
+	// is returned as itself for callers to tell it from a failure.
+	joined := func() error {
+		if len(netErrs) == 1 {
+			return netErrs[0]
+		}
 		return errors.Join(netErrs...)
+	}
+	if !opts.RemoveVolumes {
+		return joined()
 	}
 	vols, err := e.api.VolumeList(ctx, client.VolumeListOptions{Filters: filter})
 	if err != nil {
@@ -237,8 +259,28 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 			return fmt.Errorf("removing volume %s: %w", v.Name, err)
 		}
 	}
-	return errors.Join(netErrs...)
+	return joined()
 }
+
+// errStaleEndpoint marks a network removal refused for an endpoint no
+// container holds.
+var errStaleEndpoint = errors.New("the Docker engine still records an endpoint on it although no container is attached (an engine fault)")
+
+// StaleNetworksError names the networks Down left because the engine
+// still counts an endpoint on them that no container holds (seen with
+// Docker 20.10 when many containers come and go). They are empty and
+// harmless, a next install takes them over, and a restart of the engine
+// lets them be removed.
+type StaleNetworksError struct {
+	Networks []string
+	Errs     []error // each names its network and the fix
+}
+
+func (e *StaleNetworksError) Error() string {
+	return errors.Join(e.Errs...).Error()
+}
+
+func (e *StaleNetworksError) Unwrap() []error { return e.Errs }
 
 // networkSettle bounds the wait for a network the project's removed
 // containers still hold: the engine releases their endpoints a moment
@@ -280,7 +322,7 @@ func (e *Engine) removeNetwork(ctx context.Context, id, name string, removed []s
 			if strings.Contains(err.Error(), "active endpoints") {
 				// The record outlived a forced disconnect too: the
 				// engine's restart drops it.
-				return fmt.Errorf("removing network %s: the Docker engine still records an endpoint on it although no container is attached (an engine fault); it is empty and harmless, and `systemctl restart docker` then `docker network rm %s` removes it: %w", name, name, err)
+				return fmt.Errorf("removing network %s: %w; it is empty and harmless, and `systemctl restart docker` then `docker network rm %s` removes it: %v", name, errStaleEndpoint, name, err)
 			}
 			return fmt.Errorf("removing network %s: %w", name, err)
 		}

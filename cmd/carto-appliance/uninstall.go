@@ -57,6 +57,9 @@ appliance's is refused; one that holds other files is kept, with them).`,
 			if err != nil {
 				return err
 			}
+			for _, w := range res.Warnings {
+				fmt.Fprintf(os.Stderr, "Warning: %s\n", w)
+			}
 			for _, k := range res.Kept {
 				fmt.Fprintf(os.Stderr, "Kept %s: it holds files carto-appliance did not write (%s); the appliance's own files in it are gone. Delete the rest yourself if you no longer need it.\n",
 					k.Dir, strings.Join(k.Foreign, ", "))
