@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/e2e/vm"
@@ -152,8 +153,129 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		return st.Release.Installed
 	}
 
-	step(t, "upgrade to the next version: new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
+	step(t, "an upgrade stopped at any step (the agent killed there by the test build's hook, by kill -9, by a reboot) is rolled back by the agent: one version, healthy, no row lost", func(t *testing.T) {
 		vmPsqlDB(t, node, "workspace", "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('a'), ('b');")
+		beforeRows, beforeCols := rows(t), columns(t)
+		// journal is the upgrade journal's outcome, the step running
+		// and the error ("none" when no upgrade wrote one yet).
+		journal := func() (outcome, running, why string, err error) {
+			out, _, code, err := node.Exec(ctx, "cat", "/var/lib/carto-appliance/upgrade-journal.json")
+			if err != nil || code != 0 {
+				return "none", "", "", err
+			}
+			var r struct {
+				Outcome, Error string
+				Steps          []struct{ Name, State string }
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				return "", "", "", err
+			}
+			for _, s := range r.Steps {
+				if s.State == "running" {
+					running = s.Name
+				}
+			}
+			return r.Outcome, running, r.Error, nil
+		}
+		// recovered waits until the agent runs again and the node is
+		// back on the installed version, healthy, with the journal
+		// ended as want says.
+		recovered := func(t *testing.T, at string, wantOutcome string) {
+			t.Helper()
+			start := time.Now()
+			eventually(t, 6*time.Minute, func() error {
+				if out, _, _, _ := node.Exec(ctx, "systemctl", "is-active", "carto-appliance"); strings.TrimSpace(out) != "active" {
+					return fmt.Errorf("the agent is %s", strings.TrimSpace(out))
+				}
+				if outcome, running, why, err := journal(); err != nil || outcome != wantOutcome {
+					return fmt.Errorf("upgrade journal: outcome %q (want %q), running %q, error %q, %v", outcome, wantOutcome, running, why, err)
+				}
+				out, _, code, err := node.Exec(ctx, "carto-appliance", "status", "--json")
+				var st installer.Status
+				if err != nil || code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+					return fmt.Errorf("status: exit %d %v", code, err)
+				}
+				if !st.Healthy || st.Release == nil || st.Release.Installed != version {
+					return fmt.Errorf("not back on %s and healthy: %+v %+v", version, st.Release, st.Services)
+				}
+				return nil
+			})
+			if got, cols := rows(t), columns(t); got != beforeRows || cols != beforeCols {
+				t.Errorf("stopped at %s: rows %q columns %q; before %q %q", at, got, cols, beforeRows, beforeCols)
+			}
+			if v := serving(t, "maps-api"); v != version {
+				t.Errorf("stopped at %s: maps-api serves %q", at, v)
+			}
+			if _, _, why, _ := journal(); wantOutcome == "rolled-back" && !strings.Contains(why, "stopped during the "+at+" step") {
+				t.Errorf("stopped at %s: the journal says %q", at, why)
+			}
+			t.Logf("stopped at %s: recovered in %s", at, time.Since(start).Round(time.Second))
+		}
+
+		// The test build's hook: the agent kills itself with SIGKILL as
+		// the step starts, once (systemd restarts it with the same
+		// environment). A step that only prepares leaves no journal of
+		// its own: the previous one stays.
+		dropIn := "/etc/systemd/system/carto-appliance.service.d/stop-at.conf"
+		for _, at := range []string{"backup", "firewall", "commit", "converge", "reload-router", "verify"} {
+			before, _, _, _ := journal()
+			want := "rolled-back"
+			if at == "backup" {
+				want = before
+			}
+			write(t, node, dropIn, []byte(fmt.Sprintf("[Service]\nEnvironment=CARTO_APPLIANCE_TEST_STOP_AT=upgrade/%s\nEnvironment=CARTO_APPLIANCE_TEST_STOP_ONCE=/run/carto-stopped-at-%s\n", at, at)), 0o644)
+			node.MustExec(t, "systemctl", "daemon-reload")
+			node.MustExec(t, "systemctl", "restart", "carto-appliance")
+			if out, errOut, code := upgrade(t, "--to", testbed.NextVersion); code == 0 {
+				t.Fatalf("an upgrade whose agent was killed at %s succeeded:\n%s\n%s", at, out, errOut)
+			}
+			recovered(t, at, want)
+		}
+		node.MustExec(t, "rm", dropIn)
+		node.MustExec(t, "systemctl", "daemon-reload")
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+
+		// A real kill -9 of the agent, then a reboot, in the middle of
+		// the converge (the new release's migration may have run).
+		for _, how := range []string{"kill -9", "reboot"} {
+			done := make(chan int, 1)
+			go func() {
+				_, _, code, _ := node.Exec(ctx, "carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion)
+				done <- code
+			}()
+			eventually(t, 3*time.Minute, func() error {
+				if _, running, _, _ := journal(); running != "converge" {
+					return fmt.Errorf("the upgrade is not converging yet (%q)", running)
+				}
+				return nil
+			})
+			// Into the converge: a container of the new release exists
+			// (its migration runs first).
+			eventually(t, 3*time.Minute, func() error {
+				out, _, _, err := node.Exec(ctx, "docker", "ps", "-a", "--filter", "label=com.docker.compose.project=carto", "--format", "{{.Image}}")
+				if err != nil || !strings.Contains(out, ":"+testbed.NextVersion) {
+					return fmt.Errorf("no container of %s yet: %v", testbed.NextVersion, err)
+				}
+				return nil
+			})
+			if how == "reboot" {
+				if err := node.Reboot(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				node.MustExec(t, "systemctl", "kill", "-s", "KILL", "carto-appliance")
+			}
+			if code := <-done; code == 0 {
+				t.Errorf("the upgrade survived %s", how)
+			}
+			recovered(t, "converge", "rolled-back")
+		}
+		if partial := node.MustExec(t, "sh", "-c", "ls -d /var/lib/carto-appliance/backups/*/.partial 2>/dev/null || true"); strings.TrimSpace(partial) != "" {
+			t.Errorf("half-written backups are left: %s", partial)
+		}
+	})
+
+	step(t, "upgrade to the next version: new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
 		out, errOut, code := upgrade(t, "--to", testbed.NextVersion)
 		if code != 0 {
 			t.Fatalf("upgrade: exit %d\n%s\n%s", code, out, errOut)

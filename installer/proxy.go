@@ -43,11 +43,19 @@ func reconfigure(ctx context.Context, opts Options, action string, mutate func(*
 // reconfigureTLS is reconfigure with a change of the router's certificate.
 func reconfigureTLS(ctx context.Context, opts Options, action string, mutate func(*config.Config) ([]byte, error), tls TLSInput) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
-	d, err := planInstalled(paths, mutate, tls)
+	// Planned from where the node really is: an upgrade a stopped
+	// process left is finished or rolled back first (the agent's
+	// converge at its start comes here too).
+	rec, err := RecoverUpgrade(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	return run(ctx, opts, paths, d, action)
+	d, err := planInstalled(paths, mutate, tls)
+	if err != nil {
+		return withRecovered(nil, rec), err
+	}
+	res, err := run(ctx, opts, paths, d, action)
+	return withRecovered(res, rec), err
 }
 
 // loadInstalledConfig is the installed appliance.yaml; ErrNotInstalled when

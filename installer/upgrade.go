@@ -60,6 +60,29 @@ const upgradeJournalFileName = "upgrade-journal.json"
 // or ErrRollbackFailed when that failed too).
 func Upgrade(ctx context.Context, in UpgradeOptions) (*Result, error) {
 	paths := in.Paths.WithDefaults()
+	// An upgrade a stopped process left is finished or rolled back first:
+	// the path is read from where the node really is.
+	rec, err := RecoverUpgrade(ctx, in.Options)
+	if err != nil {
+		return nil, err
+	}
+	res, err := upgrade(ctx, in, paths)
+	return withRecovered(res, rec), err
+}
+
+// withRecovered tells, first, what recovering an interrupted upgrade did.
+func withRecovered(res *Result, rec *Recovered) *Result {
+	if rec == nil {
+		return res
+	}
+	if res == nil {
+		res = &Result{}
+	}
+	res.Warnings = append([]string{rec.String()}, res.Warnings...)
+	return res
+}
+
+func upgrade(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Result, error) {
 	chk, src, err := resolveUpgrade(ctx, paths, in.To)
 	if err != nil {
 		return nil, err
@@ -114,7 +137,7 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	if u.from, err = currentRelease(paths); err != nil {
 		return nil, err
 	}
-	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor()}
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details}
 	err = steps.Run(ctx, j, "upgrade "+u.from.Manifest.Version+" -> "+next.Manifest.Version, u.steps(), steps.Undo)
 	if u.backup != "" {
 		sum.Backups = append(sum.Backups, u.backup)

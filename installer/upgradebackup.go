@@ -32,6 +32,8 @@ const (
 	backupConfigDir  = "config"         // the config dir's files
 	backupStateFile  = "state.json"
 	backupReadmeFile = "README"
+	// backupPartialFile marks a backup still being written.
+	backupPartialFile = ".partial"
 )
 
 // backupHeadroom is the free space a backup leaves on the state dir's
@@ -49,9 +51,19 @@ func (u *upgradeRun) takeBackup(ctx context.Context) error {
 		return inputErrorf(InputSkipDatabaseBackup, "the database is external (%s): the appliance cannot back it up, so a rollback could not put it back; back it up yourself, then upgrade again and say the database backup is yours",
 			u.d.env.Get("WORKSPACE_POSTGRES_HOST"))
 	}
+	parent := filepath.Join(u.paths.StateDir, backupsDirName)
+	removePartialBackups(parent)
 	name := fmt.Sprintf("%s-upgrade-%s-to-%s", time.Now().UTC().Format("20060102T150405Z"), u.from.Manifest.Version, u.d.release.Manifest.Version)
-	dir, err := newDir(filepath.Join(u.paths.StateDir, backupsDirName), name)
+	dir, err := newDir(parent, name)
 	if err != nil {
+		return fmt.Errorf("creating the backup directory: %w", err)
+	}
+	// Marked partial until whole: a process killed while writing it
+	// leaves a directory that the next backup removes and that nothing
+	// mistakes for a backup.
+	partial := filepath.Join(dir, backupPartialFile)
+	if err := atomicfile.Write(partial, []byte("incomplete: the process writing this backup stopped\n"), 0o600); err != nil {
+		os.RemoveAll(dir)
 		return fmt.Errorf("creating the backup directory: %w", err)
 	}
 	if err := u.writeBackup(ctx, dir, embedded); err != nil {
@@ -60,8 +72,24 @@ func (u *upgradeRun) takeBackup(ctx context.Context) error {
 		os.RemoveAll(dir)
 		return fmt.Errorf("backing up before the upgrade: %w", err)
 	}
+	if err := os.Remove(partial); err != nil {
+		os.RemoveAll(dir)
+		return fmt.Errorf("backing up before the upgrade: %w", err)
+	}
 	u.backup = dir
 	return nil
+}
+
+// removePartialBackups removes the backups a stopped process left half
+// written.
+func removePartialBackups(parent string) {
+	entries, _ := os.ReadDir(parent)
+	for _, e := range entries {
+		dir := filepath.Join(parent, e.Name())
+		if _, err := os.Stat(filepath.Join(dir, backupPartialFile)); e.IsDir() && err == nil {
+			os.RemoveAll(dir)
+		}
+	}
 }
 
 func (u *upgradeRun) writeBackup(ctx context.Context, dir string, embedded bool) error {

@@ -52,6 +52,11 @@ for arch in $arches; do
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch go build -C "$root" -trimpath \
 		-ldflags "-s -w -X main.version=$version" \
 		-o "$out.tmp/carto-appliance_linux_$arch" ./cmd/carto-appliance
+	# A release never carries the test build's stop hooks (internal/steps).
+	if grep -qa CARTO_APPLIANCE_TEST_STOP_AT "$out.tmp/carto-appliance_linux_$arch"; then
+		echo "release.sh: carto-appliance_linux_$arch carries the test build's stop hooks: it was built with a test tag" >&2
+		exit 1
+	fi
 done
 sed -e "s|@RELEASE_URL@|${url%/}|" -e "s|@RELEASE_PUBKEY@|$pubkey|" "$root/packaging/install.sh" >"$out.tmp/install.sh"
 cp "$root"/templates/release/* "$out.tmp/release/"

@@ -33,6 +33,11 @@ type Step struct {
 	Prepares bool
 }
 
+// beforeStep is called as each step starts, once the journal says so. A
+// test build stops the process there when asked (stophook.go), to reach
+// every step of a workflow in a kill test; a release build has no hook.
+var beforeStep = func(action, step string) {}
+
 type changedKey struct{}
 
 // Changed tells the run that the Prepares step calling it did change
@@ -85,6 +90,9 @@ type Record struct {
 	Outcome   string       `json:"outcome,omitempty"`
 	Error     string       `json:"error,omitempty"`
 	Steps     []StepRecord `json:"steps"`
+	// Details are what the workflow needs to finish or roll back the run
+	// in another process (Journal.Details), as JSON.
+	Details json.RawMessage `json:"details,omitempty"`
 }
 
 // StepRecord is one step's progress.
@@ -99,12 +107,72 @@ type StepRecord struct {
 // process ended (killed, crashed, rebooted) in the middle of a step.
 func (r *Record) Unfinished() bool { return r.Outcome == "" }
 
+// Interrupted is the step an unfinished run stopped in: the one running,
+// or whose undo was under way, or else the first not done. "" for a
+// finished run.
+func (r *Record) Interrupted() string {
+	if !r.Unfinished() {
+		return ""
+	}
+	for _, s := range r.Steps {
+		if s.State != Done {
+			return s.Name
+		}
+	}
+	return ""
+}
+
+// Reached reports whether the run started the named step.
+func (r *Record) Reached(name string) bool {
+	for _, s := range r.Steps {
+		if s.Name == name {
+			return s.State != Pending
+		}
+	}
+	return false
+}
+
+// Resolve ends an unfinished run that another process finished
+// (Succeeded: every step reached is done) or rolled back (RolledBack:
+// every step reached is undone, the interrupted one failed-undone); why
+// is the interruption, kept as the run's error.
+func (j Journal) Resolve(r *Record, outcome, why string) error {
+	now := time.Now().UTC()
+	stopped := r.Interrupted()
+	for i, s := range r.Steps {
+		switch {
+		case outcome == Succeeded:
+			r.Steps[i].State = Done
+		case s.Name == stopped:
+			r.Steps[i].State, r.Steps[i].Error = FailedUndone, why
+		case s.State != Pending:
+			r.Steps[i].State = Undone
+		default:
+			continue
+		}
+		r.Steps[i].At = now
+	}
+	r.Outcome, r.EndedAt, r.Error = outcome, now, why
+	return j.save(r)
+}
+
+// Note records on an unfinished run why it is still unfinished (a
+// recovery that failed, to be tried again), leaving it unfinished.
+func (j Journal) Note(r *Record, why string) error {
+	r.Error = why
+	return j.save(r)
+}
+
 // Journal is the file a workflow's progress is written to, before and
 // after each step.
 type Journal struct {
 	Path string
 	// Redact masks secrets in the errors recorded; nil keeps them as is.
 	Redact func(string) string
+	// Details, when set, is saved with the record at every write: what
+	// the run has learnt that another process needs to finish or undo
+	// it (e.g. where its backup is).
+	Details func() any
 }
 
 // Load reads the last run's record; nil when there is none.
@@ -124,6 +192,13 @@ func (j Journal) Load() (*Record, error) {
 }
 
 func (j Journal) save(r *Record) error {
+	if j.Details != nil {
+		d, err := json.Marshal(j.Details())
+		if err != nil {
+			return fmt.Errorf("writing the journal: %w", err)
+		}
+		r.Details = d
+	}
 	b, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		return err
@@ -192,6 +267,7 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 		if err := mark(i, Running, nil); err != nil {
 			return err
 		}
+		beforeStep(action, s.Name)
 		if err := s.Do(ctx); err != nil {
 			mark(i, Failed, err)
 			if on == Keep {

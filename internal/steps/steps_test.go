@@ -2,6 +2,7 @@ package steps
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"path/filepath"
 	"slices"
@@ -192,4 +193,64 @@ func TestPreparingRunWritesNothing(t *testing.T) {
 	if got, _ := j.Load(); got == nil || got.Action != "check" || got.Outcome != Succeeded {
 		t.Errorf("a successful preparing run: %+v", got)
 	}
+}
+
+// The journal keeps the workflow's details at every write, and another
+// process resolves an unfinished run: rolled back (the interrupted step
+// failed-undone, the ones before undone) or finished.
+func TestDetailsAndResolve(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal.json")
+	backup := ""
+	j := Journal{Path: path, Details: func() any { return map[string]string{"backup": backup} }}
+	var seen []string
+	stop := errors.New("stop")
+	steps := []Step{
+		{Name: "backup", Prepares: true, Do: func(context.Context) error { backup = "/b/1"; return nil }},
+		{Name: "commit", Do: func(context.Context) error { return nil }},
+		{Name: "converge", Do: func(context.Context) error {
+			r, _ := j.Load()
+			seen = append(seen, backupOf(r))
+			return stop
+		}},
+		{Name: "verify", Do: func(context.Context) error { return nil }},
+	}
+	// Keep leaves converge failed: read as the journal a killed process
+	// leaves (converge running) once its outcome is wiped.
+	if err := Run(t.Context(), j, "upgrade 1 -> 2", steps, Keep); !errors.Is(err, stop) {
+		t.Fatal(err)
+	}
+	if len(seen) != 1 || seen[0] != "/b/1" {
+		t.Errorf("details while converging: %q", seen)
+	}
+	r, _ := j.Load()
+	if r.Interrupted() != "" {
+		t.Errorf("a finished run is interrupted at %q", r.Interrupted())
+	}
+	r.Outcome, r.Steps[2].State = "", Running
+	if r.Interrupted() != "converge" || !r.Reached("converge") || r.Reached("verify") {
+		t.Fatalf("interrupted %q: %v", r.Interrupted(), states(r))
+	}
+	if err := (Journal{Path: path}).Resolve(r, RolledBack, "interrupted"); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = j.Load()
+	if got, want := states(r), []string{"backup:undone", "commit:undone", "converge:failed-undone", "verify:pending"}; !slices.Equal(got, want) || r.Outcome != RolledBack || r.Error != "interrupted" || backupOf(r) != "/b/1" {
+		t.Errorf("rolled back: %v %q %q %s", got, r.Outcome, r.Error, r.Details)
+	}
+
+	r.Outcome, r.Steps[3].State = "", Running
+	(Journal{Path: path}).Note(r, "retry later")
+	if r, _ = j.Load(); !r.Unfinished() || r.Error != "retry later" {
+		t.Errorf("a note ended the run: %+v", r)
+	}
+	(Journal{Path: path}).Resolve(r, Succeeded, "interrupted, finished")
+	if r, _ = j.Load(); r.Outcome != Succeeded || slices.ContainsFunc(r.Steps, func(s StepRecord) bool { return s.State != Done }) {
+		t.Errorf("finished: %v %q", states(r), r.Outcome)
+	}
+}
+
+func backupOf(r *Record) string {
+	var d struct{ Backup string }
+	json.Unmarshal(r.Details, &d)
+	return d.Backup
 }
