@@ -315,6 +315,35 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 	})
 
+	step(t, "rollback --restore-database goes back over the upgrade, database included; upgrading again works", func(t *testing.T) {
+		vmPsqlDB(t, node, "workspace", "INSERT INTO e2e_keep VALUES ('written-after')")
+		if _, errOut, code, _ := node.Exec(ctx, "carto-appliance", "rollback"); code == 0 || !strings.Contains(errOut, "--yes") {
+			t.Errorf("rollback without --yes and no terminal: exit %d\n%s", code, errOut)
+		}
+		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "rollback", "--yes", "--restore-database")
+		if err != nil || code != 0 || !strings.Contains(out, "Rolled CARTO "+testbed.NextVersion+" back to "+version) {
+			t.Fatalf("rollback: exit %d %v\n%s\n%s", code, err, out, errOut)
+		}
+		if got := installed(t); got != version {
+			t.Errorf("installed after the rollback: %s", got)
+		}
+		if got, cols := rows(t), columns(t); got != "a,b" || strings.Contains(cols, testbed.NextColumn) {
+			t.Errorf("after the rollback: rows %q columns %q", got, cols)
+		}
+		if v := serving(t, "maps-api"); v != version {
+			t.Errorf("maps-api serves %q after the rollback", v)
+		}
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("not healthy after the rollback: %+v", st.Services)
+		}
+		if _, errOut, code := upgrade(t, "--to", testbed.NextVersion); code != 0 {
+			t.Fatalf("upgrading again: exit %d\n%s", code, errOut)
+		}
+		if got := installed(t); got != testbed.NextVersion {
+			t.Errorf("installed after upgrading again: %s", got)
+		}
+	})
+
 	step(t, "a migration that fails: exit 5, back on the previous version with the same rows and schema", func(t *testing.T) {
 		before, beforeCols := rows(t), columns(t)
 		out, errOut, code := upgrade(t, "--to", testbed.BrokenMigrationVersion)

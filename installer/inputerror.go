@@ -27,6 +27,8 @@ const (
 	InputStateDir        Input = "state_dir"        // where the appliance's state is
 	// InputSkipDatabaseBackup: going on with no dump of an external database.
 	InputSkipDatabaseBackup Input = "skip_db_backup"
+	// InputRestoreDatabase: a rollback asked to put the database back.
+	InputRestoreDatabase Input = "restore_database"
 	// Preflight's fixes name these too (preflight.Check.Inputs).
 	InputInstallDocker Input = "install_docker" // install Docker from the distribution's packages
 	InputBindAddress   Input = "bind_address"   // the address the router listens on

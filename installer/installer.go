@@ -149,6 +149,8 @@ type Result struct {
 	CredentialsTo string `json:"credentials_to,omitempty"`
 	// Upgrade is what an upgrade did.
 	Upgrade *UpgradeSummary `json:"upgrade,omitempty"`
+	// Rollback is what a rollback did.
+	Rollback *RollbackSummary `json:"rollback,omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.

@@ -19,6 +19,9 @@ import (
 // upgradeDetails are what the upgrade journal keeps beside its steps for
 // another process to finish or roll back a run whose process stopped.
 type upgradeDetails struct {
+	// Kind is "" for an upgrade, rollbackKind for a rollback (From is
+	// then the release it goes back to).
+	Kind   string `json:"kind,omitempty"`
 	From   string `json:"from"`
 	To     string `json:"to"`
 	Backup string `json:"backup,omitempty"`
@@ -46,9 +49,15 @@ type Recovered struct {
 	Finished bool `json:"finished"`
 	// Restored says what the rollback put back.
 	Restored string `json:"restored,omitempty"`
+	// Rollback says the run was a rollback (From is the release it went
+	// back to), which is always completed.
+	Rollback bool `json:"rollback,omitempty"`
 }
 
 func (r *Recovered) String() string {
+	if r.Rollback {
+		return fmt.Sprintf("the rollback %s -> %s stopped during its %s step: it was completed", r.To, r.From, r.Step)
+	}
 	if r.Finished {
 		return fmt.Sprintf("the upgrade %s -> %s stopped during its %s step, after CARTO %s was verified healthy: it was completed", r.From, r.To, r.Step, r.To)
 	}
@@ -90,7 +99,7 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 		return nil, fmt.Errorf("the upgrade journal %s records no upgrade this carto-appliance can recover (%v): restore the node from a backup in %s by hand",
 			j.Path, err, filepath.Join(paths.StateDir, backupsDirName))
 	}
-	rec := &Recovered{From: det.From, To: det.To, Step: r.Interrupted()}
+	rec := &Recovered{From: det.From, To: det.To, Step: r.Interrupted(), Rollback: det.Kind == rollbackKind}
 	why := fmt.Sprintf("the process stopped during the %s step (killed, crashed, or the machine restarted)", rec.Step)
 	fail := func(err error) (*Recovered, error) {
 		err = fmt.Errorf("recovering the upgrade %s -> %s that stopped during its %s step: %w", det.From, det.To, rec.Step, err)
@@ -98,6 +107,14 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 		return nil, err
 	}
 	switch {
+	case det.Kind == rollbackKind:
+		// A rollback is completed: it only puts back what its backup
+		// holds, again.
+		if _, _, err := rollBackFromBackup(ctx, opts, paths, det, true); err != nil {
+			return fail(err)
+		}
+		rec.Finished = true
+		return rec, j.Resolve(r, steps.Succeeded, why+"; completed afterwards")
 	case stepDone(r, "verify"):
 		// Verified healthy on the new release: only its record was left.
 		if _, err := convergeInstalled(ctx, opts, paths, "upgrade"); err != nil {
@@ -110,7 +127,7 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 		// firewall step applied is the installed settings').
 		rec.Restored = "nothing had been changed"
 	default:
-		restored, err := rollBackFromBackup(ctx, opts, paths, det, r.Reached("converge"))
+		_, restored, err := rollBackFromBackup(ctx, opts, paths, det, r.Reached("converge"))
 		if err != nil {
 			return fail(err)
 		}
@@ -128,34 +145,35 @@ func stepDone(r *steps.Record, name string) bool {
 // config dir's files and the pinned release, then (when the new release
 // may have migrated it) the database from the dump, with every other
 // service stopped meanwhile, then the previous release converged.
-func rollBackFromBackup(ctx context.Context, opts Options, paths config.Paths, det upgradeDetails, converged bool) (string, error) {
+func rollBackFromBackup(ctx context.Context, opts Options, paths config.Paths, det upgradeDetails, converged bool) (*Result, string, error) {
 	if det.Backup == "" {
-		return "", errors.New("the journal names no backup to roll back from")
+		return nil, "", errors.New("the journal names no backup to roll back from")
 	}
 	if err := restoreConfigDir(filepath.Join(det.Backup, backupConfigDir), paths.ConfigDir); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	if err := restorePin(paths, filepath.Join(det.Backup, backupStateFile)); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
-		return "", err
+		return nil, "", err
 	}
 	if err := publishMounts(paths, cfg); err != nil {
-		return "", err
+		return nil, "", err
 	}
 	what := "settings and images put back"
 	if converged && det.Dumped {
 		if err := restoreDatabaseFromBackup(ctx, opts, paths, det.Backup); err != nil {
-			return "", err
+			return nil, "", err
 		}
 		what = "settings, images and the database from the backup put back"
 	}
-	if _, err := convergeInstalled(ctx, opts, paths, "rollback"); err != nil {
-		return "", err
+	res, err := convergeInstalled(ctx, opts, paths, "rollback")
+	if err != nil {
+		return res, "", err
 	}
-	return what + "; the backup stays in " + det.Backup, nil
+	return res, what + "; the backup stays in " + det.Backup, nil
 }
 
 // convergeInstalled runs the installed settings' plan, for a caller that

@@ -168,6 +168,7 @@ type Workflows struct {
 	UpdateLicense     func(context.Context, config.Paths, string) (*license.Status, error)
 	CheckLicense      func(context.Context, config.Paths) (*license.Status, error)
 	Upgrade           func(context.Context, installer.UpgradeOptions) (*installer.Result, error)
+	Rollback          func(context.Context, installer.RollbackOptions) (*installer.Result, error)
 }
 
 func (w Workflows) withDefaults() Workflows {
@@ -185,6 +186,7 @@ func (w Workflows) withDefaults() Workflows {
 	orInstaller(&w.RenewCertificate, installer.RenewCertificate)
 	orInstaller(&w.UpdateLicense, installer.UpdateLicense)
 	orInstaller(&w.Upgrade, installer.Upgrade)
+	orInstaller(&w.Rollback, installer.Rollback)
 	orInstaller(&w.CheckLicense, installer.CheckLicense)
 	return w
 }
@@ -284,6 +286,7 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 	handleOp[ProxyClearOp](mux, srvOps)
 	handleOp[CertsOp](mux, srvOps)
 	handleOp[UpgradeOp](mux, srvOps)
+	handleOp[RollbackOp](mux, srvOps)
 	handleLicenseOp[LicenseUpdateOp](mux, srvOps)
 	handleLicenseOp[LicenseCheckOp](mux, srvOps)
 	uid := os.Geteuid()

@@ -170,7 +170,7 @@ func TestWireTypesAreTagged(t *testing.T) {
 			walk(f.Type, path+"."+f.Name)
 		}
 	}
-	for _, v := range []any{VersionInfo{}, ApplyOp{}, ControlOp{}, InstallOp{}, ProxySetOp{}, ProxyClearOp{}, CertsOp{}, LicenseUpdateOp{}, LicenseCheckOp{}, licenseAnswer{}, message{}, apiError{}} {
+	for _, v := range []any{VersionInfo{}, ApplyOp{}, ControlOp{}, InstallOp{}, ProxySetOp{}, ProxyClearOp{}, CertsOp{}, UpgradeOp{}, RollbackOp{}, LicenseUpdateOp{}, LicenseCheckOp{}, licenseAnswer{}, message{}, apiError{}} {
 		walk(reflect.TypeOf(v), reflect.TypeOf(v).Name())
 	}
 }

@@ -197,6 +197,22 @@ func (op UpgradeOp) run(ctx context.Context, wf Workflows, o installer.Options) 
 	return wf.Upgrade(ctx, in)
 }
 
+// RollbackOp is `rollback`: back over the last upgrade.
+type RollbackOp struct {
+	Rollback installer.RollbackOptions `json:"rollback"`
+	noEngineRestart
+}
+
+func (RollbackOp) Name() string { return "rollback" }
+func (op RollbackOp) event() string {
+	return fmt.Sprintf("rollback restore_database=%t", op.Rollback.RestoreDatabase)
+}
+func (op RollbackOp) run(ctx context.Context, wf Workflows, o installer.Options) (*installer.Result, error) {
+	in := op.Rollback
+	in.Options = o
+	return wf.Rollback(ctx, in)
+}
+
 // LicenseUpdateOp is `license update FILE`.
 type LicenseUpdateOp struct {
 	File string `json:"file"`

@@ -88,6 +88,16 @@ func (r *recorder) workflows() Workflows {
 		CheckLicense: func(_ context.Context, p config.Paths) (*license.Status, error) {
 			return r.recordLicense(p, "license check")
 		},
+		Upgrade: func(_ context.Context, in installer.UpgradeOptions) (*installer.Result, error) {
+			o := in.Options
+			in.Options = installer.Options{}
+			return r.record(o, "upgrade", in)
+		},
+		Rollback: func(_ context.Context, in installer.RollbackOptions) (*installer.Result, error) {
+			o := in.Options
+			in.Options = installer.Options{}
+			return r.record(o, "rollback", in)
+		},
 	}
 }
 
@@ -152,6 +162,8 @@ func TestOpsCrossTheSocketWhole(t *testing.T) {
 		CertsOp{Action: CertsImport, TLS: filled[installer.TLSInput]()},
 		CertsOp{Action: CertsSelfSigned}, CertsOp{Action: CertsOffload}, CertsOp{Action: CertsRenew},
 		CertsOp{Action: CertsACME, ACME: filled[installer.ACMEInput]()},
+		filled[UpgradeOp](), UpgradeOp{},
+		filled[RollbackOp](), RollbackOp{},
 	} {
 		res, err := Do(ctx, c, installer.Options{}, op)
 		if err != nil {
@@ -170,8 +182,8 @@ func TestOpsCrossTheSocketWhole(t *testing.T) {
 		}
 		seen[res.Version] = true
 	}
-	if len(seen) != 10 {
-		t.Errorf("the ops reached %d workflows, want 10: %v", len(seen), seen)
+	if len(seen) != 12 {
+		t.Errorf("the ops reached %d workflows, want 12: %v", len(seen), seen)
 	}
 	for _, op := range []LicenseOp{LicenseUpdateOp{File: "/tmp/l.json"}, LicenseCheckOp{}} {
 		st, err := DoLicense(ctx, c, paths, op)

@@ -39,6 +39,7 @@ var inputFlags = map[installer.Input]string{
 	installer.InputHTTPSPort:          "--https-port",
 	installer.InputBinary:             "--binary",
 	installer.InputSkipDatabaseBackup: "--skip-db-backup",
+	installer.InputRestoreDatabase:    "--restore-database",
 }
 
 // commandInputFlags are where a command names an input otherwise.

@@ -172,6 +172,9 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 			fmt.Fprintf(out, "Backup taken before the upgrade: %s\n", b)
 		}
 	}
+	if r := res.Rollback; r != nil {
+		fmt.Fprintf(out, "\nRolled CARTO %s back to %s: %s\n", r.From, r.To, r.Restored)
+	}
 	if res.Status != nil && len(res.Status.Held) > 0 {
 		fmt.Fprintf(out, "\nCARTO %s at %s: %s stopped by the operator (carto-appliance start brings them back)\n\n",
 			res.Version, res.URL, strings.Join(res.Status.Held, ", "))

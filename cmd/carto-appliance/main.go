@@ -117,6 +117,7 @@ func newRootCmd() *cobra.Command {
 		newUninstallCmd(),
 		newVersionCmd(),
 		newUpgradeCmd(),
+		newRollbackCmd(),
 		newFirewallCmd(),
 	)
 	return root

@@ -59,6 +59,9 @@ const (
 	// Undo undoes them, last first, the failed step first of all
 	// (upgrade).
 	Undo
+	// Resume leaves the run unfinished, as a process that stopped would:
+	// the next process completes it (rollback).
+	Resume
 )
 
 // Step states in the journal.
@@ -270,8 +273,13 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 		beforeStep(action, s.Name)
 		if err := s.Do(ctx); err != nil {
 			mark(i, Failed, err)
-			if on == Keep {
+			switch on {
+			case Keep:
 				end(Stopped, err)
+				return err
+			case Resume:
+				r.Error = j.errText(err)
+				save()
 				return err
 			}
 			// The failed step is undone too, first: it may have done

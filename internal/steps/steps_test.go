@@ -254,3 +254,18 @@ func backupOf(r *Record) string {
 	json.Unmarshal(r.Details, &d)
 	return d.Backup
 }
+
+// Resume leaves a failed run unfinished, for the next process to
+// complete.
+func TestResumeLeavesTheRunUnfinished(t *testing.T) {
+	j := Journal{Path: filepath.Join(t.TempDir(), "journal.json")}
+	var tr trace
+	err := Run(t.Context(), j, "rollback 2 -> 1", []Step{tr.step("restore", true, false), tr.step("after", false, false)}, Resume)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	r, _ := j.Load()
+	if !r.Unfinished() || r.Interrupted() != "restore" || !strings.Contains(r.Error, "restore broke") || !slices.Equal(tr.log, []string{"do restore"}) {
+		t.Errorf("after a failed resumable run: %v %q %q %v", states(r), r.Outcome, r.Error, tr.log)
+	}
+}
