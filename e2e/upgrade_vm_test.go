@@ -283,6 +283,13 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if !strings.Contains(out, "Upgraded CARTO "+version+" to "+testbed.NextVersion) || !strings.Contains(out, "Backup taken before the upgrade: /var/lib/carto-appliance/backups/") {
 			t.Errorf("upgrade said:\n%s", out)
 		}
+		// Each step, on the terminal (plain lines here) and in the agent's log.
+		if !strings.Contains(errOut, "Step backup done") || !strings.Contains(errOut, "Step verify done") {
+			t.Errorf("no step progress:\n%s", errOut)
+		}
+		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager"); !strings.Contains(log, `event=step workflow="upgrade `+version+" -> "+testbed.NextVersion+`" step="converge done"`) {
+			t.Errorf("the agent did not log the steps:\n%s", tail(log, 30))
+		}
 		if got := installed(t); got != testbed.NextVersion {
 			t.Errorf("installed: %s", got)
 		}

@@ -129,11 +129,13 @@ func Rollback(ctx context.Context, in RollbackOptions) (*Result, error) {
 		return withRecovered(nil, rec), err
 	}
 	det := upgradeDetails{Kind: rollbackKind, From: p.To, To: p.From, Backup: p.Backup, Dumped: in.RestoreDatabase}
+	action := fmt.Sprintf("rollback %s -> %s", p.From, p.To)
 	j := upgradeJournalOf(paths)
 	j.Details = func() any { return det }
+	j.Observe = observeSteps(in.Reporter, action)
 	var res *Result
 	var restored string
-	err = steps.Run(ctx, j, fmt.Sprintf("rollback %s -> %s", p.From, p.To), []steps.Step{{Name: "restore", Do: func(ctx context.Context) error {
+	err = steps.Run(ctx, j, action, []steps.Step{{Name: "restore", Do: func(ctx context.Context) error {
 		res, restored, err = rollBackFromBackup(ctx, in.Options, paths, det, true)
 		return err
 	}}}, steps.Resume)

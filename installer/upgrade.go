@@ -137,8 +137,9 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	if u.from, err = currentRelease(paths); err != nil {
 		return nil, err
 	}
-	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details}
-	err = steps.Run(ctx, j, "upgrade "+u.from.Manifest.Version+" -> "+next.Manifest.Version, u.steps(), steps.Undo)
+	action := "upgrade " + u.from.Manifest.Version + " -> " + next.Manifest.Version
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details, Observe: observeSteps(in.Reporter, action)}
+	err = steps.Run(ctx, j, action, u.steps(), steps.Undo)
 	if u.backup != "" {
 		sum.Backups = append(sum.Backups, u.backup)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/license"
 	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 // upgradeNode is a node installed with CARTO 2025.11.3 (the fake engine
@@ -52,9 +53,18 @@ func upgradeJournal(t *testing.T, paths config.Paths) *steps.Record {
 
 func TestUpgradeBacksUpConvergesVerifiesAndPins(t *testing.T) {
 	paths, f := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "new-service", ""))
-	res, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
+	var progress []string
+	rep := stack.ReporterFunc(func(ev stack.Event) {
+		if ev.Action == stack.ActionStep {
+			progress = append(progress, ev.Service+": "+ev.Detail)
+		}
+	})
+	res, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths, Reporter: rep}})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(progress) != 22 || progress[0] != "upgrade 2025.11.3 -> 2026.1.0: engine-proxy running" || progress[21] != "upgrade 2025.11.3 -> 2026.1.0: record done" {
+		t.Errorf("progress: %q", progress)
 	}
 	if u := res.Upgrade; u == nil || u.From != "2025.11.3" || u.To != "2026.1.0" || len(u.Backups) != 1 {
 		t.Fatalf("upgrade: %+v", res.Upgrade)

@@ -33,6 +33,16 @@ func (u *upgradeRun) details() any {
 	return upgradeDetails{From: u.from.Manifest.Version, To: u.d.release.Manifest.Version, Backup: u.backup, Dumped: u.dumped}
 }
 
+// observeSteps reports a journaled workflow's steps as progress.
+func observeSteps(rep stack.Reporter, action string) func(step, state string) {
+	if rep == nil {
+		return nil
+	}
+	return func(step, state string) {
+		rep.Report(stack.Event{Service: action, Action: stack.ActionStep, Detail: step + " " + state})
+	}
+}
+
 func upgradeJournalOf(paths config.Paths) steps.Journal {
 	return steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName)}
 }

@@ -21,6 +21,10 @@ const (
 	ActionHeld       Action = "Held"
 	ActionRemoved    Action = "Removed"
 	ActionFailed     Action = "Failed"
+	// ActionStep is a workflow's step changing state (Service is the
+	// workflow, e.g. "upgrade 2025.11.3 -> 2026.1.0"; Detail the step
+	// and its state).
+	ActionStep Action = "Step"
 )
 
 // Event is one step of an operation, for the caller to render (terminal,

@@ -420,6 +420,14 @@ func handleOp[T Op](mux *http.ServeMux, s serverOps) {
 		name, _, _ := strings.Cut(op.event(), " ")
 		defer s.start(name, op.event())()
 		stream(w, func(o installer.Options) (*installer.Result, error) {
+			// A workflow's steps go to the agent's log too.
+			rep := o.Reporter
+			o.Reporter = stack.ReporterFunc(func(ev stack.Event) {
+				if ev.Action == stack.ActionStep {
+					s.logf("event=step workflow=%q step=%q", ev.Service, ev.Detail)
+				}
+				rep.Report(ev)
+			})
 			o.Paths = s.paths
 			o.ConfirmEngineRestart = func(string) bool { return op.restartsEngine() }
 			o.ReleaseHTTPPort = s.release

@@ -176,6 +176,9 @@ type Journal struct {
 	// the run has learnt that another process needs to finish or undo
 	// it (e.g. where its backup is).
 	Details func() any
+	// Observe, when set, is told each step's new state as it is
+	// journaled: progress for the operator and the agent's log.
+	Observe func(step, state string)
 }
 
 // Load reads the last run's record; nil when there is none.
@@ -253,6 +256,9 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 	ctx = context.WithValue(ctx, changedKey{}, func() { startWriting() })
 	mark := func(i int, state string, err error) error {
 		r.Steps[i].State, r.Steps[i].At, r.Steps[i].Error = state, time.Now().UTC(), j.errText(err)
+		if j.Observe != nil {
+			j.Observe(r.Steps[i].Name, state)
+		}
 		return save()
 	}
 	end := func(outcome string, err error) {

@@ -269,3 +269,15 @@ func TestResumeLeavesTheRunUnfinished(t *testing.T) {
 		t.Errorf("after a failed resumable run: %v %q %q %v", states(r), r.Outcome, r.Error, tr.log)
 	}
 }
+
+// Observe is told every state each step takes, in order, undo included.
+func TestObserveSeesEveryState(t *testing.T) {
+	var seen []string
+	j := Journal{Path: filepath.Join(t.TempDir(), "journal.json"), Observe: func(step, state string) { seen = append(seen, step+" "+state) }}
+	var tr trace
+	Run(t.Context(), j, "upgrade", []Step{tr.step("commit", false, false), tr.step("converge", true, false)}, Undo)
+	want := []string{"commit running", "commit done", "converge running", "converge failed", "converge failed-undone", "commit undone"}
+	if !slices.Equal(seen, want) {
+		t.Errorf("observed %q, want %q", seen, want)
+	}
+}
