@@ -4,7 +4,14 @@
 //
 //   - cold start: from no containers and no local copy of the release's
 //     images to every service healthy (one-shots completed);
-//   - no-op re-apply: converging a stack that is already up.
+//   - no-op re-apply: converging a stack that is already up;
+//   - upgrade: `carto-appliance upgrade` to the test channel's next release
+//     (verified images, backup with a database dump, converge, verify)
+//     against the legacy flow's `docker-compose up -d` of the new files
+//     (no backup), both until every service is healthy;
+//   - rollback: `carto-appliance rollback --restore-database` (settings,
+//     release and the database from the dump) against `docker-compose up
+//     -d` of the previous files (which cannot put the database back).
 //
 // It prints the figures and their ratios; it passes or fails nothing, since
 // these machines are shared and noisy.
@@ -14,6 +21,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,13 +50,95 @@ type bench struct {
 	bed              *testbed.Bed
 	bin, dir         string
 	customer, appDir string
+	caFile           string // trusted by the appliance: the channel's CA
+
+	// The release the upgrade goes to, as the appliance rendered it.
+	nextCompose, nextEnv []byte
+}
+
+// applianceUpgrade installs the embedded release, then times an upgrade
+// to the channel's next release and a rollback with the database.
+func (b *bench) applianceUpgrade(ctx context.Context) (up, back time.Duration, err error) {
+	srv, err := testbed.ServeChannel(netip.MustParseAddr("127.0.0.1"), b.bed.ChannelDir)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer srv.Close()
+	b.caFile = filepath.Join(b.dir, "channel-ca.pem")
+	if err := os.WriteFile(b.caFile, srv.CAPEM, 0o600); err != nil {
+		return 0, 0, err
+	}
+	b.appliance(ctx, "uninstall", "--purge", "--yes")
+	if err := b.appliance(ctx, b.installArgs()...); err != nil {
+		return 0, 0, err
+	}
+	cfgPath := filepath.Join(b.appDir, "appliance.yaml")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := os.WriteFile(cfgPath, append(cfg, []byte("upgrade:\n  channel_url: "+srv.URL+"\n")...), 0o600); err != nil {
+		return 0, 0, err
+	}
+	if up, err = timed(func() error { return b.appliance(ctx, "upgrade", "--yes", "--to", testbed.NextVersion) }); err != nil {
+		return 0, 0, err
+	}
+	if b.nextCompose, err = os.ReadFile(filepath.Join(b.appDir, "docker-compose.yml")); err != nil {
+		return 0, 0, err
+	}
+	if b.nextEnv, err = os.ReadFile(filepath.Join(b.appDir, ".env")); err != nil {
+		return 0, 0, err
+	}
+	if back, err = timed(func() error { return b.appliance(ctx, "rollback", "--yes", "--restore-database") }); err != nil {
+		return 0, 0, err
+	}
+	return up, back, nil
+}
+
+// legacyUpgrade brings the legacy flow up on the previous release (the
+// appliance's files after its rollback), then times `docker-compose up -d`
+// of the next release's files and of the previous ones again.
+func (b *bench) legacyUpgrade(ctx context.Context) (up, back time.Duration, err error) {
+	if err := b.prepareLegacy(); err != nil {
+		return 0, 0, err
+	}
+	b.appliance(ctx, "uninstall")
+	defer b.legacy(context.Background(), "down", "-v")
+	if err := b.legacy(ctx, "up", "-d"); err != nil {
+		return 0, 0, err
+	}
+	if err := waitHealthy(ctx, b.bed.Docker, "legacy"); err != nil {
+		return 0, 0, err
+	}
+	prevCompose, prevEnv, err := b.legacyFiles()
+	if err != nil {
+		return 0, 0, err
+	}
+	upTo := func(compose, env []byte) (time.Duration, error) {
+		if err := b.writeLegacyFiles(compose, env); err != nil {
+			return 0, err
+		}
+		return timed(func() error {
+			if err := b.legacy(ctx, "up", "-d", "--remove-orphans"); err != nil {
+				return err
+			}
+			return waitHealthy(ctx, b.bed.Docker, "legacy")
+		})
+	}
+	if up, err = upTo(b.nextCompose, b.nextEnv); err != nil {
+		return 0, 0, err
+	}
+	if back, err = upTo(prevCompose, prevEnv); err != nil {
+		return 0, 0, err
+	}
+	return up, back, nil
 }
 
 func run(ctx context.Context, dir, bin string, runs int) error {
 	dir, _ = filepath.Abs(dir)
 	bin, _ = filepath.Abs(bin)
 	os.RemoveAll(dir)
-	bed, err := testbed.Start(ctx, dir, testbed.Options{})
+	bed, err := testbed.Start(ctx, dir, testbed.Options{Channel: true})
 	if err != nil {
 		return err
 	}
@@ -109,9 +199,20 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 		ma, ml := median(a), median(l)
 		fmt.Printf("%-34s %12s %12s %7.2fx\n", name, ma.Round(time.Millisecond), ml.Round(time.Millisecond), float64(ma)/float64(ml))
 	}
+	appUp, appBack, err := b.applianceUpgrade(ctx)
+	if err != nil {
+		return err
+	}
+	legacyUp, legacyBack, err := b.legacyUpgrade(ctx)
+	if err != nil {
+		return err
+	}
 	row("cold start to all healthy", appCold, legacyCold)
 	row("no-op re-apply", appNoop, legacyNoop)
-	fmt.Println("(ratio < 1: the appliance is faster; legacy = docker-compose 1.29 up -d, then waiting for health)")
+	row("upgrade to all healthy", []time.Duration{appUp}, []time.Duration{legacyUp})
+	row("rollback to all healthy", []time.Duration{appBack}, []time.Duration{legacyBack})
+	fmt.Println("(ratio < 1: the appliance is faster; legacy = docker-compose 1.29 up -d, then waiting for health;")
+	fmt.Println(" the appliance's upgrade also verifies images and dumps the database, its rollback restores it; once each)")
 	return nil
 }
 
@@ -123,7 +224,12 @@ func (b *bench) installArgs() []string {
 
 func (b *bench) appliance(ctx context.Context, args ...string) error {
 	args = append(args, "--config-dir", b.appDir, "--state-dir", filepath.Join(b.dir, "state"))
-	out, err := exec.CommandContext(ctx, b.bin, args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, b.bin, args...)
+	if b.caFile != "" {
+		// The test channel's certificate is from the run's own CA.
+		cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+b.caFile)
+	}
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("carto-appliance %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
@@ -146,8 +252,7 @@ func (b *bench) prepareLegacy() error {
 	if err != nil {
 		return err
 	}
-	env = []byte(strings.NewReplacer(`ROUTER_HTTP_PORT="18080"`, `ROUTER_HTTP_PORT="19080"`, `ROUTER_HTTPS_PORT="18443"`, `ROUTER_HTTPS_PORT="19443"`).Replace(string(env)))
-	files := map[string][]byte{"docker-compose.yml": compose, ".env": env}
+	files := map[string][]byte{"docker-compose.yml": compose, ".env": legacyPorts(env)}
 	// The same certs/ mounts as the appliance's (certs/router, certs/app,
 	// certs/ca): key.json and the router's certificate, which the
 	// appliance provides.
@@ -181,6 +286,31 @@ func (b *bench) prepareLegacy() error {
 		return fmt.Errorf("docker login: %v\n%s", err, out)
 	}
 	return nil
+}
+
+// legacyPorts moves the router to the legacy flow's own ports.
+func legacyPorts(env []byte) []byte {
+	return []byte(strings.NewReplacer(`ROUTER_HTTP_PORT="18080"`, `ROUTER_HTTP_PORT="19080"`, `ROUTER_HTTPS_PORT="18443"`, `ROUTER_HTTPS_PORT="19443"`).Replace(string(env)))
+}
+
+// legacyFiles are the legacy flow's compose file and .env as they are.
+func (b *bench) legacyFiles() (compose, env []byte, err error) {
+	dst := filepath.Join(b.dir, "legacy")
+	if compose, err = os.ReadFile(filepath.Join(dst, "docker-compose.yml")); err != nil {
+		return nil, nil, err
+	}
+	env, err = os.ReadFile(filepath.Join(dst, ".env"))
+	return compose, env, err
+}
+
+// writeLegacyFiles replaces the legacy flow's compose file and .env, as an
+// operator of the legacy flow upgrades (the router on its own ports).
+func (b *bench) writeLegacyFiles(compose, env []byte) error {
+	dst := filepath.Join(b.dir, "legacy")
+	if err := os.WriteFile(filepath.Join(dst, "docker-compose.yml"), compose, 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dst, ".env"), legacyPorts(env), 0o600)
 }
 
 func (b *bench) legacy(ctx context.Context, args ...string) error {
