@@ -88,6 +88,9 @@ func TestUpgradeSettings(t *testing.T) {
 		{UpgradeConfig{ChannelURL: "mirror.corp"}, "upgrade.channel_url", "not a URL"},
 		{UpgradeConfig{Channel: "Stable"}, "upgrade.channel", "lowercase"},
 		{UpgradeConfig{Channel: "../x"}, "upgrade.channel", "lowercase"},
+		{UpgradeConfig{KeepBackups: 5}, "", ""},
+		{UpgradeConfig{KeepBackups: -1}, "upgrade.keep_backups", "keep 1 to 100"},
+		{UpgradeConfig{KeepBackups: 101}, "upgrade.keep_backups", "keep 1 to 100"},
 	} {
 		err := Config{Upgrade: tc.up}.Validate()
 		var fe *FieldError
@@ -100,7 +103,7 @@ func TestUpgradeSettings(t *testing.T) {
 			t.Errorf("the error shows the password: %v", err)
 		}
 	}
-	if c := (UpgradeConfig{}); c.BaseURL() != DefaultChannelURL || c.ChannelName() != DefaultChannel {
+	if c := (UpgradeConfig{}); c.BaseURL() != DefaultChannelURL || c.ChannelName() != DefaultChannel || c.Backups() != DefaultKeepBackups {
 		t.Errorf("defaults: %s %s", c.BaseURL(), c.ChannelName())
 	}
 }

@@ -21,6 +21,25 @@ type UpgradeConfig struct {
 	// Channel is the channel followed (stable, …); empty means
 	// DefaultChannel. The licence says which channels it entitles.
 	Channel string `yaml:"channel,omitempty"`
+	// KeepBackups is how many upgrade backups are kept in the state dir
+	// (the newest; each holds a database dump); 0 means
+	// DefaultKeepBackups.
+	KeepBackups int `yaml:"keep_backups,omitempty"`
+}
+
+// DefaultKeepBackups is how many upgrade backups are kept by default:
+// the last upgrade's (what rollback uses) and two before it.
+const DefaultKeepBackups = 3
+
+// maxKeepBackups bounds keep_backups: each backup holds a dump.
+const maxKeepBackups = 100
+
+// Backups is how many upgrade backups are kept.
+func (c UpgradeConfig) Backups() int {
+	if c.KeepBackups == 0 {
+		return DefaultKeepBackups
+	}
+	return c.KeepBackups
 }
 
 // BaseURL is the channels' base URL in use.
@@ -52,6 +71,9 @@ func validateUpgrade(c UpgradeConfig) error {
 		case u.Scheme != "https":
 			return fieldErrorf("upgrade.channel_url", "appliance.yaml upgrade.channel_url %s: releases are fetched over https only: use https://%s%s", RedactURL(u), u.Host, u.EscapedPath())
 		}
+	}
+	if c.KeepBackups < 0 || c.KeepBackups > maxKeepBackups {
+		return fieldErrorf("upgrade.keep_backups", "appliance.yaml upgrade.keep_backups %d: keep 1 to %d backups (the last upgrade's is what rollback uses); remove the line for the default, %d", c.KeepBackups, maxKeepBackups, DefaultKeepBackups)
 	}
 	if c.Channel != "" && !channelName.MatchString(c.Channel) {
 		return fieldErrorf("upgrade.channel", "appliance.yaml upgrade.channel %q: a channel name is lowercase letters, digits and '-', e.g. %s", c.Channel, DefaultChannel)

@@ -23,6 +23,7 @@ var notInEnv = map[string]string{
 	"license.grace_days":      "the licence check's",
 	"upgrade.channel_url":     "the upgrade check's",
 	"upgrade.channel":         "the upgrade check's",
+	"upgrade.keep_backups":    "the upgrade's backup retention",
 }
 
 // samples are values that must change .env, for the fields where any

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/cartodb/carto-appliance/config"
@@ -87,7 +88,9 @@ func backupVersions(name string) (from, to string, ok bool) {
 	}
 	from, to, ok = strings.Cut(rest, "-to-")
 	if i := strings.LastIndex(to, "-"); ok && i > 0 {
-		to = to[:i] // a second backup of the same second: name-2
+		if _, err := strconv.Atoi(to[i+1:]); err == nil {
+			to = to[:i] // a second backup of the same second: name-2
+		}
 	}
 	return from, to, ok && from != "" && to != ""
 }

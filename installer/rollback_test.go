@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/steps"
 )
 
@@ -99,5 +100,64 @@ func TestRollbackStoppedIsCompleted(t *testing.T) {
 	os.Remove(filepath.Join(paths.StateDir, backupsDirName, backups[len(backups)-1].Name(), backupDumpFile))
 	if _, err := PlanRollback(paths, true); err == nil || inputOf(err) != InputRestoreDatabase {
 		t.Errorf("--restore-database with no dump: %v", err)
+	}
+}
+
+// upgrade.keep_backups bounds the backups kept: the oldest complete ones
+// go after a successful upgrade; the operator's files and a partial one
+// stay.
+func TestUpgradeKeepsTheNewestBackups(t *testing.T) {
+	paths, _ := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
+	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Upgrade.KeepBackups = 1
+	if err := config.Save(paths.File(config.ConfigFileName), cfg); err != nil {
+		t.Fatal(err)
+	}
+	mine := filepath.Join(paths.StateDir, backupsDirName, "my-notes")
+	os.MkdirAll(mine, 0o700)
+	first, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
+	if err != nil || len(first.Upgrade.Removed) != 0 {
+		t.Fatalf("first upgrade: %+v %v", first, err)
+	}
+	if _, err := Rollback(t.Context(), RollbackOptions{Options: Options{Paths: paths}}); err != nil {
+		t.Fatal(err)
+	}
+	second, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(second.Upgrade.Removed, first.Upgrade.Backups) {
+		t.Errorf("removed %v, want the first upgrade's %v", second.Upgrade.Removed, first.Upgrade.Backups)
+	}
+	entries, _ := os.ReadDir(filepath.Join(paths.StateDir, backupsDirName))
+	var names []string
+	for _, e := range entries {
+		names = append(names, filepath.Join(paths.StateDir, backupsDirName, e.Name()))
+	}
+	if want := []string{second.Upgrade.Backups[0], mine}; !slices.Equal(slices.Sorted(slices.Values(names)), slices.Sorted(slices.Values(want))) {
+		t.Errorf("backups left: %v, want %v", names, want)
+	}
+	// What rollback needs is there.
+	if p, err := PlanRollback(paths, true); err != nil || p.Backup != second.Upgrade.Backups[0] {
+		t.Errorf("plan after pruning: %+v %v", p, err)
+	}
+}
+
+func TestBackupVersions(t *testing.T) {
+	for name, want := range map[string][2]string{
+		"20261205T100000Z-upgrade-2025.11.3-to-2026.1.0":       {"2025.11.3", "2026.1.0"},
+		"20261205T100000Z-upgrade-2025.11.3-to-2026.1.0-2":     {"2025.11.3", "2026.1.0"},
+		"20261205T100000Z-upgrade-2025.11.3-to-2026.1.0-rc1":   {"2025.11.3", "2026.1.0-rc1"},
+		"20261205T100000Z-upgrade-2025.11.3-to-2026.1.0-rc1-3": {"2025.11.3", "2026.1.0-rc1"},
+		"my-notes":                              {},
+		"20261205T100000Z-upgrade--to-2026.1.0": {},
+	} {
+		from, to, ok := backupVersions(name)
+		if ok != (want[0] != "") || from != want[0] && ok || to != want[1] && ok {
+			t.Errorf("%s: %q %q %v, want %q", name, from, to, ok, want)
+		}
 	}
 }

@@ -40,6 +40,8 @@ type UpgradeSummary struct {
 	Path []string `json:"path,omitempty"`
 	// Backups are the backup directories taken, one per step of the path.
 	Backups []string `json:"backups,omitempty"`
+	// Removed are the old backups removed (upgrade.keep_backups).
+	Removed []string `json:"removed_backups,omitempty"`
 }
 
 // upgradeJournalFileName is the last upgrade's journal, in the state dir
@@ -160,6 +162,14 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	case err != nil:
 		// Refused while preparing: nothing was changed.
 		return res, fmt.Errorf("upgrading %s to %s: %w (nothing was changed)", u.from.Manifest.Version, next.Manifest.Version, err)
+	}
+	// The oldest backups go once this one is whole and the upgrade done.
+	removed, perr := pruneBackups(paths.StateDir, cfg.Upgrade.Backups())
+	if perr != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("removing old upgrade backups (upgrade.keep_backups %d): %v; delete them by hand", cfg.Upgrade.Backups(), perr))
+	}
+	if len(removed) > 0 {
+		sum.Removed = append(sum.Removed, removed...)
 	}
 	return res, nil
 }

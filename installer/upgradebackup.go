@@ -80,6 +80,36 @@ func (u *upgradeRun) takeBackup(ctx context.Context) error {
 	return nil
 }
 
+// pruneBackups removes the oldest complete upgrade backups beyond keep
+// (the names start with the time they were taken), and says which.
+func pruneBackups(stateDir string, keep int) ([]string, error) {
+	parent := filepath.Join(stateDir, backupsDirName)
+	entries, err := os.ReadDir(parent)
+	if err != nil {
+		return nil, err
+	}
+	var complete []string
+	for _, e := range entries {
+		dir := filepath.Join(parent, e.Name())
+		if _, _, ok := backupVersions(e.Name()); !ok || !e.IsDir() {
+			continue // not one of ours: the operator's
+		}
+		if _, err := os.Stat(filepath.Join(dir, backupPartialFile)); err == nil {
+			continue
+		}
+		complete = append(complete, dir)
+	}
+	var removed []string
+	for len(complete) > keep {
+		if err := os.RemoveAll(complete[0]); err != nil {
+			return removed, err
+		}
+		removed = append(removed, complete[0])
+		complete = complete[1:]
+	}
+	return removed, nil
+}
+
 // removePartialBackups removes the backups a stopped process left half
 // written.
 func removePartialBackups(parent string) {

@@ -171,6 +171,9 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 		for _, b := range u.Backups {
 			fmt.Fprintf(out, "Backup taken before the upgrade: %s\n", b)
 		}
+		for _, b := range u.Removed {
+			fmt.Fprintf(out, "Old backup removed (upgrade.keep_backups): %s\n", b)
+		}
 	}
 	if r := res.Rollback; r != nil {
 		fmt.Fprintf(out, "\nRolled CARTO %s back to %s: %s\n", r.From, r.To, r.Restored)
