@@ -3,9 +3,13 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -342,6 +346,17 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 		if st := vmStatus(t, node); !st.Healthy {
 			t.Errorf("not healthy after the rollback: %+v", st.Services)
+		}
+		// docker compose (v2, the host's plugin) agrees that the stack is
+		// the previous release's exactly: its up -d recreates nothing.
+		plugin := filepath.Join(cmp.Or(os.Getenv("DOCKER_CONFIG"), filepath.Join(os.Getenv("HOME"), ".docker")), "cli-plugins", "docker-compose")
+		if err := node.CopyFile(ctx, plugin, "/root/.docker/cli-plugins/docker-compose", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		before := slices.Sorted(maps.Keys(vmContainers(t, node)))
+		composeOut := node.MustExec(t, "docker", "compose", "-p", "carto", "-f", "/opt/carto/docker-compose.yml", "up", "-d")
+		if after := slices.Sorted(maps.Keys(vmContainers(t, node))); !slices.Equal(before, after) || strings.Contains(composeOut, "Recreate") {
+			t.Errorf("docker compose up -d after the rollback recreated containers:\n%s", composeOut)
 		}
 		if _, errOut, code := upgrade(t, "--to", testbed.NextVersion); code != 0 {
 			t.Fatalf("upgrading again: exit %d\n%s", code, errOut)
