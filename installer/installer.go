@@ -163,6 +163,16 @@ var ErrNotInstalled = errors.New("carto-appliance is not installed here")
 // as it was. Re-running it converges.
 func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
+	// A re-run plans from where the node really is (RecoverUpgrade).
+	rec, err := RecoverUpgrade(ctx, opts.Options)
+	if err != nil {
+		return nil, err
+	}
+	res, err := install(ctx, opts, paths)
+	return withRecovered(res, rec), err
+}
+
+func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Result, error) {
 	d, err := planInstall(paths, opts)
 	if err != nil {
 		return nil, err
