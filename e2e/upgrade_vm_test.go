@@ -157,6 +157,37 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		return st.Release.Installed
 	}
 
+	step(t, "upgrade --rehearse runs each release's migrations on a throwaway copy of the database, touching nothing live", func(t *testing.T) {
+		before, beforeCols := vmContainers(t, node), columns(t)
+		rehearse := func(to string) (installer.Rehearsal, string, int) {
+			out, errOut, code, err := node.Exec(ctx, "carto-appliance", "upgrade", "--rehearse", "--json", "--to", to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r installer.Rehearsal
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("upgrade --rehearse --json: exit %d %v\n%s\n%s", code, err, out, errOut)
+			}
+			return r, errOut, code
+		}
+		r, errOut, code := rehearse(testbed.NextVersion)
+		if code != 0 || !r.OK || len(r.Steps) != 1 || !slices.Contains(r.Steps[0].Added, "carto_migrations."+testbed.NextColumn) {
+			t.Errorf("rehearsing %s: exit %d %+v\n%s", testbed.NextVersion, code, r, errOut)
+		}
+		// Through the required stop, to a release whose migration fails.
+		r, errOut, code = rehearse(testbed.BrokenMigrationVersion)
+		if code == 0 || r.OK || len(r.Steps) != 2 || r.Steps[0].Error != "" || !strings.Contains(r.Steps[1].Error, "workspace-migrations") || !strings.Contains(errOut, testbed.BrokenMigrationVersion) {
+			t.Errorf("rehearsing %s: exit %d %+v\n%s", testbed.BrokenMigrationVersion, code, r, errOut)
+		}
+		sameContainers(t, before, vmContainers(t, node))
+		if cols := columns(t); cols != beforeCols {
+			t.Errorf("the live schema changed: %q, was %q", cols, beforeCols)
+		}
+		if left := node.MustExec(t, "sh", "-c", "docker ps -aq --filter label=com.docker.compose.project=carto-rehearsal; docker network ls -q --filter label=com.docker.compose.project=carto-rehearsal; docker volume ls -q --filter label=com.docker.compose.project=carto-rehearsal"); strings.TrimSpace(left) != "" {
+			t.Errorf("the rehearsal left containers, networks or volumes:\n%s", left)
+		}
+	})
+
 	step(t, "an upgrade stopped at any step (the agent killed there by the test build's hook, by kill -9, by a reboot) is rolled back by the agent: one version, healthy, no row lost", func(t *testing.T) {
 		vmPsqlDB(t, node, "workspace", "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('a'), ('b');")
 		beforeRows, beforeCols := rows(t), columns(t)

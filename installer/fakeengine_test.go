@@ -48,13 +48,17 @@ type fakeStack struct {
 	Statuses map[string]stack.ServiceStatus
 	// LogLines are what Logs writes, through the redactor it is given.
 	LogLines []string
-	// Execs answers Exec, by the command's first word.
-	Execs map[string]fakeExec
+	// Execs answers Exec, by the command's first word; ExecFunc, when
+	// set, answers first (ok false: Execs answers).
+	Execs    map[string]fakeExec
+	ExecFunc func(project string, cmd []string) (a fakeExec, ok bool)
 	// DigestsFor answers RepoDigests.
 	DigestsFor func(ref string) []string
 	// ApplyErrs are the results of the next Applies, in turn (nil:
 	// succeed); after them, Applies succeed.
 	ApplyErrs []error
+	// OnApply, when set, sees each Apply before it is answered.
+	OnApply func(p *types.Project, opts stack.ApplyOptions)
 
 	running map[string]string // service -> its configuration, as applied
 }
@@ -142,6 +146,9 @@ func (f *fakeStack) Apply(_ context.Context, p *types.Project, opts stack.ApplyO
 	defer f.mu.Unlock()
 	f.Log = append(f.Log, "apply "+p.Name)
 	f.Applies = append(f.Applies, opts)
+	if f.OnApply != nil {
+		f.OnApply(p, opts)
+	}
 	if err := f.Fail["apply"]; err != nil {
 		return &stack.ApplyResult{}, err
 	}
@@ -259,7 +266,7 @@ func (f *fakeStack) Down(_ context.Context, project string, _ *types.Project, op
 
 // Exec records the command; Execs answers it (by its first word: its
 // output and exit code), exit 0 with no output otherwise.
-func (f *fakeStack) Exec(_ context.Context, _, service string, opts stack.ExecOptions) (int, error) {
+func (f *fakeStack) Exec(_ context.Context, project, service string, opts stack.ExecOptions) (int, error) {
 	f.record("exec " + service + " " + strings.Join(opts.Cmd, " "))
 	if err := f.Fail["exec"]; err != nil {
 		return 0, err
@@ -267,7 +274,13 @@ func (f *fakeStack) Exec(_ context.Context, _, service string, opts stack.ExecOp
 	if opts.Stdin != nil {
 		io.Copy(io.Discard, opts.Stdin)
 	}
-	a := f.Execs[opts.Cmd[0]]
+	a, ok := fakeExec{}, false
+	if f.ExecFunc != nil {
+		a, ok = f.ExecFunc(project, opts.Cmd)
+	}
+	if !ok {
+		a = f.Execs[opts.Cmd[0]]
+	}
 	if opts.Stdout != nil {
 		io.WriteString(opts.Stdout, a.Out)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -12,10 +13,10 @@ import (
 )
 
 func newUpgradeCmd() *cobra.Command {
-	var check, asJSON, yes, skipDB bool
+	var check, rehearse, asJSON, yes, skipDB bool
 	var to string
 	cmd := &cobra.Command{
-		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json]",
+		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json] | --rehearse [--to VERSION] [--json]",
 		Short: "Upgrade CARTO to a newer release of the channel, rolling back by itself on failure",
 		Long: `Reads the release channel the node follows (appliance.yaml upgrade.channel_url and
 upgrade.channel; default ` + "stable" + `) and verifies it against the release keys this
@@ -37,9 +38,38 @@ back by itself: settings, release and images, and the database from the backup o
 new release's migrations may have run (writes made during the upgrade are then lost).
 Exit code 5: failed and rolled back; 6: failed and the rollback failed too (the message
 says what to do). An external database is not backed up: --skip-db-backup says you
-backed it up yourself.`,
+backed it up yourself.
+
+With --rehearse it runs the migrations of each release of the path on a throwaway copy of
+the embedded database (a fresh dump, taken as the upgrade's backup is, restored into a
+database service of its own: project <project>-rehearsal, no published port, removed
+afterwards) and reports, per release, whether they succeed, how long they take and the
+columns they add and remove. Nothing live is touched; the new release's images are pulled
+(the upgrade would pull them too). Exit code 1 when a release's migrations fail.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if rehearse {
+				if check {
+					return usageError{fmt.Errorf("--rehearse and --check are two ways to look: give one")}
+				}
+				pr := newProgress(os.Stderr)
+				reh, err := installer.RehearseUpgrade(cmd.Context(), installer.RehearseOptions{Options: installer.Options{Paths: pathsFrom(cmd), Reporter: pr, Progress: pr.Pulls()}, To: to})
+				pr.Close()
+				if reh != nil {
+					if asJSON {
+						if err := printJSON(cmd.OutOrStdout(), reh); err != nil {
+							return err
+						}
+					} else {
+						printRehearsal(cmd.OutOrStdout(), reh)
+					}
+				}
+				if err == nil && reh != nil && !reh.OK {
+					last := reh.Steps[len(reh.Steps)-1]
+					err = fmt.Errorf("the rehearsal found that CARTO %s's migrations fail on a copy of this database: an upgrade to it would roll back; nothing live was touched", last.To)
+				}
+				return err
+			}
 			if check {
 				chk, err := installer.CheckUpgrade(cmd.Context(), pathsFrom(cmd), to)
 				if err != nil {
@@ -52,7 +82,7 @@ backed it up yourself.`,
 				return nil
 			}
 			if asJSON {
-				return usageError{fmt.Errorf("--json goes with --check")}
+				return usageError{fmt.Errorf("--json goes with --check or --rehearse")}
 			}
 			return runOp(cmd, yes, func(bool) supervisor.Op {
 				return supervisor.UpgradeOp{
@@ -63,6 +93,7 @@ backed it up yourself.`,
 		},
 	}
 	cmd.Flags().BoolVar(&check, "check", false, "show what the channel offers and what an upgrade would do; change nothing")
+	cmd.Flags().BoolVar(&rehearse, "rehearse", false, "run the upgrade's migrations on a throwaway copy of the embedded database and report; change nothing live")
 	cmd.Flags().StringVar(&to, "to", "", "the version to upgrade (or check an upgrade) to (default: the channel's latest)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (with --check)")
 	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "restart the Docker engine without asking when its proxy settings changed")
@@ -99,4 +130,22 @@ func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 			}
 		}
 	}
+}
+
+func printRehearsal(w io.Writer, r *installer.Rehearsal) {
+	fmt.Fprintf(w, "Rehearsed upgrading CARTO %s on a copy of the database (a fresh dump of %d KiB); nothing live was touched:\n", r.From, (r.DumpBytes+1023)/1024)
+	for _, s := range r.Steps {
+		if s.Error != "" {
+			fmt.Fprintf(w, "  %s: migrations FAILED after %s: %s\n", s.To, s.Took, s.Error)
+			continue
+		}
+		fmt.Fprintf(w, "  %s: migrations succeeded in %s; columns added: %s; removed: %s\n", s.To, s.Took, orNone(s.Added), orNone(s.Removed))
+	}
+}
+
+func orNone(items []string) string {
+	if len(items) == 0 {
+		return "none"
+	}
+	return strings.Join(items, ", ")
 }

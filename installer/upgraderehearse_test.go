@@ -1,0 +1,130 @@
+//go:build licensetest
+
+package installer
+
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// The rehearsal's stack is the database and the migrations, under its own
+// name, with no published port, volumes and networks of its own (never
+// the live ones), the config dir's files mounted.
+func TestRehearsalProject(t *testing.T) {
+	paths, _ := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
+	live, err := stack.Load(t.Context(), paths.ConfigDir, "carto-rehearsal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := rehearsalProject(live, paths.ConfigDir, "/opt/carto-live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := p.ServiceNames(); !slices.Equal(got, []string{"workspace-migrations", databaseService}) {
+		t.Errorf("services: %v", got)
+	}
+	for name, s := range p.Services {
+		if len(s.Ports) > 0 {
+			t.Errorf("%s publishes %v", name, s.Ports)
+		}
+		for _, v := range s.Volumes {
+			if v.Type == types.VolumeTypeBind && !strings.HasPrefix(v.Source, "/opt/carto-live/") {
+				t.Errorf("%s mounts %s", name, v.Source)
+			}
+		}
+	}
+	for k, v := range p.Volumes {
+		if v.Name != "carto-rehearsal_"+k || v.External {
+			t.Errorf("volume %s: %+v", k, v)
+		}
+	}
+	if _, err := rehearsalProject(&types.Project{Name: "x", Services: types.Services{"a": {Name: "a"}}}, "/", "/"); err == nil {
+		t.Error("a stack without the database was rehearsed")
+	}
+}
+
+// A rehearsal dumps the live database, runs the database alone on the
+// copy, restores the dump there, runs the migrations and reports the
+// columns they changed, then removes the copy; the live stack is not
+// touched. A failing migration is reported, and the copy removed too.
+func TestRehearseUpgrade(t *testing.T) {
+	paths, f := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
+	migrated := false
+	f.ExecFunc = func(project string, cmd []string) (fakeExec, bool) {
+		if !strings.Contains(strings.Join(cmd, " "), "information_schema.columns") {
+			return fakeExec{}, false
+		}
+		if project != "carto-rehearsal" {
+			t.Errorf("the schema was read in %s", project)
+		}
+		if migrated {
+			return fakeExec{Out: "carto_migrations.id\ncarto_migrations.new_column\n"}, true
+		}
+		return fakeExec{Out: "carto_migrations.id\ncarto_migrations.old_column\n"}, true
+	}
+	f.Log, f.Applies = nil, nil
+	f.ApplyErrs = []error{nil, nil}
+	// The second apply (the migrations) flips the schema.
+	f.OnApply = func(p *types.Project, o stack.ApplyOptions) {
+		if p.Name != "carto-rehearsal" {
+			t.Errorf("applied the live project %s", p.Name)
+		}
+		if len(o.Held) == 0 {
+			migrated = true
+		}
+	}
+	before := withoutPrev(dirSnapshot(t, paths.ConfigDir))
+	r, err := RehearseUpgrade(t.Context(), RehearseOptions{Options: Options{Paths: paths}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.OK || r.From != "2025.11.3" || len(r.Steps) != 1 || r.Steps[0].To != "2026.1.0" || !slices.Equal(r.Steps[0].Added, []string{"carto_migrations.new_column"}) || !slices.Equal(r.Steps[0].Removed, []string{"carto_migrations.old_column"}) || r.DumpBytes == 0 {
+		t.Errorf("rehearsal: %+v", r)
+	}
+	calls := strings.Join(f.calls(""), "\n")
+	for _, want := range []string{"exec workspace-postgres pg_dump", "exec workspace-postgres pg_restore -U postgres -d postgres --create", "down carto-rehearsal"} {
+		if !strings.Contains(calls, want) {
+			t.Errorf("no %q in:\n%s", want, calls)
+		}
+	}
+	if len(f.Applies) != 2 || !slices.Contains(f.Applies[0].Held, "workspace-migrations") || len(f.Applies[1].Held) != 0 {
+		t.Errorf("applies: %+v", f.Applies)
+	}
+	if !sameFiles(before, withoutPrev(dirSnapshot(t, paths.ConfigDir))) {
+		t.Error("the config dir changed")
+	}
+	if st, _ := loadState(paths.StateDir); st.Release.Version != "2025.11.3" {
+		t.Errorf("pinned: %s", st.Release.Version)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(paths.StateDir, "rehearsal-*")); len(matches) > 0 {
+		t.Errorf("left behind: %v", matches)
+	}
+
+	// The migrations fail: reported, the copy removed.
+	f.Log = nil
+	f.ApplyErrs = []error{nil, &stack.ServiceError{Service: "workspace-migrations", Reason: "exited 1", Logs: []string{"ERROR: column no_such_column does not exist"}}}
+	r, err = RehearseUpgrade(t.Context(), RehearseOptions{Options: Options{Paths: paths}})
+	if err != nil || r.OK || len(r.Steps) != 1 || !strings.Contains(r.Steps[0].Error, "no_such_column") {
+		t.Errorf("a failing migration: %+v %v", r, err)
+	}
+	if !slices.Contains(f.calls(""), "down carto-rehearsal") {
+		t.Error("the copy was not removed")
+	}
+
+	// An engine failure is an error; the copy is removed all the same.
+	f.Log = nil
+	f.ApplyErrs = []error{errors.New("engine gone")}
+	if _, err := RehearseUpgrade(t.Context(), RehearseOptions{Options: Options{Paths: paths}}); err == nil || !strings.Contains(err.Error(), "engine gone") {
+		t.Errorf("engine failure: %v", err)
+	}
+	if !slices.Contains(f.calls(""), "down carto-rehearsal") {
+		t.Error("the copy was not removed after an engine failure")
+	}
+}
