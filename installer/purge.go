@@ -146,7 +146,7 @@ func (d purgeDir) purge() (*Kept, error) {
 func (d purgeDir) owns(name string, dir bool) bool {
 	if dir {
 		// A stage a killed run left (stage.go) is the appliance's too.
-		return slices.Contains(d.dirs, name) || (d.stages && strings.HasPrefix(name, stageDirPrefix))
+		return slices.Contains(d.dirs, name) || (d.stages && (strings.HasPrefix(name, stageDirPrefix) || strings.HasPrefix(name, rehearsalDirPrefix)))
 	}
 	for _, f := range append([]string{MarkerFileName}, d.files...) {
 		// atomicfile's temporary files are "."+name+".tmp-*", for the

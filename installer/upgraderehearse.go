@@ -48,8 +48,13 @@ type RehearsalStep struct {
 	Error string `json:"error,omitempty"`
 }
 
-// rehearsalSuffix names the throwaway stack after the live one.
-const rehearsalSuffix = "-rehearsal"
+// rehearsalSuffix names the throwaway stack after the live one;
+// rehearsalDirPrefix its working dir in the state dir (the dump, each
+// release's rendering), removed at the end.
+const (
+	rehearsalSuffix    = "-rehearsal"
+	rehearsalDirPrefix = "rehearsal-"
+)
 
 // RehearseUpgrade runs the migrations of each release of the upgrade path
 // against a throwaway copy of the embedded database, touching nothing
@@ -88,7 +93,14 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 	if _, ok := live.Services[databaseService]; !ok {
 		return nil, fmt.Errorf("the database is external (%s): the appliance cannot copy it to rehearse the upgrade; rehearse on a copy of your own", d.env.Get("WORKSPACE_POSTGRES_HOST"))
 	}
-	work, err := os.MkdirTemp(paths.StateDir, "rehearsal-")
+	// A rehearsal a killed process left holds a dump and a .env: gone.
+	// (Not the stage dirs: a converge may be using one.)
+	if stale, _ := filepath.Glob(filepath.Join(paths.StateDir, rehearsalDirPrefix+"*")); len(stale) > 0 {
+		for _, dir := range stale {
+			os.RemoveAll(dir)
+		}
+	}
+	work, err := os.MkdirTemp(paths.StateDir, rehearsalDirPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("rehearsing the upgrade: %w", err)
 	}
@@ -113,12 +125,11 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 		if err != nil {
 			return out, fmt.Errorf("planning CARTO %s: %w", rel.Manifest.Version, err)
 		}
-		dir, err := stage(paths, hop)
-		if err != nil {
-			return out, err
+		dir := filepath.Join(work, rel.Manifest.Version)
+		if err := writeRendered(dir, hop); err != nil {
+			return out, fmt.Errorf("rendering CARTO %s: %w", rel.Manifest.Version, err)
 		}
 		p, err := stack.Load(ctx, dir, name)
-		os.RemoveAll(dir)
 		if err != nil {
 			return out, fmt.Errorf("loading CARTO %s's stack: %w", rel.Manifest.Version, err)
 		}
