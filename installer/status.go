@@ -68,6 +68,11 @@ type UpgradeStatus struct {
 	// Step is the step running (under way) or the one that failed.
 	Step  string `json:"step,omitempty"`
 	Error string `json:"error,omitempty"`
+	// Interrupted says the run has no outcome and no process runs it
+	// (nothing holds the converge lock): it stopped at Step, and the
+	// next converge (the agent's, config apply) finishes or rolls it
+	// back.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
 // upgradeStatus reads the upgrade journal; nil when no upgrade ran.
@@ -80,6 +85,14 @@ func upgradeStatus(paths config.Paths) *UpgradeStatus {
 	for _, s := range r.Steps {
 		if s.State == steps.Running || s.State == steps.Failed || s.State == steps.FailedUndone {
 			us.Step = s.Name
+		}
+	}
+	if r.Unfinished() {
+		us.Step = r.Interrupted()
+		// A run under way holds the lock for its whole length.
+		if unlock, ok, err := tryLockConverge(paths); err == nil && ok {
+			unlock()
+			us.Interrupted = true
 		}
 	}
 	return us

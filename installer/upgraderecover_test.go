@@ -188,6 +188,17 @@ func TestRecoverFailingIsTriedAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	interrupt(t, paths, "converge")
+	if us := upgradeStatus(paths); us == nil || !us.Interrupted || us.Step != "converge" {
+		t.Errorf("status of a stopped upgrade: %+v", us)
+	}
+	unlock, err := lockConverge(t.Context(), paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if us := upgradeStatus(paths); us == nil || us.Interrupted {
+		t.Errorf("status of an upgrade a process runs: %+v", us)
+	}
+	unlock()
 	f.ApplyErrs = []error{errors.New("engine gone")}
 	if _, err := Apply(t.Context(), Options{Paths: paths}); err == nil || !strings.Contains(err.Error(), "engine gone") || !strings.Contains(err.Error(), "stopped during its converge step") {
 		t.Fatalf("err = %v", err)

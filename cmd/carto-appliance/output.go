@@ -106,6 +106,8 @@ func printStatus(w io.Writer, st *installer.Status) {
 	}
 	if u := st.Upgrade; u != nil {
 		switch {
+		case u.Interrupted:
+			fmt.Fprintf(w, "Upgrade: %s STOPPED during step %s (its process ended): the agent finishes or rolls it back at its next converge (systemctl restart carto-appliance, or carto-appliance config apply)%s\n", u.What, orDash(u.Step), orEmpty("; last try: ", u.Error))
 		case u.Outcome == "":
 			fmt.Fprintf(w, "Upgrade: %s under way since %s, at step %s\n", u.What, u.StartedAt.Local().Format(time.DateTime), orDash(u.Step))
 		case u.Step != "":
@@ -214,4 +216,12 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// orEmpty is prefix and s, or nothing when s is empty.
+func orEmpty(prefix, s string) string {
+	if s == "" {
+		return ""
+	}
+	return prefix + s
 }
