@@ -109,6 +109,11 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 	if err := u.dumpDatabase(ctx, work); err != nil {
 		return nil, err
 	}
+	// The copy's server is new: the roles the database's objects belong
+	// to (and the migrations log in as) come from the live server.
+	if err := u.dumpGlobals(ctx, work); err != nil {
+		return nil, err
+	}
 	out := &Rehearsal{From: chk.Installed}
 	if fi, err := os.Stat(filepath.Join(work, backupDumpFile)); err == nil {
 		out.DumpBytes = fi.Size()
@@ -167,6 +172,9 @@ func (u *upgradeRun) rehearse(ctx context.Context, p *types.Project, restore boo
 		return RehearsalStep{}, fmt.Errorf("starting the copy's database: %w", err)
 	}
 	if restore {
+		if err := u.restoreGlobals(ctx, p.Name); err != nil {
+			return RehearsalStep{}, fmt.Errorf("restoring the copy's roles: %w", err)
+		}
 		if err := u.restoreDatabase(ctx, p); err != nil {
 			return RehearsalStep{}, fmt.Errorf("restoring the copy: %w", err)
 		}
@@ -274,4 +282,50 @@ func rehearsalProject(p *types.Project, stageDir, configDir string) (*types.Proj
 		out.Networks[k] = n
 	}
 	return &out, nil
+}
+
+// rehearsalGlobalsFile holds the live server's roles, for the copy.
+const rehearsalGlobalsFile = "globals.sql"
+
+// dumpGlobals writes the live server's roles (pg_dumpall --globals-only)
+// into dir.
+func (u *upgradeRun) dumpGlobals(ctx context.Context, dir string) error {
+	f, err := os.OpenFile(filepath.Join(dir, rehearsalGlobalsFile), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var errOut bytes.Buffer
+	code, err := u.eng.Exec(ctx, u.d.cfg.Defaults().Project, databaseService, stack.ExecOptions{
+		Cmd: []string{"pg_dumpall", "-U", u.dbAdmin(), "--globals-only"}, Stdout: f, Stderr: &errOut,
+	})
+	if err != nil {
+		return fmt.Errorf("dumping the database's roles: %w", err)
+	}
+	if code != 0 {
+		return fmt.Errorf("dumping the database's roles: pg_dumpall exited %d: %s", code, lastLine(errOut.String()))
+	}
+	return nil
+}
+
+// restoreGlobals creates the live server's roles in the copy's. The admin
+// role exists there already: its CREATE fails and psql goes on (the
+// ALTER after it applies), as for any role the image made.
+func (u *upgradeRun) restoreGlobals(ctx context.Context, project string) error {
+	f, err := os.Open(filepath.Join(u.backup, rehearsalGlobalsFile))
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var errOut bytes.Buffer
+	code, err := u.eng.Exec(ctx, project, databaseService, stack.ExecOptions{
+		Cmd: []string{"psql", "-U", u.dbAdmin(), "-d", u.adminDB(), "-q"}, Stdin: f, Stderr: &errOut,
+	})
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return fmt.Errorf("psql exited %d: %s", code, lastLine(errOut.String()))
+	}
+	return nil
 }

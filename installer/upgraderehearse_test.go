@@ -89,7 +89,7 @@ func TestRehearseUpgrade(t *testing.T) {
 		t.Errorf("rehearsal: %+v", r)
 	}
 	calls := strings.Join(f.calls(""), "\n")
-	for _, want := range []string{"exec workspace-postgres pg_dump", "exec workspace-postgres pg_restore -U postgres -d postgres --create", "down carto-rehearsal"} {
+	for _, want := range []string{"exec workspace-postgres pg_dump -U", "exec workspace-postgres pg_dumpall -U postgres --globals-only", "exec workspace-postgres psql -U postgres -d postgres -q\n", "exec workspace-postgres pg_restore -U postgres -d postgres --create", "down carto-rehearsal"} {
 		if !strings.Contains(calls, want) {
 			t.Errorf("no %q in:\n%s", want, calls)
 		}
