@@ -220,7 +220,17 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		recovered := func(t *testing.T, at, wantOutcome string, byRecovery bool) {
 			t.Helper()
 			start := time.Now()
-			eventually(t, 6*time.Minute, func() error {
+			defer func() {
+				if t.Failed() {
+					// Where the agent is stuck: Go prints every goroutine
+					// on SIGQUIT, into the journal.
+					node.Exec(ctx, "systemctl", "kill", "-s", "QUIT", "carto-appliance")
+					time.Sleep(2 * time.Second)
+					out, _, _, _ := node.Exec(ctx, "journalctl", "-u", "carto-appliance", "-n", "400", "--no-pager")
+					t.Logf("agent journal:\n%s", out)
+				}
+			}()
+			eventually(t, cmp.Or(waitOverride(), 6*time.Minute), func() error {
 				if out, _, _, _ := node.Exec(ctx, "systemctl", "is-active", "carto-appliance"); strings.TrimSpace(out) != "active" {
 					return fmt.Errorf("the agent is %s", strings.TrimSpace(out))
 				}
@@ -254,7 +264,11 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		// environment). A step that only prepares leaves no journal of
 		// its own: the previous one stays.
 		dropIn := "/etc/systemd/system/carto-appliance.service.d/stop-at.conf"
-		for _, at := range []string{"backup", "firewall", "commit", "converge", "reload-router", "verify"} {
+		stopAt := []string{"backup", "firewall", "commit", "converge", "reload-router", "verify"}
+		if only := os.Getenv("E2E_UPGRADE_STOP_AT"); only != "" {
+			stopAt = strings.Split(only, ",") // to reproduce one
+		}
+		for _, at := range stopAt {
 			before, _, _, _ := journal()
 			want := "rolled-back"
 			if at == "backup" {
@@ -445,4 +459,11 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			t.Errorf("upgrade journal:\n%s", journal)
 		}
 	})
+}
+
+// waitOverride shortens the recovery wait when reproducing a hang
+// (E2E_UPGRADE_WAIT, a duration); 0 otherwise.
+func waitOverride() time.Duration {
+	d, _ := time.ParseDuration(os.Getenv("E2E_UPGRADE_WAIT"))
+	return d
 }

@@ -2,12 +2,14 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 )
@@ -78,8 +80,7 @@ func (e *Engine) stopRunning(ctx context.Context, p *types.Project, have map[str
 	var stopped []string
 	err := inReverseDependencyOrder(p, running, func(s string, c container.Summary) error {
 		rep.Report(Event{Service: s, Action: ActionStopping})
-		secs := int(graceOf(p, s).Seconds())
-		if _, err := e.api.ContainerStop(ctx, c.ID, client.ContainerStopOptions{Timeout: &secs}); err != nil {
+		if err := e.stopContainer(ctx, c.ID, graceOf(p, s)); err != nil {
 			return fmt.Errorf("stopping service %s: %w", s, err)
 		}
 		rep.Report(Event{Service: s, Action: ActionStopped})
@@ -155,4 +156,45 @@ func (e *Engine) Signal(ctx context.Context, project, service, signal string) (b
 		return false, fmt.Errorf("sending %s to %s: %w", signal, service, err)
 	}
 	return true, nil
+}
+
+// stopAttempts bounds stopContainer's tries; stopSlack is how long past a
+// container's grace period a stop may take before it is tried again.
+const (
+	stopAttempts = 3
+	stopSlack    = 30 * time.Second
+)
+
+// stopContainer stops a container and checks that it stays stopped. Each
+// stop is bounded: Docker 20.10 has been seen to leave a stop waiting for
+// good on a container that had just started, its restart policy bringing
+// it back. A container still running after a stop is killed and looked
+// at again, a bounded number of times.
+func (e *Engine) stopContainer(ctx context.Context, id string, grace time.Duration) error {
+	secs := int(grace.Seconds())
+	var last error
+	for range stopAttempts {
+		sctx, cancel := context.WithTimeout(ctx, grace+stopSlack)
+		_, err := e.api.ContainerStop(sctx, id, client.ContainerStopOptions{Timeout: &secs})
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		insp, ierr := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if ierr != nil {
+			return ierr
+		}
+		st := insp.Container.State
+		if st == nil || (!st.Running && !st.Restarting) {
+			return nil
+		}
+		last = fmt.Errorf("the container is still %s after a stop", st.Status)
+		if _, err := e.api.ContainerKill(ctx, id, client.ContainerKillOptions{Signal: "KILL"}); err != nil && !cerrdefs.IsConflict(err) {
+			last = err
+		}
+	}
+	return fmt.Errorf("%w (%d tries)", last, stopAttempts)
 }
