@@ -2,7 +2,6 @@ package installer
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -97,12 +96,8 @@ func backupVersions(name string) (from, to string, ok bool) {
 
 // backupPins checks that a backup's state pins the release version.
 func backupPins(backup, version string) error {
-	b, err := os.ReadFile(filepath.Join(backup, backupStateFile))
+	was, err := loadState(backup) // the backup's state.json
 	if err != nil {
-		return err
-	}
-	var was State
-	if err := json.Unmarshal(b, &was); err != nil {
 		return err
 	}
 	if was.Release == nil || was.Release.Version != version {

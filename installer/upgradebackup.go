@@ -30,7 +30,7 @@ const databaseService = "workspace-postgres"
 const (
 	backupDumpFile   = "workspace.dump" // pg_dump's custom format
 	backupConfigDir  = "config"         // the config dir's files
-	backupStateFile  = "state.json"
+	backupStateFile  = stateFileName    // read back with loadState
 	backupReadmeFile = "README"
 	// backupPartialFile marks a backup still being written.
 	backupPartialFile = ".partial"

@@ -162,7 +162,7 @@ func rollBackFromBackup(ctx context.Context, opts Options, paths config.Paths, d
 	if err := restoreConfigDir(filepath.Join(det.Backup, backupConfigDir), paths.ConfigDir); err != nil {
 		return nil, "", err
 	}
-	if err := restorePin(paths, filepath.Join(det.Backup, backupStateFile)); err != nil {
+	if err := restorePin(paths, det.Backup); err != nil {
 		return nil, "", err
 	}
 	cfg, err := loadInstalledConfig(paths)
@@ -289,17 +289,14 @@ func ownedConfigFile(rel string) bool {
 
 // restorePin puts back the release pinned when the backup was taken,
 // keeping the rest of the state (history, held services).
-func restorePin(paths config.Paths, backupState string) error {
-	b, err := os.ReadFile(backupState)
+func restorePin(paths config.Paths, backup string) error {
+	// The backup's state.json is read as the state dir's is.
+	was, err := loadState(backup)
 	if err != nil {
-		return fmt.Errorf("reading the backed-up state: %w", err)
-	}
-	var was State
-	if err := json.Unmarshal(b, &was); err != nil {
-		return fmt.Errorf("reading the backed-up state %s: %w", backupState, err)
+		return err
 	}
 	if was.Release == nil {
-		return fmt.Errorf("the backed-up state %s pins no release", backupState)
+		return fmt.Errorf("the backed-up state in %s pins no release: put the node back by hand from that backup", backup)
 	}
 	st, err := loadState(paths.StateDir)
 	if err != nil {
