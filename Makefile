@@ -30,7 +30,7 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign carto-release-keygen carto-release-publish
+.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign carto-release-keygen carto-release-publish carto-release-publish-appliance
 
 all: build
 
@@ -63,6 +63,12 @@ carto-release-keygen:
 carto-release-publish:
 	@[ -n "$(KEY)" ] && [ -n "$(FROM)" ] && [ -n "$(CHANNEL_DIR)" ] || { echo "make carto-release-publish needs KEY=FILE FROM=DIR CHANNEL_DIR=DIR [CHANNEL=stable]" >&2; exit 2; }
 	$(GO) run ./cmd/carto-release publish -key '$(KEY)' -from '$(FROM)' -channel-dir '$(CHANNEL_DIR)' -channel '$(CHANNEL)'
+# The carto-appliance binaries of a release directory (make release's
+# RELEASE_DIR) offered in the channel, for nodes whose next CARTO release
+# needs a newer appliance to update themselves to (VERSION: theirs).
+carto-release-publish-appliance:
+	@[ -n "$(KEY)" ] && [ -n "$(CHANNEL_DIR)" ] && [ -n "$(APPLIANCE_VERSION)" ] || { echo "make carto-release-publish-appliance needs KEY=FILE CHANNEL_DIR=DIR APPLIANCE_VERSION=V [RELEASE_DIR=$(RELEASE_DIR)] [CHANNEL=stable]" >&2; exit 2; }
+	$(GO) run ./cmd/carto-release publish-appliance -key '$(KEY)' -version '$(APPLIANCE_VERSION)' -channel-dir '$(CHANNEL_DIR)' -channel '$(CHANNEL)' $(RELEASE_DIR)/carto-appliance_linux_*
 
 # A release is signed: no default key, so none is used by accident
 # (release.sh also refuses the tests' key).
@@ -91,8 +97,11 @@ lint:
 
 # Unit tests run as the tests' builds do: trusting the tests' licence key
 # (license.TestTrustedKeys checks that the release's keys do not).
+# The packages whose tests differ by tag run once more as the release
+# build is: no stop hooks, the tests' keys not trusted.
 unit: lint
 	$(GO) test -count=1 -tags licensetest ./...
+	$(GO) test -count=1 ./internal/steps/ ./release/ ./license/... ./cmd/carto-release/
 
 # Short coverage-guided runs of every fuzz target (scripts/fuzz.sh).
 fuzz:

@@ -40,6 +40,7 @@ var (
 	images     testbed.Images
 	version    string // the embedded release's version, pushed to reg
 	channelDir string // the test channel (testbed.ChannelName): the embedded release and testbed.NextRelease
+	binOld     string // the binary under test as carto-appliance testbed.OldApplianceVersion
 )
 
 func TestMain(m *testing.M) {
@@ -53,13 +54,23 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(tmp)
 		bin = filepath.Join(tmp, "carto-appliance")
-		build := exec.CommandContext(ctx, "go", "build", testbed.LicenseBuildFlags, "-o", bin, "../cmd/carto-appliance")
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
-			return 1
+		// The same binary as release versions, for the self-update: the
+		// channel offers binNext, which the channel's next release needs.
+		binOld = filepath.Join(tmp, "carto-appliance-"+testbed.OldApplianceVersion)
+		binNext := filepath.Join(tmp, "carto-appliance-"+testbed.NextApplianceVersion)
+		for out, v := range map[string]string{bin: "", binOld: testbed.OldApplianceVersion, binNext: testbed.NextApplianceVersion} {
+			args := []string{"build", testbed.LicenseBuildFlags, "-o", out}
+			if v != "" {
+				args = append(args, "-ldflags", "-X main.version="+v)
+			}
+			build := exec.CommandContext(ctx, "go", append(args, "../cmd/carto-appliance")...)
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "building the binary: %v\n%s", err, out)
+				return 1
+			}
 		}
-		bed, err := testbed.Start(ctx, tmp, testbed.Options{Logf: logf, Channel: true})
+		bed, err := testbed.Start(ctx, tmp, testbed.Options{Logf: logf, Channel: true, ApplianceBinary: binNext})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "setting up the test bed:", err)
 			return 1

@@ -18,6 +18,7 @@ import (
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/e2e/vm"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/license"
 )
 
@@ -331,10 +332,95 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 	})
 
-	step(t, "upgrade to the next version: new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
+	// agentRuns waits until the agent that answers is carto-appliance v.
+	agentRuns := func(t *testing.T, v string) {
+		t.Helper()
+		eventually(t, 2*time.Minute, func() error {
+			log := node.MustExec(t, "sh", "-c", "journalctl -u carto-appliance -o cat --no-pager | grep event=agent-starting | tail -n 1")
+			if !strings.Contains(log, "version="+v+" ") {
+				return fmt.Errorf("the agent last started as %q", log)
+			}
+			if _, _, code, _ := node.Exec(ctx, "carto-appliance", "status"); code != 0 {
+				return fmt.Errorf("status: exit %d", code)
+			}
+			return nil
+		})
+	}
+	binaryIs := func(t *testing.T, v string) {
+		t.Helper()
+		if got := node.MustExec(t, "carto-appliance", "version"); !strings.HasPrefix(got, "carto-appliance "+v+"\n") {
+			t.Errorf("the binary is %q, want carto-appliance %s", got, v)
+		}
+	}
+	// runningOld puts the binary under test as a release one version too
+	// old for the next release back in place, the agent running it.
+	runningOld := func(t *testing.T) {
+		replaceBinary(t, node, binOld)
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		agentRuns(t, testbed.OldApplianceVersion)
+	}
+
+	step(t, "the next release needs a newer carto-appliance: --check says the upgrade updates it first; a stop at the binary's swap leaves the old one, whole", func(t *testing.T) {
+		runningOld(t)
+		chk, errOut, code := check(t, "--to", testbed.NextVersion)
+		if code != 0 {
+			t.Fatalf("upgrade --check: exit %d\n%s", code, errOut)
+		}
+		if a := chk.Appliance; a.Installed != testbed.OldApplianceVersion || a.Needed != testbed.NextApplianceVersion || a.Offered != testbed.NextApplianceVersion || a.Reason != "" {
+			t.Errorf("check: %+v", a)
+		}
+		if text := node.MustExec(t, "carto-appliance", "upgrade", "--check"); !strings.Contains(text, "the upgrade updates carto-appliance to "+testbed.NextApplianceVersion+" from the channel first") {
+			t.Errorf("upgrade --check:\n%s", text)
+		}
+		// The agent kills itself as the rename starts (the download
+		// checked, the old binary kept, the intent written).
+		dropIn := "/etc/systemd/system/carto-appliance.service.d/stop-at.conf"
+		write(t, node, dropIn, []byte("[Service]\nEnvironment=CARTO_APPLIANCE_TEST_STOP_AT=self-update/replace\nEnvironment=CARTO_APPLIANCE_TEST_STOP_ONCE=/run/carto-stopped-at-self-update\n"), 0o644)
+		node.MustExec(t, "systemctl", "daemon-reload")
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		agentRuns(t, testbed.OldApplianceVersion)
+		if out, errOut, code := upgrade(t, "--to", testbed.NextVersion); code == 0 {
+			t.Fatalf("an upgrade whose agent was killed at the swap succeeded:\n%s\n%s", out, errOut)
+		}
+		node.MustExec(t, "rm", dropIn)
+		node.MustExec(t, "systemctl", "daemon-reload")
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		agentRuns(t, testbed.OldApplianceVersion)
+		binaryIs(t, testbed.OldApplianceVersion)
+		if got := installed(t); got != version {
+			t.Errorf("installed: %s", got)
+		}
+		if st := vmStatus(t, node); !st.Healthy {
+			t.Errorf("not healthy: %+v", st.Services)
+		}
+		// The intent left for the new binary is not the old one's to run.
+		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); !strings.Contains(log, "event=upgrade-intent-dropped") {
+			t.Errorf("the old agent did not drop the intent:\n%s", tail(log, 30))
+		}
+		var j steps.Record
+		if err := json.Unmarshal([]byte(node.MustExec(t, "cat", "/var/lib/carto-appliance/self-update-journal.json")), &j); err != nil || j.Interrupted() != "replace" {
+			t.Errorf("self-update journal: %+v %v", j, err)
+		}
+	})
+
+	step(t, "upgrade to the next version: carto-appliance updated first, the agent restarted on it and the CLI following; new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
 		out, errOut, code := upgrade(t, "--to", testbed.NextVersion)
 		if code != 0 {
 			t.Fatalf("upgrade: exit %d\n%s\n%s", code, out, errOut)
+		}
+		for _, want := range []string{"Updated carto-appliance " + testbed.OldApplianceVersion + " to " + testbed.NextApplianceVersion, "Continuing the upgrade to CARTO " + testbed.NextVersion + " with carto-appliance " + testbed.NextApplianceVersion} {
+			if !strings.Contains(out, want) {
+				t.Errorf("upgrade lacks %q:\n%s", want, out)
+			}
+		}
+		binaryIs(t, testbed.NextApplianceVersion)
+		agentRuns(t, testbed.NextApplianceVersion)
+		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); !strings.Contains(log, "event=self-updated from="+testbed.OldApplianceVersion+" to="+testbed.NextApplianceVersion) ||
+			!strings.Contains(log, `event=upgrade-continued to="`+testbed.NextVersion+`" version=`+testbed.NextVersion) {
+			t.Errorf("the agent's log lacks the self-update or the continued upgrade:\n%s", tail(log, 40))
+		}
+		if left := node.MustExec(t, "sh", "-c", "ls -a /usr/local/bin; ls /var/lib/carto-appliance/appliance-previous"); strings.Contains(left, ".carto-appliance.update-") || !strings.Contains(left, "carto-appliance-"+testbed.OldApplianceVersion) {
+			t.Errorf("downloads left, or the previous binary not kept:\n%s", left)
 		}
 		if !strings.Contains(out, "Upgraded CARTO "+version+" to "+testbed.NextVersion) || !strings.Contains(out, "Backup taken before the upgrade: /var/lib/carto-appliance/backups/") {
 			t.Errorf("upgrade said:\n%s", out)
@@ -410,12 +496,33 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if after := slices.Sorted(maps.Keys(vmContainers(t, node))); !slices.Equal(before, after) || strings.Contains(composeOut, "Recreate") {
 			t.Errorf("docker compose up -d after the rollback recreated containers:\n%s", composeOut)
 		}
-		if _, errOut, code := upgrade(t, "--to", testbed.NextVersion); code != 0 {
-			t.Fatalf("upgrading again: exit %d\n%s", code, errOut)
+		// Upgrading again, from the old carto-appliance, the CLI killed
+		// once the agent restarted on the new one: the agent finishes
+		// the upgrade by itself.
+		runningOld(t)
+		done := make(chan int, 1)
+		go func() {
+			_, _, code, _ := node.Exec(ctx, "carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion)
+			done <- code
+		}()
+		agentRuns(t, testbed.NextApplianceVersion)
+		node.MustExec(t, "pkill", "-KILL", "-f", "carto-appliance upgrade")
+		if code := <-done; code == 0 {
+			t.Error("the killed CLI exited 0")
 		}
-		if got := installed(t); got != testbed.NextVersion {
-			t.Errorf("installed after upgrading again: %s", got)
+		eventually(t, 6*time.Minute, func() error {
+			if got := installed(t); got != testbed.NextVersion {
+				return fmt.Errorf("installed: %s", got)
+			}
+			if st := vmStatus(t, node); !st.Healthy {
+				return fmt.Errorf("not healthy: %+v", st.Services)
+			}
+			return nil
+		})
+		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); strings.Count(log, `event=upgrade-continued to="`+testbed.NextVersion+`" version=`+testbed.NextVersion) != 2 {
+			t.Errorf("the agent did not finish the upgrade by itself:\n%s", tail(log, 40))
 		}
+		binaryIs(t, testbed.NextApplianceVersion)
 	})
 
 	step(t, "a migration that fails: exit 5, back on the previous version with the same rows and schema", func(t *testing.T) {

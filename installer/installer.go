@@ -151,6 +151,9 @@ type Result struct {
 	Upgrade *UpgradeSummary `json:"upgrade,omitempty"`
 	// Rollback is what a rollback did.
 	Rollback *RollbackSummary `json:"rollback,omitempty"`
+	// SelfUpdate says an upgrade replaced carto-appliance first and must
+	// go on in the new binary (the agent restarts on it by itself).
+	SelfUpdate *SelfUpdateSummary `json:"self_update,omitempty"`
 }
 
 // ErrNotInstalled is returned by workflows that need an installed appliance.

@@ -80,7 +80,7 @@ func TestPurgeDeletesOnlyWhatTheApplianceWrote(t *testing.T) {
 		"docker-compose.yml", config.LicenseFileName, "certs/key.json", "certs/carto.crt", "certs/carto.key.prev",
 		"notes.txt", "backup/dump.sql", "certs-old/ca.pem")
 	touch(t, paths.StateDir, MarkerFileName, stateFileName, agentStateFileName, config.LicenseCheckFileName, convergeLockName, "agent.lock",
-		"tls/ca.key", "acme/certificates/x.crt", journalFileName, upgradeJournalFileName, "backups/20261205T100000Z-upgrade-2025.11.3-to-2026.1.0/workspace.dump", "rehearsal-123/workspace.dump")
+		"tls/ca.key", "acme/certificates/x.crt", journalFileName, upgradeJournalFileName, selfUpdateJournalFileName, upgradeIntentFileName, "appliance-previous/carto-appliance-1.0.0", "backups/20261205T100000Z-upgrade-2025.11.3-to-2026.1.0/workspace.dump", "rehearsal-123/workspace.dump")
 
 	if err := CheckPurge(paths); err != nil {
 		t.Fatal(err)

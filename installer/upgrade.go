@@ -30,6 +30,14 @@ type UpgradeOptions struct {
 	// is external (the appliance cannot dump it): a rollback then puts
 	// back settings and images only.
 	SkipDatabaseBackup bool `json:"skip_db_backup,omitempty"`
+	// NoSelfUpdate refuses an upgrade that needs a newer carto-appliance
+	// rather than updating this one: set by a binary that just updated
+	// itself, which would otherwise loop if the process running the
+	// upgrade (an agent not restarted yet) were still the old one.
+	NoSelfUpdate bool `json:"no_self_update,omitempty"`
+	// ApplianceOnly updates carto-appliance to the newest the channel
+	// offers and stops there: CARTO is not upgraded.
+	ApplianceOnly bool `json:"appliance_only,omitempty"`
 }
 
 // UpgradeSummary is what an upgrade did, in its Result.
@@ -68,6 +76,10 @@ func Upgrade(ctx context.Context, in UpgradeOptions) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// This upgrade supersedes one a self-update left to continue.
+	if err := dropUpgradeIntent(paths); err != nil {
+		return nil, err
+	}
 	res, err := upgrade(ctx, in, paths)
 	return withRecovered(res, rec), err
 }
@@ -89,12 +101,27 @@ func upgrade(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Resul
 	if err != nil {
 		return nil, err
 	}
+	// Updating carto-appliance alone changes nothing of CARTO: the
+	// licence does not judge it.
+	if in.ApplianceOnly {
+		return updateApplianceOnly(ctx, in, paths, chk, src)
+	}
 	if !chk.License.Allowed {
 		return nil, fmt.Errorf("%w: upgrading to %s: %s", license.ErrInvalid, chk.Target, chk.License.Reason)
 	}
 	sum := &UpgradeSummary{From: chk.Installed, To: chk.Installed, Path: chk.Path}
 	if len(src.path) == 0 {
 		return &Result{Version: chk.Installed, Upgrade: sum, Warnings: []string{fmt.Sprintf("CARTO %s is installed: nothing newer to upgrade to in the %s channel", chk.Installed, chk.Channel)}}, nil
+	}
+	if a := chk.Appliance; a.Needed != "" {
+		switch {
+		case a.Reason != "":
+			return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this is %s: %s (nothing was changed)", chk.Target, a.Needed, a.Installed, a.Reason)
+		case in.NoSelfUpdate:
+			return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this upgrade runs in carto-appliance %s although the binary was just updated: the agent has not restarted on the new binary; restart it (systemctl restart carto-appliance) and run the upgrade again (nothing was changed)", chk.Target, a.Needed, a.Installed)
+		}
+		offer, _ := src.index.Appliance(mustParse(a.Needed), platform())
+		return selfUpdate(ctx, in, paths, chk, src, offer)
 	}
 	var res *Result
 	for i := range src.path {
@@ -130,15 +157,21 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 		return nil, err
 	}
 	defer unlock()
+	from, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	// Another upgrade (the agent continuing one after a self-update) may
+	// have got there while this one waited for the lock.
+	if mustParse(from.Manifest.Version).Compare(mustParse(next.Manifest.Version)) >= 0 {
+		return &Result{Version: from.Manifest.Version, Warnings: []string{fmt.Sprintf("CARTO %s was installed meanwhile by another upgrade", from.Manifest.Version)}}, nil
+	}
 	c, err := newConvergeRun(ctx, in.Options, paths, d, "upgrade")
 	if err != nil {
 		return nil, err
 	}
 	defer c.close()
-	u := &upgradeRun{convergeRun: c, skipDB: in.SkipDatabaseBackup}
-	if u.from, err = currentRelease(paths); err != nil {
-		return nil, err
-	}
+	u := &upgradeRun{convergeRun: c, skipDB: in.SkipDatabaseBackup, from: from}
 	action := "upgrade " + u.from.Manifest.Version + " -> " + next.Manifest.Version
 	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details, Observe: observeSteps(in.Reporter, action)}
 	err = steps.Run(ctx, j, action, u.steps(), steps.Undo)

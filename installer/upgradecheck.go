@@ -38,6 +38,9 @@ type UpgradeCheck struct {
 	// Changes are what the first step of Path changes, from the
 	// installed release's manifest to its own.
 	Changes *ReleaseChanges `json:"changes,omitempty"`
+	// Appliance says whether the path needs a newer carto-appliance,
+	// which the upgrade then installs first from the channel.
+	Appliance ApplianceCheck `json:"appliance"`
 }
 
 // UpgradeLicense is the licence's judgement of an upgrade.
@@ -105,6 +108,7 @@ type upgradeSource struct {
 	base      *url.URL
 	channel   string
 	installed *release.Release
+	index     *release.Index
 	path      []release.IndexEntry
 }
 
@@ -174,7 +178,8 @@ func resolveUpgrade(ctx context.Context, paths config.Paths, target string) (*Up
 	for _, e := range steps {
 		chk.Path = append(chk.Path, e.Version)
 	}
-	return chk, &upgradeSource{client: client, base: base, channel: chk.Channel, installed: installed, path: steps}, nil
+	chk.Appliance = judgeAppliance(idx, steps)
+	return chk, &upgradeSource{client: client, base: base, channel: chk.Channel, installed: installed, index: idx, path: steps}, nil
 }
 
 // judgeUpgradeLicense applies the same judgement as install (an expired

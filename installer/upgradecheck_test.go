@@ -81,7 +81,20 @@ func upgradeChannel(t *testing.T, licenseChannel string) config.Paths {
 // installs a node following it, with a licence for licenseChannel.
 func channelNode(t *testing.T, licenseChannel string, rels ...*release.Release) config.Paths {
 	t.Helper()
-	root := t.TempDir()
+	_, url := serveChannel(t, rels...)
+	paths := installed(t, config.Config{Upgrade: config.UpgradeConfig{ChannelURL: url}})
+	lic := testLicense(t, func(l *license.License) { l.TenantID, l.Channel = "onp-test", licenseChannel })
+	if err := os.WriteFile(paths.File(config.LicenseFileName), lic, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return paths
+}
+
+// serveChannel publishes rels in a signed stable channel under root, and
+// serves root over https to the upgrade's client: root and its URL.
+func serveChannel(t *testing.T, rels ...*release.Release) (root, url string) {
+	t.Helper()
+	root = t.TempDir()
 	for _, r := range rels {
 		if _, err := release.Publish(root, "stable", r, releasetest.KeyName, releasetest.Key, time.Now()); err != nil {
 			t.Fatal(err)
@@ -92,13 +105,7 @@ func channelNode(t *testing.T, licenseChannel string, rels ...*release.Release) 
 	orig := upgradeClient
 	upgradeClient = func(config.Paths, config.Config) (*http.Client, error) { return srv.Client(), nil }
 	t.Cleanup(func() { upgradeClient = orig })
-
-	paths := installed(t, config.Config{Upgrade: config.UpgradeConfig{ChannelURL: srv.URL}})
-	lic := testLicense(t, func(l *license.License) { l.TenantID, l.Channel = "onp-test", licenseChannel })
-	if err := os.WriteFile(paths.File(config.LicenseFileName), lic, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return paths
+	return root, srv.URL
 }
 
 func TestCheckUpgrade(t *testing.T) {

@@ -77,6 +77,10 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 	if len(src.path) == 0 {
 		return nil, fmt.Errorf("CARTO %s is installed: nothing newer in the %s channel to rehearse an upgrade to", chk.Installed, chk.Channel)
 	}
+	if a := chk.Appliance; a.Needed != "" {
+		// The rehearsal renders and runs the new release with this binary.
+		return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer to run, and this is %s: it cannot rehearse it; the upgrade updates carto-appliance first (to %s), after which the rehearsal can run", chk.Target, a.Needed, a.Installed, orText(a.Offered, "a version the channel does not offer: "+a.Reason))
+	}
 	d, err := planInstalled(paths, nil, TLSInput{})
 	if err != nil {
 		return nil, err
@@ -328,4 +332,11 @@ func (u *upgradeRun) restoreGlobals(ctx context.Context, project string) error {
 		return fmt.Errorf("psql exited %d: %s", code, lastLine(errOut.String()))
 	}
 	return nil
+}
+
+func orText(s, otherwise string) string {
+	if s == "" {
+		return otherwise
+	}
+	return s
 }

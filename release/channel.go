@@ -53,6 +53,9 @@ type Index struct {
 	Channel       string       `json:"channel"`
 	Updated       time.Time    `json:"updated"`
 	Releases      []IndexEntry `json:"releases"` // oldest first
+	// Appliances are the carto-appliance binaries the channel offers
+	// (appliance.go), oldest first.
+	Appliances []ApplianceEntry `json:"appliances,omitempty"`
 }
 
 // IndexEntry is one release of a channel: its manifest's versions, and
@@ -112,17 +115,24 @@ func ParseIndex(data []byte) (*Index, error) {
 	if err := checkChannel(idx.Channel); err != nil {
 		return nil, fmt.Errorf("channel index: %w", err)
 	}
-	seen := map[string]bool{}
 	for i, e := range idx.Releases {
 		if err := e.check(); err != nil {
 			return nil, fmt.Errorf("channel index, release %d: %w", i+1, err)
 		}
-		if seen[e.Version] {
-			return nil, fmt.Errorf("channel index: version %s is listed twice", e.Version)
-		}
-		seen[e.Version] = true
 	}
 	slices.SortFunc(idx.Releases, func(a, b IndexEntry) int { return mustVersion(a.Version).Compare(mustVersion(b.Version)) })
+	// 2026.1 and 2026.1.0 are one version.
+	for i := 1; i < len(idx.Releases); i++ {
+		if a, b := idx.Releases[i-1].Version, idx.Releases[i].Version; mustVersion(a).Compare(mustVersion(b)) == 0 {
+			if a == b {
+				return nil, fmt.Errorf("channel index: version %s is listed twice", b)
+			}
+			return nil, fmt.Errorf("channel index: version %s is listed twice (as %s and %s)", b, a, b)
+		}
+	}
+	if err := idx.checkAppliances(); err != nil {
+		return nil, err
+	}
 	return &idx, nil
 }
 

@@ -229,6 +229,7 @@ func TestPublish(t *testing.T) {
 // are valid, distinct and sorted, and that reads back the same.
 func FuzzParseIndex(f *testing.F) {
 	f.Add([]byte(`{"format_version":1,"channel":"stable","releases":[{"version":"2025.12.1","digest":"sha256:` + strings.Repeat("0", 64) + `","min_upgrade_from":"2025.11.3"},{"version":"2025.11.3","digest":"sha256:` + strings.Repeat("a", 64) + `","min_upgrade_from":"2025.6.2","min_appliance_version":"1.2"}]}`))
+	f.Add([]byte(`{"format_version":1,"channel":"stable","releases":[],"appliances":[{"version":"1.3.0","binaries":{"linux_amd64":{"digest":"sha256:` + strings.Repeat("b", 64) + `","size":7}}},{"version":"1.2.0","binaries":{"linux_arm64":{"digest":"sha256:` + strings.Repeat("c", 64) + `","size":9}}}]}`))
 	f.Add([]byte(`{"format_version":2}`))
 	f.Add([]byte(`<html>`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -241,9 +242,14 @@ func FuzzParseIndex(f *testing.F) {
 				t.Fatalf("accepted an invalid, repeated or unsorted entry %d: %+v", i, idx.Releases)
 			}
 		}
+		for i, e := range idx.Appliances {
+			if e.check() != nil || (i > 0 && mustVersion(idx.Appliances[i-1].Version).Compare(mustVersion(e.Version)) >= 0) {
+				t.Fatalf("accepted an invalid, repeated or unsorted appliance %d: %+v", i, idx.Appliances)
+			}
+		}
 		b, _ := json.Marshal(idx)
 		back, err := ParseIndex(b)
-		if err != nil || len(back.Releases) != len(idx.Releases) {
+		if err != nil || len(back.Releases) != len(idx.Releases) || len(back.Appliances) != len(idx.Appliances) {
 			t.Fatalf("%s does not read back: %v", b, err)
 		}
 	})

@@ -41,62 +41,74 @@ func Publish(root, channel string, r *Release, keyName string, key ed25519.Priva
 	if err != nil {
 		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
 	}
+	entry := IndexEntry{Version: m.Version, Digest: r.Digest(), MinUpgradeFrom: m.MinUpgradeFrom, MinApplianceVersion: m.MinApplianceVersion, Published: now.UTC()}
+	err = updateIndex(root, channel, keyName, key, now, func(idx *Index) error {
+		i := slices.IndexFunc(idx.Releases, func(e IndexEntry) bool { return e.Version == m.Version })
+		if i >= 0 {
+			if old := idx.Releases[i]; old.Digest != entry.Digest {
+				return fmt.Errorf("channel %s already lists it with other content (digest %s, this one %s): a published release never changes; publish a new version", channel, old.Digest, entry.Digest)
+			}
+			entry.Published = idx.Releases[i].Published
+			idx.Releases[i] = entry
+		} else {
+			idx.Releases = append(idx.Releases, entry)
+		}
+		// The release's files are in place before the index that lists
+		// them.
+		dir := filepath.Join(root, channel, m.Version)
+		if err := writeReleaseDir(dir, r); err != nil {
+			return err
+		}
+		return writePublic(filepath.Join(dir, SigFile), sig)
+	})
+	if err != nil {
+		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
+	}
+	return entry, nil
+}
+
+// updateIndex reads root/channel's index (a new one when there is none),
+// lets change add to it (change also writes the files the new entries
+// list), then writes the index and its signature.
+func updateIndex(root, channel, keyName string, key ed25519.PrivateKey, now time.Time, change func(*Index) error) error {
+	if err := checkChannel(channel); err != nil {
+		return err
+	}
 	chDir := filepath.Join(root, channel)
 	indexPath := filepath.Join(chDir, IndexFile)
 	idx := &Index{FormatVersion: IndexFormat, Channel: channel}
 	switch b, err := boundedread.ReadFile(indexPath, maxIndex); {
 	case err == nil:
 		if idx, err = ParseIndex(b); err != nil {
-			return IndexEntry{}, fmt.Errorf("publishing: the channel's %s: %w", indexPath, err)
+			return fmt.Errorf("the channel's %s: %w", indexPath, err)
 		}
 		if idx.Channel != channel {
-			return IndexEntry{}, fmt.Errorf("publishing: %s is the index of channel %q, not of %q", indexPath, idx.Channel, channel)
+			return fmt.Errorf("%s is the index of channel %q, not of %q", indexPath, idx.Channel, channel)
 		}
 	case !errors.Is(err, fs.ErrNotExist):
-		return IndexEntry{}, fmt.Errorf("publishing: reading the channel's index: %w", err)
+		return fmt.Errorf("reading the channel's index: %w", err)
 	}
-
-	entry := IndexEntry{Version: m.Version, Digest: r.Digest(), MinUpgradeFrom: m.MinUpgradeFrom, MinApplianceVersion: m.MinApplianceVersion, Published: now.UTC()}
-	i := slices.IndexFunc(idx.Releases, func(e IndexEntry) bool { return e.Version == m.Version })
-	if i >= 0 {
-		if old := idx.Releases[i]; old.Digest != entry.Digest {
-			return IndexEntry{}, fmt.Errorf("publishing %s: channel %s already lists it with other content (digest %s, this one %s): a published release never changes; publish a new version", m.Version, channel, old.Digest, entry.Digest)
-		}
-		entry.Published = idx.Releases[i].Published
-		idx.Releases[i] = entry
-	} else {
-		idx.Releases = append(idx.Releases, entry)
+	if err := change(idx); err != nil {
+		return err
 	}
-
-	dir := filepath.Join(chDir, m.Version)
-	if err := writeReleaseDir(dir, r); err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
-	}
-	if err := writePublic(filepath.Join(dir, SigFile), sig); err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
-	}
-
 	idx.Updated = now.UTC()
 	data, err := json.MarshalIndent(idx, "", "  ")
 	if err != nil {
-		return IndexEntry{}, err
+		return err
 	}
 	data = append(data, '\n')
 	// What is written is what every client will parse.
 	if _, err := ParseIndex(data); err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: the new index would be refused: %w", m.Version, err)
+		return fmt.Errorf("the new index would be refused: %w", err)
 	}
 	isig, err := SignIndex(data, keyName, key)
 	if err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
+		return err
 	}
 	if err := writePublic(indexPath, data); err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
+		return err
 	}
-	if err := writePublic(filepath.Join(chDir, IndexSigFile), isig); err != nil {
-		return IndexEntry{}, fmt.Errorf("publishing %s: %w", m.Version, err)
-	}
-	return entry, nil
+	return writePublic(filepath.Join(chDir, IndexSigFile), isig)
 }
 
 // writeReleaseDir writes r's files into dir, or checks that the release

@@ -94,6 +94,7 @@ var errorKinds = []struct {
 	{"rollback_failed", installer.ErrRollbackFailed},
 	{"upgrade_rolled_back", installer.ErrUpgradeRolledBack},
 	{"not_installed", installer.ErrNotInstalled},
+	{"no_continuation", ErrNoContinuation},
 }
 
 // kindPreflight is a *preflight.FailedError, which carries its report.
@@ -214,7 +215,11 @@ type ServeOptions struct {
 	// Front is the agent's front on the HTTP port, which the operations
 	// it runs release at once when they leave acme mode; nil: they wait
 	// for the loop to notice.
-	Front     *Front
+	Front *Front
+	// Restart is called once an op replaced the agent's binary (a
+	// self-update), after its answer: the agent must exit and be started
+	// again on the new binary. nil: the agent runs on, on the old one.
+	Restart   func(reason string)
 	Workflows Workflows
 }
 
@@ -275,10 +280,12 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 			w.Header().Set("X-Error", err.Error())
 		}
 	})
-	srvOps := serverOps{wf: wf, paths: paths, ctx: opsCtx, ops: ops, changed: changed, logf: logf}
+	srvOps := serverOps{wf: wf, paths: paths, ctx: opsCtx, ops: ops, changed: changed, logf: logf, restart: opts.Restart}
 	if opts.Front != nil {
 		srvOps.release = opts.Front.Release
 	}
+	srvOps.cont = srvOps.continueUpgrade(opts.Version)
+	mux.HandleFunc("GET /v1/upgrade/continuation", srvOps.followContinuation)
 	handleOp[ApplyOp](mux, srvOps)
 	handleOp[ControlOp](mux, srvOps)
 	handleOp[InstallOp](mux, srvOps)
@@ -322,7 +329,16 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 		// Shutdown closes the socket at once (a CLI then works directly,
 		// after the drained apply releases the converge lock) and waits
 		// for the operations' answers to end.
-		if err := srv.Shutdown(sctx); err != nil {
+		err := srv.Shutdown(sctx)
+		if err == nil && srvOps.cont != nil {
+			// Not a connection: Shutdown does not wait for it.
+			select {
+			case <-srvOps.cont.finished:
+			case <-sctx.Done():
+				err = sctx.Err()
+			}
+		}
+		if err != nil {
 			for _, op := range ops.list() {
 				logf("event=api-op-cut op=%s err=%q", op.name, "still running at the stop bound: cancelled; the next start converges again")
 			}
@@ -389,6 +405,10 @@ type serverOps struct {
 	changed func()
 	logf    func(string, ...any)
 	release func(context.Context) error
+	restart func(reason string)
+	// cont is the upgrade a self-update left, continued by this agent;
+	// nil when there is none.
+	cont *relay
 }
 
 // start logs the op, tracks it for the drain and returns what ends it:
@@ -418,22 +438,41 @@ func handle[T interface{ Name() string }](mux *http.ServeMux, serve func(http.Re
 func handleOp[T Op](mux *http.ServeMux, s serverOps) {
 	handle(mux, func(w http.ResponseWriter, op T) {
 		name, _, _ := strings.Cut(op.event(), " ")
-		defer s.start(name, op.event())()
-		stream(w, func(o installer.Options) (*installer.Result, error) {
-			// A workflow's steps go to the agent's log too.
-			rep := o.Reporter
-			o.Reporter = stack.ReporterFunc(func(ev stack.Event) {
-				if ev.Action == stack.ActionStep {
-					s.logf("event=step workflow=%q step=%q", ev.Service, ev.Detail)
-				}
-				rep.Report(ev)
-			})
-			o.Paths = s.paths
-			o.ConfirmEngineRestart = func(string) bool { return op.restartsEngine() }
-			o.ReleaseHTTPPort = s.release
-			return op.run(s.ctx, s.wf, o)
-		})
+		end := s.start(name, op.event())
+		res := stream(w, func(o installer.Options) (*installer.Result, error) { return s.run(op, o) })
+		end()
+		s.selfUpdated(res)
 	})
+}
+
+// run runs op with the options the agent gives every op.
+func (s serverOps) run(op Op, o installer.Options) (*installer.Result, error) {
+	// A workflow's steps go to the agent's log too.
+	rep := o.Reporter
+	o.Reporter = stack.ReporterFunc(func(ev stack.Event) {
+		if ev.Action == stack.ActionStep {
+			s.logf("event=step workflow=%q step=%q", ev.Service, ev.Detail)
+		}
+		rep.Report(ev)
+	})
+	o.Paths = s.paths
+	o.ConfirmEngineRestart = func(string) bool { return op.restartsEngine() }
+	o.ReleaseHTTPPort = s.release
+	return op.run(s.ctx, s.wf, o)
+}
+
+// selfUpdated restarts the agent on the binary an op just installed, once
+// the op's answer is sent: it continues the op from there
+// (continuation.go).
+func (s serverOps) selfUpdated(res *installer.Result) {
+	if res == nil || res.SelfUpdate == nil {
+		return
+	}
+	su := res.SelfUpdate
+	s.logf("event=self-updated from=%s to=%s binary=%q previous=%q continue_to=%q", su.From, su.To, su.Binary, su.Previous, su.For)
+	if s.restart != nil {
+		s.restart(fmt.Sprintf("carto-appliance updated itself to %s", su.To))
+	}
 }
 
 // licenseAnswer is the body of a licence op's answer.
@@ -489,13 +528,19 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 // stream runs an operation and sends its events, its pull progress and
-// then its result or error as JSON lines.
-func stream(w http.ResponseWriter, op func(installer.Options) (*installer.Result, error)) {
+// then its result or error as JSON lines; it returns the result.
+func stream(w http.ResponseWriter, op func(installer.Options) (*installer.Result, error)) *installer.Result {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
+	res, _ := runSending(streamTo(w), op)
+	return res
+}
+
+// streamTo sends messages as JSON lines to w, each flushed.
+func streamTo(w http.ResponseWriter) func(message) {
 	var mu sync.Mutex
 	enc := json.NewEncoder(w)
-	send := func(m message) {
+	return func(m message) {
 		mu.Lock()
 		defer mu.Unlock()
 		// A CLI that went away stops reading; the operation goes on.
@@ -503,6 +548,11 @@ func stream(w http.ResponseWriter, op func(installer.Options) (*installer.Result
 			http.NewResponseController(w).Flush()
 		}
 	}
+}
+
+// runSending runs an operation, sending its events, its pull progress and
+// then its result or error, which it returns.
+func runSending(send func(message), op func(installer.Options) (*installer.Result, error)) (*installer.Result, error) {
 	pulls := &lineWriter{emit: func(line []byte) { send(message{Pull: json.RawMessage(line)}) }}
 	res, err := op(installer.Options{
 		Reporter: stack.ReporterFunc(func(ev stack.Event) { send(message{Event: &ev}) }),
@@ -514,6 +564,7 @@ func stream(w http.ResponseWriter, op func(installer.Options) (*installer.Result
 		m.Error = toAPIError(err)
 	}
 	send(m)
+	return res, err
 }
 
 // lineWriter turns the pull progress writes into whole JSON lines.

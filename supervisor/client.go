@@ -30,6 +30,7 @@ var ErrNoAgent = errors.New("the carto-appliance agent is not running")
 type Client struct {
 	socket string
 	http   *http.Client
+	agent  VersionInfo
 }
 
 // Dial connects to the agent of these paths. It returns ErrNoAgent when
@@ -95,6 +96,7 @@ func (c *Client) checkVersion(ctx context.Context) error {
 	if v.API > APIVersion {
 		return fmt.Errorf("%w: this binary speaks v%d, the agent v%d (carto-appliance %s): this binary is older than the running agent; use the installed one (%s or %s)", ErrAPIVersion, APIVersion, v.API, v.Binary, host.DefaultBinary, host.PackageBinary)
 	}
+	c.agent = v
 	if v.API != APIVersion {
 		agent := "an older one"
 		if v.API != 0 {
@@ -160,6 +162,25 @@ func (c *Client) operation(ctx context.Context, path string, req any, opts insta
 	if err != nil {
 		return nil, err
 	}
+	return readStream(ctx, resp, opts)
+}
+
+// FollowContinuation follows the upgrade the agent continues after a
+// self-update (continuation.go) to its result, rendering its events as
+// an op's; ErrNoContinuation when there is none.
+func (c *Client) FollowContinuation(ctx context.Context, opts installer.Options) (*installer.Result, error) {
+	resp, err := c.do(ctx, http.MethodGet, "/v1/upgrade/continuation", nil)
+	if err != nil {
+		return nil, err
+	}
+	return readStream(ctx, resp, opts)
+}
+
+// Agent is the running agent's version, as it answered Dial.
+func (c *Client) Agent() VersionInfo { return c.agent }
+
+// readStream reads an operation's stream of messages to its result.
+func readStream(ctx context.Context, resp *http.Response, opts installer.Options) (*installer.Result, error) {
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)

@@ -189,7 +189,7 @@ type UpgradeOp struct {
 
 func (UpgradeOp) Name() string { return "upgrade" }
 func (op UpgradeOp) event() string {
-	return fmt.Sprintf("upgrade to=%q skip_db_backup=%t", op.Upgrade.To, op.Upgrade.SkipDatabaseBackup)
+	return fmt.Sprintf("upgrade to=%q skip_db_backup=%t appliance_only=%t no_self_update=%t", op.Upgrade.To, op.Upgrade.SkipDatabaseBackup, op.Upgrade.ApplianceOnly, op.Upgrade.NoSelfUpdate)
 }
 func (op UpgradeOp) run(ctx context.Context, wf Workflows, o installer.Options) (*installer.Result, error) {
 	in := op.Upgrade

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/supervisor"
 )
 
@@ -99,8 +100,10 @@ func lockAgent(stateDir string) (unlock func(), err error) {
 func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	// Ends the watchdog and the API when the supervisor ends by itself.
-	ctx, cancel := context.WithCancel(ctx)
+	// Ends the watchdog and the API when the supervisor ends by itself,
+	// or to restart on a new binary (errAgentRestart).
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
 
 	// false: keep NOTIFY_SOCKET and WATCHDOG_USEC set. true would unset
@@ -112,6 +115,13 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 	}
 	log.Logf("event=agent-starting version=%s pid=%d config_dir=%q state_dir=%q systemd_notify=%t watchdog=%s",
 		version, os.Getpid(), paths.ConfigDir, paths.StateDir, os.Getenv("NOTIFY_SOCKET") != "", wd)
+
+	// A self-update stopped before its rename left its download.
+	if removed, err := installer.CleanSelfUpdate(); err != nil {
+		log.Logf("event=self-update-cleanup-failed err=%q", err)
+	} else if len(removed) > 0 {
+		log.Logf("event=self-update-cleanup removed=%q", removed)
+	}
 
 	var lastHealthy atomic.Int64 // unix nanoseconds of the last Healthy call; 0 before the first
 	var ready sync.Once
@@ -151,6 +161,9 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 				Version: version,
 				Logf:    log.Logf,
 				Front:   front,
+				// The binary was replaced: exit, and systemd starts the
+				// new one (RestartForceExitStatus in the unit).
+				Restart: func(reason string) { cancelCause(fmt.Errorf("%w: %s", errAgentRestart, reason)) },
 				Changed: func() {
 					select {
 					case changed <- struct{}{}:
@@ -186,14 +199,26 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 		}
 		// Stopped on request: not an error (the stack keeps running).
 		err = nil
+		if cause := context.Cause(ctx); errors.Is(cause, errAgentRestart) {
+			err = cause
+		}
 	}
 	cancel()
 	wg.Wait()
+	if errors.Is(err, errAgentRestart) {
+		log.Logf("event=restarting reason=%q", err)
+		return err
+	}
 	if err != nil {
 		return fmt.Errorf("agent: %w (see journalctl -u carto-appliance)", err)
 	}
 	return nil
 }
+
+// errAgentRestart ends an agent that must be started again: its binary
+// was replaced by a self-update. It exits with exitRestart, which the
+// unit restarts whatever its Restart= says.
+var errAgentRestart = errors.New("restarting on the updated binary")
 
 // watchdog pings systemd every half of its timeout while the supervisor
 // has reported healthy within the timeout. A loop stuck longer gets no

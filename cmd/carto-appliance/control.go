@@ -40,10 +40,17 @@ func runOp(cmd *cobra.Command, yes bool, build func(viaAgent bool) supervisor.Op
 		defer c.Close()
 	}
 	op := build(c != nil)
-	return runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+	var res *installer.Result
+	err = runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+		var err error
 		o.Paths = pathsFrom(cmd)
-		return supervisor.Do(cmd.Context(), c, o, op)
+		res, err = supervisor.Do(cmd.Context(), c, o, op)
+		return res, err
 	})
+	if err == nil && res != nil && res.SelfUpdate != nil {
+		return continueOnNewBinary(cmd, res.SelfUpdate, c != nil)
+	}
+	return err
 }
 
 // engineRestart is the answer sent with an op that may restart the

@@ -163,6 +163,10 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 	if err != nil {
 		return err
 	}
+	if su := res.SelfUpdate; su != nil {
+		fmt.Fprintf(out, "\nUpdated carto-appliance %s to %s (%s; the previous binary is kept at %s)\n", su.From, su.To, su.Binary, su.Previous)
+		return nil // the caller goes on in the new binary
+	}
 	if u := res.Upgrade; u != nil {
 		if u.From == u.To {
 			return nil // up to date: the warning said so

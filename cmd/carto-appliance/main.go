@@ -34,6 +34,9 @@ const (
 	exitRolledBack     = 5
 	exitRollbackFailed = 6
 	exitInterrupt      = 130
+	// exitRestart: the agent exits to be started again on its updated
+	// binary (the unit's RestartForceExitStatus and SuccessExitStatus).
+	exitRestart = 75
 )
 
 // usageError marks errors in how the command was called.
@@ -54,6 +57,9 @@ func run(ctx context.Context, args []string) int {
 	ran, err := root.ExecuteContextC(ctx)
 	if err == nil {
 		return exitOK
+	}
+	if errors.Is(err, errAgentRestart) {
+		return exitRestart
 	}
 	if ctx.Err() != nil {
 		fmt.Fprintln(os.Stderr, "interrupted")

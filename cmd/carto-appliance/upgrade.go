@@ -1,22 +1,27 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/supervisor"
 )
 
 func newUpgradeCmd() *cobra.Command {
-	var check, rehearse, asJSON, yes, skipDB bool
+	var check, rehearse, asJSON, yes, skipDB, applianceOnly bool
 	var to string
 	cmd := &cobra.Command{
-		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json] | --rehearse [--to VERSION] [--json]",
+		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json] | --rehearse [--to VERSION] [--json] | --appliance-only",
 		Short: "Upgrade CARTO to a newer release of the channel, rolling back by itself on failure",
 		Long: `Reads the release channel the node follows (appliance.yaml upgrade.channel_url and
 upgrade.channel; default ` + "stable" + `) and verifies it against the release keys this
@@ -39,6 +44,15 @@ new release's migrations may have run (writes made during the upgrade are then l
 Exit code 5: failed and rolled back; 6: failed and the rollback failed too (the message
 says what to do). An external database is not backed up: --skip-db-backup says you
 backed it up yourself.
+
+A release can need a newer carto-appliance than this one (its min_appliance_version).
+The upgrade then first updates carto-appliance from the same channel: the binary the
+channel's signed index lists for this machine (size and sha256 checked), run once to
+check its version, replaces this one in a single rename (the previous one is kept in the
+state dir's appliance-previous/); the agent restarts on it and continues the upgrade by
+itself, and this command follows it to the end. With --appliance-only it updates
+carto-appliance to the newest the channel offers and stops there. A binary installed by
+the deb or rpm package is not replaced: update the package.
 
 With --rehearse it runs the migrations of each release of the path on a throwaway copy of
 the embedded database (a fresh dump, taken as the upgrade's backup is, restored into a
@@ -84,14 +98,22 @@ columns they add and remove. Nothing live is touched; the new release's images a
 			if asJSON {
 				return usageError{fmt.Errorf("--json goes with --check or --rehearse")}
 			}
+			if applianceOnly && (to != "" || check || skipDB) {
+				return usageError{fmt.Errorf("--appliance-only updates carto-appliance alone: it takes no --to, --check or --skip-db-backup")}
+			}
+			in := installer.UpgradeOptions{To: to, SkipDatabaseBackup: skipDB, ApplianceOnly: applianceOnly}
+			// Run again after a self-update (continueOnNewBinary).
+			mode := os.Getenv(continueEnv)
+			os.Unsetenv(continueEnv)
+			if mode != "" {
+				return continueUpgrade(cmd, yes, in, mode)
+			}
 			return runOp(cmd, yes, func(bool) supervisor.Op {
-				return supervisor.UpgradeOp{
-					Upgrade:       installer.UpgradeOptions{To: to, SkipDatabaseBackup: skipDB},
-					EngineRestart: supervisor.EngineRestart{RestartEngine: yes},
-				}
+				return supervisor.UpgradeOp{Upgrade: in, EngineRestart: supervisor.EngineRestart{RestartEngine: yes}}
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&applianceOnly, "appliance-only", false, "update carto-appliance to the newest the channel offers, and not CARTO")
 	cmd.Flags().BoolVar(&check, "check", false, "show what the channel offers and what an upgrade would do; change nothing")
 	cmd.Flags().BoolVar(&rehearse, "rehearse", false, "run the upgrade's migrations on a throwaway copy of the embedded database and report; change nothing live")
 	cmd.Flags().StringVar(&to, "to", "", "the version to upgrade (or check an upgrade) to (default: the channel's latest)")
@@ -108,6 +130,13 @@ func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 		fmt.Fprintf(w, "Up to date: nothing newer to upgrade to.\n")
 	} else {
 		fmt.Fprintf(w, "Upgrade to %s goes through: %s\n", c.Target, strings.Join(c.Path, " -> "))
+	}
+	if a := c.Appliance; a.Needed != "" {
+		how := "REFUSES it: " + a.Reason
+		if a.SelfUpdates() {
+			how = "the upgrade updates carto-appliance to " + a.Offered + " from the channel first"
+		}
+		fmt.Fprintf(w, "Appliance:  carto-appliance %s; CARTO %s needs %s or newer: %s\n", a.Installed, c.Target, a.Needed, how)
 	}
 	lic := "allows it"
 	if !c.License.Allowed {
@@ -148,4 +177,92 @@ func orNone(items []string) string {
 		return "none"
 	}
 	return strings.Join(items, ", ")
+}
+
+// continueEnv tells an upgrade started by continueOnNewBinary how the
+// binary it replaced was upgrading: through the agent ("agent", which
+// continues it) or directly ("direct").
+const continueEnv = "CARTO_APPLIANCE_CONTINUE_UPGRADE"
+
+// agentReturn bounds the wait for the agent to come back on the new
+// binary: its stop drains (TimeoutStopSec=30), systemd waits RestartSec.
+const agentReturn = 2 * time.Minute
+
+// continueOnNewBinary goes on after an op replaced carto-appliance (a
+// self-update): this process is the old binary, so the new one is run in
+// its place with the same arguments (continueUpgrade). An update alone
+// (--appliance-only) waits for the agent to run the new binary.
+func continueOnNewBinary(cmd *cobra.Command, su *installer.SelfUpdateSummary, viaAgent bool) error {
+	if su.For == "" {
+		if !viaAgent {
+			return nil
+		}
+		c, err := waitForAgent(cmd.Context(), pathsFrom(cmd), su.To)
+		if err != nil {
+			return err
+		}
+		c.Close()
+		fmt.Fprintf(cmd.OutOrStdout(), "The agent runs carto-appliance %s\n", su.To)
+		return nil
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "Continuing the upgrade to CARTO %s with carto-appliance %s\n\n", su.For, su.To)
+	mode := "direct"
+	if viaAgent {
+		mode = "agent"
+	}
+	env := append(os.Environ(), continueEnv+"="+mode)
+	err := syscall.Exec(su.Binary, append([]string{su.Binary}, os.Args[1:]...), env)
+	return fmt.Errorf("carto-appliance was updated to %s (%s), and running it to go on failed: %w; run carto-appliance upgrade again", su.To, su.Binary, err)
+}
+
+// continueUpgrade is the new binary going on with an upgrade its
+// predecessor started: following the agent's continuation, or running
+// it (directly, or through the agent when the agent did not take it).
+// It never updates itself again: a binary still too old says so.
+func continueUpgrade(cmd *cobra.Command, yes bool, in installer.UpgradeOptions, mode string) error {
+	in.NoSelfUpdate = true
+	op := func(bool) supervisor.Op {
+		return supervisor.UpgradeOp{Upgrade: in, EngineRestart: supervisor.EngineRestart{RestartEngine: yes}}
+	}
+	if mode != "agent" {
+		return runOp(cmd, yes, op)
+	}
+	c, err := waitForAgent(cmd.Context(), pathsFrom(cmd), version)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	err = runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
+		return c.FollowContinuation(cmd.Context(), o)
+	})
+	if errors.Is(err, supervisor.ErrNoContinuation) {
+		// The agent found no upgrade left for it (an operator's upgrade
+		// took it): ask for one.
+		return runOp(cmd, yes, op)
+	}
+	return err
+}
+
+// waitForAgent waits until the agent answers as carto-appliance want.
+func waitForAgent(ctx context.Context, paths config.Paths, want string) (*supervisor.Client, error) {
+	ctx, cancel := context.WithTimeout(ctx, agentReturn)
+	defer cancel()
+	last := "it does not answer"
+	for {
+		c, err := supervisor.Dial(ctx, paths)
+		switch {
+		case err == nil && c.Agent().Binary == want:
+			return c, nil
+		case err == nil:
+			last = fmt.Sprintf("it still runs carto-appliance %s (pid %d)", c.Agent().Binary, c.Agent().PID)
+			c.Close()
+		case !errors.Is(err, supervisor.ErrNoAgent) && !errors.Is(err, supervisor.ErrAPIVersion):
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("carto-appliance was updated to %s, and the agent did not come back on it within %s (%s): see systemctl status carto-appliance and journalctl -u carto-appliance; the previous binary is kept in the state dir's appliance-previous/", want, agentReturn, last)
+		case <-time.After(time.Second):
+		}
+	}
 }

@@ -131,3 +131,43 @@ func TestPublishTestKey(t *testing.T) {
 		t.Errorf("the test channel's index, in a build with licensetest %v: %v", licensetestBuild, err)
 	}
 }
+
+// publish-appliance lists release.sh's binaries, by the platform in their
+// names, in the channel's signed index.
+func TestPublishAppliance(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "channels")
+	if err := run([]string{"keygen", "-name", "carto-release-2099", "-out", dir}, &bytes.Buffer{}, now); err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "carto-release-2099.key")
+	amd := filepath.Join(dir, "carto-appliance_linux_amd64")
+	os.WriteFile(amd, []byte("an amd64 binary"), 0o755)
+	var out bytes.Buffer
+	if err := run([]string{"publish-appliance", "-key", key, "-version", "1.4.0", "-channel-dir", root, amd}, &out, now); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "published carto-appliance 1.4.0 for linux_amd64 in channel stable") {
+		t.Errorf("publish-appliance printed %q", out.String())
+	}
+	b, _ := os.ReadFile(filepath.Join(root, "stable", release.IndexFile))
+	idx, err := release.ParseIndex(b)
+	if err != nil || len(idx.Appliances) != 1 || idx.Appliances[0].Binaries["linux_amd64"].Size != 15 {
+		t.Fatalf("index %s: %v", b, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(root, "stable", release.AppliancePath("1.4.0", "linux_amd64"))); string(got) != "an amd64 binary" {
+		t.Errorf("the published binary holds %q", got)
+	}
+	other := filepath.Join(dir, "carto-appliance")
+	os.WriteFile(other, []byte("x"), 0o755)
+	for _, args := range [][]string{
+		{"-key", key, "-version", "1.5.0", "-channel-dir", root, other},    // no platform in the name
+		{"-key", key, "-version", "1.5.0", "-channel-dir", root},           // no binary
+		{"-key", key, "-version", "1.5.0", "-channel-dir", root, amd, amd}, // twice
+		{"-key", key, "-version", "1.x", "-channel-dir", root, amd},
+	} {
+		if err := run(append([]string{"publish-appliance"}, args...), &out, now); err == nil {
+			t.Errorf("publish-appliance %v: no error", args)
+		}
+	}
+}

@@ -67,6 +67,12 @@ func Start(ctx context.Context, dir string, opts Options) (*Bed, error) {
 			reg.Stop()
 			return nil, err
 		}
+		if opts.ApplianceBinary != "" {
+			if err := PublishAppliance(bed.ChannelDir, opts.ApplianceBinary); err != nil {
+				reg.Stop()
+				return nil, err
+			}
+		}
 	}
 	// Pushing leaves the registry's references in the engine; without them
 	// the first install really pulls, through the registry's auth.

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,16 @@ import (
 // NextVersion is the stand-in CARTO release after the one the binary
 // carries: what the test channel offers to upgrade to.
 const NextVersion = "2026.1.0"
+
+// NextApplianceVersion is the carto-appliance NextRelease (and the
+// releases after it) needs (min_appliance_version), which the test
+// channel offers with Options.ApplianceBinary; OldApplianceVersion is
+// one older, to be updated. A development build (version not numbers)
+// is not judged: it upgrades without updating itself.
+const (
+	NextApplianceVersion = "1.1.0"
+	OldApplianceVersion  = "1.0.0"
+)
 
 // The ways NextRelease differs from the release it is derived from, for
 // tests to check after an upgrade.
@@ -59,6 +70,8 @@ func NextRelease(base *release.Release, version string) (*release.Release, error
 	if err != nil {
 		return nil, err
 	}
+	raw = append(raw, []byte("min_appliance_version: \""+NextApplianceVersion+"\"\n")...)
+	m.MinApplianceVersion = NextApplianceVersion
 	compose, err := replaceLine(base.Compose, "  sql-worker:", `  `+NextService+`:
     x-carto-role: app
     image: ${DOCKER_REGISTRY_BASE_PATH}/`+NextImage+`:${CARTO_SELFHOSTED_VERSION}
@@ -202,6 +215,18 @@ func (r *Registry) PublishChannel(ctx context.Context, cli *client.Client, image
 		}
 	}
 	return r.RemoveLocalTags(ctx, cli)
+}
+
+// PublishAppliance publishes bin, a carto-appliance built as
+// NextApplianceVersion for this machine, in the test channel under dir,
+// signed with the tests' release key.
+func PublishAppliance(dir, bin string) error {
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		return err
+	}
+	_, err = release.PublishAppliance(dir, ChannelName, NextApplianceVersion, map[string][]byte{runtime.GOOS + "_" + runtime.GOARCH: b}, releasetest.KeyName, releasetest.Key, time.Now())
+	return err
 }
 
 // digest is the registry's digest of <Host>/<name>:<version>, as the

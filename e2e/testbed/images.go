@@ -32,6 +32,10 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// Channel, for Start, also publishes the test channel (Bed.ChannelDir).
 	Channel bool
+	// ApplianceBinary, with Channel, is a carto-appliance built as
+	// NextApplianceVersion for this machine, which the channel offers for
+	// nodes to update themselves to.
+	ApplianceBinary string
 }
 
 // Images are the test bed's local images, each tagged with a hash of what

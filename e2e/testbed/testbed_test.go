@@ -178,6 +178,10 @@ func TestNextReleaseDiffersAsARealReleaseDoes(t *testing.T) {
 	if m.Version != NextVersion || next.Manifest.Version != NextVersion {
 		t.Errorf("version: raw %s, parsed %s; want %s", m.Version, next.Manifest.Version, NextVersion)
 	}
+	// It needs a newer carto-appliance, for the self-update to be exercised.
+	if m.MinApplianceVersion != NextApplianceVersion || next.Manifest.MinApplianceVersion != NextApplianceVersion {
+		t.Errorf("min_appliance_version: raw %q, parsed %q; want %s", m.MinApplianceVersion, next.Manifest.MinApplianceVersion, NextApplianceVersion)
+	}
 	if !slices.Contains(m.Images, NextImage) || len(m.Images) != len(base.Manifest.Images)+1 || !slices.Equal(m.Images, next.Manifest.Images) {
 		t.Errorf("images: %v (base %v)", m.Images, base.Manifest.Images)
 	}

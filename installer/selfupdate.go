@@ -1,0 +1,395 @@
+package installer
+
+// Self-update: a CARTO release can need a newer carto-appliance than the
+// node runs (its manifest's min_appliance_version). The upgrade then
+// first replaces the binary with one the same channel offers, verified by
+// the channel's signed index (size and sha256) and by running it, and
+// hands over: the agent exits to be restarted by systemd on the new binary
+// and continues the upgrade from an intent file (TakeUpgradeIntent); the
+// CLI runs the new binary and follows. Each step is journaled and the
+// binary is swapped by one rename, so a stop anywhere leaves either the
+// old binary or the new one, never a mix.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/host"
+	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/steps"
+	"github.com/cartodb/carto-appliance/release"
+)
+
+// ApplianceCheck is what `upgrade --check` says of carto-appliance
+// itself: whether the upgrade needs a newer one, and whether it can
+// update itself from the channel.
+type ApplianceCheck struct {
+	// Installed is this binary's version.
+	Installed string `json:"installed"`
+	// Needed is the newest min_appliance_version of the path's releases,
+	// when it is newer than Installed.
+	Needed string `json:"needed,omitempty"`
+	// Offered is the carto-appliance the upgrade updates itself to first
+	// (the newest the channel offers for this platform).
+	Offered string `json:"offered,omitempty"`
+	// Reason says why it cannot update itself, and what to do.
+	Reason string `json:"reason,omitempty"`
+}
+
+// SelfUpdates reports whether the upgrade replaces carto-appliance first.
+func (a ApplianceCheck) SelfUpdates() bool { return a.Offered != "" }
+
+// SelfUpdateSummary is what a self-update did, in its Result: the
+// upgrade goes on in the new binary.
+type SelfUpdateSummary struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Binary is the path replaced: run it to go on.
+	Binary string `json:"binary"`
+	// Previous is where the replaced binary is kept.
+	Previous string `json:"previous"`
+	// For is the CARTO version the upgrade goes to, which needs To
+	// (empty for --appliance-only: nothing goes on).
+	For string `json:"for,omitempty"`
+}
+
+// UpgradeIntent is the upgrade a self-update leaves for the new binary to
+// continue (state dir, upgrade-intent.json).
+type UpgradeIntent struct {
+	To                 string    `json:"to"`
+	SkipDatabaseBackup bool      `json:"skip_db_backup,omitempty"`
+	Appliance          string    `json:"appliance"`
+	At                 time.Time `json:"at"`
+}
+
+const (
+	upgradeIntentFileName     = "upgrade-intent.json"
+	selfUpdateJournalFileName = "self-update-journal.json"
+	// previousBinaryDir keeps the binary a self-update replaced, to go
+	// back by hand if the new one misbehaves.
+	previousBinaryDir = "appliance-previous"
+	// updateTempPrefix names a downloaded binary beside the one it
+	// replaces until the rename.
+	updateTempPrefix = ".carto-appliance.update-"
+	// intentTTL bounds how late a new agent continues an upgrade by
+	// itself: one left for hours (the agent was down) is not started
+	// behind the operator's back.
+	intentTTL = time.Hour
+)
+
+// selfBinary is the running binary's path, which a self-update replaces
+// (the systemd unit's ExecStart); tests point it elsewhere.
+var selfBinary = func() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", err
+	}
+	return filepath.EvalSymlinks(exe)
+}
+
+// packaged reports whether this binary is the deb's or rpm's, which the
+// package manager owns.
+func packaged() bool {
+	exe, err := selfBinary()
+	return err == nil && exe == host.PackageBinary
+}
+
+const packagedReason = "carto-appliance was installed from a package (" + host.PackageBinary + "), which a self-update must not change under the package manager"
+
+// platform names this binary's build in a channel (linux_amd64).
+func platform() string { return runtime.GOOS + "_" + runtime.GOARCH }
+
+// judgeAppliance says whether the path's releases need a newer
+// carto-appliance, and where it would come from.
+func judgeAppliance(idx *release.Index, path []release.IndexEntry) ApplianceCheck {
+	a := ApplianceCheck{Installed: ApplianceVersion}
+	var need release.Version
+	for _, e := range path {
+		if e.MinApplianceVersion == "" {
+			continue
+		}
+		if v := mustParse(e.MinApplianceVersion); need == nil || v.Compare(need) > 0 {
+			need = v
+		}
+	}
+	if need == nil {
+		return a
+	}
+	have, err := release.ParseVersion(ApplianceVersion)
+	if err != nil {
+		return a // a development build: no release version to judge
+	}
+	if have.Compare(need) >= 0 {
+		return a
+	}
+	a.Needed = need.String()
+	offer, ok := idx.Appliance(need, platform())
+	if !ok {
+		a.Reason = fmt.Sprintf("the channel offers no carto-appliance %s or newer for %s: update carto-appliance by hand (re-run install.sh, or your package manager), then run the upgrade again", a.Needed, platform())
+		return a
+	}
+	if packaged() {
+		a.Reason = fmt.Sprintf("%s; update the package to %s or newer (the channel offers %s), then run the upgrade again", packagedReason, a.Needed, offer.Version)
+		return a
+	}
+	a.Offered = offer.Version
+	return a
+}
+
+// selfUpdate replaces this binary with offer, and leaves the upgrade to
+// chk.Target to the new one, unless in.ApplianceOnly.
+func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, chk *UpgradeCheck, src *upgradeSource, offer release.ApplianceEntry) (*Result, error) {
+	exe, err := selfBinary()
+	if err != nil {
+		return nil, fmt.Errorf("finding the running carto-appliance binary to update it: %w", err)
+	}
+	sum := &SelfUpdateSummary{From: ApplianceVersion, To: offer.Version, Binary: exe,
+		Previous: filepath.Join(paths.StateDir, previousBinaryDir, "carto-appliance-"+ApplianceVersion)}
+	if !in.ApplianceOnly {
+		sum.For = chk.Target
+	}
+	var tmp string
+	removeTmp := func(context.Context) error {
+		if tmp == "" {
+			return nil
+		}
+		err := os.Remove(tmp)
+		if errors.Is(err, fs.ErrNotExist) {
+			err = nil
+		}
+		return err
+	}
+	// One update at a time: the downloads a stopped one left go.
+	unlock, err := lockConverge(ctx, paths)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if left, err := filepath.Glob(filepath.Join(filepath.Dir(exe), updateTempPrefix+"*")); err == nil {
+		for _, f := range left {
+			os.Remove(f)
+		}
+	}
+	intent := filepath.Join(paths.StateDir, upgradeIntentFileName)
+	action := "self-update " + sum.From + " -> " + sum.To
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, selfUpdateJournalFileName), Details: func() any { return sum }, Observe: observeSteps(in.Reporter, action)}
+	err = steps.Run(ctx, j, action, []steps.Step{
+		{Name: "download", Prepares: true, Undo: removeTmp, Do: func(ctx context.Context) error {
+			b, err := release.FetchAppliance(ctx, src.client, src.base, src.channel, offer, platform())
+			if err != nil {
+				return fmt.Errorf("downloading carto-appliance %s: %w", offer.Version, err)
+			}
+			if tmp, err = writeBeside(exe, b); err != nil {
+				return fmt.Errorf("writing carto-appliance %s beside %s: %w", offer.Version, exe, err)
+			}
+			return checkRuns(ctx, tmp, offer.Version)
+		}},
+		{Name: "keep-previous", Do: func(context.Context) error {
+			return keepPrevious(exe, sum.Previous)
+		}},
+		{Name: "intent", Undo: func(context.Context) error { return removeIfThere(intent) }, Do: func(context.Context) error {
+			if in.ApplianceOnly {
+				return removeIfThere(intent) // nothing to continue
+			}
+			b, err := json.MarshalIndent(UpgradeIntent{To: chk.Target, SkipDatabaseBackup: in.SkipDatabaseBackup, Appliance: offer.Version, At: time.Now().UTC()}, "", "  ")
+			if err != nil {
+				return err
+			}
+			return atomicfile.Write(intent, append(b, '\n'), 0o600)
+		}},
+		// One rename: the path holds the old binary or the new, whole. A
+		// running process keeps the file it started from.
+		{Name: "replace", Do: func(context.Context) error {
+			if err := os.Rename(tmp, exe); err != nil {
+				return fmt.Errorf("replacing %s: %w", exe, err)
+			}
+			tmp = ""
+			return syncDir(filepath.Dir(exe))
+		}},
+	}, steps.Undo)
+	if err != nil {
+		return nil, fmt.Errorf("updating carto-appliance %s to %s failed: %w; nothing was changed", ApplianceVersion, offer.Version, err)
+	}
+	return &Result{Version: chk.Installed, SelfUpdate: sum}, nil
+}
+
+// updateApplianceOnly updates carto-appliance to the newest the channel
+// offers for this platform, when newer than this one.
+func updateApplianceOnly(ctx context.Context, in UpgradeOptions, paths config.Paths, chk *UpgradeCheck, src *upgradeSource) (*Result, error) {
+	have, err := release.ParseVersion(ApplianceVersion)
+	if err != nil {
+		return nil, fmt.Errorf("this carto-appliance is a development build (%s): it does not update itself", ApplianceVersion)
+	}
+	offer, ok := src.index.Appliance(have, platform())
+	if !ok || mustParse(offer.Version).Compare(have) == 0 {
+		return &Result{Version: chk.Installed, Warnings: []string{fmt.Sprintf("carto-appliance %s is the newest the %s channel offers for %s: nothing to update", ApplianceVersion, chk.Channel, platform())}}, nil
+	}
+	if packaged() {
+		return nil, fmt.Errorf("%s; update the package (the channel offers %s)", packagedReason, offer.Version)
+	}
+	return selfUpdate(ctx, in, paths, chk, src, offer)
+}
+
+// writeBeside writes b as an executable temporary file in path's
+// directory, so that the rename over path is atomic.
+func writeBeside(path string, b []byte) (string, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), updateTempPrefix+"*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o755)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// checkRuns runs the downloaded binary's `version`: it must start on this
+// machine and be the version the channel says.
+func checkRuns(ctx context.Context, bin, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "version")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("the downloaded carto-appliance %s does not run here (%v): %s", want, err, firstLine(out.String()))
+	}
+	if got := firstLine(out.String()); got != "carto-appliance "+want {
+		return fmt.Errorf("the downloaded binary says %q, and the channel lists it as carto-appliance %s", got, want)
+	}
+	return nil
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
+
+// keepPrevious copies the running binary into the state dir (one kept:
+// the last replaced).
+func keepPrevious(exe, dst string) error {
+	b, err := os.ReadFile(exe)
+	if err != nil {
+		return fmt.Errorf("keeping the current binary: %w", err)
+	}
+	dir := filepath.Dir(dst)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("keeping the current binary: %w", err)
+	}
+	old, _ := filepath.Glob(filepath.Join(dir, "carto-appliance-*"))
+	if err := atomicfile.Write(dst, b, 0o755); err != nil {
+		return fmt.Errorf("keeping the current binary: %w", err)
+	}
+	for _, o := range old {
+		if o != dst {
+			os.Remove(o)
+		}
+	}
+	return removeIfThere(dst + atomicfile.PrevSuffix)
+}
+
+func removeIfThere(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// TakeUpgradeIntent returns the upgrade a self-update left for this
+// binary (version) to continue, and removes it: only one process takes
+// it. An intent for another version (the update stopped before the
+// binary was replaced) or older than an hour is removed and returned as
+// stale, with a nil intent, for the caller to log.
+func TakeUpgradeIntent(paths config.Paths, version string) (intent *UpgradeIntent, stale string, err error) {
+	paths = paths.WithDefaults()
+	path := filepath.Join(paths.StateDir, upgradeIntentFileName)
+	taken := path + ".taken"
+	// The rename is the claim: of two takers, one finds nothing.
+	if err := os.Rename(path, taken); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, "", nil
+		}
+		return nil, "", fmt.Errorf("taking the upgrade a self-update left: %w", err)
+	}
+	defer os.Remove(taken)
+	b, err := os.ReadFile(taken)
+	if err != nil {
+		return nil, "", fmt.Errorf("reading the upgrade a self-update left: %w", err)
+	}
+	var in UpgradeIntent
+	if err := json.Unmarshal(b, &in); err != nil || in.Appliance == "" {
+		return nil, fmt.Sprintf("%s is not an upgrade intent (%v): removed", path, err), nil
+	}
+	switch {
+	case in.Appliance != version:
+		return nil, fmt.Sprintf("the upgrade to CARTO %s was left for carto-appliance %s, and this is %s (the update stopped before the binary was replaced): removed; run the upgrade again", in.To, in.Appliance, version), nil
+	case time.Since(in.At) > intentTTL:
+		return nil, fmt.Sprintf("the upgrade to CARTO %s left at %s is older than %s: not continued; run the upgrade again", in.To, in.At.Format(time.RFC3339), intentTTL), nil
+	}
+	return &in, "", nil
+}
+
+// UpgradeIntentFile is where a self-update leaves the upgrade to continue.
+func UpgradeIntentFile(paths config.Paths) string {
+	return filepath.Join(paths.WithDefaults().StateDir, upgradeIntentFileName)
+}
+
+// dropUpgradeIntent removes a pending intent: an upgrade that starts
+// supersedes it.
+func dropUpgradeIntent(paths config.Paths) error {
+	return removeIfThere(filepath.Join(paths.StateDir, upgradeIntentFileName))
+}
+
+// CleanSelfUpdate removes what a stopped self-update left beside the
+// binary (downloads never renamed into place), at the agent's start.
+func CleanSelfUpdate() ([]string, error) {
+	exe, err := selfBinary()
+	if err != nil {
+		return nil, err
+	}
+	left, err := filepath.Glob(filepath.Join(filepath.Dir(exe), updateTempPrefix+"*"))
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	for _, f := range left {
+		// A download younger than this may be another process's, under way.
+		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > 10*time.Minute {
+			if os.Remove(f) == nil {
+				removed = append(removed, f)
+			}
+		}
+	}
+	return removed, nil
+}
