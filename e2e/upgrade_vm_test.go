@@ -189,7 +189,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 	})
 
-	step(t, "an upgrade stopped at any step (the agent killed there by the test build's hook, by kill -9, by a reboot) is rolled back by the agent: one version, healthy, no row lost", func(t *testing.T) {
+	step(t, "an upgrade stopped at any step (the agent killed there by the test build's hook, by kill -9, by a reboot, by a Docker restart) is rolled back: one version, healthy, no row lost", func(t *testing.T) {
 		vmPsqlDB(t, node, "workspace", "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('a'), ('b');")
 		beforeRows, beforeCols := rows(t), columns(t)
 		// journal is the upgrade journal's outcome, the step running
@@ -287,16 +287,21 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		node.MustExec(t, "systemctl", "daemon-reload")
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 
-		// A real kill -9 of the agent, then a reboot, in the middle of
-		// the converge (the new release's migration may have run).
-		for _, how := range []string{"kill -9", "reboot"} {
-			done := make(chan int, 1)
+		// A real kill -9 of the agent, a reboot, and a restart of the
+		// Docker engine, in the middle of the converge (the new
+		// release's migration may have run).
+		for _, how := range []string{"kill -9", "reboot", "docker restart"} {
+			type answer struct {
+				code   int
+				errOut string
+			}
+			done := make(chan answer, 1)
 			go func() {
-				_, _, code, err := node.Exec(ctx, "carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion)
+				_, errOut, code, err := node.Exec(ctx, "carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion)
 				if err != nil {
 					code = -1 // the VM went down under it
 				}
-				done <- code
+				done <- answer{code, errOut}
 			}()
 			eventually(t, 3*time.Minute, func() error {
 				if _, running, _, _ := journal(); running != "converge" {
@@ -313,19 +318,28 @@ func TestUpgradeInFreshVM(t *testing.T) {
 				}
 				return nil
 			})
-			if how == "reboot" {
+			switch how {
+			case "reboot":
 				if err := node.Reboot(ctx); err != nil {
 					t.Fatal(err)
 				}
-			} else {
+			case "docker restart":
+				node.MustExec(t, "systemctl", "restart", "docker")
+			default:
 				node.MustExec(t, "systemctl", "kill", "-s", "KILL", "carto-appliance")
 			}
-			if code := <-done; code == 0 {
+			ans := <-done
+			switch {
+			case how == "docker restart" && ans.code != 5:
+				// The agent lives on: the run rolls itself back once the
+				// engine answers again.
+				t.Errorf("an upgrade whose engine restarted: exit %d, want 5 (rolled back)\n%s", ans.code, ans.errOut)
+			case ans.code == 0:
 				t.Errorf("the upgrade survived %s", how)
 			}
 			// A reboot stops the agent cleanly first: the upgrade may
 			// roll itself back before systemd kills it.
-			recovered(t, "converge", "rolled-back", how != "reboot")
+			recovered(t, "converge", "rolled-back", how == "kill -9")
 		}
 		if partial := node.MustExec(t, "sh", "-c", "ls -d /var/lib/carto-appliance/backups/*/.partial 2>/dev/null || true"); strings.TrimSpace(partial) != "" {
 			t.Errorf("half-written backups are left: %s", partial)

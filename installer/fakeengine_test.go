@@ -3,6 +3,7 @@ package installer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -59,6 +60,9 @@ type fakeStack struct {
 	ApplyErrs []error
 	// OnApply, when set, sees each Apply before it is answered.
 	OnApply func(p *types.Project, opts stack.ApplyOptions)
+
+	// InfoFailures is how many Info calls fail before one answers.
+	InfoFailures int
 
 	running map[string]string // service -> its configuration, as applied
 }
@@ -294,6 +298,19 @@ func (f *fakeStack) RepoDigests(_ context.Context, ref string) ([]string, error)
 		return nil, nil
 	}
 	return f.DigestsFor(ref), nil
+}
+
+// Info answers once InfoFailures (each failing call counts one down)
+// are spent: an engine restarting.
+func (f *fakeStack) Info(context.Context) (stack.EngineInfo, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Log = append(f.Log, "info")
+	if f.InfoFailures > 0 {
+		f.InfoFailures--
+		return stack.EngineInfo{}, errors.New("fake: Cannot connect to the Docker daemon")
+	}
+	return stack.EngineInfo{Version: "28.2.2"}, nil
 }
 
 func (f *fakeStack) PortOwner(context.Context, int) (string, string, error) {

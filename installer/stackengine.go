@@ -23,6 +23,7 @@ type stackEngine interface {
 	PortOwner(ctx context.Context, port int) (name, project string, err error)
 	Exec(ctx context.Context, project, service string, opts stack.ExecOptions) (int, error)
 	RepoDigests(ctx context.Context, ref string) ([]string, error)
+	Info(ctx context.Context) (stack.EngineInfo, error)
 	Close() error
 }
 

@@ -254,6 +254,7 @@ func (u *upgradeRun) steps() []steps.Step {
 			}
 			return do(ctx)
 		}
+		s.Undo = u.engineBack(s.Undo)
 		return s
 	}
 	return []steps.Step{
@@ -268,6 +269,40 @@ func (u *upgradeRun) steps() []steps.Step {
 		mark(steps.Step{Name: "reload-router", Do: u.reloadRouter}),
 		mark(steps.Step{Name: "verify", Do: u.verify}),
 		mark(steps.Step{Name: "record", Do: u.record}),
+	}
+}
+
+// Before an undo the engine must answer: an upgrade that failed because
+// the engine restarted under it (systemctl restart docker, an engine
+// crash) is rolled back once the engine is back, rather than failing its
+// rollback too.
+var (
+	engineBackWait = 3 * time.Minute
+	engineBackPoll = 2 * time.Second
+)
+
+// engineBack is undo, run once the engine answers.
+func (u *upgradeRun) engineBack(undo func(context.Context) error) func(context.Context) error {
+	if undo == nil {
+		return nil
+	}
+	return func(ctx context.Context) error {
+		deadline := time.Now().Add(engineBackWait)
+		for {
+			_, err := u.eng.Info(ctx)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the Docker engine has not answered for %s (%v): nothing could be put back", engineBackWait, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(engineBackPoll):
+			}
+		}
+		return undo(ctx)
 	}
 }
 

@@ -196,6 +196,19 @@ func TestUpgradeRollsBackSettingsReleaseAndDatabase(t *testing.T) {
 		t.Errorf("apply after the rollback: %v", err)
 	}
 
+	// The engine restarting under the upgrade: the rollback waits for it.
+	prevPoll := engineBackPoll
+	engineBackPoll = time.Millisecond
+	t.Cleanup(func() { engineBackPoll = prevPoll })
+	f.ApplyErrs = []error{errors.New("Cannot connect to the Docker daemon")}
+	f.InfoFailures = 3
+	if _, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}}); !errors.Is(err, ErrUpgradeRolledBack) {
+		t.Errorf("an upgrade whose engine restarted: %v", err)
+	}
+	if f.InfoFailures != 0 {
+		t.Errorf("the rollback did not wait for the engine (%d failures left)", f.InfoFailures)
+	}
+
 	// A rollback that fails too: exit 6's error, naming the journal.
 	f.ApplyErrs = []error{errors.New("service maps-api: is unhealthy"), errors.New("engine gone")}
 	_, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})

@@ -111,10 +111,7 @@ func (idx *Index) Appliance(min Version, platform string) (ApplianceEntry, bool)
 // (https) and checks it against the index's size and digest: e must come
 // from an index FetchIndex verified.
 func FetchAppliance(ctx context.Context, c *http.Client, base *url.URL, channel string, e ApplianceEntry, platform string) ([]byte, error) {
-	if err := checkChannel(channel); err != nil {
-		return nil, err
-	}
-	if err := checkBase(base); err != nil {
+	if err := checkSource(base, channel); err != nil {
 		return nil, err
 	}
 	if err := e.check(); err != nil {

@@ -193,10 +193,7 @@ func (idx *Index) versions() string {
 // signature and that it is this channel's. Errors name the URL and, when
 // c's transport has one, the proxy it went through.
 func FetchIndex(ctx context.Context, c *http.Client, base *url.URL, channel string) (*Index, error) {
-	if err := checkChannel(channel); err != nil {
-		return nil, err
-	}
-	if err := checkBase(base); err != nil {
+	if err := checkSource(base, channel); err != nil {
 		return nil, err
 	}
 	u := base.JoinPath(channel, IndexFile)
@@ -240,10 +237,7 @@ func FetchRelease(ctx context.Context, c *http.Client, base *url.URL, channel, v
 // FetchEntry fetches the release e of a channel index already fetched
 // (FetchIndex), as FetchRelease does.
 func FetchEntry(ctx context.Context, c *http.Client, base *url.URL, channel string, e IndexEntry) (*Release, error) {
-	if err := checkChannel(channel); err != nil {
-		return nil, err
-	}
-	if err := checkBase(base); err != nil {
+	if err := checkSource(base, channel); err != nil {
 		return nil, err
 	}
 	if err := e.check(); err != nil {
@@ -280,6 +274,14 @@ func FetchEntry(ctx context.Context, c *http.Client, base *url.URL, channel stri
 		return nil, fmt.Errorf("the release at %s is version %s, listed as %s", where, r.Manifest.Version, e.Version)
 	}
 	return r, nil
+}
+
+// checkSource checks where a channel is read from.
+func checkSource(base *url.URL, channel string) error {
+	if err := checkChannel(channel); err != nil {
+		return err
+	}
+	return checkBase(base)
 }
 
 // checkBase refuses a channel base URL that is not https: the signatures
