@@ -476,6 +476,13 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if !strings.Contains(journal, `"outcome": "succeeded"`) {
 			t.Errorf("upgrade journal:\n%s", journal)
 		}
+		// A downgrade is refused, pointing at rollback, nothing changed.
+		if _, errOut, code := upgrade(t, "--to", version); code == 0 || !strings.Contains(errOut, "does not downgrade") || !strings.Contains(errOut, "rollback") {
+			t.Errorf("upgrade --to %s (a downgrade): exit %d\n%s", version, code, errOut)
+		}
+		if got := installed(t); got != testbed.NextVersion {
+			t.Errorf("installed after a refused downgrade: %s", got)
+		}
 	})
 
 	step(t, "rollback --restore-database goes back over the upgrade, database included; upgrading again works", func(t *testing.T) {

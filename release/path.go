@@ -42,7 +42,7 @@ func UpgradePath(idx *Index, installed, target string) ([]IndexEntry, error) {
 	case c == 0:
 		return nil, nil
 	case c < 0:
-		return nil, fmt.Errorf("version %s is older than the installed %s: upgrade does not downgrade (restore a backup instead)", goal.Version, installed)
+		return nil, fmt.Errorf("version %s is older than the installed %s: upgrade does not downgrade (carto-appliance rollback goes back over the last upgrade)", goal.Version, installed)
 	}
 
 	// Nodes: the installed version (0) and the releases after it up to the
