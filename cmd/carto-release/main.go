@@ -22,9 +22,18 @@
 //	    release needs a newer appliance (min_appliance_version): writes them
 //	    to ROOT/CHANNEL/appliance/VERSION/ and lists them, with their sha256,
 //	    in the re-signed index.
+//	carto-release bundle -key DIR/carto-release-2027.key -from RELEASE_DIR \
+//	        -registry HOST/PATH [-registry-key key.json] -o FILE [-gzip] \
+//	        [-appliance-version V carto-appliance_linux_amd64 ...]
+//	    writes the air-gap bundle of the release in RELEASE_DIR: the signed
+//	    release and every image it pins, saved from the Docker engine
+//	    (pulled from HOST/PATH/<name>@<digest> when missing, with the
+//	    customer package's key.json when given), and optionally
+//	    carto-appliance binaries; its index signed with the key.
 package main
 
 import (
+	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"errors"
@@ -41,7 +50,9 @@ import (
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 	"github.com/cartodb/carto-appliance/internal/keyfile"
 	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/release/bundler"
 	"github.com/cartodb/carto-appliance/release/releasetest"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 func main() {
@@ -53,7 +64,7 @@ func main() {
 
 func run(args []string, stdout io.Writer, now func() time.Time) error {
 	if len(args) == 0 {
-		return errors.New("usage: carto-release keygen|publish|publish-appliance [flags]")
+		return errors.New("usage: carto-release keygen|publish|publish-appliance|bundle [flags]")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	switch args[0] {
@@ -90,8 +101,27 @@ func run(args []string, stdout io.Writer, now func() time.Time) error {
 			return errors.New("publish-appliance: -key, -version, -channel-dir and at least one binary (carto-appliance_<os>_<arch>) are required")
 		}
 		return publishAppliance(*keyFile, *version, *root, *channel, fs.Args(), *allowTest, stdout, now())
+	case "bundle":
+		keyFile := fs.String("key", "", "a key file from keygen")
+		from := fs.String("from", "", "the release's directory: manifest.yaml (every image pinned), docker-compose.yml, env.tpl")
+		registry := fs.String("registry", "", "where the images are pulled from when the engine lacks them: HOST/PATH")
+		registryKey := fs.String("registry-key", "", "the key.json the registry takes as the password of _json_key")
+		out := fs.String("o", "", "the bundle file to write")
+		gz := fs.Bool("gzip", false, "compress the bundle (gzip)")
+		applianceVersion := fs.String("appliance-version", "", "the version of the carto-appliance binaries given as arguments")
+		allowTest := fs.Bool("allow-test-key", false, "allow the tests' release key (test bundles only)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *keyFile == "" || *from == "" || *registry == "" || *out == "" {
+			return errors.New("bundle: -key, -from, -registry and -o are required")
+		}
+		if (fs.NArg() > 0) != (*applianceVersion != "") {
+			return errors.New("bundle: carto-appliance binaries and -appliance-version go together")
+		}
+		return bundle(context.Background(), *keyFile, *from, *registry, *registryKey, *out, *gz, *applianceVersion, fs.Args(), *allowTest, stdout, now())
 	}
-	return fmt.Errorf("unknown command %q: keygen, publish or publish-appliance", args[0])
+	return fmt.Errorf("unknown command %q: keygen, publish, publish-appliance or bundle", args[0])
 }
 
 func keygen(name, out string, stdout io.Writer) error {
@@ -130,20 +160,9 @@ func publishAppliance(keyFile, version, root, channel string, files []string, al
 	if err != nil {
 		return fmt.Errorf("publish-appliance: %w", err)
 	}
-	bins := map[string][]byte{}
-	for _, f := range files {
-		platform, ok := strings.CutPrefix(filepath.Base(f), "carto-appliance_")
-		if !ok || release.ParsePlatform(platform) != nil {
-			return fmt.Errorf("publish-appliance: %s: a binary is named carto-appliance_<os>_<arch> (as release.sh builds it), e.g. carto-appliance_linux_amd64", f)
-		}
-		if _, dup := bins[platform]; dup {
-			return fmt.Errorf("publish-appliance: two binaries for %s", platform)
-		}
-		b, err := boundedread.ReadFile(f, release.MaxApplianceBinary)
-		if err != nil {
-			return fmt.Errorf("publish-appliance: %w", err)
-		}
-		bins[platform] = b
+	bins, err := readBinaries(files)
+	if err != nil {
+		return fmt.Errorf("publish-appliance: %w", err)
 	}
 	e, err := release.PublishAppliance(root, channel, version, bins, name, key, now)
 	if err != nil {
@@ -151,6 +170,68 @@ func publishAppliance(keyFile, version, root, channel string, files []string, al
 	}
 	fmt.Fprintf(stdout, "published carto-appliance %s for %s in channel %s (%s), signed with %s\n", e.Version, strings.Join(slices.Sorted(maps.Keys(e.Binaries)), ", "), channel, filepath.Join(root, channel), name)
 	return warnUntrusted(root, channel, name, stdout)
+}
+
+// bundle writes the air-gap bundle of the release in from.
+func bundle(ctx context.Context, keyFile, from, registry, registryKey, out string, gz bool, applianceVersion string, files []string, allowTest bool, stdout io.Writer, now time.Time) error {
+	name, key, err := signingKey(keyFile, allowTest)
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	r, err := release.LoadDir(from, "")
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	bins, err := readBinaries(files)
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	var auth *stack.RegistryAuth
+	if registryKey != "" {
+		b, err := boundedread.ReadFile(registryKey, boundedread.KeyJSON)
+		if err != nil {
+			return fmt.Errorf("bundle: -registry-key: %w", err)
+		}
+		host, _, _ := strings.Cut(registry, "/")
+		auth = &stack.RegistryAuth{Registry: host, Username: "_json_key", Password: string(b), Source: registryKey}
+	}
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	defer eng.Close()
+	err = bundler.Build(ctx, eng, bundler.Options{Release: r, Registry: strings.TrimSuffix(registry, "/"), Auth: auth, ApplianceVersion: applianceVersion, Appliances: bins,
+		KeyName: name, Key: key, Gzip: gz, Out: out, Now: now})
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "wrote the air-gap bundle of CARTO %s (%d images) to %s, %d MiB, signed with %s\n", r.Manifest.Version, len(r.Manifest.Images), out, fi.Size()>>20, name)
+	return err
+}
+
+// readBinaries reads carto-appliance binaries named as release.sh names
+// them (carto-appliance_<os>_<arch>), by platform.
+func readBinaries(files []string) (map[string][]byte, error) {
+	bins := map[string][]byte{}
+	for _, f := range files {
+		platform, ok := strings.CutPrefix(filepath.Base(f), "carto-appliance_")
+		if !ok || release.ParsePlatform(platform) != nil {
+			return nil, fmt.Errorf("%s: a binary is named carto-appliance_<os>_<arch> (as release.sh builds it), e.g. carto-appliance_linux_amd64", f)
+		}
+		if _, dup := bins[platform]; dup {
+			return nil, fmt.Errorf("two binaries for %s", platform)
+		}
+		b, err := boundedread.ReadFile(f, release.MaxApplianceBinary)
+		if err != nil {
+			return nil, err
+		}
+		bins[platform] = b
+	}
+	return bins, nil
 }
 
 // signingKey reads a key file, refusing the tests' key unless allowed.
