@@ -429,6 +429,9 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 		binaryIs(t, testbed.NextApplianceVersion)
 		agentRuns(t, testbed.NextApplianceVersion)
+		if st := node.MustExec(t, "carto-appliance", "status"); !strings.Contains(st, "carto-appliance "+testbed.NextApplianceVersion+")") || strings.Contains(st, "restart it") {
+			t.Errorf("status does not show the agent on %s:\n%s", testbed.NextApplianceVersion, st)
+		}
 		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); !strings.Contains(log, "event=self-updated from="+testbed.OldApplianceVersion+" to="+testbed.NextApplianceVersion) ||
 			!strings.Contains(log, `event=upgrade-continued to="`+testbed.NextVersion+`" version=`+testbed.NextVersion) {
 			t.Errorf("the agent's log lacks the self-update or the continued upgrade:\n%s", tail(log, 40))

@@ -44,6 +44,8 @@ type Status struct {
 	// AgentPID is the supervising agent's process, when the status came
 	// from it; 0 means nothing supervises the stack right now.
 	AgentPID int `json:"agent_pid,omitempty"`
+	// AgentVersion is the carto-appliance the agent runs, with AgentPID.
+	AgentVersion string `json:"agent_version,omitempty"`
 	// Proxy is the forward proxy the stack goes out through, if any.
 	Proxy *ProxyStatus `json:"proxy,omitempty"`
 	// Notes are facts the operator should know, e.g. which data warehouse

@@ -256,7 +256,7 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 			writeJSON(w, http.StatusInternalServerError, toAPIError(err))
 			return
 		}
-		st.AgentPID = os.Getpid()
+		st.AgentPID, st.AgentVersion = os.Getpid(), opts.Version
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.HandleFunc("GET /v1/logs", func(w http.ResponseWriter, r *http.Request) {

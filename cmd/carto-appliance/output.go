@@ -120,7 +120,12 @@ func printStatus(w io.Writer, st *installer.Status) {
 		fmt.Fprintf(w, "Reachable from: %s only (network.allowed_sources)\n", strings.Join(st.AllowedSources, ", "))
 	}
 	if st.AgentPID != 0 {
-		fmt.Fprintf(w, "Agent: supervising (pid %d)\n", st.AgentPID)
+		fmt.Fprintf(w, "Agent: supervising (pid %d, carto-appliance %s)\n", st.AgentPID, st.AgentVersion)
+		if st.AgentVersion != version {
+			// The binary was replaced (a package, install.sh) and the
+			// agent not restarted: it still runs the old one.
+			fmt.Fprintf(w, "Agent: runs carto-appliance %s and this binary is %s: restart it (systemctl restart carto-appliance)\n", st.AgentVersion, version)
+		}
 	} else {
 		fmt.Fprintln(w, "Agent: not running, nothing restarts failed services (systemctl start carto-appliance)")
 	}
