@@ -117,7 +117,10 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 		node.MustExec(t, "systemctl", "restart", "docker")
 		healthy(t, 120*time.Second)
 		if after := unitProps(t, node, "MainPID", "NRestarts"); after["MainPID"] != before["MainPID"] || after["NRestarts"] != before["NRestarts"] {
-			t.Errorf("the engine restart restarted the agent: %v -> %v", before, after)
+			// Killed by the watchdog (SIGABRT), Go printed every
+			// goroutine: the loop's says where it was stuck.
+			stuck := node.MustExec(t, "sh", "-c", "journalctl -u carto-appliance --no-pager -o cat | grep -B1 -A12 'SIGABRT\\|supervisor.(\\*sup)' | head -n 200")
+			t.Errorf("the engine restart restarted the agent: %v -> %v\n%s", before, after, stuck)
 		}
 		journal := node.MustExec(t, "journalctl", "-u", "carto-appliance", "--no-pager")
 		if !strings.Contains(journal, "event=engine-lost") {

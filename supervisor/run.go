@@ -196,7 +196,9 @@ func filesStamp(dir string, names ...string) (string, error) {
 func (s *sup) connect(ctx context.Context) (engine, error) {
 	delay := 500 * time.Millisecond
 	for {
-		eng, err := s.dial(ctx)
+		dctx, cancel := context.WithTimeout(ctx, engineCallBound)
+		eng, err := s.dial(dctx)
+		cancel()
 		if err == nil {
 			return eng, nil
 		}
@@ -392,7 +394,9 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 		return
 	}
 	held := stack.Dependents(cfgProject, heldNames)
-	states, err := eng.ServiceStates(ctx, s.project)
+	cctx, cancel := context.WithTimeout(ctx, engineCallBound)
+	states, err := eng.ServiceStates(cctx, s.project)
+	cancel()
 	if err != nil {
 		s.opts.Logf("event=inspect-failed err=%q", oneLine(err))
 		return
@@ -415,7 +419,12 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 			}
 			continue
 		}
-		restarted, err := eng.Revive(ctx, s.project, name)
+		// Each revive is bounded and the watchdog fed before it: a
+		// pass that revives several services must not starve it.
+		s.alive()
+		cctx, cancel := context.WithTimeout(ctx, engineCallBound)
+		restarted, err := eng.Revive(cctx, s.project, name)
+		cancel()
 		if err != nil {
 			s.opts.Logf("event=revive-failed service=%s err=%q", name, oneLine(err))
 			continue
@@ -433,6 +442,13 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 	}
 	s.save(now)
 }
+
+// engineCallBound bounds each Docker engine call of the loop: an engine
+// shutting down (systemctl restart docker stops every container first)
+// may hold a request without answering, and a loop stuck in it longer
+// than the watchdog (WatchdogSec=30) gets the agent killed. A call cut
+// is retried at the next pass, or after the reconnect.
+var engineCallBound = 15 * time.Second
 
 // certCheckEvery is how often the router's certificate is looked at: a
 // self-signed one is renewed a month before it expires, so an hour is

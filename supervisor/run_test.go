@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -17,13 +18,20 @@ import (
 // as an engine restart does.
 type fakeEngine struct {
 	lose chan error
+	// hang makes ServiceStates wait for its context, as an engine
+	// shutting down holds a request.
+	hang bool
 }
 
 func (f *fakeEngine) Watch(ctx context.Context, project string) (<-chan stack.ContainerEvent, <-chan error) {
 	return make(chan stack.ContainerEvent), f.lose
 }
 
-func (f *fakeEngine) ServiceStates(context.Context, string) (map[string]stack.ServiceHealth, error) {
+func (f *fakeEngine) ServiceStates(ctx context.Context, _ string) (map[string]stack.ServiceHealth, error) {
+	if f.hang {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
 	return map[string]stack.ServiceHealth{}, nil
 }
 
@@ -115,6 +123,26 @@ func TestLoopKeepsReportingHealthyDuringAConverge(t *testing.T) {
 	if !l.log.has("event=converged") {
 		t.Errorf("no converged line:\n%s", l.log.String())
 	}
+}
+
+// An engine that holds a request (shutting down) does not hold the loop:
+// each call is bounded, and the watchdog keeps being fed.
+func TestLoopBoundsEngineCalls(t *testing.T) {
+	prev := engineCallBound
+	engineCallBound = 50 * time.Millisecond
+	t.Cleanup(func() { engineCallBound = prev })
+	l := startLoop(t, time.Second)
+	// A stack to look at.
+	dir := l.sup.opts.Paths.ConfigDir
+	os.MkdirAll(dir, 0o700)
+	os.WriteFile(filepath.Join(dir, stack.ComposeFileName), []byte("name: carto\nservices:\n  web:\n    image: example.invalid/web:1\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, config.EnvFileName), nil, 0o600)
+	l.engines <- &fakeEngine{hang: true}
+	<-l.applyCtx
+	close(l.release)
+	eventuallyTrue(t, l.ready.Load)
+	eventuallyTrue(t, func() bool { return l.log.has("event=inspect-failed") })
+	l.healthyKeepsComing(t, 5)
 }
 
 // The engine restarting under a converge: the loop reconnects at once
