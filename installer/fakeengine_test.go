@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +64,8 @@ type fakeStack struct {
 
 	// InfoFailures is how many Info calls fail before one answers.
 	InfoFailures int
+	// images are the loaded images' IDs by reference.
+	images map[string]string
 
 	running map[string]string // service -> its configuration, as applied
 }
@@ -311,6 +314,43 @@ func (f *fakeStack) Info(context.Context) (stack.EngineInfo, error) {
 		return stack.EngineInfo{}, errors.New("fake: Cannot connect to the Docker daemon")
 	}
 	return stack.EngineInfo{Version: "28.2.2"}, nil
+}
+
+// LoadImage reads the image file whole and records it (the engine then
+// has the image id, tagged as refs); Fail["load"] fails it.
+func (f *fakeStack) LoadImage(_ context.Context, r io.Reader, id string, refs []string, _ io.Writer) (bool, error) {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return false, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.images == nil {
+		f.images = map[string]string{}
+	}
+	loaded := !slices.Contains(slices.Collect(maps.Values(f.images)), id)
+	f.Log = append(f.Log, fmt.Sprintf("load %s (%d bytes) as %s loaded=%t", id, len(b), strings.Join(refs, ","), loaded))
+	if err := f.Fail["load"]; err != nil {
+		return false, err
+	}
+	for _, ref := range refs {
+		f.images[ref] = id
+	}
+	return loaded, nil
+}
+
+func (f *fakeStack) ImageID(_ context.Context, ref string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.images[ref], nil
+}
+
+func (f *fakeStack) UntagImage(_ context.Context, ref string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.Log = append(f.Log, "untag "+ref)
+	delete(f.images, ref)
+	return nil
 }
 
 func (f *fakeStack) PortOwner(context.Context, int) (string, string, error) {

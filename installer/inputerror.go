@@ -36,6 +36,7 @@ const (
 	InputHTTPSPort     Input = "https_port"     // the router's HTTPS port
 	// host.SettingError names this too.
 	InputBinary Input = "binary" // the executable the agent's unit runs
+	InputBundle Input = "bundle" // an air-gap bundle
 )
 
 // InputError is bad or missing input, named by Input. Its message names

@@ -85,6 +85,9 @@ type InstallOptions struct {
 	// InstallDocker installs the Docker engine from the distribution's
 	// packages when it is missing and every other preflight check passes.
 	InstallDocker bool `json:"install_docker,omitempty"`
+	// Bundle is an air-gap bundle's path: the release and its images
+	// come from it, and no registry is asked.
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
@@ -176,12 +179,24 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 }
 
 func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Result, error) {
-	d, err := planInstall(paths, opts)
+	b, err := openBundle(ctx, opts.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	if b != nil {
+		if err := checkBundleInstall(paths, b); err != nil {
+			return nil, err
+		}
+	}
+	d, err := planInstall(paths, opts, b)
 	if err != nil {
 		return nil, err
 	}
 	if err := planLicense(paths, d, opts.LicenseFile, opts.CustomerEnv); err != nil {
 		return nil, err
+	}
+	if b != nil {
+		d.warnings = append(d.warnings, bundleLicenseWarnings(d)...)
 	}
 	if opts.InstallDocker {
 		if err := ensureDocker(ctx, paths, d, opts.IgnorePreflight); err != nil {
@@ -203,7 +218,11 @@ func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Res
 // changes nothing.
 func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, error) {
 	paths := opts.Paths.WithDefaults()
-	d, err := planInstall(paths, opts)
+	b, err := openBundle(ctx, opts.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	d, err := planInstall(paths, opts, b)
 	if err != nil {
 		return nil, err
 	}
@@ -239,10 +258,15 @@ func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []
 		DataDirs: []string{paths.ConfigDir, paths.StateDir},
 		Ignore:   ignore,
 	}
-	if auth, err := d.registryAuth(); err == nil {
-		opts.ClockURL = "https://" + auth.Registry + "/v2/"
+	if d.bundle != nil {
+		// Air-gapped: nothing is reached outside; the images need room.
+		opts.LoadBytes = d.bundle.Index.UnpackedSize()
+	} else {
+		if auth, err := d.registryAuth(); err == nil {
+			opts.ClockURL = "https://" + auth.Registry + "/v2/"
+		}
+		opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
 	}
-	opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
 	if d.cfg.TLS.UsesACME() {
 		opts.OwnListener = func(ctx context.Context, addr string, port int) bool {
 			return servedByFront(ctx, addr, port, opts.Project)
@@ -256,8 +280,9 @@ func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []
 }
 
 // planInstall plans an install from the installed settings and the
-// options, reading the customer package; it changes nothing.
-func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
+// options, reading the customer package (and installing the bundle's
+// release when b is not nil); it changes nothing.
+func planInstall(paths config.Paths, opts InstallOptions, b *release.Bundle) (*desired, error) {
 	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil {
 		return nil, err
@@ -334,10 +359,15 @@ func planInstall(paths config.Paths, opts InstallOptions) (*desired, error) {
 			return nil, inputErrorf(InputKey, "no key.json: give the key.json of your CARTO customer package")
 		}
 	}
-	d, err := plan(paths, cfg, customer, key, opts.TLS)
+	var target *release.Release
+	if b != nil {
+		target = b.Release
+	}
+	d, err := planRelease(paths, cfg, customer, key, opts.TLS, target)
 	if err != nil {
 		return nil, err
 	}
+	d.bundle = b
 	d.addCert(proxy.CAFileName, ca)
 	d.addCert(config.ACMECAFileName, acmeRoots)
 	return d, nil
@@ -369,6 +399,9 @@ type desired struct {
 	ca          *caPlan   // the CA's files to write in the state dir (self-signed mode)
 	acme        *acmePlan // a certificate to obtain from the ACME CA first
 	license     []byte    // the licence to install (install only)
+	// bundle, for an air-gap install or upgrade, holds the release and
+	// its images: loaded, not pulled.
+	bundle *release.Bundle
 }
 
 func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {

@@ -42,7 +42,7 @@ func TestPlanGolden(t *testing.T) {
 	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
 
 	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key,
-		AllowedSources: []string{"10.0.0.0/8"}})
+		AllowedSources: []string{"10.0.0.0/8"}}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func TestCommitUndo(t *testing.T) {
 	os.WriteFile(key, []byte(`{"type":"service_account"}`), 0o600)
 	ctx := context.Background()
 
-	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key})
+	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

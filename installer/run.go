@@ -180,6 +180,9 @@ func (c *convergeRun) stage(ctx context.Context) error {
 }
 
 func (c *convergeRun) pullImages(ctx context.Context) error {
+	if c.d.bundle != nil {
+		return c.loadBundle(ctx)
+	}
 	if err := c.eng.Pull(ctx, c.project, c.pull); err != nil {
 		if errors.Is(err, stack.ErrUnauthorized) {
 			// The registry refused key.json: the operator's input to fix.

@@ -24,6 +24,9 @@ type stackEngine interface {
 	Exec(ctx context.Context, project, service string, opts stack.ExecOptions) (int, error)
 	RepoDigests(ctx context.Context, ref string) ([]string, error)
 	Info(ctx context.Context) (stack.EngineInfo, error)
+	LoadImage(ctx context.Context, r io.Reader, id string, refs []string, progress io.Writer) (bool, error)
+	ImageID(ctx context.Context, ref string) (string, error)
+	UntagImage(ctx context.Context, ref string) error
 	Close() error
 }
 

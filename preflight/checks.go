@@ -127,7 +127,7 @@ func checkDocker(ctx context.Context, h Host) dockerResult {
 	return dockerResult{Check: c, RootDir: info.RootDir}
 }
 
-func checkDisk(h Host, r release.Requirement, dockerRoot string, dataDirs []string) Check {
+func checkDisk(h Host, r release.Requirement, dockerRoot string, dataDirs []string, loadBytes int64) Check {
 	c := Check{ID: "disk", Title: "Free disk"}
 	path := dockerRoot
 	if path == "" {
@@ -140,6 +140,12 @@ func checkDisk(h Host, r release.Requirement, dockerRoot string, dataDirs []stri
 	}
 	c = resource(c, float64(free)/gib, " GiB free on "+path, r, fmt.Sprintf("free up or add space on %s's filesystem (the Docker engine's images, containers and the embedded database)", path))
 	if c.Status == Fail {
+		return c
+	}
+	if loadBytes > 0 && uint64(loadBytes) > free {
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("the bundle's images take %.1f GiB once loaded, and %s has %.1f GiB free", float64(loadBytes)/gib, path, float64(free)/gib)
+		c.Fix = fmt.Sprintf("free up or add space on %s's filesystem", path)
 		return c
 	}
 	// The config and state dirs take little, but a full filesystem there

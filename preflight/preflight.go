@@ -88,6 +88,9 @@ type Options struct {
 	// DataDirs are directories the appliance writes to (config and state);
 	// their filesystems need a little space too.
 	DataDirs []string
+	// LoadBytes are the bytes of the images an air-gap bundle loads into
+	// the engine's data directory: its filesystem needs them free.
+	LoadBytes int64
 	// ClockURL is an HTTPS URL (the registry) whose Date header the clock
 	// is compared with; empty skips the check.
 	ClockURL string
@@ -129,7 +132,7 @@ func Run(ctx context.Context, opts Options) *Report {
 	add(checkMemory(h, opts.Requirements.MemoryGiB))
 	docker := checkDocker(ctx, h)
 	add(docker.Check)
-	add(checkDisk(h, opts.Requirements.DiskGiB, docker.RootDir, opts.DataDirs))
+	add(checkDisk(h, opts.Requirements.DiskGiB, docker.RootDir, opts.DataDirs, opts.LoadBytes))
 	for _, p := range []struct {
 		name string
 		port int

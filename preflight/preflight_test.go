@@ -240,3 +240,22 @@ func TestIDsAreComplete(t *testing.T) {
 		}
 	}
 }
+
+// An air-gap bundle's images must fit on the engine's filesystem.
+func TestDiskCheckCountsTheBundlesImages(t *testing.T) {
+	rel, err := templates.Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		load int64
+		want Status
+	}{{50 * gib, Pass}, {250 * gib, Fail}} {
+		r := Run(context.Background(), Options{Requirements: rel.Manifest.Requirements, HTTPPort: 80, HTTPSPort: 443, Project: "carto", LoadBytes: c.load, Host: healthy()})
+		for _, ch := range r.Checks {
+			if ch.ID == "disk" && (ch.Status != c.want || (c.want == Fail && !strings.Contains(ch.Detail, "the bundle's images take 250.0 GiB"))) {
+				t.Errorf("loading %d GiB: %+v", c.load/gib, ch)
+			}
+		}
+	}
+}

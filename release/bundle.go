@@ -98,7 +98,10 @@ func (img BundleImage) file() string { return bundleImages + img.Name + ".tar" }
 
 func (a BundleAppliance) file() string { return bundleAppliance + "carto-appliance_" + a.Platform }
 
-var imageName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}$`)
+// imageName is a manifest's image name: path components of a repository
+// (consumers/cdn-invalidator-sub), each starting with a letter or digit,
+// so that images/<name>.tar never climbs out of images/.
+var imageName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,127}(/[a-z0-9][a-z0-9._-]{0,127}){0,4}$`)
 
 // UnpackedSize is the bytes the bundle's files hold: what loading it
 // needs on disk, at most (layers the engine has are not stored again).

@@ -5,8 +5,13 @@ type Action string
 
 // Actions reported during an apply, in the order a service goes through them.
 const (
-	ActionPulling    Action = "Pulling"
-	ActionPulled     Action = "Pulled"
+	ActionPulling Action = "Pulling"
+	ActionPulled  Action = "Pulled"
+	// An air-gap bundle's images (Service is the image's name): loaded
+	// through the engine, or already there.
+	ActionLoading    Action = "Loading"
+	ActionLoaded     Action = "Loaded"
+	ActionPresent    Action = "Present"
 	ActionRemoving   Action = "Removing orphan"
 	ActionCreating   Action = "Creating"
 	ActionRecreating Action = "Recreating"

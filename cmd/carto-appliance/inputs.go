@@ -40,6 +40,7 @@ var inputFlags = map[installer.Input]string{
 	installer.InputBinary:             "--binary",
 	installer.InputSkipDatabaseBackup: "--skip-db-backup",
 	installer.InputRestoreDatabase:    "--restore-database",
+	installer.InputBundle:             "--bundle FILE",
 }
 
 // commandInputFlags are where a command names an input otherwise.

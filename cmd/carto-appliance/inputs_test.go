@@ -46,7 +46,7 @@ func TestEveryInputHasAFlag(t *testing.T) {
 		installer.InputDomain, installer.InputRegistry, installer.InputProxyURL, installer.InputProxyCACert,
 		installer.InputTLSMode, installer.InputTLSCert, installer.InputTLSKey, installer.InputTLSChain,
 		installer.InputACMECACert, installer.InputIgnorePreflight, installer.InputConfigDir, installer.InputStateDir,
-		installer.InputInstallDocker, installer.InputBindAddress, installer.InputHTTPPort, installer.InputHTTPSPort, installer.InputBinary,
+		installer.InputInstallDocker, installer.InputBindAddress, installer.InputHTTPPort, installer.InputHTTPSPort, installer.InputBinary, installer.InputBundle,
 	} {
 		if inputFlags[in] == "" {
 			t.Errorf("input %q has no flag", in)

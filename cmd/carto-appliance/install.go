@@ -31,7 +31,13 @@ and starts the stack in dependency order, waiting until it is healthy.
 Preflight runs first (see 'carto-appliance preflight'): a failed check stops the
 install with exit code 3 and nothing changed. Nothing changes until the settings
 are valid and every image is present. Re-running it converges: only what changed
-is recreated.`,
+is recreated.
+
+With --bundle FILE the release and its images come from an air-gap bundle: the
+whole file is checked against its signed index first (a truncated, altered or
+foreign-signed bundle is refused with nothing changed), its images are loaded
+into the engine (those it has already are not loaded again) and nothing is
+pulled: no registry, no egress check. The licence should be an air-gap one.`,
 		Args: cobra.NoArgs,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if err := validatePull(pull); err != nil {
@@ -48,7 +54,7 @@ is recreated.`,
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
 			opts.Proxy = px.input(cmd, "proxy-")
-			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile} {
+			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile, &opts.Bundle} {
 				absFile(f)
 			}
 			// Run again on an installed node, install goes through the
@@ -110,6 +116,7 @@ is recreated.`,
 // installSettingsFlags are the settings install takes, which preflight
 // checks too.
 func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
+	f.StringVar(&opts.Bundle, "bundle", "", "install from an air-gap bundle FILE (carto-release bundle): its release and images, checked against its signature first; no registry is asked")
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.LicenseFile, "license", "", "license.json of your CARTO customer package (default: the one next to --customer-env, or the installed one)")

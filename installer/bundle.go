@@ -1,0 +1,130 @@
+package installer
+
+// Air-gap installs: the release and its images come from a bundle file
+// (release.Bundle) carried in by hand, not from a channel and a registry.
+// The bundle is read and checked whole before anything changes; its
+// images are then loaded through the Engine API in place of the pull
+// step, tagged as the compose file names them, and nothing is pulled.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/stack"
+)
+
+// openBundle reads and checks the bundle the operator gave (every file
+// against its signed index) before anything changes.
+func openBundle(ctx context.Context, path string) (*release.Bundle, error) {
+	if path == "" {
+		return nil, nil
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, &InputError{Input: InputBundle, Err: err}
+	}
+	b, err := release.OpenBundle(ctx, abs)
+	if err != nil {
+		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %w (nothing was changed)", err)}
+	}
+	return b, nil
+}
+
+// checkBundleInstall is install's judgement of a bundle's release: the
+// one installed (a re-run), or the first; an upgrade or a downgrade is
+// another command's.
+func checkBundleInstall(paths config.Paths, b *release.Bundle) error {
+	st, err := loadState(paths.StateDir)
+	if err != nil {
+		return err
+	}
+	installed := st.Version
+	if st.Release != nil {
+		installed = st.Release.Version
+	}
+	if installed == "" {
+		return nil
+	}
+	have, bv := mustParse(installed), mustParse(b.Index.Version)
+	switch c := bv.Compare(have); {
+	case c < 0:
+		return &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, older than the installed %s: install does not downgrade (carto-appliance rollback goes back over the last upgrade); nothing was changed", b.Path, b.Index.Version, installed)}
+	case c > 0:
+		return &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, newer than the installed %s: upgrade to it with carto-appliance upgrade --bundle %s; nothing was changed", b.Path, b.Index.Version, installed, b.Path)}
+	}
+	return nil
+}
+
+// loadBundle loads the bundle's images the project runs (those the engine
+// has are only tagged), in place of a pull, and leaves nothing to pull:
+// no registry is asked. A load that fails untags what this run tagged,
+// so no image half-loaded is left referenced.
+func (c *convergeRun) loadBundle(ctx context.Context) error {
+	b := c.d.bundle
+	m := b.Release.Manifest
+	refs := map[string][]string{} // image name -> the references the compose file names
+	for _, name := range c.project.ServiceNames() {
+		ref := c.project.Services[name].Image
+		if img, ok := releaseImage(m, ref); ok && !slices.Contains(refs[img], ref) {
+			refs[img] = append(refs[img], ref)
+		}
+	}
+	var tagged []string
+	err := b.EachImage(ctx, func(img release.BundleImage, r io.Reader) error {
+		if len(refs[img.Name]) == 0 {
+			return nil // an image no service of this node runs
+		}
+		for _, ref := range refs[img.Name] {
+			if id, err := c.eng.ImageID(ctx, ref); err != nil {
+				return err
+			} else if id != img.ID {
+				tagged = append(tagged, ref)
+			}
+		}
+		c.report(stack.Event{Service: img.Name, Action: stack.ActionLoading})
+		loaded, err := c.eng.LoadImage(ctx, r, img.ID, refs[img.Name], c.opts.Progress)
+		if err != nil {
+			return err
+		}
+		action := stack.ActionLoaded
+		if !loaded {
+			action = stack.ActionPresent
+		}
+		c.report(stack.Event{Service: img.Name, Action: action})
+		return nil
+	})
+	if err != nil {
+		for _, ref := range tagged {
+			c.eng.UntagImage(context.WithoutCancel(ctx), ref)
+		}
+		return &InputError{Input: InputBundle, Err: fmt.Errorf("loading the bundle's images: %w; nothing was changed", err)}
+	}
+	c.pull.Policy = stack.PullNever
+	return nil
+}
+
+func (c *convergeRun) report(ev stack.Event) {
+	if c.opts.Reporter != nil {
+		c.opts.Reporter.Report(ev)
+	}
+}
+
+// bundleLicenseWarnings: an air-gapped node reaches no licence server, so
+// its licence should be an air-gap one (never checked online); an online
+// one works until its grace period after the last answer runs out.
+func bundleLicenseWarnings(d *desired) []string {
+	if len(d.license) == 0 {
+		return nil
+	}
+	lic, err := license.Parse(d.license)
+	if err != nil || lic.AirGap {
+		return nil
+	}
+	return []string{"the licence is an online one (air_gap: false) and this install comes from an air-gap bundle: the agent will ask the licence server and, reaching none, run on the grace period (license.grace_days) until it answers; ask CARTO for an air-gap licence"}
+}

@@ -1,0 +1,144 @@
+//go:build licensetest
+
+package installer
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/license"
+	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/release/releasetest"
+)
+
+// testBundle writes an air-gap bundle of r (stand-in image files) and
+// returns its path and each image's ID by name.
+func testBundle(t *testing.T, r *release.Release) (string, map[string]string) {
+	t.Helper()
+	dir := t.TempDir()
+	ids := map[string]string{}
+	var files []release.BundleImageFile
+	for _, name := range r.Manifest.Images {
+		p := filepath.Join(dir, strings.ReplaceAll(name, "/", "_")+".tar")
+		os.WriteFile(p, []byte("image "+name+" "+r.Manifest.Version), 0o644)
+		sum := sha256.Sum256([]byte(name + r.Manifest.Version))
+		ids[name] = "sha256:" + hex.EncodeToString(sum[:])
+		files = append(files, release.BundleImageFile{Name: name, ID: ids[name], Path: p})
+	}
+	var buf bytes.Buffer
+	if err := release.WriteBundle(&buf, r, files, "", nil, releasetest.KeyName, releasetest.Key, true, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "carto-"+r.Manifest.Version+".bundle")
+	if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out, ids
+}
+
+// An install from a bundle loads its images (tagged as the compose file
+// names them) and pulls nothing; the bundle's release is pinned; a re-run
+// loads nothing again.
+func TestInstallFromABundle(t *testing.T) {
+	f, _ := fakes(t)
+	opts := customerPackage(t)
+	// An air-gap licence: never checked online.
+	os.WriteFile(filepath.Join(filepath.Dir(opts.CustomerEnv), config.LicenseFileName), testLicense(t, func(l *license.License) { l.TenantID, l.AirGap = "onp-test", true }), 0o600)
+	rel := channelRelease(t, "2025.11.3", "2025.6.2", "", "")
+	opts.Bundle, _ = testBundle(t, rel)
+	res, err := Install(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.calls("pull")) != 0 {
+		t.Errorf("pulled: %v", f.calls("pull"))
+	}
+	loads := f.calls("load ")
+	if len(loads) != len(rel.Manifest.Images) {
+		t.Fatalf("loads: %v", loads)
+	}
+	for _, l := range loads {
+		if !strings.Contains(l, "/") || !strings.Contains(l, ":2025.11.3") || !strings.Contains(l, "loaded=true") {
+			t.Errorf("load %q: not tagged as the compose file names it", l)
+		}
+	}
+	if st := readState(t, opts.Paths); st.Release == nil || st.Release.Digest != rel.Digest() {
+		t.Errorf("pinned %+v, want the bundle's release", st.Release)
+	}
+	for _, w := range res.Warnings {
+		if strings.Contains(w, "online one") {
+			t.Errorf("warned of an online licence: %s", w)
+		}
+	}
+	// Again: everything is there already.
+	if _, err := Install(t.Context(), opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range f.calls("load ")[len(loads):] {
+		if !strings.Contains(l, "loaded=false") {
+			t.Errorf("loaded again: %s", l)
+		}
+	}
+}
+
+// A bundle that is not whole, or not for an install here, is refused
+// before anything is written or loaded; a load that fails half-way leaves
+// no tag it added.
+func TestInstallFromABundleRefusals(t *testing.T) {
+	f, _ := fakes(t)
+	opts := customerPackage(t)
+	good, _ := testBundle(t, channelRelease(t, "2025.11.3", "2025.6.2", "", ""))
+	data, _ := os.ReadFile(good)
+	cut := filepath.Join(t.TempDir(), "cut.bundle")
+	os.WriteFile(cut, data[:len(data)/2], 0o644)
+	opts.Bundle = cut
+	_, err := Install(t.Context(), opts)
+	var ie *InputError
+	if !errors.As(err, &ie) || ie.Input != InputBundle || !errors.Is(err, release.ErrBadBundle) || !strings.Contains(err.Error(), cut) || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("a cut bundle: %v", err)
+	}
+	if _, err := os.Stat(opts.Paths.ConfigDir); !errors.Is(err, os.ErrNotExist) || len(f.Log) != 0 {
+		t.Errorf("a refused bundle changed something: %v %v", err, f.Log)
+	}
+
+	// The load fails half-way: the tags it added go.
+	opts.Bundle = good
+	f.Fail["load"] = errors.New("no space left on device")
+	if _, err := Install(t.Context(), opts); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("a failed load: %v", err)
+	}
+	if len(f.calls("untag ")) == 0 || len(f.images) != 0 {
+		t.Errorf("tags left after a failed load: %v (untagged %v)", f.images, f.calls("untag "))
+	}
+	delete(f.Fail, "load")
+	res, err := Install(t.Context(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The package's licence is an online one: it works, with a warning.
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "ask CARTO for an air-gap licence") }) {
+		t.Errorf("no warning of an online licence: %v", res.Warnings)
+	}
+
+	// Installed 2025.11.3: a bundle of another version is upgrade's (or
+	// nobody's).
+	newer, _ := testBundle(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
+	opts.Bundle = newer
+	if _, err := Install(t.Context(), opts); err == nil || !strings.Contains(err.Error(), "upgrade --bundle") {
+		t.Errorf("a newer bundle: %v", err)
+	}
+	older, _ := testBundle(t, channelRelease(t, "2025.10.1", "2025.6.2", "", ""))
+	opts.Bundle = older
+	if _, err := Install(t.Context(), opts); err == nil || !strings.Contains(err.Error(), "does not downgrade") {
+		t.Errorf("an older bundle: %v", err)
+	}
+}
