@@ -8,6 +8,7 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -127,4 +128,72 @@ func bundleLicenseWarnings(d *desired) []string {
 		return nil
 	}
 	return []string{"the licence is an online one (air_gap: false) and this install comes from an air-gap bundle: the agent will ask the licence server and, reaching none, run on the grace period (license.grace_days) until it answers; ask CARTO for an air-gap licence"}
+}
+
+// upgradeFromBundle upgrades to the release of an air-gap bundle: one
+// step, judged as a channel's would be (no downgrade, its
+// min_upgrade_from, the licence, the appliance's version), then the same
+// journaled run, its images loaded from the bundle.
+func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Result, error) {
+	b, err := openBundle(ctx, in.Bundle)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := loadInstalledConfig(paths)
+	if err != nil {
+		return nil, err
+	}
+	installed, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	from, to := installed.Manifest.Version, b.Index.Version
+	sum := &UpgradeSummary{From: from, To: from}
+	switch c := mustParse(to).Compare(mustParse(from)); {
+	case c == 0:
+		return &Result{Version: from, Upgrade: sum, Warnings: []string{fmt.Sprintf("CARTO %s is installed, and the bundle %s holds it too: nothing to upgrade", from, b.Path)}}, nil
+	case c < 0:
+		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, older than the installed %s: upgrade does not downgrade (carto-appliance rollback goes back over the last upgrade); nothing was changed", b.Path, to, from)}
+	}
+	m := b.Release.Manifest
+	if mustParse(m.MinUpgradeFrom).Compare(mustParse(from)) > 0 {
+		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, which installs over %s or newer, and this node runs %s: upgrade to %s first (with its bundle); nothing was changed", b.Path, to, m.MinUpgradeFrom, from, m.MinUpgradeFrom)}
+	}
+	if lic := judgeUpgradeLicense(paths, cfg.Upgrade.ChannelName()); !lic.Allowed {
+		return nil, fmt.Errorf("%w: upgrading to %s: %s", license.ErrInvalid, to, lic.Reason)
+	}
+	if in.ApplianceOnly {
+		return nil, &InputError{Input: InputBundle, Err: errors.New("--appliance-only updates carto-appliance from the channel; a bundle's binary is installed by hand (appliance/ in the bundle)")}
+	}
+	sum.Path = []string{to}
+	in.bundle = b
+	res, err := upgradeTo(ctx, in, paths, b.Release, sum)
+	if err != nil {
+		return res, err
+	}
+	sum.To = to
+	res.Upgrade = sum
+	return res, nil
+}
+
+// verifyBundleImages checks that each image the new release runs is the
+// one its bundle carries (by ID: a loaded image has no registry digest).
+func (u *upgradeRun) verifyBundleImages(ctx context.Context) error {
+	m := u.d.release.Manifest
+	for _, name := range u.project.ServiceNames() {
+		ref := u.project.Services[name].Image
+		image, ok := releaseImage(m, ref)
+		if !ok {
+			continue
+		}
+		want, _ := u.d.bundle.Index.Image(image)
+		id, err := u.eng.ImageID(ctx, ref)
+		if err != nil {
+			return err
+		}
+		if id != want.ID {
+			return fmt.Errorf("image %s is %q, and the bundle carries %s: nothing was changed", ref, id, want.ID)
+		}
+	}
+	return nil
 }

@@ -142,3 +142,46 @@ func TestInstallFromABundleRefusals(t *testing.T) {
 		t.Errorf("an older bundle: %v", err)
 	}
 }
+
+// An upgrade from a bundle: the same journaled run, its images loaded
+// (checked by ID) instead of pulled, no channel read; what the channel's
+// judgement refuses, the bundle's does too.
+func TestUpgradeFromABundle(t *testing.T) {
+	paths, f := upgradeNode(t) // a channel with no release: it must not be needed
+	next := channelRelease(t, "2026.1.0", "2025.11.3", "", "")
+	bundle, ids := testBundle(t, next)
+	pulls := len(f.calls("pull"))
+	res, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := res.Upgrade; u == nil || u.From != "2025.11.3" || u.To != "2026.1.0" || len(u.Backups) != 1 {
+		t.Errorf("result: %+v", res.Upgrade)
+	}
+	if len(f.calls("pull")) != pulls {
+		t.Errorf("pulled: %v", f.calls("pull"))
+	}
+	if got := f.calls("load "); len(got) != len(next.Manifest.Images) || !strings.Contains(strings.Join(got, "\n"), ids["maps-api"]) {
+		t.Errorf("loads: %v", got)
+	}
+	if st := readState(t, paths); st.Release == nil || st.Release.Version != "2026.1.0" {
+		t.Errorf("pinned %+v", st.Release)
+	}
+	if j := upgradeJournal(t, paths); j.Outcome != "succeeded" {
+		t.Errorf("journal %+v", j)
+	}
+
+	// Again: nothing newer in it.
+	res, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: bundle})
+	if err != nil || len(res.Warnings) == 0 || !strings.Contains(res.Warnings[len(res.Warnings)-1], "nothing to upgrade") {
+		t.Errorf("the same bundle again: %+v %v", res, err)
+	}
+	older, _ := testBundle(t, channelRelease(t, "2025.11.3", "2025.6.2", "", ""))
+	if _, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: older}); err == nil || !strings.Contains(err.Error(), "does not downgrade") {
+		t.Errorf("an older bundle: %v", err)
+	}
+	skip, _ := testBundle(t, channelRelease(t, "2027.1.0", "2026.6.0", "", ""))
+	if _, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: skip}); err == nil || !strings.Contains(err.Error(), "upgrade to 2026.6.0 first") {
+		t.Errorf("a bundle that skips a required version: %v", err)
+	}
+}

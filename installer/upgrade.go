@@ -38,6 +38,11 @@ type UpgradeOptions struct {
 	// ApplianceOnly updates carto-appliance to the newest the channel
 	// offers and stops there: CARTO is not upgraded.
 	ApplianceOnly bool `json:"appliance_only,omitempty"`
+	// Bundle is an air-gap bundle's path: the release upgraded to and
+	// its images come from it; no channel or registry is asked.
+	Bundle string `json:"bundle,omitempty"`
+
+	bundle *release.Bundle // Bundle, opened
 }
 
 // UpgradeSummary is what an upgrade did, in its Result.
@@ -97,6 +102,9 @@ func withRecovered(res *Result, rec *Recovered) *Result {
 }
 
 func upgrade(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Result, error) {
+	if in.Bundle != "" {
+		return upgradeFromBundle(ctx, in, paths)
+	}
 	chk, src, err := resolveUpgrade(ctx, paths, in.To)
 	if err != nil {
 		return nil, err
@@ -152,6 +160,7 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	if err != nil {
 		return nil, fmt.Errorf("planning the upgrade to %s: %w", next.Manifest.Version, err)
 	}
+	d.bundle = in.bundle
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
 		return nil, err
@@ -310,6 +319,9 @@ func (u *upgradeRun) engineBack(undo func(context.Context) error) func(context.C
 // pulled is the one the signed manifest pins: a registry (or a mirror)
 // serving other content under the release's tag is refused.
 func (u *upgradeRun) verifyImages(ctx context.Context) error {
+	if u.d.bundle != nil {
+		return u.verifyBundleImages(ctx)
+	}
 	m := u.d.release.Manifest
 	if missing := m.MissingDigests(); len(missing) > 0 {
 		return fmt.Errorf("CARTO %s's manifest pins no digest for %v: a channel's release pins every image", m.Version, missing)

@@ -19,7 +19,7 @@ import (
 
 func newUpgradeCmd() *cobra.Command {
 	var check, rehearse, asJSON, yes, skipDB, applianceOnly bool
-	var to string
+	var to, bundle string
 	cmd := &cobra.Command{
 		Use:   "upgrade [--to VERSION] [--yes] | --check [--to VERSION] [--json] | --rehearse [--to VERSION] [--json] | --appliance-only",
 		Short: "Upgrade CARTO to a newer release of the channel, rolling back by itself on failure",
@@ -54,6 +54,10 @@ itself, and this command follows it to the end. With --appliance-only it updates
 carto-appliance to the newest the channel offers and stops there. A binary installed by
 the deb or rpm package is not replaced: update the package.
 
+With --bundle FILE the release and its images come from an air-gap bundle instead of the
+channel and the registry: the whole file is checked against its signed index first, then
+the same journaled upgrade runs, its images loaded into the engine (each checked by ID).
+
 With --rehearse it runs the migrations of each release of the path on a throwaway copy of
 the embedded database (a fresh dump, taken as the upgrade's backup is, restored into a
 database service of its own: project <project>-rehearsal, no published port, removed
@@ -62,6 +66,9 @@ columns they add and remove. Nothing live is touched; the new release's images a
 (the upgrade would pull them too). Exit code 1 when a release's migrations fail.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if bundle != "" && (check || rehearse) {
+				return usageError{fmt.Errorf("--bundle goes with the upgrade itself, not with --check or --rehearse (they read the channel)")}
+			}
 			if rehearse {
 				if check {
 					return usageError{fmt.Errorf("--rehearse and --check are two ways to look: give one")}
@@ -98,10 +105,14 @@ columns they add and remove. Nothing live is touched; the new release's images a
 			if asJSON {
 				return usageError{fmt.Errorf("--json goes with --check or --rehearse")}
 			}
+			if bundle != "" && (to != "" || applianceOnly) {
+				return usageError{fmt.Errorf("--bundle upgrades to the release the bundle holds: it takes no --to or --appliance-only")}
+			}
+			absFile(&bundle)
 			if applianceOnly && (to != "" || check || skipDB) {
 				return usageError{fmt.Errorf("--appliance-only updates carto-appliance alone: it takes no --to, --check or --skip-db-backup")}
 			}
-			in := installer.UpgradeOptions{To: to, SkipDatabaseBackup: skipDB, ApplianceOnly: applianceOnly}
+			in := installer.UpgradeOptions{To: to, SkipDatabaseBackup: skipDB, ApplianceOnly: applianceOnly, Bundle: bundle}
 			// Run again after a self-update (continueOnNewBinary).
 			mode := os.Getenv(continueEnv)
 			os.Unsetenv(continueEnv)
@@ -113,6 +124,7 @@ columns they add and remove. Nothing live is touched; the new release's images a
 			})
 		},
 	}
+	cmd.Flags().StringVar(&bundle, "bundle", "", "upgrade to the release of an air-gap bundle FILE (carto-release bundle), its images loaded from it: no channel, no registry")
 	cmd.Flags().BoolVar(&applianceOnly, "appliance-only", false, "update carto-appliance to the newest the channel offers, and not CARTO")
 	cmd.Flags().BoolVar(&check, "check", false, "show what the channel offers and what an upgrade would do; change nothing")
 	cmd.Flags().BoolVar(&rehearse, "rehearse", false, "run the upgrade's migrations on a throwaway copy of the embedded database and report; change nothing live")
