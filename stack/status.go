@@ -58,11 +58,16 @@ func (e *Engine) Status(ctx context.Context, p *types.Project) ([]ServiceStatus,
 	var out []ServiceStatus
 	seen := map[string]bool{}
 	for name, c := range have {
-		seen[name] = true
 		st, err := e.serviceStatus(ctx, name, c)
+		if cerrdefs.IsNotFound(err) {
+			// Removed since it was listed (a converge recreating it):
+			// reported as missing, as it is right now.
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
+		seen[name] = true
 		if s, ok := p.Services[name]; ok && isOneShot(s) && st.State == string(container.StateExited) && st.ExitCode == 0 {
 			st.State = StateCompleted
 		}
