@@ -57,7 +57,7 @@ func checkBundleInstall(paths config.Paths, b *release.Bundle) error {
 	case c < 0:
 		return &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, older than the installed %s: install does not downgrade (carto-appliance rollback goes back over the last upgrade); nothing was changed", b.Path, b.Index.Version, installed)}
 	case c > 0:
-		return &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, newer than the installed %s: upgrade to it with carto-appliance upgrade --bundle %s; nothing was changed", b.Path, b.Index.Version, installed, b.Path)}
+		return &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, newer than the installed %s: upgrade to it (carto-appliance upgrade, from this bundle); nothing was changed", b.Path, b.Index.Version, installed)}
 	}
 	return nil
 }
@@ -163,7 +163,7 @@ func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Path
 		return nil, fmt.Errorf("%w: upgrading to %s: %s", license.ErrInvalid, to, lic.Reason)
 	}
 	if in.ApplianceOnly {
-		return nil, &InputError{Input: InputBundle, Err: errors.New("--appliance-only updates carto-appliance from the channel; a bundle's binary is installed by hand (appliance/ in the bundle)")}
+		return nil, &InputError{Input: InputBundle, Err: errors.New("carto-appliance alone is updated from the channel; a bundle's binary is installed by hand (appliance/ in the bundle)")}
 	}
 	sum.Path = []string{to}
 	in.bundle = b

@@ -133,7 +133,7 @@ func TestInstallFromABundleRefusals(t *testing.T) {
 	// nobody's).
 	newer, _ := testBundle(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
 	opts.Bundle = newer
-	if _, err := Install(t.Context(), opts); err == nil || !strings.Contains(err.Error(), "upgrade --bundle") {
+	if _, err := Install(t.Context(), opts); err == nil || !strings.Contains(err.Error(), "carto-appliance upgrade, from this bundle") {
 		t.Errorf("a newer bundle: %v", err)
 	}
 	older, _ := testBundle(t, channelRelease(t, "2025.10.1", "2025.6.2", "", ""))

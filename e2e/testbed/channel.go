@@ -18,7 +18,9 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/cartodb/carto-appliance/release"
+	"github.com/cartodb/carto-appliance/release/bundler"
 	"github.com/cartodb/carto-appliance/release/releasetest"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 // NextVersion is the stand-in CARTO release after the one the binary
@@ -333,4 +335,33 @@ func serveTLS(ln net.Listener, addr netip.Addr, name string, h http.Handler) (*h
 		}
 	}()
 	return srv, ca.pem, nil
+}
+
+// Bundle writes the air-gap bundle of the test channel's release version
+// (published under channelDir by PublishChannel) to out, as the release
+// team's carto-release bundle does: its images pulled from the registry
+// by their pinned digests (with the registry's key.json), signed with the
+// tests' release key. A bundle already at out is kept.
+func (r *Registry) Bundle(ctx context.Context, channelDir, version, out string, gzip bool) error {
+	if _, err := os.Stat(out); err == nil {
+		return nil
+	}
+	rel, err := release.LoadDir(filepath.Join(channelDir, ChannelName, version), "")
+	if err != nil {
+		return err
+	}
+	key, err := os.ReadFile(r.KeyJSONPath)
+	if err != nil {
+		return err
+	}
+	eng, err := stack.Connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	return bundler.Build(ctx, eng, bundler.Options{
+		Release: rel, Registry: r.Host,
+		Auth:    &stack.RegistryAuth{Registry: r.Host, Username: "_json_key", Password: string(key), Source: r.KeyJSONPath},
+		KeyName: releasetest.KeyName, Key: releasetest.Key, Gzip: gzip, Out: out, Now: time.Now(),
+	})
 }
