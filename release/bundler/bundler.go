@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cartodb/carto-appliance/release"
@@ -50,7 +51,7 @@ func Build(ctx context.Context, eng *stack.Engine, opts Options) error {
 	var files []release.BundleImageFile
 	for _, name := range m.Images {
 		ref := opts.Registry + "/" + name + "@" + m.ImageDigests[name]
-		p := filepath.Join(tmp, name+".tar")
+		p := filepath.Join(tmp, strings.ReplaceAll(name, "/", "_")+".tar")
 		f, err := os.Create(p)
 		if err != nil {
 			return err
