@@ -165,6 +165,11 @@ func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Path
 	if in.ApplianceOnly {
 		return nil, &InputError{Input: InputBundle, Err: errors.New("carto-appliance alone is updated from the channel; a bundle's binary is installed by hand (appliance/ in the bundle)")}
 	}
+	if need := m.MinApplianceVersion; need != "" {
+		if have, err := release.ParseVersion(ApplianceVersion); err == nil && have.Compare(mustParse(need)) < 0 {
+			return updateApplianceFromBundle(ctx, in, paths, b, from, need)
+		}
+	}
 	sum.Path = []string{to}
 	in.bundle = b
 	res, err := upgradeTo(ctx, in, paths, b.Release, sum)
@@ -196,4 +201,21 @@ func (u *upgradeRun) verifyBundleImages(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// updateApplianceFromBundle replaces this carto-appliance, too old for the
+// bundle's release (need), with the binary the bundle carries, and leaves
+// the upgrade to the new one as a channel's self-update does.
+func updateApplianceFromBundle(ctx context.Context, in UpgradeOptions, paths config.Paths, b *release.Bundle, from, need string) (*Result, error) {
+	to := b.Index.Version
+	v, bin, ok := b.Appliance(platform())
+	switch {
+	case in.NoSelfUpdate:
+		return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this upgrade runs in carto-appliance %s although the binary was just updated: the agent has not restarted on the new binary; restart it (systemctl restart carto-appliance) and run the upgrade again (nothing was changed)", to, need, ApplianceVersion)
+	case !ok || mustParse(v).Compare(mustParse(need)) < 0:
+		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("CARTO %s needs carto-appliance %s or newer, this is %s, and the bundle %s carries none for %s: install a carto-appliance %s or newer by hand first; nothing was changed", to, need, ApplianceVersion, b.Path, platform(), need)}
+	case packaged():
+		return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer: %s; update the package (the bundle carries %s), then run the upgrade again", to, need, packagedReason, v)
+	}
+	return selfUpdate(ctx, in, paths, from, to, applianceUpdate{version: v, fetch: func(context.Context) ([]byte, error) { return bin, nil }})
 }

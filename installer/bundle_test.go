@@ -24,6 +24,13 @@ import (
 // returns its path and each image's ID by name.
 func testBundle(t *testing.T, r *release.Release) (string, map[string]string) {
 	t.Helper()
+	return testBundleWith(t, r, "", nil)
+}
+
+// testBundleWith is testBundle carrying carto-appliance binaries of
+// applianceVersion too.
+func testBundleWith(t *testing.T, r *release.Release, applianceVersion string, appliances map[string][]byte) (string, map[string]string) {
+	t.Helper()
 	dir := t.TempDir()
 	ids := map[string]string{}
 	var files []release.BundleImageFile
@@ -35,7 +42,7 @@ func testBundle(t *testing.T, r *release.Release) (string, map[string]string) {
 		files = append(files, release.BundleImageFile{Name: name, ID: ids[name], Path: p})
 	}
 	var buf bytes.Buffer
-	if err := release.WriteBundle(&buf, r, files, "", nil, releasetest.KeyName, releasetest.Key, true, time.Now()); err != nil {
+	if err := release.WriteBundle(&buf, r, files, applianceVersion, appliances, releasetest.KeyName, releasetest.Key, true, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "carto-"+r.Manifest.Version+".bundle")
@@ -183,5 +190,46 @@ func TestUpgradeFromABundle(t *testing.T) {
 	skip, _ := testBundle(t, channelRelease(t, "2027.1.0", "2026.6.0", "", ""))
 	if _, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: skip}); err == nil || !strings.Contains(err.Error(), "upgrade to 2026.6.0 first") {
 		t.Errorf("a bundle that skips a required version: %v", err)
+	}
+}
+
+// A bundle whose release needs a newer carto-appliance carries it: the
+// upgrade updates carto-appliance from the bundle first, and leaves the
+// upgrade (from the same bundle) to the new binary.
+func TestUpgradeFromABundleUpdatesTheApplianceFirst(t *testing.T) {
+	paths, _ := upgradeNode(t)
+	bin := filepath.Join(t.TempDir(), "carto-appliance")
+	os.WriteFile(bin, fakeBinary("1.2.0"), 0o755)
+	origBin, origVersion := selfBinary, ApplianceVersion
+	selfBinary = func() (string, error) { return bin, nil }
+	ApplianceVersion = "1.2.0"
+	t.Cleanup(func() { selfBinary, ApplianceVersion = origBin, origVersion })
+	next := needsAppliance(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""), "1.3.0")
+
+	without, _ := testBundle(t, next)
+	if _, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: without}); err == nil || !strings.Contains(err.Error(), "carries none for "+platform()) {
+		t.Errorf("a bundle without the carto-appliance its release needs: %v", err)
+	}
+	if got, _ := os.ReadFile(bin); string(got) != string(fakeBinary("1.2.0")) {
+		t.Error("the refused upgrade changed the binary")
+	}
+
+	bundle, _ := testBundleWith(t, next, "1.3.0", map[string][]byte{platform(): fakeBinary("1.3.0")})
+	res, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}, Bundle: bundle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if su := res.SelfUpdate; su == nil || su.To != "1.3.0" || su.For != "2026.1.0" {
+		t.Fatalf("result %+v", res)
+	}
+	if got, _ := os.ReadFile(bin); string(got) != string(fakeBinary("1.3.0")) {
+		t.Errorf("the binary holds %q", got)
+	}
+	in, _, err := TakeUpgradeIntent(paths, "1.3.0")
+	if err != nil || in == nil || in.Bundle != bundle || in.To != "2026.1.0" {
+		t.Errorf("intent %+v %v", in, err)
+	}
+	if st := readState(t, paths); st.Release == nil || st.Release.Version != "2025.11.3" {
+		t.Errorf("CARTO changed before the new binary: %+v", st.Release)
 	}
 }

@@ -67,10 +67,12 @@ type SelfUpdateSummary struct {
 // UpgradeIntent is the upgrade a self-update leaves for the new binary to
 // continue (state dir, upgrade-intent.json).
 type UpgradeIntent struct {
-	To                 string    `json:"to"`
-	SkipDatabaseBackup bool      `json:"skip_db_backup,omitempty"`
-	Appliance          string    `json:"appliance"`
-	At                 time.Time `json:"at"`
+	To                 string `json:"to"`
+	SkipDatabaseBackup bool   `json:"skip_db_backup,omitempty"`
+	// Bundle is the air-gap bundle the upgrade comes from, if any.
+	Bundle    string    `json:"bundle,omitempty"`
+	Appliance string    `json:"appliance"`
+	At        time.Time `json:"at"`
 }
 
 const (
@@ -147,17 +149,32 @@ func judgeAppliance(idx *release.Index, path []release.IndexEntry) ApplianceChec
 	return a
 }
 
-// selfUpdate replaces this binary with offer, and leaves the upgrade to
-// chk.Target to the new one, unless in.ApplianceOnly.
-func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, chk *UpgradeCheck, src *upgradeSource, offer release.ApplianceEntry) (*Result, error) {
+// applianceUpdate is a carto-appliance to update to, and where its
+// binary comes from (the channel, or an air-gap bundle).
+type applianceUpdate struct {
+	version string
+	fetch   func(context.Context) ([]byte, error)
+}
+
+// fromChannel is offer, downloaded from the channel src reads.
+func fromChannel(src *upgradeSource, offer release.ApplianceEntry) applianceUpdate {
+	return applianceUpdate{version: offer.Version, fetch: func(ctx context.Context) ([]byte, error) {
+		return release.FetchAppliance(ctx, src.client, src.base, src.channel, offer, platform())
+	}}
+}
+
+// selfUpdate replaces this binary with the update's, and leaves the
+// upgrade to CARTO target (installed: the version now) to the new one,
+// unless in.ApplianceOnly.
+func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, installed, target string, up applianceUpdate) (*Result, error) {
 	exe, err := selfBinary()
 	if err != nil {
 		return nil, fmt.Errorf("finding the running carto-appliance binary to update it: %w", err)
 	}
-	sum := &SelfUpdateSummary{From: ApplianceVersion, To: offer.Version, Binary: exe,
+	sum := &SelfUpdateSummary{From: ApplianceVersion, To: up.version, Binary: exe,
 		Previous: filepath.Join(paths.StateDir, previousBinaryDir, "carto-appliance-"+ApplianceVersion)}
 	if !in.ApplianceOnly {
-		sum.For = chk.Target
+		sum.For = target
 	}
 	var tmp string
 	removeTmp := func(context.Context) error {
@@ -186,14 +203,14 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, chk 
 	j := steps.Journal{Path: filepath.Join(paths.StateDir, selfUpdateJournalFileName), Details: func() any { return sum }, Observe: observeSteps(in.Reporter, action)}
 	err = steps.Run(ctx, j, action, []steps.Step{
 		{Name: "download", Prepares: true, Undo: removeTmp, Do: func(ctx context.Context) error {
-			b, err := release.FetchAppliance(ctx, src.client, src.base, src.channel, offer, platform())
+			b, err := up.fetch(ctx)
 			if err != nil {
-				return fmt.Errorf("downloading carto-appliance %s: %w", offer.Version, err)
+				return fmt.Errorf("getting carto-appliance %s: %w", up.version, err)
 			}
 			if tmp, err = writeBeside(exe, b); err != nil {
-				return fmt.Errorf("writing carto-appliance %s beside %s: %w", offer.Version, exe, err)
+				return fmt.Errorf("writing carto-appliance %s beside %s: %w", up.version, exe, err)
 			}
-			return checkRuns(ctx, tmp, offer.Version)
+			return checkRuns(ctx, tmp, up.version)
 		}},
 		{Name: "keep-previous", Do: func(context.Context) error {
 			return keepPrevious(exe, sum.Previous)
@@ -202,7 +219,7 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, chk 
 			if in.ApplianceOnly {
 				return removeIfThere(intent) // nothing to continue
 			}
-			b, err := json.MarshalIndent(UpgradeIntent{To: chk.Target, SkipDatabaseBackup: in.SkipDatabaseBackup, Appliance: offer.Version, At: time.Now().UTC()}, "", "  ")
+			b, err := json.MarshalIndent(UpgradeIntent{To: target, SkipDatabaseBackup: in.SkipDatabaseBackup, Bundle: in.Bundle, Appliance: up.version, At: time.Now().UTC()}, "", "  ")
 			if err != nil {
 				return err
 			}
@@ -219,9 +236,9 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, chk 
 		}},
 	}, steps.Undo)
 	if err != nil {
-		return nil, fmt.Errorf("updating carto-appliance %s to %s failed: %w; nothing was changed", ApplianceVersion, offer.Version, err)
+		return nil, fmt.Errorf("updating carto-appliance %s to %s failed: %w; nothing was changed", ApplianceVersion, up.version, err)
 	}
-	return &Result{Version: chk.Installed, SelfUpdate: sum}, nil
+	return &Result{Version: installed, SelfUpdate: sum}, nil
 }
 
 // updateApplianceOnly updates carto-appliance to the newest the channel
@@ -238,7 +255,7 @@ func updateApplianceOnly(ctx context.Context, in UpgradeOptions, paths config.Pa
 	if packaged() {
 		return nil, fmt.Errorf("%s; update the package (the channel offers %s)", packagedReason, offer.Version)
 	}
-	return selfUpdate(ctx, in, paths, chk, src, offer)
+	return selfUpdate(ctx, in, paths, chk.Installed, chk.Target, fromChannel(src, offer))
 }
 
 // writeBeside writes b as an executable temporary file in path's

@@ -390,6 +390,17 @@ func (b *Bundle) EachImage(ctx context.Context, load func(img BundleImage, r io.
 	})
 }
 
+// Appliance is the carto-appliance binary the bundle carries for
+// platform, and its version.
+func (b *Bundle) Appliance(platform string) (version string, bin []byte, ok bool) {
+	for _, a := range b.Index.Appliances {
+		if a.Platform == platform {
+			return a.Version, b.Appliances[platform], true
+		}
+	}
+	return "", nil, false
+}
+
 func (b *Bundle) imageOf(name string) (BundleImage, bool) {
 	n, ok := strings.CutPrefix(name, bundleImages)
 	if !ok {

@@ -37,7 +37,7 @@ func (s serverOps) continueUpgrade(version string) *relay {
 		return nil
 	}
 	// Not again: were this agent still too old, it would loop.
-	op := UpgradeOp{Upgrade: installer.UpgradeOptions{To: in.To, SkipDatabaseBackup: in.SkipDatabaseBackup, NoSelfUpdate: true}}
+	op := UpgradeOp{Upgrade: installer.UpgradeOptions{To: in.To, SkipDatabaseBackup: in.SkipDatabaseBackup, Bundle: in.Bundle, NoSelfUpdate: true}}
 	r := newRelay()
 	end := s.start("upgrade", fmt.Sprintf("upgrade-continue to=%q skip_db_backup=%t left_at=%s", in.To, in.SkipDatabaseBackup, in.At.Format("2006-01-02T15:04:05Z")))
 	go func() {
