@@ -219,3 +219,63 @@ func updateApplianceFromBundle(ctx context.Context, in UpgradeOptions, paths con
 	}
 	return selfUpdate(ctx, in, paths, from, to, applianceUpdate{version: v, fetch: func(context.Context) ([]byte, error) { return bin, nil }})
 }
+
+// BundleLoad is what LoadBundle did.
+type BundleLoad struct {
+	Version string `json:"version"`
+	// Loaded are the images loaded; Present those the engine had.
+	Loaded  []string `json:"loaded,omitempty"`
+	Present []string `json:"present,omitempty"`
+}
+
+// CheckBundle reads a bundle whole against its signed index, as install
+// and upgrade do first, and says what it holds; nothing is changed.
+func CheckBundle(ctx context.Context, path string) (*release.BundleIndex, error) {
+	b, err := openBundle(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	return b.Index, nil
+}
+
+// LoadBundle loads a bundle's images into the engine ahead of an install
+// or upgrade from it (which then only tags them), each tagged
+// carto-bundle/<name>:<version> so that a prune of dangling images keeps
+// it. Nothing else is changed.
+func LoadBundle(ctx context.Context, opts Options, path string) (*BundleLoad, error) {
+	b, err := openBundle(ctx, path)
+	if err != nil {
+		return nil, err
+	}
+	eng, err := connectEngine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	res := &BundleLoad{Version: b.Index.Version}
+	err = b.EachImage(ctx, func(img release.BundleImage, r io.Reader) error {
+		ref := "carto-bundle/" + img.Name + ":" + b.Index.Version
+		if opts.Reporter != nil {
+			opts.Reporter.Report(stack.Event{Service: img.Name, Action: stack.ActionLoading})
+		}
+		loaded, err := eng.LoadImage(ctx, r, img.ID, []string{ref}, opts.Progress)
+		if err != nil {
+			return err
+		}
+		action := stack.ActionLoaded
+		if loaded {
+			res.Loaded = append(res.Loaded, img.Name)
+		} else {
+			action = stack.ActionPresent
+			res.Present = append(res.Present, img.Name)
+		}
+		if opts.Reporter != nil {
+			opts.Reporter.Report(stack.Event{Service: img.Name, Action: action})
+		}
+		return nil
+	})
+	if err != nil {
+		return res, fmt.Errorf("loading the bundle's images: %w", err)
+	}
+	return res, nil
+}

@@ -233,3 +233,32 @@ func TestUpgradeFromABundleUpdatesTheApplianceFirst(t *testing.T) {
 		t.Errorf("CARTO changed before the new binary: %+v", st.Release)
 	}
 }
+
+// bundle load puts the images in the engine ahead of time; the install
+// from the same bundle then only tags them.
+func TestLoadBundleAhead(t *testing.T) {
+	f, _ := fakes(t)
+	rel := channelRelease(t, "2025.11.3", "2025.6.2", "", "")
+	bundle, _ := testBundle(t, rel)
+	idx, err := CheckBundle(t.Context(), bundle)
+	if err != nil || idx.Version != "2025.11.3" || len(f.Log) != 0 {
+		t.Fatalf("check: %+v %v (engine asked: %v)", idx, err, f.Log)
+	}
+	res, err := LoadBundle(t.Context(), Options{}, bundle)
+	if err != nil || len(res.Loaded) != len(rel.Manifest.Images) || len(res.Present) != 0 {
+		t.Fatalf("load: %+v %v", res, err)
+	}
+	if res, err := LoadBundle(t.Context(), Options{}, bundle); err != nil || len(res.Loaded) != 0 {
+		t.Errorf("loading again: %+v %v", res, err)
+	}
+	opts := customerPackage(t)
+	opts.Bundle = bundle
+	if _, err := Install(t.Context(), opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range f.calls("load ") {
+		if strings.Contains(l, "/2025.11.3") && strings.Contains(l, "loaded=true") && !strings.Contains(l, "carto-bundle/") {
+			t.Errorf("the install loaded again: %s", l)
+		}
+	}
+}

@@ -124,6 +124,7 @@ func newRootCmd() *cobra.Command {
 		newVersionCmd(),
 		newUpgradeCmd(),
 		newRollbackCmd(),
+		newBundleCmd(),
 		newFirewallCmd(),
 	)
 	return root
