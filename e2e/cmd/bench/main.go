@@ -11,7 +11,9 @@
 //     (no backup), both until every service is healthy;
 //   - rollback: `carto-appliance rollback --restore-database` (settings,
 //     release and the database from the dump) against `docker-compose up
-//     -d` of the previous files (which cannot put the database back).
+//     -d` of the previous files (which cannot put the database back);
+//   - the air-gap bundle: its size against the images', and loading it in
+//     a fresh VM (`carto-appliance bundle load`) against `docker load`.
 //
 // It prints the figures and their ratios; it passes or fails nothing, since
 // these machines are shared and noisy.
@@ -213,6 +215,18 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 	row("rollback to all healthy", []time.Duration{appBack}, []time.Duration{legacyBack})
 	fmt.Println("(ratio < 1: the appliance is faster; legacy = docker-compose 1.29 up -d, then waiting for health;")
 	fmt.Println(" the appliance's upgrade also verifies images and dumps the database, its rollback restores it; once each)")
+
+	bf, err := b.bundleBench(ctx)
+	if err != nil {
+		return fmt.Errorf("air-gap bundle: %w", err)
+	}
+	fmt.Printf("\n%-34s %12s %12s %8s\n", "air-gap bundle (once)", "appliance", "docker load", "ratio")
+	row("load into a fresh engine", []time.Duration{bf.appLoad}, []time.Duration{bf.dockerLoad})
+	mib := func(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
+	fmt.Printf("%-34s %12s %12s %7.2fx\n", "bundle size, plain", mib(bf.plain), mib(bf.images), float64(bf.plain)/float64(bf.images))
+	fmt.Printf("%-34s %12s %12s %7.2fx\n", "bundle size, gzip", mib(bf.gzipped), mib(bf.images), float64(bf.gzipped)/float64(bf.images))
+	fmt.Println("(the appliance's load reads the whole bundle against its signed index first, then loads each image;")
+	fmt.Println(" docker load = the same images saved in one file, loaded with no check; sizes against the images' own)")
 	return nil
 }
 
