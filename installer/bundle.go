@@ -211,7 +211,7 @@ func updateApplianceFromBundle(ctx context.Context, in UpgradeOptions, paths con
 	v, bin, ok := b.Appliance(platform())
 	switch {
 	case in.NoSelfUpdate:
-		return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this upgrade runs in carto-appliance %s although the binary was just updated: the agent has not restarted on the new binary; restart it (systemctl restart carto-appliance) and run the upgrade again (nothing was changed)", to, need, ApplianceVersion)
+		return nil, notRestarted(to, need)
 	case !ok || mustParse(v).Compare(mustParse(need)) < 0:
 		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("CARTO %s needs carto-appliance %s or newer, this is %s, and the bundle %s carries none for %s: install a carto-appliance %s or newer by hand first; nothing was changed", to, need, ApplianceVersion, b.Path, platform(), need)}
 	case packaged():

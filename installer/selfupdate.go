@@ -100,6 +100,12 @@ var selfBinary = func() (string, error) {
 	return filepath.EvalSymlinks(exe)
 }
 
+// notRestarted refuses to update carto-appliance again in a process that
+// the last update should have replaced (it would loop).
+func notRestarted(target, need string) error {
+	return fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this upgrade runs in carto-appliance %s although the binary was just updated: the agent has not restarted on the new binary; restart it (systemctl restart carto-appliance) and run the upgrade again (nothing was changed)", target, need, ApplianceVersion)
+}
+
 // packaged reports whether this binary is the deb's or rpm's, which the
 // package manager owns.
 func packaged() bool {

@@ -126,7 +126,7 @@ func upgrade(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Resul
 		case a.Reason != "":
 			return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this is %s: %s (nothing was changed)", chk.Target, a.Needed, a.Installed, a.Reason)
 		case in.NoSelfUpdate:
-			return nil, fmt.Errorf("CARTO %s needs carto-appliance %s or newer, and this upgrade runs in carto-appliance %s although the binary was just updated: the agent has not restarted on the new binary; restart it (systemctl restart carto-appliance) and run the upgrade again (nothing was changed)", chk.Target, a.Needed, a.Installed)
+			return nil, notRestarted(chk.Target, a.Needed)
 		}
 		offer, _ := src.index.Appliance(mustParse(a.Needed), platform())
 		return selfUpdate(ctx, in, paths, chk.Installed, chk.Target, fromChannel(src, offer))
