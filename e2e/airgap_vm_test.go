@@ -115,6 +115,13 @@ func TestAirGapInFreshVM(t *testing.T) {
 		if !st.Healthy || st.Release == nil || st.Release.Installed != version {
 			t.Fatalf("after install --bundle: %+v %+v", st.Release, st.Services)
 		}
+		// Loaded once: the engine has every image now.
+		if out := node.MustExec(t, "carto-appliance", "bundle", "verify", "/root/carto.bundle"); !strings.Contains(out, "a whole, signed bundle of CARTO "+version) {
+			t.Errorf("bundle verify:\n%s", out)
+		}
+		if out := node.MustExec(t, "carto-appliance", "bundle", "load", "/root/carto.bundle"); !strings.Contains(out, ": 0 loaded,") {
+			t.Errorf("bundle load of a loaded bundle:\n%s", out)
+		}
 		vmPsqlDB(t, node, "workspace", "CREATE TABLE e2e_keep (v text); INSERT INTO e2e_keep VALUES ('a'), ('b');")
 		t.Logf("outbound packets rejected so far (OUTPUT, FORWARD): %s", strings.Join(strings.Fields(rejected(t)), ", "))
 	})
