@@ -30,7 +30,7 @@ export CGO_ENABLED := 0
 SHELL := bash
 .SHELLFLAGS := -o pipefail -ec
 
-.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign carto-release-keygen carto-release-publish carto-release-publish-appliance
+.PHONY: all build release release-keygen deps lint unit fuzz integration check demo demo-down bench clean license-keygen license-sign carto-release-keygen carto-release-publish carto-release-publish-appliance carto-release-bundle
 
 all: build
 
@@ -69,6 +69,16 @@ carto-release-publish:
 carto-release-publish-appliance:
 	@[ -n "$(KEY)" ] && [ -n "$(CHANNEL_DIR)" ] && [ -n "$(APPLIANCE_VERSION)" ] || { echo "make carto-release-publish-appliance needs KEY=FILE CHANNEL_DIR=DIR APPLIANCE_VERSION=V [RELEASE_DIR=$(RELEASE_DIR)] [CHANNEL=stable]" >&2; exit 2; }
 	$(GO) run ./cmd/carto-release publish-appliance -key '$(KEY)' -version '$(APPLIANCE_VERSION)' -channel-dir '$(CHANNEL_DIR)' -channel '$(CHANNEL)' $(RELEASE_DIR)/carto-appliance_linux_*
+
+# The air-gap bundle of the CARTO release in FROM: every image it pins,
+# pulled from REGISTRY (HOST/PATH; REGISTRY_KEY: the key.json it takes) when
+# the engine lacks it, into OUT (GZIP=1 compresses); APPLIANCE_VERSION adds
+# the carto-appliance binaries of RELEASE_DIR (make release).
+carto-release-bundle:
+	@[ -n "$(KEY)" ] && [ -n "$(FROM)" ] && [ -n "$(REGISTRY)" ] && [ -n "$(OUT)" ] || { echo "make carto-release-bundle needs KEY=FILE FROM=DIR REGISTRY=HOST/PATH OUT=FILE [REGISTRY_KEY=key.json] [GZIP=1] [APPLIANCE_VERSION=V RELEASE_DIR=$(RELEASE_DIR)]" >&2; exit 2; }
+	$(GO) run ./cmd/carto-release bundle -key '$(KEY)' -from '$(FROM)' -registry '$(REGISTRY)' -o '$(OUT)' \
+		$(if $(REGISTRY_KEY),-registry-key '$(REGISTRY_KEY)') $(if $(GZIP),-gzip) \
+		$(if $(APPLIANCE_VERSION),-appliance-version '$(APPLIANCE_VERSION)' $(RELEASE_DIR)/carto-appliance_linux_*)
 
 # A release is signed: no default key, so none is used by accident
 # (release.sh also refuses the tests' key).
