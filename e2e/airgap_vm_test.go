@@ -25,10 +25,12 @@ func TestAirGapInFreshVM(t *testing.T) {
 	dir := t.TempDir()
 	first := filepath.Join(dir, "carto-"+version+".bundle")
 	next := filepath.Join(dir, "carto-"+testbed.NextVersion+".bundle.gz")
-	if err := reg.Bundle(ctx, channelDir, version, first, false); err != nil {
+	if err := reg.Bundle(ctx, channelDir, version, first, false, ""); err != nil {
 		t.Fatal(err)
 	}
-	if err := reg.Bundle(ctx, channelDir, testbed.NextVersion, next, true); err != nil {
+	// The next release needs carto-appliance NextApplianceVersion: its
+	// bundle carries it.
+	if err := reg.Bundle(ctx, channelDir, testbed.NextVersion, next, true, binNext); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := vm.EnsureImage(ctx, docker); err != nil {
@@ -56,6 +58,9 @@ func TestAirGapInFreshVM(t *testing.T) {
 			t.Fatalf("the OUTPUT REJECT did not stop the attempt: %v", n)
 		}
 		stagePackage(t, node)
+		// A release build of carto-appliance, older than the next
+		// release needs.
+		replaceBinary(t, node, binOld)
 		lic, err := testbed.TestLicense(baseCustomerEnv("carto.vm.test")["SELFHOSTED_TENANT_ID"], func(l *license.License) { l.AirGap = true })
 		if err != nil {
 			t.Fatal(err)
@@ -126,7 +131,7 @@ func TestAirGapInFreshVM(t *testing.T) {
 		t.Logf("outbound packets rejected so far (OUTPUT, FORWARD): %s", strings.Join(strings.Fields(rejected(t)), ", "))
 	})
 
-	step(t, "upgrade from the next bundle (gzip): rows kept, the migration ran, nothing reached outside", func(t *testing.T) {
+	step(t, "upgrade from the next bundle (gzip): carto-appliance updated from the bundle first, then CARTO; rows kept, the migration ran, nothing reached outside", func(t *testing.T) {
 		if err := node.CopyFile(ctx, next, "/root/next.bundle.gz", 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -134,8 +139,13 @@ func TestAirGapInFreshVM(t *testing.T) {
 		if err != nil || code != 0 {
 			t.Fatalf("upgrade --bundle: exit %d %v\n%s\n%s", code, err, out, errOut)
 		}
-		if !strings.Contains(out, "Upgraded CARTO "+version+" to "+testbed.NextVersion) {
-			t.Errorf("upgrade --bundle said:\n%s", out)
+		for _, want := range []string{"Updated carto-appliance " + testbed.OldApplianceVersion + " to " + testbed.NextApplianceVersion, "Upgraded CARTO " + version + " to " + testbed.NextVersion} {
+			if !strings.Contains(out, want) {
+				t.Errorf("upgrade --bundle lacks %q:\n%s", want, out)
+			}
+		}
+		if got := node.MustExec(t, "carto-appliance", "version"); !strings.HasPrefix(got, "carto-appliance "+testbed.NextApplianceVersion+"\n") {
+			t.Errorf("the binary after the upgrade: %q", got)
 		}
 		st := vmStatus(t, node)
 		if !st.Healthy || st.Release == nil || st.Release.Installed != testbed.NextVersion {

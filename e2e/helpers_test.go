@@ -41,6 +41,7 @@ var (
 	version    string // the embedded release's version, pushed to reg
 	channelDir string // the test channel (testbed.ChannelName): the embedded release and testbed.NextRelease
 	binOld     string // the binary under test as carto-appliance testbed.OldApplianceVersion
+	binNext    string // and as testbed.NextApplianceVersion (what the channel offers)
 )
 
 func TestMain(m *testing.M) {
@@ -57,7 +58,7 @@ func TestMain(m *testing.M) {
 		// The same binary as release versions, for the self-update: the
 		// channel offers binNext, which the channel's next release needs.
 		binOld = filepath.Join(tmp, "carto-appliance-"+testbed.OldApplianceVersion)
-		binNext := filepath.Join(tmp, "carto-appliance-"+testbed.NextApplianceVersion)
+		binNext = filepath.Join(tmp, "carto-appliance-"+testbed.NextApplianceVersion)
 		for out, v := range map[string]string{bin: "", binOld: testbed.OldApplianceVersion, binNext: testbed.NextApplianceVersion} {
 			args := []string{"build", testbed.LicenseBuildFlags, "-o", out}
 			if v != "" {

@@ -341,10 +341,21 @@ func serveTLS(ln net.Listener, addr netip.Addr, name string, h http.Handler) (*h
 // (published under channelDir by PublishChannel) to out, as the release
 // team's carto-release bundle does: its images pulled from the registry
 // by their pinned digests (with the registry's key.json), signed with the
-// tests' release key. A bundle already at out is kept.
-func (r *Registry) Bundle(ctx context.Context, channelDir, version, out string, gzip bool) error {
+// tests' release key; with applianceBin (a carto-appliance built as
+// NextApplianceVersion for this machine), carrying it too. A bundle
+// already at out is kept.
+func (r *Registry) Bundle(ctx context.Context, channelDir, version, out string, gzip bool, applianceBin string) error {
 	if _, err := os.Stat(out); err == nil {
 		return nil
+	}
+	var appliances map[string][]byte
+	applianceVersion := ""
+	if applianceBin != "" {
+		b, err := os.ReadFile(applianceBin)
+		if err != nil {
+			return err
+		}
+		appliances, applianceVersion = map[string][]byte{runtime.GOOS + "_" + runtime.GOARCH: b}, NextApplianceVersion
 	}
 	rel, err := release.LoadDir(filepath.Join(channelDir, ChannelName, version), "")
 	if err != nil {
@@ -362,6 +373,7 @@ func (r *Registry) Bundle(ctx context.Context, channelDir, version, out string, 
 	return bundler.Build(ctx, eng, bundler.Options{
 		Release: rel, Registry: r.Host,
 		Auth:    &stack.RegistryAuth{Registry: r.Host, Username: "_json_key", Password: string(key), Source: r.KeyJSONPath},
+		ApplianceVersion: applianceVersion, Appliances: appliances,
 		KeyName: releasetest.KeyName, Key: releasetest.Key, Gzip: gzip, Out: out, Now: time.Now(),
 	})
 }

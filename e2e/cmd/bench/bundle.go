@@ -30,7 +30,7 @@ func (b *bench) bundleBench(ctx context.Context) (*bundleFigures, error) {
 	plain := filepath.Join(b.dir, "carto.bundle")
 	gz := filepath.Join(b.dir, "carto.bundle.gz")
 	for _, out := range []string{plain, gz} {
-		if err := b.bed.Registry.Bundle(ctx, b.bed.ChannelDir, version, out, out == gz); err != nil {
+		if err := b.bed.Registry.Bundle(ctx, b.bed.ChannelDir, version, out, out == gz, ""); err != nil {
 			return nil, err
 		}
 	}
