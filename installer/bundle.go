@@ -21,8 +21,9 @@ import (
 )
 
 // openBundle reads and checks the bundle the operator gave (every file
-// against its signed index) before anything changes.
-func openBundle(ctx context.Context, path string) (*release.Bundle, error) {
+// against its signed index) before anything changes, reporting each file
+// (an image is hundreds of MiB) to rep.
+func openBundle(ctx context.Context, path string, rep stack.Reporter) (*release.Bundle, error) {
 	if path == "" {
 		return nil, nil
 	}
@@ -30,7 +31,11 @@ func openBundle(ctx context.Context, path string) (*release.Bundle, error) {
 	if err != nil {
 		return nil, &InputError{Input: InputBundle, Err: err}
 	}
-	b, err := release.OpenBundle(ctx, abs)
+	b, err := release.OpenBundleReporting(ctx, abs, func(name string, size int64) {
+		if rep != nil && size > 1<<20 {
+			rep.Report(stack.Event{Service: name, Action: stack.ActionChecking, Detail: fmt.Sprintf("%d MiB", size>>20)})
+		}
+	})
 	if err != nil {
 		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %w (nothing was changed)", err)}
 	}
@@ -135,7 +140,7 @@ func bundleLicenseWarnings(d *desired) []string {
 // min_upgrade_from, the licence, the appliance's version), then the same
 // journaled run, its images loaded from the bundle.
 func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Result, error) {
-	b, err := openBundle(ctx, in.Bundle)
+	b, err := openBundle(ctx, in.Bundle, in.Reporter)
 	if err != nil {
 		return nil, err
 	}
@@ -230,8 +235,8 @@ type BundleLoad struct {
 
 // CheckBundle reads a bundle whole against its signed index, as install
 // and upgrade do first, and says what it holds; nothing is changed.
-func CheckBundle(ctx context.Context, path string) (*release.BundleIndex, error) {
-	b, err := openBundle(ctx, path)
+func CheckBundle(ctx context.Context, opts Options, path string) (*release.BundleIndex, error) {
+	b, err := openBundle(ctx, path, opts.Reporter)
 	if err != nil {
 		return nil, err
 	}
@@ -243,7 +248,7 @@ func CheckBundle(ctx context.Context, path string) (*release.BundleIndex, error)
 // carto-bundle/<name>:<version> so that a prune of dangling images keeps
 // it. Nothing else is changed.
 func LoadBundle(ctx context.Context, opts Options, path string) (*BundleLoad, error) {
-	b, err := openBundle(ctx, path)
+	b, err := openBundle(ctx, path, opts.Reporter)
 	if err != nil {
 		return nil, err
 	}

@@ -240,7 +240,7 @@ func TestLoadBundleAhead(t *testing.T) {
 	f, _ := fakes(t)
 	rel := channelRelease(t, "2025.11.3", "2025.6.2", "", "")
 	bundle, _ := testBundle(t, rel)
-	idx, err := CheckBundle(t.Context(), bundle)
+	idx, err := CheckBundle(t.Context(), Options{}, bundle)
 	if err != nil || idx.Version != "2025.11.3" || len(f.Log) != 0 {
 		t.Fatalf("check: %+v %v (engine asked: %v)", idx, err, f.Log)
 	}

@@ -179,7 +179,7 @@ func Install(ctx context.Context, opts InstallOptions) (*Result, error) {
 }
 
 func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Result, error) {
-	b, err := openBundle(ctx, opts.Bundle)
+	b, err := openBundle(ctx, opts.Bundle, opts.Reporter)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,7 @@ func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Res
 // changes nothing.
 func Preflight(ctx context.Context, opts InstallOptions) (*preflight.Report, error) {
 	paths := opts.Paths.WithDefaults()
-	b, err := openBundle(ctx, opts.Bundle)
+	b, err := openBundle(ctx, opts.Bundle, opts.Reporter)
 	if err != nil {
 		return nil, err
 	}

@@ -316,9 +316,18 @@ var ErrBadBundle = errors.New("not a whole, signed bundle")
 // the index names, and every file listed, of the size and sha256 listed,
 // nothing more. ctx cancels the read (gigabytes).
 func OpenBundle(ctx context.Context, path string) (*Bundle, error) {
+	return OpenBundleReporting(ctx, path, nil)
+}
+
+// OpenBundleReporting is OpenBundle telling checked each file it starts
+// checking (a bundle is gigabytes: minutes on a slow disk).
+func OpenBundleReporting(ctx context.Context, path string, checking func(name string, size int64)) (*Bundle, error) {
 	b := &Bundle{Path: path, Appliances: map[string][]byte{}}
 	release := map[string][]byte{}
 	err := b.walk(ctx, func(name string, size int64, r io.Reader) error {
+		if checking != nil {
+			checking(name, size)
+		}
 		switch {
 		case strings.HasPrefix(name, bundleRelease):
 			if size > boundedread.Release {

@@ -7,8 +7,10 @@ type Action string
 const (
 	ActionPulling Action = "Pulling"
 	ActionPulled  Action = "Pulled"
-	// An air-gap bundle's images (Service is the image's name): loaded
-	// through the engine, or already there.
+	// An air-gap bundle's files (Service is the file, or the image's
+	// name): checked against its signed index, loaded through the
+	// engine, or already there.
+	ActionChecking   Action = "Checking"
 	ActionLoading    Action = "Loading"
 	ActionLoaded     Action = "Loaded"
 	ActionPresent    Action = "Present"

@@ -23,7 +23,9 @@ be signed by a release key this binary trusts, the release in it signed, and eve
 of the size and sha256 the index lists. Nothing is changed.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			idx, err := installer.CheckBundle(cmd.Context(), args[0])
+			pr := newProgress(os.Stderr)
+			idx, err := installer.CheckBundle(cmd.Context(), installer.Options{Reporter: pr}, args[0])
+			pr.Close()
 			if err != nil {
 				return err
 			}
