@@ -372,7 +372,7 @@ func (r *Registry) Bundle(ctx context.Context, channelDir, version, out string, 
 	defer eng.Close()
 	return bundler.Build(ctx, eng, bundler.Options{
 		Release: rel, Registry: r.Host,
-		Auth:    &stack.RegistryAuth{Registry: r.Host, Username: "_json_key", Password: string(key), Source: r.KeyJSONPath},
+		Auth:             &stack.RegistryAuth{Registry: r.Host, Username: "_json_key", Password: string(key), Source: r.KeyJSONPath},
 		ApplianceVersion: applianceVersion, Appliances: appliances,
 		KeyName: releasetest.KeyName, Key: releasetest.Key, Gzip: gzip, Out: out, Now: time.Now(),
 	})
