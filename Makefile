@@ -119,7 +119,7 @@ fuzz:
 
 integration: deps build
 	mkdir -p .cache
-	$(GO) test -tags integration -count=1 -timeout 45m -v ./e2e/... 2>&1 | tee .cache/integration.log
+	$(GO) test -tags integration -count=1 -timeout 55m -v ./e2e/... 2>&1 | tee .cache/integration.log
 
 check: unit fuzz integration bench
 
