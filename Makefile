@@ -130,7 +130,7 @@ demo-down: build
 	$(GO) run ./e2e/cmd/demo -down
 
 bench: deps build
-	$(GO) run ./e2e/cmd/bench -runs $(BENCH_RUNS) -bin $(TESTBIN)
+	$(GO) run -tags licensetest ./e2e/cmd/bench -runs $(BENCH_RUNS) -bin $(TESTBIN)
 	$(GO) run ./e2e/cmd/agentbench -bin $(TESTBIN)
 
 clean:
