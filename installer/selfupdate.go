@@ -3,30 +3,28 @@ package installer
 // Self-update: a CARTO release can need a newer carto-appliance than the
 // node runs (its manifest's min_appliance_version). The upgrade then
 // first replaces the binary with one the same channel offers, verified by
-// the channel's signed index (size and sha256) and by running it, and
-// hands over: the agent exits to be restarted by systemd on the new binary
+// the channel's signed index (size and sha256) and by running it
+// (internal/binswap does the swap), and hands over: the agent exits to be restarted by systemd on the new binary
 // and continues the upgrade from an intent file (TakeUpgradeIntent); the
 // CLI runs the new binary and follows. Each step is journaled and the
 // binary is swapped by one rename, so a stop anywhere leaves either the
 // old binary or the new one, never a mix.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strings"
 	"time"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/host"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/internal/binswap"
 	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/release"
 )
@@ -81,9 +79,6 @@ const (
 	// previousBinaryDir keeps the binary a self-update replaced, to go
 	// back by hand if the new one misbehaves.
 	previousBinaryDir = "appliance-previous"
-	// updateTempPrefix names a downloaded binary beside the one it
-	// replaces until the rename.
-	updateTempPrefix = ".carto-appliance.update-"
 	// intentTTL bounds how late a new agent continues an upgrade by
 	// itself: one left for hours (the agent was down) is not started
 	// behind the operator's back.
@@ -199,10 +194,8 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, inst
 		return nil, err
 	}
 	defer unlock()
-	if left, err := filepath.Glob(filepath.Join(filepath.Dir(exe), updateTempPrefix+"*")); err == nil {
-		for _, f := range left {
-			os.Remove(f)
-		}
+	for _, f := range binswap.Leftovers(exe, 0) {
+		os.Remove(f)
 	}
 	intent := filepath.Join(paths.StateDir, upgradeIntentFileName)
 	action := "self-update " + sum.From + " -> " + sum.To
@@ -213,13 +206,13 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, inst
 			if err != nil {
 				return fmt.Errorf("getting carto-appliance %s: %w", up.version, err)
 			}
-			if tmp, err = writeBeside(exe, b); err != nil {
+			if tmp, err = binswap.Stage(exe, b); err != nil {
 				return fmt.Errorf("writing carto-appliance %s beside %s: %w", up.version, exe, err)
 			}
-			return checkRuns(ctx, tmp, up.version)
+			return binswap.CheckVersion(ctx, tmp, up.version)
 		}},
 		{Name: "keep-previous", Do: func(context.Context) error {
-			return keepPrevious(exe, sum.Previous)
+			return binswap.Keep(exe, sum.Previous, "carto-appliance-")
 		}},
 		{Name: "intent", Undo: func(context.Context) error { return removeIfThere(intent) }, Do: func(context.Context) error {
 			if in.ApplianceOnly {
@@ -234,11 +227,11 @@ func selfUpdate(ctx context.Context, in UpgradeOptions, paths config.Paths, inst
 		// One rename: the path holds the old binary or the new, whole. A
 		// running process keeps the file it started from.
 		{Name: "replace", Do: func(context.Context) error {
-			if err := os.Rename(tmp, exe); err != nil {
-				return fmt.Errorf("replacing %s: %w", exe, err)
+			if err := binswap.Swap(tmp, exe); err != nil {
+				return err
 			}
 			tmp = ""
-			return syncDir(filepath.Dir(exe))
+			return nil
 		}},
 	}, steps.Undo)
 	if err != nil {
@@ -264,89 +257,11 @@ func updateApplianceOnly(ctx context.Context, in UpgradeOptions, paths config.Pa
 	return selfUpdate(ctx, in, paths, chk.Installed, chk.Target, fromChannel(src, offer))
 }
 
-// writeBeside writes b as an executable temporary file in path's
-// directory, so that the rename over path is atomic.
-func writeBeside(path string, b []byte) (string, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), updateTempPrefix+"*")
-	if err != nil {
-		return "", err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(0o755)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return "", err
-	}
-	return f.Name(), nil
-}
-
-// checkRuns runs the downloaded binary's `version`: it must start on this
-// machine and be the version the channel says.
-func checkRuns(ctx context.Context, bin, want string) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, bin, "version")
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("the downloaded carto-appliance %s does not run here (%v): %s", want, err, firstLine(out.String()))
-	}
-	if got := firstLine(out.String()); got != "carto-appliance "+want {
-		return fmt.Errorf("the downloaded binary says %q, and the channel lists it as carto-appliance %s", got, want)
-	}
-	return nil
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
-	return l
-}
-
-// keepPrevious copies the running binary into the state dir (one kept:
-// the last replaced).
-func keepPrevious(exe, dst string) error {
-	b, err := os.ReadFile(exe)
-	if err != nil {
-		return fmt.Errorf("keeping the current binary: %w", err)
-	}
-	dir := filepath.Dir(dst)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("keeping the current binary: %w", err)
-	}
-	old, _ := filepath.Glob(filepath.Join(dir, "carto-appliance-*"))
-	if err := atomicfile.Write(dst, b, 0o755); err != nil {
-		return fmt.Errorf("keeping the current binary: %w", err)
-	}
-	for _, o := range old {
-		if o != dst {
-			os.Remove(o)
-		}
-	}
-	return removeIfThere(dst + atomicfile.PrevSuffix)
-}
-
 func removeIfThere(path string) error {
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
 	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // TakeUpgradeIntent returns the upgrade a self-update left for this
@@ -401,17 +316,11 @@ func CleanSelfUpdate() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	left, err := filepath.Glob(filepath.Join(filepath.Dir(exe), updateTempPrefix+"*"))
-	if err != nil {
-		return nil, err
-	}
 	var removed []string
-	for _, f := range left {
-		// A download younger than this may be another process's, under way.
-		if fi, err := os.Stat(f); err == nil && time.Since(fi.ModTime()) > 10*time.Minute {
-			if os.Remove(f) == nil {
-				removed = append(removed, f)
-			}
+	// A download younger than this may be another process's, under way.
+	for _, f := range binswap.Leftovers(exe, 10*time.Minute) {
+		if os.Remove(f) == nil {
+			removed = append(removed, f)
 		}
 	}
 	return removed, nil

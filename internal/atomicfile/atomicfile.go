@@ -102,13 +102,14 @@ func replace(path string, data []byte, perm os.FileMode) (err error) {
 		return fmt.Errorf("renaming the temporary file into place: %w", err)
 	}
 	// The rename is durable only once the directory entry is on disk.
-	if err := syncDir(dir); err != nil {
+	if err := SyncDir(dir); err != nil {
 		return err
 	}
 	return nil
 }
 
-func syncDir(dir string) error {
+// SyncDir makes the entries of dir (a rename into it) durable.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("opening directory %s to sync it: %w", dir, err)

@@ -75,7 +75,7 @@ func WriteDir(dir string, files map[string][]byte, perm os.FileMode) (changed bo
 		changed, removed = true, true
 	}
 	if removed {
-		if err := syncDir(dir); err != nil {
+		if err := SyncDir(dir); err != nil {
 			return changed, err
 		}
 	}
