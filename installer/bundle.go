@@ -93,17 +93,8 @@ func (c *convergeRun) loadBundle(ctx context.Context) error {
 				tagged = append(tagged, ref)
 			}
 		}
-		c.report(stack.Event{Service: img.Name, Action: stack.ActionLoading})
-		loaded, err := c.eng.LoadImage(ctx, r, img.ID, refs[img.Name], c.opts.Progress)
-		if err != nil {
-			return err
-		}
-		action := stack.ActionLoaded
-		if !loaded {
-			action = stack.ActionPresent
-		}
-		c.report(stack.Event{Service: img.Name, Action: action})
-		return nil
+		_, err := loadImage(ctx, c.eng, c.opts, img, r, refs[img.Name])
+		return err
 	})
 	if err != nil {
 		for _, ref := range tagged {
@@ -115,10 +106,25 @@ func (c *convergeRun) loadBundle(ctx context.Context) error {
 	return nil
 }
 
-func (c *convergeRun) report(ev stack.Event) {
-	if c.opts.Reporter != nil {
-		c.opts.Reporter.Report(ev)
+// loadImage loads one image of a bundle as refs, telling opts' reporter
+// whether it was loaded or already there.
+func loadImage(ctx context.Context, eng stackEngine, opts Options, img release.BundleImage, r io.Reader, refs []string) (bool, error) {
+	report := func(a stack.Action) {
+		if opts.Reporter != nil {
+			opts.Reporter.Report(stack.Event{Service: img.Name, Action: a})
+		}
 	}
+	report(stack.ActionLoading)
+	loaded, err := eng.LoadImage(ctx, r, img.ID, refs, opts.Progress)
+	if err != nil {
+		return false, err
+	}
+	if loaded {
+		report(stack.ActionLoaded)
+	} else {
+		report(stack.ActionPresent)
+	}
+	return loaded, nil
 }
 
 // bundleLicenseWarnings: an air-gapped node reaches no licence server, so
@@ -259,25 +265,13 @@ func LoadBundle(ctx context.Context, opts Options, path string) (*BundleLoad, er
 	defer eng.Close()
 	res := &BundleLoad{Version: b.Index.Version}
 	err = b.EachImage(ctx, func(img release.BundleImage, r io.Reader) error {
-		ref := "carto-bundle/" + img.Name + ":" + b.Index.Version
-		if opts.Reporter != nil {
-			opts.Reporter.Report(stack.Event{Service: img.Name, Action: stack.ActionLoading})
-		}
-		loaded, err := eng.LoadImage(ctx, r, img.ID, []string{ref}, opts.Progress)
-		if err != nil {
-			return err
-		}
-		action := stack.ActionLoaded
+		loaded, err := loadImage(ctx, eng, opts, img, r, []string{"carto-bundle/" + img.Name + ":" + b.Index.Version})
 		if loaded {
 			res.Loaded = append(res.Loaded, img.Name)
-		} else {
-			action = stack.ActionPresent
+		} else if err == nil {
 			res.Present = append(res.Present, img.Name)
 		}
-		if opts.Reporter != nil {
-			opts.Reporter.Report(stack.Event{Service: img.Name, Action: action})
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return res, fmt.Errorf("loading the bundle's images: %w", err)

@@ -253,12 +253,17 @@ func TestLoadBundleAhead(t *testing.T) {
 	}
 	opts := customerPackage(t)
 	opts.Bundle = bundle
+	before := len(f.calls("load "))
 	if _, err := Install(t.Context(), opts); err != nil {
 		t.Fatal(err)
 	}
-	for _, l := range f.calls("load ") {
-		if strings.Contains(l, "/2025.11.3") && strings.Contains(l, "loaded=true") && !strings.Contains(l, "carto-bundle/") {
-			t.Errorf("the install loaded again: %s", l)
+	installLoads := f.calls("load ")[before:]
+	if len(installLoads) != len(rel.Manifest.Images) {
+		t.Fatalf("the install's loads: %v", installLoads)
+	}
+	for _, l := range installLoads {
+		if !strings.Contains(l, "loaded=false") || strings.Contains(l, "carto-bundle/") {
+			t.Errorf("the install loaded again, or did not tag as the compose file names it: %s", l)
 		}
 	}
 }
