@@ -39,6 +39,7 @@ import (
 	"os"
 	"path"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -303,7 +304,9 @@ type Bundle struct {
 	Path    string
 	Index   *BundleIndex
 	Release *Release
-	// Appliances are the binaries the bundle carries, by platform.
+	// Appliances holds the carto-appliance binary the bundle carries for
+	// this machine, by platform (binaries for others are checked, not
+	// kept).
 	Appliances map[string][]byte
 }
 
@@ -338,8 +341,10 @@ func OpenBundleReporting(ctx context.Context, path string, checking func(name st
 				return err
 			}
 			release[strings.TrimPrefix(name, bundleRelease)] = data
-		case strings.HasPrefix(name, bundleAppliance):
-			data, err := io.ReadAll(r) // the index bounds its size
+		case name == bundleAppliance+"carto-appliance_"+runtime.GOOS+"_"+runtime.GOARCH:
+			// This machine's binary is kept (the index bounds its size);
+			// the others are checked and dropped.
+			data, err := io.ReadAll(r)
 			if err != nil {
 				return err
 			}

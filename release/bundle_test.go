@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -35,11 +36,14 @@ func bundleImageFiles(t *testing.T, r *Release) []BundleImageFile {
 	return files
 }
 
+// here is this machine's platform.
+var here = runtime.GOOS + "_" + runtime.GOARCH
+
 // writeTestBundle writes a bundle of r to a file, signed with key.
 func writeTestBundle(t *testing.T, r *Release, key ed25519.PrivateKey, compress bool) string {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := WriteBundle(&buf, r, bundleImageFiles(t, r), "1.2.0", map[string][]byte{"linux_amd64": []byte("a binary")}, releasetest.KeyName, key, compress, now); err != nil {
+	if err := WriteBundle(&buf, r, bundleImageFiles(t, r), "1.2.0", map[string][]byte{here: []byte("a binary"), "other_arch": []byte("another machine's")}, releasetest.KeyName, key, compress, now); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(t.TempDir(), "carto.bundle")
@@ -59,7 +63,7 @@ func TestBundleRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if b.Release.Digest() != r.Digest() || b.Index.Version != "2026.1.0" || len(b.Index.Images) != 2 || string(b.Appliances["linux_amd64"]) != "a binary" {
+			if b.Release.Digest() != r.Digest() || b.Index.Version != "2026.1.0" || len(b.Index.Images) != 2 || string(b.Appliances[here]) != "a binary" || len(b.Appliances) != 1 || len(b.Index.Appliances) != 2 {
 				t.Fatalf("bundle %+v", b.Index)
 			}
 			if b.Index.UnpackedSize() != 5000*int64(len("layer of router ")+len("layer of api ")) {
