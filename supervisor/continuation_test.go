@@ -21,8 +21,19 @@ import (
 // CLI got its answer.
 func TestSelfUpdateRestartsTheAgentAfterTheAnswer(t *testing.T) {
 	restarted := make(chan string, 1)
+	// Restart waits for the CLI to have its answer: were it called
+	// before the answer was sent, the answer would come only after this
+	// wait, and the reason recorded says so.
+	answered := make(chan struct{})
 	paths := serveWith(t, ServeOptions{
-		Restart: func(reason string) { restarted <- reason },
+		Restart: func(reason string) {
+			select {
+			case <-answered:
+				restarted <- reason
+			case <-time.After(3 * time.Second):
+				restarted <- "called before the CLI had its answer"
+			}
+		},
 		Workflows: Workflows{Upgrade: func(context.Context, installer.UpgradeOptions) (*installer.Result, error) {
 			return &installer.Result{Version: "2025.11.3", SelfUpdate: &installer.SelfUpdateSummary{From: "1.2.0", To: "1.3.0", Binary: "/usr/local/bin/carto-appliance", For: "2026.1.0"}}, nil
 		}},
@@ -38,6 +49,7 @@ func TestSelfUpdateRestartsTheAgentAfterTheAnswer(t *testing.T) {
 	default:
 	}
 	res, err := Do(t.Context(), c, installer.Options{}, UpgradeOp{})
+	close(answered)
 	if err != nil || res.SelfUpdate == nil || res.SelfUpdate.To != "1.3.0" {
 		t.Fatalf("%+v %v", res, err)
 	}
@@ -49,7 +61,7 @@ func TestSelfUpdateRestartsTheAgentAfterTheAnswer(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the agent was not restarted")
 	}
-	// Any other op's result restarts nothing.
+	// An agent that took no intent continues nothing.
 	if _, err := c.FollowContinuation(t.Context(), installer.Options{}); !errors.Is(err, ErrNoContinuation) {
 		t.Errorf("no continuation: %v", err)
 	}
