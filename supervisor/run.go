@@ -422,7 +422,7 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 		// Each revive is bounded and the watchdog fed before it: a
 		// pass that revives several services must not starve it.
 		s.alive()
-		cctx, cancel := context.WithTimeout(ctx, engineCallBound)
+		cctx, cancel := context.WithTimeout(ctx, reviveBound)
 		restarted, err := eng.Revive(cctx, s.project, name)
 		cancel()
 		if err != nil {
@@ -449,6 +449,11 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 // than the watchdog (WatchdogSec=30) gets the agent killed. A call cut
 // is retried at the next pass, or after the reconnect.
 var engineCallBound = 15 * time.Second
+
+// reviveBound bounds one revive: a restart waits up to the container's
+// stop grace (10 s by default) before the kill, then starts it; fed
+// before each, the watchdog (30 s) still never starves.
+var reviveBound = 25 * time.Second
 
 // certCheckEvery is how often the router's certificate is looked at: a
 // self-signed one is renewed a month before it expires, so an hour is
