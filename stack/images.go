@@ -59,7 +59,7 @@ func (e *Engine) LoadImage(ctx context.Context, r io.Reader, id string, refs []s
 			// Not forced: an image a container or a tag uses stays.
 			e.api.ImageRemove(ctx, other, client.ImageRemoveOptions{})
 		}
-		return true, fmt.Errorf("the image file held %v, not image %s: the bundle is not the one the release team built", got, id)
+		return true, fmt.Errorf("the image file held %v, not image %s: the bundle is not the one the release team built; get it again from them", got, id)
 	}
 	return true, e.tagImage(ctx, id, refs)
 }
