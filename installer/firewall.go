@@ -2,12 +2,14 @@ package installer
 
 import (
 	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/host"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 // firewallApply and firewallClear change the host firewall (iptables, and
@@ -82,4 +84,32 @@ func EnforceFirewall(ctx context.Context, paths config.Paths) error {
 // what the Docker engine's drop-in runs before the engine starts.
 func RestoreFirewall(ctx context.Context, paths config.Paths) error {
 	return firewall.Restore(ctx, paths.WithDefaults().StateDir)
+}
+
+// rollFirewall is the firewall package's side of a roll (stack.Firewall):
+// the router's port handover and the fences of retiring containers.
+type rollFirewall struct{}
+
+func (rollFirewall) HandOver(ctx context.Context, project string, rs []stack.PortRedirect) error {
+	out := make([]firewall.Redirect, len(rs))
+	for i, r := range rs {
+		out[i] = firewall.Redirect{HostIP: r.HostIP, HostPort: r.HostPort, To: r.To}
+	}
+	return firewall.HandOver(ctx, project, out)
+}
+
+func (rollFirewall) EndHandover(ctx context.Context, project string) error {
+	return firewall.EndHandover(ctx, project)
+}
+
+func (rollFirewall) Fence(ctx context.Context, pid int, addr netip.Addr) error {
+	return firewall.Fence(ctx, pid, addr)
+}
+
+func (rollFirewall) Unfence(ctx context.Context, pid int, addr netip.Addr) error {
+	return firewall.Unfence(ctx, pid, addr)
+}
+
+func (rollFirewall) ClearFences(ctx context.Context, pid int) error {
+	return firewall.ClearFences(ctx, pid)
 }

@@ -41,5 +41,6 @@ var connectEngine = func(ctx context.Context) (stackEngine, error) {
 		// test the engine against nil before closing it.
 		return nil, err
 	}
+	eng.Firewall = rollFirewall{}
 	return eng, nil
 }

@@ -102,6 +102,9 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 	if err := e.ensureVolumes(ctx, p); err != nil {
 		return nil, err
 	}
+	if err := e.endRollsCutShort(ctx, p.Name); err != nil {
+		return nil, err
+	}
 	existing, extras, err := e.projectContainers(ctx, p.Name)
 	if err != nil {
 		return nil, err
@@ -154,7 +157,9 @@ func (e *Engine) Apply(ctx context.Context, p *types.Project, opts ApplyOptions)
 		imageIDs: imageIDs, netIDs: netIDs, existing: existing,
 		started: map[string]chan struct{}{}, ready: map[string]chan struct{}{},
 		ids: map[string]string{}, errs: map[string]error{}, probed: map[string]string{},
+		rolled: map[string]bool{},
 	}
+	defer c.fences.lift(context.WithoutCancel(ctx))
 	for name := range p.Services {
 		c.started[name] = make(chan struct{})
 		c.ready[name] = make(chan struct{})
@@ -233,6 +238,24 @@ type converger struct {
 	ids     map[string]string // service -> container ID after converge
 	errs    map[string]error
 	probed  map[string]string // service -> container found healthy by our own probe
+	rolled  map[string]bool   // services rolled new-before-old (roll.go)
+	fences  fences
+
+	handoverMu sync.Mutex // one port handover at a time: it owns the project's nat chain
+}
+
+// markRolled records that the service's new container was awaited ready
+// before its old one left: converge does not wait for it again.
+func (c *converger) markRolled(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rolled[name] = true
+}
+
+func (c *converger) wasRolled(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rolled[name]
 }
 
 var errDependency = errors.New("a dependency failed")
@@ -292,6 +315,9 @@ func (c *converger) converge(ctx context.Context, name string) (outcome, error) 
 		return out, err
 	}
 	c.markStarted(name, id)
+	if c.wasRolled(name) {
+		return out, nil // awaited healthy before the old container left
+	}
 	if err := c.awaitReady(ctx, s, id); err != nil {
 		c.rep.Report(Event{Service: name, Action: ActionFailed, Detail: err.Error()})
 		return out, err
@@ -414,6 +440,22 @@ func (c *converger) ensureContainer(ctx context.Context, s types.ServiceConfig) 
 		}
 		return outcomeCreated, id, nil
 	}
+	if have.State == container.StateRunning {
+		switch {
+		case rollable(s):
+			return c.roll(ctx, s, have, cfg, name)
+		case c.handoverable(s, cfg):
+			c.handoverMu.Lock()
+			defer c.handoverMu.Unlock()
+			return c.handover(ctx, s, have, cfg, name)
+		}
+	}
+	return c.recreate(ctx, s, have, cfg, name)
+}
+
+// recreate replaces the service's container the plain way, as compose does:
+// the old one stopped, then the new one started.
+func (c *converger) recreate(ctx context.Context, s types.ServiceConfig, have container.Summary, cfg *createConfig, name string) (outcome, string, error) {
 	// Create the replacement first, under a temporary name, so that a config
 	// the engine refuses leaves the old container running.
 	c.rep.Report(Event{Service: s.Name, Action: ActionRecreating})

@@ -20,6 +20,7 @@ const (
 	extEmbedded  = "x-carto-embedded"
 	extHTTPSPort = "x-carto-https-port"
 	extHTTPPort  = "x-carto-http-port"
+	extReload    = "x-carto-reload"
 )
 
 // Roles of a node. RoleAll runs every service (the standard layout).
@@ -36,6 +37,10 @@ const (
 const (
 	LabelVersion = "io.carto.appliance.version"
 	LabelRole    = "io.carto.appliance.role"
+	// LabelReload is the command that makes a router (nginx) drop the
+	// addresses it resolved (x-carto-reload): run after a service behind it
+	// was rolled, see roll.go.
+	LabelReload = "io.carto.appliance.reload"
 )
 
 // RenderOptions selects what of the release template this node runs.
@@ -96,6 +101,7 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		if target, ok := svc[extHTTPPort].(string); ok && opts.HTTPByAgent {
 			svc["ports"] = withoutTarget(svc["ports"], target)
 		}
+		reload, _ := svc[extReload].(string)
 		for k := range svc {
 			if strings.HasPrefix(k, "x-") {
 				delete(svc, k)
@@ -104,6 +110,9 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		labels, _ := svc["labels"].(map[string]any)
 		if labels == nil {
 			labels = map[string]any{}
+		}
+		if reload != "" {
+			labels[LabelReload] = reload
 		}
 		labels[LabelVersion] = opts.Version
 		labels[LabelRole] = role

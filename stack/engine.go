@@ -32,6 +32,10 @@ const composeVersion = "carto-appliance"
 // Engine talks to one Docker engine.
 type Engine struct {
 	api *client.Client
+	// Firewall, when set, lets a roll fence a retiring container in the
+	// routers (roll.go) and hand the router's published ports from its old
+	// container to its new one (handover.go) without a failed request.
+	Firewall Firewall
 }
 
 // ErrNoEngine is returned by Connect when no Docker engine answers.

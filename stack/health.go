@@ -2,6 +2,7 @@ package stack
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -42,25 +43,32 @@ func (e *Engine) probe(ctx context.Context, id string, cmd []string, hc *types.H
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	code, err := e.runExec(ctx, id, cmd)
+	return err == nil && code == 0
+}
+
+// runExec runs cmd in the container, detached from any terminal, and
+// returns its exit code once it has ended.
+func (e *Engine) runExec(ctx context.Context, id string, cmd []string) (int, error) {
 	ex, err := e.api.ExecCreate(ctx, id, client.ExecCreateOptions{Cmd: cmd})
 	if err != nil {
-		return false
+		return 0, fmt.Errorf("running %s: %w", cmd[0], err)
 	}
 	// A non-detached start returns when the command has ended.
 	if _, err := e.api.ExecStart(ctx, ex.ID, client.ExecStartOptions{}); err != nil {
-		return false
+		return 0, fmt.Errorf("running %s: %w", cmd[0], err)
 	}
 	for {
 		res, err := e.api.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
 		if err != nil {
-			return false
+			return 0, fmt.Errorf("running %s: %w", cmd[0], err)
 		}
 		if !res.Running {
-			return res.ExitCode == 0
+			return res.ExitCode, nil
 		}
 		select {
 		case <-ctx.Done():
-			return false
+			return 0, fmt.Errorf("running %s: %w", cmd[0], ctx.Err())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

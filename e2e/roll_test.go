@@ -1,0 +1,139 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/loadgen"
+)
+
+// routerPaths reach every service behind the router (e2e/images/router-http).
+var routerPaths = []string{"/", "/acc/x", "/workspace-api/x", "/api/v3/maps/x", "/api/x", "/imports/x", "/lds/x", "/notifier/x"}
+
+// hostAddress is this machine's first global IPv4 address: the load goes to
+// it, not to 127.0.0.1, as a client on another host would (loopback goes
+// through Docker's userland proxy, not the nat rules a handover uses).
+func hostAddress(t *testing.T) string {
+	t.Helper()
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() && !strings.HasPrefix(n.IP.String(), "172.") {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no global IPv4 address on this machine")
+	return ""
+}
+
+// A config apply that changes every CARTO service's .env, router included,
+// under 100 requests a second through the router: every service is
+// replaced and not one request fails; compose then sees exactly its own
+// stack (one container per service, nothing to recreate).
+func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
+	t.Parallel()
+	n := newNode(t, "e2e-roll")
+	addr := hostAddress(t)
+	env := baseCustomerEnv(n.domain)
+	n.writeCustomerEnv(env)
+	args := n.installArgs()
+	for i, a := range args {
+		if a == "127.0.0.1" && args[i-1] == "--bind-address" {
+			args[i] = addr
+		}
+	}
+	n.mustRun(args...)
+	before := n.containers()
+
+	// The installed copy is what config apply reads.
+	installed := filepath.Join(n.configDir, "customer.env")
+	b, err := os.ReadFile(installed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b = append(b, "CARTO_AUTH0_CLIENT_ID=auth0-client-id-rolled\n"...)
+	if err := os.WriteFile(installed, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The router's own account of a failure: its error lines (the
+	// container is replaced during the apply, so they are followed now).
+	follow := exec.CommandContext(t.Context(), "docker", "logs", "-f", n.project+"-router-http-1")
+	var routerLog bytes.Buffer
+	follow.Stdout, follow.Stderr = &routerLog, &routerLog
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	load := loadgen.Start(t.Context(), loadgen.Options{
+		BaseURL: fmt.Sprintf("https://%s:%d", addr, n.httpsPort), Host: n.domain,
+		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: routerPaths, Rate: 100,
+		Timeout: 20 * time.Second, MaxDuration: 5 * time.Minute,
+	})
+	time.Sleep(3 * time.Second)
+	out, errOut := n.mustRun("config", "apply")
+	time.Sleep(3 * time.Second)
+	res := load.Stop()
+	t.Logf("config apply under load: %s\n%s", res, errOut)
+	follow.Process.Kill()
+	follow.Wait()
+	if res.Failed != 0 || res.Sent < 500 {
+		t.Errorf("config apply under load: %s; failures: %v\nthe router's errors:\n%s", res, res.Samples, routerErrors(routerLog.String()))
+	}
+
+	changed := changedServices(before, n.containers())
+	for _, s := range []string{"router-http", "workspace-api", "maps-api", "http-cache", "workspace-www", "accounts-www", "notifier", "import-api", "lds-api"} {
+		if !slices.Contains(changed, s) {
+			t.Errorf("%s was not replaced (changed: %v)\n%s", s, changed, out)
+		}
+	}
+	for _, s := range []string{"workspace-postgres", "valkey"} {
+		if slices.Contains(changed, s) {
+			t.Errorf("%s was replaced by a .env change", s)
+		}
+	}
+	ps := compose(t, n, "ps", "-a", "--format", "{{.Service}} {{.Name}}")
+	seen := map[string]int{}
+	for _, l := range strings.Split(strings.TrimSpace(ps), "\n") {
+		svc, name, _ := strings.Cut(l, " ")
+		seen[svc]++
+		if name != n.project+"-"+svc+"-1" {
+			t.Errorf("compose ps: %s runs as %s", svc, name)
+		}
+	}
+	for svc, k := range seen {
+		if k != 1 {
+			t.Errorf("compose ps lists %d containers of %s:\n%s", k, svc, ps)
+		}
+	}
+	if len(seen) != 17 {
+		t.Errorf("compose ps lists %d services, want 17:\n%s", len(seen), ps)
+	}
+	after := n.containers()
+	compose(t, n, "up", "-d")
+	if again := changedServices(after, n.containers()); len(again) > 0 {
+		t.Errorf("docker compose up -d recreated %v after the roll", again)
+	}
+}
+
+// routerErrors keeps nginx's error lines and the requests it failed.
+func routerErrors(log string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "[error]") || strings.Contains(l, "[warn]") || strings.Contains(l, "[crit]") || strings.Contains(l, "\" 50") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
