@@ -99,7 +99,10 @@ func TestAgentKeepsStackUp(t *testing.T) {
 
 	step(t, "a service that keeps crashing is reported as a crash loop, restarted ever more slowly", func(t *testing.T) {
 		env := baseCustomerEnv(n.domain)
-		env["STANDIN_FAIL_LDS_API"] = "crash-after=1s"
+		// It lives long enough to pass the apply's health gate: a new
+		// container that never becomes healthy is removed, and the old
+		// one goes on serving (TestConfigApplyKeepsTheOldContainer...).
+		env["STANDIN_FAIL_LDS_API"] = "crash-after=4s"
 		n.writeCustomerEnv(env)
 		life := watchLife(t, n.project, "lds-api")
 		n.run(n.installArgs()...) // may fail: lds-api dies while it is awaited

@@ -89,7 +89,9 @@ func TestAgentSurvivesEngineRestartAndReboot(t *testing.T) {
 			}
 			return restartDelays(events)
 		}
-		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=1s >> /opt/carto/customer.env")
+		// Long enough to pass the apply's health gate, which a container
+		// that is never healthy does not (the old one keeps serving).
+		node.MustExec(t, "sh", "-c", "echo STANDIN_FAIL_LDS_API=crash-after=4s >> /opt/carto/customer.env")
 		node.Exec(ctx, "carto-appliance", "config", "apply") // fails: lds-api dies while it is awaited
 		eventually(t, 180*time.Second, func() error {
 			if s := service(t, "lds-api"); !s.CrashLoop {

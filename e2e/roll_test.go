@@ -125,6 +125,34 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	if again := changedServices(after, n.containers()); len(again) > 0 {
 		t.Errorf("docker compose up -d recreated %v after the roll", again)
 	}
+
+	// A change whose new container fails: the apply says so, the old
+	// container goes on serving, and no request fails meanwhile.
+	before = n.containers()
+	b = append(b, "STANDIN_FAIL_MAPS_API=exit\n"...)
+	if err := os.WriteFile(installed, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load = loadgen.Start(t.Context(), loadgen.Options{
+		BaseURL: fmt.Sprintf("https://%s:%d", addr, n.httpsPort), Host: n.domain,
+		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: []string{"/api/x", "/api/v3/maps/x"}, Rate: 50,
+		Timeout: 20 * time.Second, MaxDuration: 5 * time.Minute,
+	})
+	_, errOut, code := n.run("config", "apply")
+	res = load.Stop()
+	if code == 0 || !strings.Contains(errOut, "maps-api") || !strings.Contains(errOut, "the old one is still serving") {
+		t.Errorf("config apply with a failing maps-api: exit %d\n%s", code, errOut)
+	}
+	if res.Failed != 0 {
+		t.Errorf("requests to maps-api while its new container failed: %s; %v", res, res.Samples)
+	}
+	if changed := changedServices(before, n.containers()); slices.Contains(changed, "maps-api") {
+		t.Errorf("maps-api's container was replaced by one that fails (changed: %v)", changed)
+	}
+	ps = compose(t, n, "ps", "-a", "--format", "{{.Service}}")
+	if k := strings.Count(ps, "maps-api\n"); k != 1 {
+		t.Errorf("compose ps lists %d maps-api containers after the failed roll:\n%s", k, ps)
+	}
 }
 
 // routerErrors keeps nginx's error lines and the requests it failed.

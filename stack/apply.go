@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -409,6 +410,14 @@ func (c *converger) ensureContainer(ctx context.Context, s types.ServiceConfig) 
 	}
 	have, exists := c.existing[s.Name]
 	if exists && c.upToDate(s, have, want) {
+		// A recreate or roll cut short between the old container's
+		// removal and the rename leaves the new one under its temporary
+		// name: compose and the operator know it by the service's.
+		if name := containerName(c.p.Name, s.Name); !slices.Contains(have.Names, "/"+name) {
+			if _, err := c.e.api.ContainerRename(ctx, have.ID, client.ContainerRenameOptions{NewName: name}); err != nil {
+				return outcomeNone, "", fmt.Errorf("naming service %s's container %s: %w", s.Name, name, err)
+			}
+		}
 		switch {
 		case have.State == container.StateRunning:
 			c.rep.Report(Event{Service: s.Name, Action: ActionUnchanged})
