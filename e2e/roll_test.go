@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,28 +15,8 @@ import (
 	"time"
 
 	"github.com/cartodb/carto-appliance/e2e/loadgen"
+	"github.com/cartodb/carto-appliance/e2e/testbed"
 )
-
-// routerPaths reach every service behind the router (e2e/images/router-http).
-var routerPaths = []string{"/", "/acc/x", "/workspace-api/x", "/api/v3/maps/x", "/api/x", "/imports/x", "/lds/x", "/notifier/x"}
-
-// hostAddress is this machine's first global IPv4 address: the load goes to
-// it, not to 127.0.0.1, as a client on another host would (loopback goes
-// through Docker's userland proxy, not the nat rules a handover uses).
-func hostAddress(t *testing.T) string {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && n.IP.IsGlobalUnicast() && !strings.HasPrefix(n.IP.String(), "172.") {
-			return n.IP.String()
-		}
-	}
-	t.Skip("no global IPv4 address on this machine")
-	return ""
-}
 
 // A config apply that changes every CARTO service's .env, router included,
 // under 100 requests a second through the router: every service is
@@ -46,7 +25,11 @@ func hostAddress(t *testing.T) string {
 func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	t.Parallel()
 	n := newNode(t, "e2e-roll")
-	addr := hostAddress(t)
+	load0, err := testbed.EnsureLoadAddress(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := load0.String()
 	env := baseCustomerEnv(n.domain)
 	n.writeCustomerEnv(env)
 	args := n.installArgs()
@@ -78,7 +61,7 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	}
 	load := loadgen.Start(t.Context(), loadgen.Options{
 		BaseURL: fmt.Sprintf("https://%s:%d", addr, n.httpsPort), Host: n.domain,
-		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: routerPaths, Rate: 100,
+		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: testbed.RouterPaths, Rate: 100,
 		Timeout: 20 * time.Second, MaxDuration: 5 * time.Minute,
 	})
 	time.Sleep(3 * time.Second)

@@ -15,7 +15,7 @@
 # Runs `apt-get update` once, and only when something is missing.
 set -euo pipefail
 
-PACKAGES=(docker.io docker-registry docker-compose debootstrap busybox-static apache2-utils openssl iptables pebble)
+PACKAGES=(docker.io docker-registry docker-compose debootstrap busybox-static apache2-utils openssl iptables iproute2 pebble)
 PROXY_PACKAGES=(tinyproxy squid)
 
 die() { echo "testbed-deps.sh: $*" >&2; exit 1; }

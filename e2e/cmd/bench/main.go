@@ -12,6 +12,8 @@
 //   - rollback: `carto-appliance rollback --restore-database` (settings,
 //     release and the database from the dump) against `docker-compose up
 //     -d` of the previous files (which cannot put the database back);
+//   - failed requests under a steady load during an upgrade and a .env
+//     change, against compose v2 making the same change (rolling.go);
 //   - the air-gap bundle: its size against the images', and loading it in
 //     a fresh VM (`carto-appliance bundle load`) against `docker load`.
 //
@@ -39,10 +41,11 @@ func main() {
 	dir := flag.String("dir", ".cache/bench", "working directory")
 	bin := flag.String("bin", "bin/carto-appliance", "the carto-appliance binary")
 	runs := flag.Int("runs", 1, "measurements per figure (the median is printed)")
+	only := flag.String("only", "", `one section alone: "load" (failed requests during changes)`)
 	flag.Parse()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
-	if err := run(ctx, *dir, *bin, *runs); err != nil {
+	if err := run(ctx, *dir, *bin, *runs, *only); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -136,7 +139,7 @@ func (b *bench) legacyUpgrade(ctx context.Context) (up, back time.Duration, err 
 	return up, back, nil
 }
 
-func run(ctx context.Context, dir, bin string, runs int) error {
+func run(ctx context.Context, dir, bin string, runs int, only string) error {
 	dir, _ = filepath.Abs(dir)
 	bin, _ = filepath.Abs(bin)
 	os.RemoveAll(dir)
@@ -154,6 +157,14 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 	}
 	defer b.appliance(context.Background(), "uninstall", "--purge", "--yes")
 	defer b.legacy(context.Background(), "down", "-v")
+	if only == "load" {
+		rows, err := b.rollingBench(ctx)
+		if err != nil {
+			return fmt.Errorf("failed requests under load: %w", err)
+		}
+		printLoadRows(rows)
+		return nil
+	}
 
 	var appCold, legacyCold, appNoop, legacyNoop []time.Duration
 	for i := 0; i < runs; i++ {
@@ -215,6 +226,12 @@ func run(ctx context.Context, dir, bin string, runs int) error {
 	row("rollback to all healthy", []time.Duration{appBack}, []time.Duration{legacyBack})
 	fmt.Println("(ratio < 1: the appliance is faster; legacy = docker-compose 1.29 up -d, then waiting for health;")
 	fmt.Println(" the appliance's upgrade also verifies images and dumps the database, its rollback restores it; once each)")
+
+	rows, err := b.rollingBench(ctx)
+	if err != nil {
+		return fmt.Errorf("failed requests under load: %w", err)
+	}
+	printLoadRows(rows)
 
 	bf, err := b.bundleBench(ctx)
 	if err != nil {
