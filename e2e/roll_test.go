@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cartodb/carto-appliance/e2e/loadgen"
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 )
 
@@ -59,11 +57,8 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	if err := follow.Start(); err != nil {
 		t.Fatal(err)
 	}
-	load := loadgen.Start(t.Context(), loadgen.Options{
-		BaseURL: fmt.Sprintf("https://%s:%d", addr, n.httpsPort), Host: n.domain,
-		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: testbed.RouterPaths, Rate: 100,
-		Timeout: 20 * time.Second, MaxDuration: 5 * time.Minute,
-	})
+	router := fmt.Sprintf("https://%s:%d", addr, n.httpsPort)
+	load := testbed.RouterLoad(t.Context(), router, n.domain, nil, 100)
 	time.Sleep(3 * time.Second)
 	out, errOut := n.mustRun("config", "apply")
 	time.Sleep(3 * time.Second)
@@ -116,11 +111,7 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	if err := os.WriteFile(installed, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	load = loadgen.Start(t.Context(), loadgen.Options{
-		BaseURL: fmt.Sprintf("https://%s:%d", addr, n.httpsPort), Host: n.domain,
-		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: []string{"/api/x", "/api/v3/maps/x"}, Rate: 50,
-		Timeout: 20 * time.Second, MaxDuration: 5 * time.Minute,
-	})
+	load = testbed.RouterLoad(t.Context(), router, n.domain, []string{"/api/x", "/api/v3/maps/x"}, 50)
 	_, errOut, code := n.run("config", "apply")
 	res = load.Stop()
 	if code == 0 || !strings.Contains(errOut, "maps-api") || !strings.Contains(errOut, "the old one is still serving") {

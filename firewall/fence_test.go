@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -28,14 +27,7 @@ func TestFenceRefusesNewConnectionsOnly(t *testing.T) {
 			t.Skip("no " + bin + " here")
 		}
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
+	inNetns(t, func() {
 		if out, err := exec.Command("ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 			t.Errorf("ip link set lo up: %v: %s", err, out)
 			return
@@ -125,6 +117,5 @@ func TestFenceRefusesNewConnectionsOnly(t *testing.T) {
 		if err := Fence(ctx, tid, netip.MustParseAddr("fd00::1")); err == nil {
 			t.Error("an IPv6 address was fenced")
 		}
-	}()
-	<-done
+	})
 }

@@ -51,14 +51,7 @@ func TestHandOverWithIptables(t *testing.T) {
 	if _, err := exec.LookPath("iptables-restore"); err != nil {
 		t.Skip("no iptables here")
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			t.Errorf("unshare: %v", err)
-			return
-		}
+	inNetns(t, func() {
 		ctx := context.Background()
 		nat := func() string {
 			out, err := exec.Command("iptables", "-w", "-t", "nat", "-S").CombinedOutput()
@@ -100,6 +93,22 @@ func TestHandOverWithIptables(t *testing.T) {
 		if err := EndHandover(ctx, "carto"); err != nil {
 			t.Errorf("ending twice: %v", err)
 		}
+	})
+}
+
+// inNetns runs fn on a thread of its own in a new network namespace (with
+// nothing in it, lo down), so that the test's rules touch only it.
+func inNetns(t *testing.T, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			t.Errorf("unshare: %v", err)
+			return
+		}
+		fn()
 	}()
 	<-done
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"net/netip"
 	"os"
@@ -41,11 +40,7 @@ type loadRow struct {
 // underLoad runs fn with the load on, from two seconds before it to two
 // seconds after it.
 func (b *bench) underLoad(ctx context.Context, addr netip.Addr, fn func() error) (loadgen.Result, error) {
-	load := loadgen.Start(ctx, loadgen.Options{
-		BaseURL: fmt.Sprintf("https://%s:18443", addr), Host: "bench.carto.test",
-		TLS: &tls.Config{InsecureSkipVerify: true}, Paths: testbed.RouterPaths, Rate: loadRate,
-		Timeout: 20 * time.Second, MaxDuration: 15 * time.Minute,
-	})
+	load := testbed.RouterLoad(ctx, fmt.Sprintf("https://%s:18443", addr), "bench.carto.test", nil, loadRate)
 	time.Sleep(2 * time.Second)
 	err := fn()
 	time.Sleep(2 * time.Second)

@@ -2,11 +2,15 @@ package testbed
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/netip"
 	"os/exec"
 	"strings"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/loadgen"
 )
 
 // LoadAddress is the address a load generator on this machine reaches the
@@ -43,3 +47,16 @@ func local(a netip.Addr) bool {
 
 // RouterPaths reach every service behind the test router (images/router-http).
 var RouterPaths = []string{"/", "/acc/x", "/workspace-api/x", "/api/v3/maps/x", "/api/x", "/imports/x", "/lds/x", "/notifier/x"}
+
+// RouterLoad starts rate GET requests a second to the router at baseURL
+// (https, its certificate not checked) for host, over paths
+// (RouterPaths when nil); it stops by itself after 15 minutes.
+func RouterLoad(ctx context.Context, baseURL, host string, paths []string, rate int) *loadgen.Load {
+	if paths == nil {
+		paths = RouterPaths
+	}
+	return loadgen.Start(ctx, loadgen.Options{
+		BaseURL: baseURL, Host: host, TLS: &tls.Config{InsecureSkipVerify: true},
+		Paths: paths, Rate: rate, Timeout: 20 * time.Second, MaxDuration: 15 * time.Minute,
+	})
+}
