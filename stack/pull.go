@@ -179,7 +179,23 @@ func (e *Engine) pullError(ref string, named reference.Named, auth *RegistryAuth
 		}
 		return fmt.Errorf("pulling %s: registry %s wants credentials (%w), and the key.json is for %q: check the registry setting; the engine said: %v", ref, host, ErrUnauthorized, registryOf(auth), err)
 	}
+	if unreachable(msg) {
+		// An air-gapped node has no route to any registry: what it
+		// lacks comes from the release's bundle.
+		return fmt.Errorf("pulling %s: %w (the registry %s cannot be reached; on a node without internet, load the release's images from its air-gap bundle first: carto-appliance bundle load FILE)", ref, err, reference.Domain(named))
+	}
 	return fmt.Errorf("pulling %s: %w", ref, err)
+}
+
+// unreachable says whether a pull's error is the network's, not the
+// registry's answer.
+func unreachable(msg string) bool {
+	for _, s := range []string{"dial tcp", "no such host", "i/o timeout", "connection refused", "network is unreachable", "no route to host", "tls handshake timeout", "proxyconnect"} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 func registryOf(auth *RegistryAuth) string {
