@@ -135,6 +135,14 @@ func TestAirGapInFreshVM(t *testing.T) {
 		if err := node.CopyFile(ctx, next, "/root/next.bundle.gz", 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// --check first: what the upgrade from it would do, nothing loaded.
+		chk := node.MustExec(t, "carto-appliance", "upgrade", "--check", "--bundle", "/root/next.bundle.gz")
+		for _, want := range []string{"Bundle:     /root/next.bundle.gz (CARTO " + testbed.NextVersion, "Upgrade to " + testbed.NextVersion + " goes through: " + testbed.NextVersion,
+			"the upgrade updates carto-appliance to " + testbed.NextApplianceVersion + " from the bundle first", "new services: " + testbed.NextService} {
+			if !strings.Contains(chk, want) {
+				t.Errorf("upgrade --check --bundle lacks %q:\n%s", want, chk)
+			}
+		}
 		out, errOut, code, err := node.Exec(ctx, "carto-appliance", "upgrade", "--yes", "--bundle", "/root/next.bundle.gz")
 		if err != nil || code != 0 {
 			t.Fatalf("upgrade --bundle: exit %d %v\n%s\n%s", code, err, out, errOut)

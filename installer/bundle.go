@@ -160,16 +160,12 @@ func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Path
 	}
 	from, to := installed.Manifest.Version, b.Index.Version
 	sum := &UpgradeSummary{From: from, To: from}
-	switch c := mustParse(to).Compare(mustParse(from)); {
-	case c == 0:
+	if newer, err := judgeBundleUpgrade(b, from); err != nil {
+		return nil, err
+	} else if !newer {
 		return &Result{Version: from, Upgrade: sum, Warnings: []string{fmt.Sprintf("CARTO %s is installed, and the bundle %s holds it too: nothing to upgrade", from, b.Path)}}, nil
-	case c < 0:
-		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, older than the installed %s: upgrade does not downgrade (carto-appliance rollback goes back over the last upgrade); nothing was changed", b.Path, to, from)}
 	}
 	m := b.Release.Manifest
-	if mustParse(m.MinUpgradeFrom).Compare(mustParse(from)) > 0 {
-		return nil, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, which installs over %s or newer, and this node runs %s: upgrade to %s first (with its bundle); nothing was changed", b.Path, to, m.MinUpgradeFrom, from, m.MinUpgradeFrom)}
-	}
 	if lic := judgeUpgradeLicense(paths, cfg.Upgrade.ChannelName()); !lic.Allowed {
 		return nil, fmt.Errorf("%w: upgrading to %s: %s", license.ErrInvalid, to, lic.Reason)
 	}
@@ -190,6 +186,82 @@ func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Path
 	sum.To = to
 	res.Upgrade = sum
 	return res, nil
+}
+
+// judgeBundleUpgrade says whether the bundle's release is newer than the
+// installed one (from), and refuses one an upgrade cannot take: older (a
+// downgrade), or past a required version (its min_upgrade_from).
+func judgeBundleUpgrade(b *release.Bundle, from string) (newer bool, err error) {
+	to := b.Index.Version
+	switch c := mustParse(to).Compare(mustParse(from)); {
+	case c == 0:
+		return false, nil
+	case c < 0:
+		return false, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, older than the installed %s: upgrade does not downgrade (carto-appliance rollback goes back over the last upgrade); nothing was changed", b.Path, to, from)}
+	}
+	if m := b.Release.Manifest; mustParse(m.MinUpgradeFrom).Compare(mustParse(from)) > 0 {
+		return false, &InputError{Input: InputBundle, Err: fmt.Errorf("the bundle %s holds CARTO %s, which installs over %s or newer, and this node runs %s: upgrade to %s first (with its bundle); nothing was changed", b.Path, to, m.MinUpgradeFrom, from, m.MinUpgradeFrom)}
+	}
+	return true, nil
+}
+
+// CheckBundleUpgrade is `upgrade --check` for an air-gap bundle: the
+// bundle read whole against its signed index, then what an upgrade from
+// it would do (the same judgements as the upgrade, the changes from the
+// installed release). Nothing is changed, no image loaded.
+func CheckBundleUpgrade(ctx context.Context, opts Options, path string) (*UpgradeCheck, error) {
+	paths := opts.Paths.WithDefaults()
+	b, err := openBundle(ctx, path, opts.Reporter)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := loadInstalledConfig(paths)
+	if err != nil {
+		return nil, err
+	}
+	installed, err := currentRelease(paths)
+	if err != nil {
+		return nil, err
+	}
+	from, to := installed.Manifest.Version, b.Index.Version
+	newer, err := judgeBundleUpgrade(b, from)
+	if err != nil {
+		return nil, err
+	}
+	chk := &UpgradeCheck{Installed: from, Channel: cfg.Upgrade.ChannelName(), Bundle: b.Path, Latest: to}
+	chk.License = judgeUpgradeLicense(paths, chk.Channel)
+	chk.Appliance = ApplianceCheck{Installed: ApplianceVersion}
+	if !newer {
+		return chk, nil
+	}
+	chk.Available, chk.Target, chk.Path = []string{to}, to, []string{to}
+	chk.Appliance = judgeBundleAppliance(b)
+	if chk.Changes, err = releaseChanges(installed, b.Release); err != nil {
+		return nil, err
+	}
+	return chk, nil
+}
+
+// judgeBundleAppliance is judgeAppliance for a bundle: the carto-appliance
+// its release needs, and the one it carries for this machine.
+func judgeBundleAppliance(b *release.Bundle) ApplianceCheck {
+	a := ApplianceCheck{Installed: ApplianceVersion}
+	need := b.Release.Manifest.MinApplianceVersion
+	have, err := release.ParseVersion(ApplianceVersion)
+	if need == "" || err != nil || have.Compare(mustParse(need)) >= 0 {
+		return a // nothing needed, or a development build
+	}
+	a.Needed = need
+	v, _, ok := b.Appliance(platform())
+	switch {
+	case !ok || mustParse(v).Compare(mustParse(need)) < 0:
+		a.Reason = fmt.Sprintf("the bundle %s carries no carto-appliance %s or newer for %s: install one by hand first, then run the upgrade again", b.Path, need, platform())
+	case packaged():
+		a.Reason = fmt.Sprintf("%s; update the package to %s or newer (the bundle carries %s), then run the upgrade again", packagedReason, need, v)
+	default:
+		a.Offered = v
+	}
+	return a
 }
 
 // verifyBundleImages checks that each image the new release runs is the

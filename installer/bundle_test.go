@@ -267,3 +267,56 @@ func TestLoadBundleAhead(t *testing.T) {
 		}
 	}
 }
+
+// upgrade --check with a bundle: what the upgrade from it would go through
+// and change, its refusals the same as the upgrade's; nothing loaded,
+// pinned or changed.
+func TestCheckBundleUpgrade(t *testing.T) {
+	paths, f := upgradeNode(t)
+	origVersion := ApplianceVersion
+	ApplianceVersion = "1.2.0"
+	t.Cleanup(func() { ApplianceVersion = origVersion })
+	next := needsAppliance(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""), "1.3.0")
+	bundle, _ := testBundleWith(t, next, "1.3.0", map[string][]byte{platform(): fakeBinary("1.3.0")})
+	calls := len(f.calls(""))
+
+	chk, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chk.Installed != "2025.11.3" || chk.Bundle != bundle || chk.Target != "2026.1.0" || !slices.Equal(chk.Path, []string{"2026.1.0"}) || chk.ChannelURL != "" {
+		t.Errorf("check %+v", chk)
+	}
+	if a := chk.Appliance; a.Needed != "1.3.0" || a.Offered != "1.3.0" || !a.SelfUpdates() {
+		t.Errorf("appliance %+v", a)
+	}
+	if !chk.License.Allowed || chk.Changes == nil || chk.Changes.From != "2025.11.3" || chk.Changes.To != "2026.1.0" {
+		t.Errorf("licence %+v changes %+v", chk.License, chk.Changes)
+	}
+	if got := f.calls(""); len(got) != calls {
+		t.Errorf("the check called the engine: %v", got[calls:])
+	}
+	if st := readState(t, paths); st.Release == nil || st.Release.Version != "2025.11.3" {
+		t.Errorf("pinned %+v", st.Release)
+	}
+
+	without, _ := testBundle(t, next)
+	if chk, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, without); err != nil || chk.Appliance.SelfUpdates() || !strings.Contains(chk.Appliance.Reason, "carries no carto-appliance 1.3.0") {
+		t.Errorf("a bundle without the carto-appliance its release needs: %+v %v", chk, err)
+	}
+	same, _ := testBundle(t, channelRelease(t, "2025.11.3", "2025.6.2", "", ""))
+	if chk, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, same); err != nil || len(chk.Path) != 0 || chk.Changes != nil {
+		t.Errorf("the installed release's bundle: %+v %v", chk, err)
+	}
+	older, _ := testBundle(t, channelRelease(t, "2025.6.2", "2025.1.0", "", ""))
+	if _, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, older); err == nil || !strings.Contains(err.Error(), "does not downgrade") {
+		t.Errorf("an older bundle: %v", err)
+	}
+	skip, _ := testBundle(t, channelRelease(t, "2027.1.0", "2026.6.0", "", ""))
+	if _, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, skip); err == nil || !strings.Contains(err.Error(), "upgrade to 2026.6.0 first") {
+		t.Errorf("a bundle that skips a required version: %v", err)
+	}
+	if _, err := CheckBundleUpgrade(t.Context(), Options{Paths: paths}, filepath.Join(t.TempDir(), "missing.tar")); err == nil || !strings.Contains(err.Error(), "missing.tar") {
+		t.Errorf("a missing bundle: %v", err)
+	}
+}

@@ -23,7 +23,9 @@ import (
 type UpgradeCheck struct {
 	Installed  string `json:"installed"`
 	Channel    string `json:"channel"`
-	ChannelURL string `json:"channel_url"`
+	ChannelURL string `json:"channel_url,omitempty"`
+	// Bundle is the air-gap bundle checked instead of the channel.
+	Bundle string `json:"bundle,omitempty"`
 	// Latest is the newest version the channel offers.
 	Latest string `json:"latest"`
 	// Available are the channel's versions newer than the installed one.

@@ -57,6 +57,8 @@ the deb or rpm package is not replaced: update the package.
 With --bundle FILE the release and its images come from an air-gap bundle instead of the
 channel and the registry: the whole file is checked against its signed index first, then
 the same journaled upgrade runs, its images loaded into the engine (each checked by ID).
+With --check --bundle FILE: the bundle checked whole, then what an upgrade from it would
+go through and change, as for the channel; nothing is loaded.
 
 With --rehearse it runs the migrations of each release of the path on a throwaway copy of
 the embedded database (a fresh dump, taken as the upgrade's backup is, restored into a
@@ -66,8 +68,8 @@ columns they add and remove. Nothing live is touched; the new release's images a
 (the upgrade would pull them too). Exit code 1 when a release's migrations fail.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if bundle != "" && (check || rehearse) {
-				return usageError{fmt.Errorf("--bundle goes with the upgrade itself, not with --check or --rehearse (they read the channel)")}
+			if bundle != "" && (rehearse || check && to != "") {
+				return usageError{fmt.Errorf("--bundle checks or upgrades to the release the bundle holds: it takes no --rehearse or --to")}
 			}
 			if rehearse {
 				if check {
@@ -92,7 +94,15 @@ columns they add and remove. Nothing live is touched; the new release's images a
 				return err
 			}
 			if check {
-				chk, err := installer.CheckUpgrade(cmd.Context(), pathsFrom(cmd), to)
+				var chk *installer.UpgradeCheck
+				var err error
+				if bundle != "" {
+					pr := newProgress(os.Stderr)
+					chk, err = installer.CheckBundleUpgrade(cmd.Context(), installer.Options{Paths: pathsFrom(cmd), Reporter: pr}, bundle)
+					pr.Close()
+				} else {
+					chk, err = installer.CheckUpgrade(cmd.Context(), pathsFrom(cmd), to)
+				}
 				if err != nil {
 					return err
 				}
@@ -137,7 +147,11 @@ columns they add and remove. Nothing live is touched; the new release's images a
 
 func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 	fmt.Fprintf(w, "Installed:  CARTO %s\n", c.Installed)
-	fmt.Fprintf(w, "Channel:    %s at %s (latest %s)\n", c.Channel, c.ChannelURL, c.Latest)
+	if c.Bundle != "" {
+		fmt.Fprintf(w, "Bundle:     %s (CARTO %s, checked against its signature)\n", c.Bundle, c.Latest)
+	} else {
+		fmt.Fprintf(w, "Channel:    %s at %s (latest %s)\n", c.Channel, c.ChannelURL, c.Latest)
+	}
 	if len(c.Path) == 0 {
 		fmt.Fprintf(w, "Up to date: nothing newer to upgrade to.\n")
 	} else {
@@ -147,6 +161,9 @@ func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 		how := "REFUSES it: " + a.Reason
 		if a.SelfUpdates() {
 			how = "the upgrade updates carto-appliance to " + a.Offered + " from the channel first"
+			if c.Bundle != "" {
+				how = "the upgrade updates carto-appliance to " + a.Offered + " from the bundle first"
+			}
 		}
 		fmt.Fprintf(w, "Appliance:  carto-appliance %s; CARTO %s needs %s or newer: %s\n", a.Installed, c.Target, a.Needed, how)
 	}
