@@ -30,10 +30,19 @@ type Net struct {
 // Network creates a bridge network for a scenario. Remove it when done
 // (NewNetwork does so at the end of a test).
 func Network(ctx context.Context, cli *client.Client, name string) (*Net, error) {
+	return newNetwork(ctx, cli, name, false)
+}
+
+// KeptNetwork is Network for kept VMs (Options.Keep): RemoveKept removes it.
+func KeptNetwork(ctx context.Context, cli *client.Client, name string) (*Net, error) {
+	return newNetwork(ctx, cli, name, true)
+}
+
+func newNetwork(ctx context.Context, cli *client.Client, name string, keep bool) (*Net, error) {
 	full := "cartovm-" + name + "-" + randomSuffix()
 	res, err := cli.NetworkCreate(ctx, full, client.NetworkCreateOptions{
 		Driver: "bridge",
-		Labels: ownerLabels(name),
+		Labels: ownerLabels(name, keep),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating network %q: %w", full, err)

@@ -37,8 +37,12 @@ const (
 	// creates; its value is the name the caller gave.
 	Label = "org.cartodb.testbed.vm"
 	// OwnerLabel holds the process ID of the test that created the object;
-	// Prune removes objects whose process is gone.
+	// Prune removes objects whose process is gone. Kept objects hold
+	// keptOwner instead.
 	OwnerLabel = "org.cartodb.testbed.vm.owner"
+	// keptOwner owns the objects that outlive their process (the demo's):
+	// Prune leaves them, RemoveKept removes them.
+	keptOwner = "kept"
 )
 
 // DefaultBootTimeout bounds Start and Reboot when Options.BootTimeout is 0.
@@ -72,6 +76,10 @@ type Options struct {
 	// BootTimeout bounds the wait for systemd and the inner engine, at
 	// Start and at each Reboot. Default: DefaultBootTimeout.
 	BootTimeout time.Duration
+	// Keep makes the VM outlive the process that started it (the demo's,
+	// which `make check` must not remove): Prune leaves it alone and
+	// RemoveKept removes it.
+	Keep bool
 }
 
 // VM is a running VM. Its methods may be called from several goroutines,
@@ -129,7 +137,7 @@ func Start(ctx context.Context, cli *client.Client, opts Options) (*VM, error) {
 	}
 	v := &VM{Name: opts.Name, Container: "cartovm-" + opts.Name + "-" + randomSuffix(), cli: cli, opts: opts}
 	v.volume = v.Container + "-docker"
-	labels := ownerLabels(opts.Name)
+	labels := ownerLabels(opts.Name, opts.Keep)
 
 	if _, err := cli.VolumeCreate(ctx, client.VolumeCreateOptions{Name: v.volume, Labels: labels}); err != nil {
 		return nil, fmt.Errorf("creating volume %q for VM %q: %w", v.volume, opts.Name, err)
@@ -295,8 +303,20 @@ func (v *VM) Remove(ctx context.Context) error {
 
 // Prune removes the VMs, volumes and networks of this package whose
 // creating process is gone (a test killed by its timeout runs no cleanup).
-// Those of live processes, this one included, are left alone.
+// Those of live processes, this one included, and kept ones are left alone.
 func Prune(ctx context.Context, cli *client.Client) error {
+	return remove(ctx, cli, func(labels map[string]string) bool { return !ownerAlive(labels) })
+}
+
+// RemoveKept removes the kept VMs (Options.Keep), their volumes and
+// networks.
+func RemoveKept(ctx context.Context, cli *client.Client) error {
+	return remove(ctx, cli, func(labels map[string]string) bool { return labels[OwnerLabel] == keptOwner })
+}
+
+// remove removes this package's containers, volumes and networks whose
+// labels gone says are to go.
+func remove(ctx context.Context, cli *client.Client, gone func(map[string]string) bool) error {
 	var errs []error
 	f := make(client.Filters).Add("label", Label)
 	cs, err := cli.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
@@ -304,7 +324,7 @@ func Prune(ctx context.Context, cli *client.Client) error {
 		return fmt.Errorf("listing VMs: %w", err)
 	}
 	for _, c := range cs.Items {
-		if ownerAlive(c.Labels) {
+		if !gone(c.Labels) {
 			continue
 		}
 		if _, err := cli.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -316,7 +336,7 @@ func Prune(ctx context.Context, cli *client.Client) error {
 		return errors.Join(append(errs, fmt.Errorf("listing VM volumes: %w", err))...)
 	}
 	for _, vol := range vs.Items {
-		if ownerAlive(vol.Labels) {
+		if !gone(vol.Labels) {
 			continue
 		}
 		if _, err := cli.VolumeRemove(ctx, vol.Name, client.VolumeRemoveOptions{Force: true}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -328,7 +348,7 @@ func Prune(ctx context.Context, cli *client.Client) error {
 		return errors.Join(append(errs, fmt.Errorf("listing VM networks: %w", err))...)
 	}
 	for _, n := range ns.Items {
-		if ownerAlive(n.Labels) {
+		if !gone(n.Labels) {
 			continue
 		}
 		if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
@@ -338,13 +358,17 @@ func Prune(ctx context.Context, cli *client.Client) error {
 	return errors.Join(errs...)
 }
 
-// ownerLabels label an object created for name by this process.
-func ownerLabels(name string) map[string]string {
-	return map[string]string{Label: name, OwnerLabel: strconv.Itoa(os.Getpid())}
+// ownerLabels label an object created for name by this process, or kept.
+func ownerLabels(name string, keep bool) map[string]string {
+	owner := strconv.Itoa(os.Getpid())
+	if keep {
+		owner = keptOwner
+	}
+	return map[string]string{Label: name, OwnerLabel: owner}
 }
 
 // ownerAlive reports whether the process named by labels' OwnerLabel still
-// runs (or cannot be told: then the object is left alone).
+// runs (or cannot be told, or the object is kept: then it is left alone).
 func ownerAlive(labels map[string]string) bool {
 	pid, err := strconv.Atoi(labels[OwnerLabel])
 	if err != nil || pid <= 0 {

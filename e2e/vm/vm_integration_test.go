@@ -38,9 +38,17 @@ func TestFreshVMs(t *testing.T) {
 	// own cleanups, nothing of this test may be left.
 	t.Cleanup(func() { checkNothingLeft(t, cli) })
 
-	step(t, "remove what killed runs left behind", func(t *testing.T) {
+	step(t, "remove what killed runs left behind, not what is kept (the demo's VM)", func(t *testing.T) {
+		kept, err := vm.KeptNetwork(ctx, cli, "kept")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer kept.Remove(context.WithoutCancel(ctx))
 		if err := vm.Prune(ctx, cli); err != nil {
 			t.Fatal(err)
+		}
+		if _, err := cli.NetworkInspect(ctx, kept.ID, client.NetworkInspectOptions{}); err != nil {
+			t.Errorf("Prune removed a kept network: %v", err)
 		}
 	})
 

@@ -47,9 +47,10 @@ func run(ctx context.Context, dir string, down bool) error {
 	if err != nil {
 		return err
 	}
-	// VMs of processes that are gone: an earlier demo's among them. What
-	// cannot be removed (a network another container still uses) is left.
-	if err := vm.Prune(ctx, cli); err != nil {
+	// The demo's VM is kept (`make check` leaves it alone): an earlier
+	// demo's is replaced. What cannot be removed (a network another
+	// container still uses) is left.
+	if err := vm.RemoveKept(ctx, cli); err != nil {
 		fmt.Fprintln(os.Stderr, "demo: warning:", err)
 	}
 	if down {
@@ -70,11 +71,11 @@ func run(ctx context.Context, dir string, down bool) error {
 	reg := bed.Registry
 
 	say("Starting a fresh VM (Debian 12, systemd, its own Docker engine)")
-	netw, err := vm.Network(ctx, cli, "demo")
+	netw, err := vm.KeptNetwork(ctx, cli, "demo")
 	if err != nil {
 		return err
 	}
-	node, err := vm.Start(ctx, cli, vm.Options{Name: "carto-demo", Network: netw.Name})
+	node, err := vm.Start(ctx, cli, vm.Options{Name: "carto-demo", Network: netw.Name, Keep: true})
 	if err != nil {
 		return err
 	}
