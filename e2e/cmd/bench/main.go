@@ -22,6 +22,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -41,7 +42,7 @@ func main() {
 	dir := flag.String("dir", ".cache/bench", "working directory")
 	bin := flag.String("bin", "bin/carto-appliance", "the carto-appliance binary")
 	runs := flag.Int("runs", 1, "measurements per figure (the median is printed)")
-	only := flag.String("only", "", `one section alone: "load" (failed requests during changes)`)
+	only := flag.String("only", "", `one section alone: "load" (failed requests during changes) or "cold" (cold start and no-op apply)`)
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Minute)
 	defer cancel()
@@ -157,6 +158,7 @@ func run(ctx context.Context, dir, bin string, runs int, only string) error {
 	}
 	defer b.appliance(context.Background(), "uninstall", "--purge", "--yes")
 	defer b.legacy(context.Background(), "down", "-v")
+	defer b.v2(context.Background(), "down", "-v")
 	if only == "load" {
 		rows, err := b.rollingBench(ctx)
 		if err != nil {
@@ -166,51 +168,99 @@ func run(ctx context.Context, dir, bin string, runs int, only string) error {
 		return nil
 	}
 
-	var appCold, legacyCold, appNoop, legacyNoop []time.Duration
+	var appCold, legacyCold, v2Cold, appNoop, legacyNoop, v2Noop []time.Duration
+	var appPhases, legacyPhases, v2Phases phases
 	for i := 0; i < runs; i++ {
 		// Appliance: cold install, then a no-op apply.
 		b.appliance(ctx, "uninstall", "--purge", "--yes")
 		if err := b.removeReleaseImages(ctx); err != nil {
 			return err
 		}
+		watched := watchPhases(ctx, bed.Docker, "bench")
 		d, err := timed(func() error { return b.appliance(ctx, b.installArgs()...) })
 		if err != nil {
 			return err
 		}
 		appCold = append(appCold, d)
+		if appPhases, err = watched(); err != nil {
+			return err
+		}
 		if d, err = timed(func() error { return b.appliance(ctx, "config", "apply") }); err != nil {
 			return err
 		}
 		appNoop = append(appNoop, d)
-		// The legacy flow on the same compose file and .env, its own
-		// project and ports: `docker-compose up -d`, then wait as an
-		// operator would until every service is healthy.
+		// The legacy flow and compose v2 on the same compose file and
+		// .env, their own projects and ports: `docker-compose up -d`, then
+		// wait as an operator would until every service is healthy;
+		// `docker compose up -d --wait`, which waits itself.
 		if err := b.prepareLegacy(); err != nil {
 			return err
 		}
 		b.appliance(ctx, "uninstall")
-		if err := b.removeReleaseImages(ctx); err != nil {
-			return err
-		}
-		if d, err = timed(func() error {
-			if err := b.legacy(ctx, "up", "-d"); err != nil {
+		for _, flow := range []struct {
+			project    string
+			up         func() error
+			cold, noop *[]time.Duration
+			coldPhases *phases
+		}{
+			{"legacy", func() error {
+				if err := b.legacy(ctx, "up", "-d"); err != nil {
+					return err
+				}
+				return waitHealthy(ctx, bed.Docker, "legacy")
+			}, &legacyCold, &legacyNoop, &legacyPhases},
+			{"v2", func() error { return b.v2(ctx, "up", "-d", "--wait") }, &v2Cold, &v2Noop, &v2Phases},
+		} {
+			if err := b.removeReleaseImages(ctx); err != nil {
 				return err
 			}
-			return waitHealthy(ctx, bed.Docker, "legacy")
-		}); err != nil {
-			return err
+			watched := watchPhases(ctx, bed.Docker, flow.project)
+			if d, err = timed(flow.up); err != nil {
+				return err
+			}
+			*flow.cold = append(*flow.cold, d)
+			if *flow.coldPhases, err = watched(); err != nil {
+				return err
+			}
+			if d, err = timed(flow.up); err != nil {
+				return err
+			}
+			*flow.noop = append(*flow.noop, d)
+			if flow.project == "legacy" {
+				b.legacy(ctx, "down", "-v")
+			} else {
+				b.v2(ctx, "down", "-v")
+			}
 		}
-		legacyCold = append(legacyCold, d)
-		if d, err = timed(func() error { return b.legacy(ctx, "up", "-d") }); err != nil {
-			return err
-		}
-		legacyNoop = append(legacyNoop, d)
-		b.legacy(ctx, "down", "-v")
 	}
-	fmt.Printf("\n%-34s %12s %12s %8s\n", "figure (median of "+fmt.Sprint(runs)+")", "appliance", "legacy", "ratio")
-	row := func(name string, a, l []time.Duration) {
+	fmt.Printf("\n%-34s %12s %12s %12s %8s %8s\n", "figure (median of "+fmt.Sprint(runs)+")", "appliance", "compose 1.29", "compose v2", "vs 1.29", "vs v2")
+	row := func(name string, a, l, v []time.Duration) {
 		ma, ml := median(a), median(l)
-		fmt.Printf("%-34s %12s %12s %7.2fx\n", name, ma.Round(time.Millisecond), ml.Round(time.Millisecond), float64(ma)/float64(ml))
+		v2, vs := "", ""
+		if len(v) > 0 {
+			mv := median(v)
+			v2, vs = mv.Round(time.Millisecond).String(), fmt.Sprintf("%7.2fx", float64(ma)/float64(mv))
+		}
+		fmt.Printf("%-34s %12s %12s %12s %7.2fx %8s\n", name, ma.Round(time.Millisecond), ml.Round(time.Millisecond), v2, float64(ma)/float64(ml), vs)
+	}
+	coldRows := func() {
+		row("cold start to all healthy", appCold, legacyCold, v2Cold)
+		row("no-op re-apply", appNoop, legacyNoop, v2Noop)
+	}
+	printPhases := func() {
+		fmt.Println("where a cold start's time goes (s from the start, by the engine's events; the last run):")
+		fmt.Println("                                   last pull / last create / last start / last healthy")
+		for _, f := range []struct {
+			name string
+			p    phases
+		}{{"appliance", appPhases}, {"compose 1.29", legacyPhases}, {"compose v2", v2Phases}} {
+			fmt.Printf("  %-32s %s\n", f.name, f.p)
+		}
+	}
+	if only == "cold" {
+		coldRows()
+		printPhases()
+		return nil
 	}
 	appUp, appBack, err := b.applianceUpgrade(ctx)
 	if err != nil {
@@ -220,12 +270,13 @@ func run(ctx context.Context, dir, bin string, runs int, only string) error {
 	if err != nil {
 		return err
 	}
-	row("cold start to all healthy", appCold, legacyCold)
-	row("no-op re-apply", appNoop, legacyNoop)
-	row("upgrade to all healthy", []time.Duration{appUp}, []time.Duration{legacyUp})
-	row("rollback to all healthy", []time.Duration{appBack}, []time.Duration{legacyBack})
-	fmt.Println("(ratio < 1: the appliance is faster; legacy = docker-compose 1.29 up -d, then waiting for health;")
-	fmt.Println(" the appliance's upgrade also verifies images and dumps the database, its rollback restores it; once each)")
+	coldRows()
+	row("upgrade to all healthy", []time.Duration{appUp}, []time.Duration{legacyUp}, nil)
+	row("rollback to all healthy", []time.Duration{appBack}, []time.Duration{legacyBack}, nil)
+	printPhases()
+	fmt.Println("(ratio < 1: the appliance is faster; compose 1.29 = docker-compose up -d, then waiting for health;")
+	fmt.Println(" compose v2 = docker compose up -d --wait; the appliance's upgrade also verifies images and dumps")
+	fmt.Println(" the database, its rollback restores it; once each)")
 
 	rows, err := b.rollingBench(ctx)
 	if err != nil {
@@ -238,7 +289,7 @@ func run(ctx context.Context, dir, bin string, runs int, only string) error {
 		return fmt.Errorf("air-gap bundle: %w", err)
 	}
 	fmt.Printf("\n%-34s %12s %12s %8s\n", "air-gap bundle (once)", "appliance", "docker load", "ratio")
-	row("load into a fresh engine", []time.Duration{bf.appLoad}, []time.Duration{bf.dockerLoad})
+	fmt.Printf("%-34s %12s %12s %7.2fx\n", "load into a fresh engine", bf.appLoad.Round(time.Millisecond), bf.dockerLoad.Round(time.Millisecond), float64(bf.appLoad)/float64(bf.dockerLoad))
 	mib := func(n int64) string { return fmt.Sprintf("%d MiB", n>>20) }
 	fmt.Printf("%-34s %12s %12s %7.2fx\n", "bundle size, plain", mib(bf.plain), mib(bf.images), float64(bf.plain)/float64(bf.images))
 	fmt.Printf("%-34s %12s %12s %7.2fx\n", "bundle size, gzip", mib(bf.gzipped), mib(bf.images), float64(bf.gzipped)/float64(bf.images))
@@ -342,6 +393,31 @@ func (b *bench) writeLegacyFiles(compose, env []byte) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(dst, ".env"), legacyPorts(env), 0o600)
+}
+
+// v2 runs compose v2 on the legacy flow's files, as project v2. The
+// docker CLI finds its plugins in DOCKER_CONFIG, the bench's own (logged
+// in to the registry): the plugin scripts/compose-v2.sh installed is linked
+// there.
+func (b *bench) v2(ctx context.Context, args ...string) error {
+	plugins := filepath.Join(b.dir, "docker-config", "cli-plugins")
+	if _, err := os.Stat(filepath.Join(plugins, "docker-compose")); err != nil {
+		home, _ := os.UserHomeDir()
+		src := filepath.Join(cmp.Or(os.Getenv("DOCKER_CONFIG"), filepath.Join(home, ".docker")), "cli-plugins", "docker-compose")
+		if err := os.MkdirAll(plugins, 0o700); err != nil {
+			return err
+		}
+		if err := os.Symlink(src, filepath.Join(plugins, "docker-compose")); err != nil {
+			return fmt.Errorf("linking compose v2 (%s) for the bench's docker config: %w", src, err)
+		}
+	}
+	cmd := exec.CommandContext(ctx, "docker", append([]string{"compose", "-p", "v2"}, args...)...)
+	cmd.Dir = filepath.Join(b.dir, "legacy")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+filepath.Join(b.dir, "docker-config"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("docker compose %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return nil
 }
 
 func (b *bench) legacy(ctx context.Context, args ...string) error {
