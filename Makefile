@@ -9,8 +9,10 @@
 #   make release the directory a static HTTPS server hosts for the curl
 #                installer (RELEASE_URL is where it will be served from,
 #                RELEASE_KEY the ed25519 key SHA256SUMS is signed with)
-#   make bench   cold start and no-op apply vs legacy docker-compose 1.29;
-#                the agent's reaction time, memory, idle CPU, status latency
+#   make bench   cold start and no-op apply vs docker-compose 1.29 and compose
+#                v2, upgrade and rollback, failed requests under load during an
+#                upgrade and a .env change, air-gap bundle load; the agent's
+#                reaction time, memory, idle CPU, status latency
 
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -119,7 +121,8 @@ fuzz:
 
 integration: deps build
 	mkdir -p .cache
-	$(GO) test -tags integration -count=1 -timeout 55m -v ./e2e/... 2>&1 | tee .cache/integration.log
+	st=0; $(GO) test -tags integration -count=1 -timeout 55m -v ./e2e/... 2>&1 | tee .cache/integration.log || st=$$?; \
+	scripts/scenario-times.sh .cache/integration.log; exit $$st
 
 check: unit fuzz integration bench
 
