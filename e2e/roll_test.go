@@ -49,14 +49,7 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	if err := os.WriteFile(installed, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// The router's own account of a failure: its error lines (the
-	// container is replaced during the apply, so they are followed now).
-	follow := exec.CommandContext(t.Context(), "docker", "logs", "-f", n.project+"-router-http-1")
-	var routerLog bytes.Buffer
-	follow.Stdout, follow.Stderr = &routerLog, &routerLog
-	if err := follow.Start(); err != nil {
-		t.Fatal(err)
-	}
+	routerLog := followRouter(t, n)
 	router := fmt.Sprintf("https://%s:%d", addr, n.httpsPort)
 	load := testbed.RouterLoad(t.Context(), router, n.domain, nil, 100)
 	time.Sleep(3 * time.Second)
@@ -64,10 +57,8 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	res := load.Stop()
 	t.Logf("config apply under load: %s\n%s", res, errOut)
-	follow.Process.Kill()
-	follow.Wait()
 	if res.Failed != 0 || res.Sent < 500 {
-		t.Errorf("config apply under load: %s; failures: %v\nthe router's errors:\n%s", res, res.Samples, routerErrors(routerLog.String()))
+		t.Errorf("config apply under load: %s; failures: %v\nthe router's errors:\n%s", res, res.Samples, routerLog())
 	}
 
 	changed := changedServices(before, n.containers())
@@ -111,6 +102,7 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	if err := os.WriteFile(installed, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	routerLog = followRouter(t, n)
 	load = testbed.RouterLoad(t.Context(), router, n.domain, []string{"/api/x", "/api/v3/maps/x"}, 50)
 	_, errOut, code := n.run("config", "apply")
 	res = load.Stop()
@@ -118,7 +110,7 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 		t.Errorf("config apply with a failing maps-api: exit %d\n%s", code, errOut)
 	}
 	if res.Failed != 0 {
-		t.Errorf("requests to maps-api while its new container failed: %s; %v", res, res.Samples)
+		t.Errorf("requests to maps-api while its new container failed: %s; %v\nthe router's errors:\n%s\n%s", res, res.Samples, routerLog(), errOut)
 	}
 	if changed := changedServices(before, n.containers()); slices.Contains(changed, "maps-api") {
 		t.Errorf("maps-api's container was replaced by one that fails (changed: %v)", changed)
@@ -126,6 +118,23 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 	ps = compose(t, n, "ps", "-a", "--format", "{{.Service}}")
 	if k := strings.Count(ps, "maps-api\n"); k != 1 {
 		t.Errorf("compose ps lists %d maps-api containers after the failed roll:\n%s", k, ps)
+	}
+}
+
+// followRouter follows the router's output from now on (the container is
+// replaced during an apply); the function returned stops and gives its
+// error lines, the router's own account of a failure.
+func followRouter(t *testing.T, n *node) func() string {
+	follow := exec.CommandContext(t.Context(), "docker", "logs", "-f", "--since", "0s", n.project+"-router-http-1")
+	var out bytes.Buffer
+	follow.Stdout, follow.Stderr = &out, &out
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return func() string {
+		follow.Process.Kill()
+		follow.Wait()
+		return routerErrors(out.String())
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -63,14 +64,18 @@ func (c *converger) roll(ctx context.Context, s types.ServiceConfig, have contai
 	if err != nil {
 		return outcomeNone, "", fmt.Errorf("recreating service %s: %w (the old container is still serving)", s.Name, err)
 	}
+	var addrs []netip.Addr
 	discard := func() {
-		c.e.api.ContainerRemove(context.WithoutCancel(ctx), id, client.ContainerRemoveOptions{Force: true})
+		c.discard(context.WithoutCancel(ctx), s, id, addrs)
 	}
 	if err := c.e.start(ctx, id); err != nil {
 		discard()
 		return outcomeNone, "", fmt.Errorf("starting the new container of service %s: %w (the old container is still serving)", s.Name, err)
 	}
-	c.fences.clearNew(ctx, c.e, id)
+	// Read at once: a container that dies releases its addresses, which
+	// routers may have learnt from Docker's DNS meanwhile.
+	addrs = c.e.addresses(ctx, id)
+	c.fences.clearNew(ctx, addrs)
 	if err := c.awaitReady(ctx, s, id); err != nil {
 		discard()
 		return outcomeNone, "", fmt.Errorf("%w (its new container was removed; the old one is still serving)", err)
@@ -83,6 +88,36 @@ func (c *converger) roll(ctx context.Context, s types.ServiceConfig, have contai
 	}
 	c.markRolled(s.Name)
 	return outcomeRecreated, id, nil
+}
+
+// discard removes a new container that did not become ready. It was in
+// Docker's DNS under the service's name for a while, and a router may hold
+// its address (gone, or about to be): fenced there, so that a request
+// fails over to the old container at once instead of hanging, and the
+// routers reloaded to forget it.
+func (c *converger) discard(ctx context.Context, s types.ServiceConfig, id string, addrs []netip.Addr) {
+	routers, err := c.e.routers(ctx, c.p.Name, "")
+	if err != nil {
+		routers = nil
+	}
+	if c.e.Firewall != nil {
+		for _, addr := range addrs {
+			for _, r := range routers {
+				c.fences.add(ctx, c.e.Firewall, r, addr)
+			}
+		}
+	}
+	c.e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	c.reloadRouters(ctx, s, routers)
+}
+
+// addresses are a container's IPv4 addresses, as it runs now.
+func (e *Engine) addresses(ctx context.Context, id string) []netip.Addr {
+	insp, err := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil || insp.Container.NetworkSettings == nil {
+		return nil
+	}
+	return ipv4s(insp.Container.NetworkSettings.Networks)
 }
 
 // retire takes the old container out: fenced in the routers, stopped with
@@ -255,11 +290,15 @@ func alive(p int) bool {
 }
 
 func containerAddrs(c container.Summary) []netip.Addr {
-	var out []netip.Addr
 	if c.NetworkSettings == nil {
 		return nil
 	}
-	for _, n := range c.NetworkSettings.Networks {
+	return ipv4s(c.NetworkSettings.Networks)
+}
+
+func ipv4s(nets map[string]*network.EndpointSettings) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range nets {
 		if n != nil && n.IPAddress.Is4() {
 			out = append(out, n.IPAddress)
 		}
@@ -295,25 +334,13 @@ func (f *fences) add(ctx context.Context, fw Firewall, r router, addr netip.Addr
 
 // clearNew lifts the fences of the addresses a new container was given:
 // the engine may hand a fenced (dead) container's address to a new one.
-func (f *fences) clearNew(ctx context.Context, e *Engine, id string) {
+func (f *fences) clearNew(ctx context.Context, addrs []netip.Addr) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.set) == 0 {
-		return
-	}
-	insp, err := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if err != nil || insp.Container.NetworkSettings == nil {
-		return
-	}
-	for _, n := range insp.Container.NetworkSettings.Networks {
-		if n == nil {
-			continue
-		}
-		for k := range f.set {
-			if k.addr == n.IPAddress {
-				f.fw.Unfence(ctx, k.pid, k.addr)
-				delete(f.set, k)
-			}
+	for k := range f.set {
+		if slices.Contains(addrs, k.addr) {
+			f.fw.Unfence(ctx, k.pid, k.addr)
+			delete(f.set, k)
 		}
 	}
 }
