@@ -417,8 +417,16 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		}
 	})
 
-	step(t, "upgrade to the next version: carto-appliance updated first, the agent restarted on it and the CLI following; new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
+	step(t, "upgrade to the next version under 100 requests a second from another host, none failed: carto-appliance updated first, the agent restarted on it and the CLI following; new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
+		load := testbed.RouterLoad(ctx, "https://"+node.IP(), "carto.vm.test", nil, 100)
+		time.Sleep(2 * time.Second)
 		out, errOut, code := upgrade(t, "--to", testbed.NextVersion)
+		time.Sleep(2 * time.Second)
+		res := load.Stop()
+		t.Logf("upgrade under load: %s", res)
+		if res.Failed != 0 || res.Sent < 1000 {
+			t.Errorf("upgrade under load: %s; failures: %v", res, res.Samples)
+		}
 		if code != 0 {
 			t.Fatalf("upgrade: exit %d\n%s\n%s", code, out, errOut)
 		}
