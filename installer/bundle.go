@@ -146,23 +146,14 @@ func bundleLicenseWarnings(d *desired) []string {
 // min_upgrade_from, the licence, the appliance's version), then the same
 // journaled run, its images loaded from the bundle.
 func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Paths) (*Result, error) {
-	b, err := openBundle(ctx, in.Bundle, in.Reporter)
+	bu, err := openBundleUpgrade(ctx, paths, in.Bundle, in.Reporter)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadInstalledConfig(paths)
-	if err != nil {
-		return nil, err
-	}
-	installed, err := currentRelease(paths)
-	if err != nil {
-		return nil, err
-	}
-	from, to := installed.Manifest.Version, b.Index.Version
+	b, cfg := bu.bundle, bu.cfg
+	from, to := bu.installed.Manifest.Version, b.Index.Version
 	sum := &UpgradeSummary{From: from, To: from}
-	if newer, err := judgeBundleUpgrade(b, from); err != nil {
-		return nil, err
-	} else if !newer {
+	if !bu.newer {
 		return &Result{Version: from, Upgrade: sum, Warnings: []string{fmt.Sprintf("CARTO %s is installed, and the bundle %s holds it too: nothing to upgrade", from, b.Path)}}, nil
 	}
 	m := b.Release.Manifest
@@ -188,6 +179,34 @@ func upgradeFromBundle(ctx context.Context, in UpgradeOptions, paths config.Path
 	return res, nil
 }
 
+// bundleUpgrade is an upgrade from a bundle, read and judged.
+type bundleUpgrade struct {
+	bundle    *release.Bundle
+	cfg       config.Config
+	installed *release.Release
+	newer     bool // the bundle's release is newer than the installed one
+}
+
+// openBundleUpgrade reads the bundle whole, the node's settings and
+// release, and judges the one against the other (judgeBundleUpgrade).
+func openBundleUpgrade(ctx context.Context, paths config.Paths, path string, rep stack.Reporter) (*bundleUpgrade, error) {
+	b, err := openBundle(ctx, path, rep)
+	if err != nil {
+		return nil, err
+	}
+	bu := &bundleUpgrade{bundle: b}
+	if bu.cfg, err = loadInstalledConfig(paths); err != nil {
+		return nil, err
+	}
+	if bu.installed, err = currentRelease(paths); err != nil {
+		return nil, err
+	}
+	if bu.newer, err = judgeBundleUpgrade(b, bu.installed.Manifest.Version); err != nil {
+		return nil, err
+	}
+	return bu, nil
+}
+
 // judgeBundleUpgrade says whether the bundle's release is newer than the
 // installed one (from), and refuses one an upgrade cannot take: older (a
 // downgrade), or past a required version (its min_upgrade_from).
@@ -211,32 +230,21 @@ func judgeBundleUpgrade(b *release.Bundle, from string) (newer bool, err error) 
 // installed release). Nothing is changed, no image loaded.
 func CheckBundleUpgrade(ctx context.Context, opts Options, path string) (*UpgradeCheck, error) {
 	paths := opts.Paths.WithDefaults()
-	b, err := openBundle(ctx, path, opts.Reporter)
+	bu, err := openBundleUpgrade(ctx, paths, path, opts.Reporter)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := loadInstalledConfig(paths)
-	if err != nil {
-		return nil, err
-	}
-	installed, err := currentRelease(paths)
-	if err != nil {
-		return nil, err
-	}
-	from, to := installed.Manifest.Version, b.Index.Version
-	newer, err := judgeBundleUpgrade(b, from)
-	if err != nil {
-		return nil, err
-	}
-	chk := &UpgradeCheck{Installed: from, Channel: cfg.Upgrade.ChannelName(), Bundle: b.Path, Latest: to}
+	b := bu.bundle
+	from, to := bu.installed.Manifest.Version, b.Index.Version
+	chk := &UpgradeCheck{Installed: from, Channel: bu.cfg.Upgrade.ChannelName(), Bundle: b.Path, Latest: to}
 	chk.License = judgeUpgradeLicense(paths, chk.Channel)
 	chk.Appliance = ApplianceCheck{Installed: ApplianceVersion}
-	if !newer {
+	if !bu.newer {
 		return chk, nil
 	}
 	chk.Available, chk.Target, chk.Path = []string{to}, to, []string{to}
 	chk.Appliance = judgeBundleAppliance(b)
-	if chk.Changes, err = releaseChanges(installed, b.Release); err != nil {
+	if chk.Changes, err = releaseChanges(bu.installed, b.Release); err != nil {
 		return nil, err
 	}
 	return chk, nil

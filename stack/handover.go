@@ -172,10 +172,8 @@ func (e *Engine) addressOf(ctx context.Context, id string) (netip.Addr, error) {
 		return netip.Addr{}, fmt.Errorf("inspecting container %s: %w", id[:12], err)
 	}
 	if insp.Container.NetworkSettings != nil {
-		for _, n := range insp.Container.NetworkSettings.Networks {
-			if n != nil && n.IPAddress.Is4() {
-				return n.IPAddress, nil
-			}
+		if addrs := ipv4s(insp.Container.NetworkSettings.Networks); len(addrs) > 0 {
+			return addrs[0], nil
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("container %s has no IPv4 address", id[:12])
