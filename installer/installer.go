@@ -188,15 +188,22 @@ func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Res
 			return nil, err
 		}
 	}
-	d, err := planInstall(paths, opts, b)
+	plan := func() (*desired, error) {
+		d, err := planInstall(paths, opts, b)
+		if err != nil {
+			return nil, err
+		}
+		if err := planLicense(paths, d, opts.LicenseFile, opts.CustomerEnv); err != nil {
+			return nil, err
+		}
+		if b != nil {
+			d.warnings = append(d.warnings, bundleLicenseWarnings(d)...)
+		}
+		return d, nil
+	}
+	d, err := stamped(paths, plan)
 	if err != nil {
 		return nil, err
-	}
-	if err := planLicense(paths, d, opts.LicenseFile, opts.CustomerEnv); err != nil {
-		return nil, err
-	}
-	if b != nil {
-		d.warnings = append(d.warnings, bundleLicenseWarnings(d)...)
 	}
 	if opts.InstallDocker {
 		if err := ensureDocker(ctx, paths, d, opts.IgnorePreflight); err != nil {
@@ -207,7 +214,7 @@ func install(ctx context.Context, opts InstallOptions, paths config.Paths) (*Res
 	if err != nil {
 		return &Result{Preflight: report, Warnings: d.warnings}, err
 	}
-	res, err := run(ctx, opts.Options, paths, d, "install")
+	res, err := run(ctx, opts.Options, paths, d, plan, "install")
 	if res != nil {
 		res.Preflight = report
 	}
@@ -402,6 +409,8 @@ type desired struct {
 	// bundle, for an air-gap install or upgrade, holds the release and
 	// its images: loaded, not pulled.
 	bundle *release.Bundle
+	// stamp is what the plan was made from (stamped).
+	stamp string
 }
 
 func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {

@@ -2,9 +2,12 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -53,4 +56,49 @@ func tryLockConverge(paths config.Paths) (func(), bool, error) {
 		return nil, false, fmt.Errorf("taking the converge lock: %w", err)
 	}
 	return func() { f.Close() }, true, nil
+}
+
+// inputsStamp identifies what a plan reads from disk, by name, size and
+// modification time (atomic writes replace a file, so both change): the
+// state (the pinned release), the settings, the customer package and the
+// certificates. A plan is made before its run waits for the converge
+// lock; when the stamp changed by the time the lock is held, another
+// change committed meanwhile (e.g. the upgrade the agent continued after
+// a self-update) and the plan is made again: run as it was, it would put
+// back what that change replaced.
+func inputsStamp(paths config.Paths) (string, error) {
+	var b strings.Builder
+	stat := func(path string) error {
+		fi, err := os.Stat(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			fmt.Fprintf(&b, "|%s:-", path)
+			return nil
+		case err != nil:
+			return fmt.Errorf("looking at %s: %w", path, err)
+		}
+		fmt.Fprintf(&b, "|%s:%d:%d", path, fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	}
+	files := []string{
+		filepath.Join(paths.StateDir, stateFileName),
+		paths.File(config.ConfigFileName),
+		paths.File(config.CustomerEnvFileName),
+		paths.KeyFile(),
+	}
+	for _, dir := range []string{filepath.Join(paths.ConfigDir, config.CertsDirName), paths.CADir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return "", fmt.Errorf("looking at %s: %w", dir, err)
+		}
+		for _, e := range entries {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	for _, f := range files {
+		if err := stat(f); err != nil {
+			return "", err
+		}
+	}
+	return b.String(), nil
 }

@@ -50,11 +50,12 @@ func reconfigureTLS(ctx context.Context, opts Options, action string, mutate fun
 	if err != nil {
 		return nil, err
 	}
-	d, err := planInstalled(paths, mutate, tls)
+	plan := func() (*desired, error) { return planInstalled(paths, mutate, tls) }
+	d, err := stamped(paths, plan)
 	if err != nil {
 		return withRecovered(nil, rec), err
 	}
-	res, err := run(ctx, opts, paths, d, action)
+	res, err := run(ctx, opts, paths, d, plan, action)
 	return withRecovered(res, rec), err
 }
 

@@ -21,14 +21,49 @@ import (
 // journalFileName is the last run's journal, in the state dir.
 const journalFileName = "journal.json"
 
+// planner makes a run's plan; stamped calls it.
+type planner func() (*desired, error)
+
+// stamped plans, recording what the plan read from disk (inputsStamp)
+// as it was before it read it: a change under it leaves a stale stamp,
+// and the plan is made again.
+func stamped(paths config.Paths, plan planner) (*desired, error) {
+	stamp, err := inputsStamp(paths)
+	if err != nil {
+		return nil, err
+	}
+	d, err := plan()
+	if err != nil {
+		return nil, err
+	}
+	d.stamp = stamp
+	return d, nil
+}
+
+// fresh is d, or, when what it was planned from changed since (another
+// change of the stack committed while this one waited for the converge
+// lock), a new plan: for a caller that holds the lock.
+func fresh(paths config.Paths, d *desired, plan planner) (*desired, bool, error) {
+	now, err := inputsStamp(paths)
+	if err != nil {
+		return nil, false, err
+	}
+	if now == d.stamp {
+		return d, false, nil
+	}
+	d, err = stamped(paths, plan)
+	if err != nil {
+		return nil, false, fmt.Errorf("planning again, as another change of the stack committed while this one waited for it to end: %w", err)
+	}
+	return d, true, nil
+}
+
 // run obtains a planned ACME certificate that needs no port the stack
 // holds (outside the converge lock: a slow CA must not stall the agent's
-// resyncs), then runs the plan under the lock.
-func run(ctx context.Context, opts Options, paths config.Paths, d *desired, action string) (*Result, error) {
-	var early *obtained
-	if opts.DeferACME && acmeDeferrable(paths, d) {
-		early = &obtained{} // nothing to obtain in this run
-	}
+// resyncs), then runs the plan under the lock, planned again (plan) if
+// another change committed meanwhile. d is plan's, through stamped.
+func run(ctx context.Context, opts Options, paths config.Paths, d *desired, plan planner, action string) (*Result, error) {
+	early := deferredACME(opts, paths, d)
 	if d.acme != nil && early == nil {
 		eng, err := connectEngine(ctx)
 		if err != nil {
@@ -45,7 +80,25 @@ func run(ctx context.Context, opts Options, paths config.Paths, d *desired, acti
 		return nil, err
 	}
 	defer unlock()
+	d, replanned, err := fresh(paths, d, plan)
+	if err != nil {
+		return nil, err
+	}
+	if replanned {
+		// The certificate obtained early was for the old plan; the run
+		// obtains the new plan's.
+		early = deferredACME(opts, paths, d)
+	}
 	return runLocked(ctx, opts, paths, d, action, early)
+}
+
+// deferredACME is an empty certificate when the run obtains none now (the
+// agent defers what the stack's own port must answer); nil otherwise.
+func deferredACME(opts Options, paths config.Paths, d *desired) *obtained {
+	if opts.DeferACME && acmeDeferrable(paths, d) {
+		return &obtained{}
+	}
+	return nil
 }
 
 // runLocked runs the plan's steps, journaled, for a caller that holds the

@@ -53,16 +53,24 @@ func OffloadTLS(ctx context.Context, opts Options) (*Result, error) {
 // UseACME switches the router to a certificate from an ACME CA (acme
 // mode): it is obtained first, and a refusal changes nothing.
 func UseACME(ctx context.Context, opts Options, in ACMEInput) (*Result, error) {
-	var roots []byte
-	d, err := planInstalled(opts.Paths.WithDefaults(), func(c *config.Config) (ca []byte, err error) {
-		roots, err = in.apply(c)
-		return nil, err
-	}, TLSInput{})
+	paths := opts.Paths.WithDefaults()
+	plan := func() (*desired, error) {
+		var roots []byte
+		d, err := planInstalled(paths, func(c *config.Config) (ca []byte, err error) {
+			roots, err = in.apply(c)
+			return nil, err
+		}, TLSInput{})
+		if err != nil {
+			return nil, err
+		}
+		d.addCert(config.ACMECAFileName, roots)
+		return d, nil
+	}
+	d, err := stamped(paths, plan)
 	if err != nil {
 		return nil, err
 	}
-	d.addCert(config.ACMECAFileName, roots)
-	return run(ctx, opts, opts.Paths.WithDefaults(), d, "certs acme")
+	return run(ctx, opts, paths, d, plan, "certs acme")
 }
 
 // UseSelfSigned switches the router to a certificate from the appliance's

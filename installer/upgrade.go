@@ -152,20 +152,32 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	if err := checkApplianceVersion(next.Manifest); err != nil {
 		return nil, err
 	}
-	cfg, err := loadInstalledConfig(paths)
+	plan := func() (*desired, error) {
+		cfg, err := loadInstalledConfig(paths)
+		if err != nil {
+			return nil, err
+		}
+		d, err := planRelease(paths, cfg, paths.File(config.CustomerEnvFileName), paths.KeyFile(), TLSInput{}, next)
+		if err != nil {
+			return nil, fmt.Errorf("planning the upgrade to %s: %w", next.Manifest.Version, err)
+		}
+		d.bundle = in.bundle
+		return d, nil
+	}
+	d, err := stamped(paths, plan)
 	if err != nil {
 		return nil, err
 	}
-	d, err := planRelease(paths, cfg, paths.File(config.CustomerEnvFileName), paths.KeyFile(), TLSInput{}, next)
-	if err != nil {
-		return nil, fmt.Errorf("planning the upgrade to %s: %w", next.Manifest.Version, err)
-	}
-	d.bundle = in.bundle
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
+	// Settings changed by a config apply that ran meanwhile are this
+	// upgrade's too.
+	if d, _, err = fresh(paths, d, plan); err != nil {
+		return nil, err
+	}
 	from, err := currentRelease(paths)
 	if err != nil {
 		return nil, err
@@ -206,9 +218,9 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 		return res, fmt.Errorf("upgrading %s to %s: %w (nothing was changed)", u.from.Manifest.Version, next.Manifest.Version, err)
 	}
 	// The oldest backups go once this one is whole and the upgrade done.
-	removed, perr := pruneBackups(paths.StateDir, cfg.Upgrade.Backups())
+	removed, perr := pruneBackups(paths.StateDir, d.cfg.Upgrade.Backups())
 	if perr != nil {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("removing old upgrade backups (upgrade.keep_backups %d): %v; delete them by hand", cfg.Upgrade.Backups(), perr))
+		res.Warnings = append(res.Warnings, fmt.Sprintf("removing old upgrade backups (upgrade.keep_backups %d): %v; delete them by hand", d.cfg.Upgrade.Backups(), perr))
 	}
 	if len(removed) > 0 {
 		sum.Removed = append(sum.Removed, removed...)

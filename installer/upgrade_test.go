@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/license"
@@ -214,5 +216,43 @@ func TestUpgradeRollsBackSettingsReleaseAndDatabase(t *testing.T) {
 	_, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
 	if !errors.Is(err, ErrRollbackFailed) || !strings.Contains(err.Error(), upgradeJournalFileName) {
 		t.Errorf("a failed rollback: %v", err)
+	}
+}
+
+// A change planned before it waited for the converge lock, while an
+// upgrade held it (the agent's converge at its start, behind the upgrade
+// it continues after a self-update), is planned again once it holds it:
+// run as planned, it would put the previous release back.
+func TestAChangeThatWaitedForAnUpgradeIsPlannedAgain(t *testing.T) {
+	paths, f := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "new-service", ""))
+	plan := func() (*desired, error) { return planInstalled(paths, nil, TLSInput{}) }
+	stale, err := stamped(paths, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stale.release.Manifest.Version != "2025.11.3" {
+		t.Fatalf("planned from %s", stale.release.Manifest.Version)
+	}
+	if _, err := Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}}); err != nil {
+		t.Fatal(err)
+	}
+	var applied string
+	f.OnApply = func(p *types.Project, _ stack.ApplyOptions) { applied = p.Services["maps-api"].Image }
+	if _, err := run(t.Context(), Options{Paths: paths}, paths, stale, plan, "apply"); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(applied, ":2026.1.0") {
+		t.Errorf("the waiting change applied the previous release's maps-api: %s", applied)
+	}
+	if st, _ := loadState(paths.StateDir); st.Release.Version != "2026.1.0" || st.Version != "2026.1.0" {
+		t.Errorf("after the waiting change: pinned %s, version %s", st.Release.Version, st.Version)
+	}
+	// Nothing changed meanwhile: the plan made is the one run.
+	d, err := stamped(paths, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, replanned, err := fresh(paths, d, plan); err != nil || replanned || again != d {
+		t.Errorf("an unchanged node planned again: %v %v", replanned, err)
 	}
 }
