@@ -84,7 +84,8 @@ func TestAgentKeepsStackUp(t *testing.T) {
 		}
 	})
 
-	step(t, "a killed container comes back healthy and counted", func(t *testing.T) {
+	step(t, "a killed container comes back healthy and counted, healthy as soon as the agent's run of its healthcheck passes", func(t *testing.T) {
+		killed := time.Now()
 		if _, err := docker.ContainerKill(context.Background(), n.container("maps-api"), client.ContainerKillOptions{Signal: "KILL"}); err != nil {
 			t.Fatal(err)
 		}
@@ -95,6 +96,12 @@ func TestAgentKeepsStackUp(t *testing.T) {
 			}
 			return nil
 		})
+		t.Logf("maps-api healthy again %s after the kill", time.Since(killed).Round(time.Millisecond))
+		// The engine's first check comes an interval (5 s) after the
+		// start: the agent ran the same test before.
+		if !strings.Contains(logs.String(), "event=probed-healthy service=maps-api") {
+			t.Errorf("the agent did not probe the restarted maps-api:\n%s", tail(logs.String(), 10))
+		}
 	})
 
 	step(t, "a service that keeps crashing is reported as a crash loop, restarted ever more slowly", func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 const agentStateFileName = config.AgentStateFileName
@@ -38,6 +39,10 @@ type AgentServiceState struct {
 	CrashLoop   bool      `json:"crash_loop,omitempty"`
 	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	Backoff     string    `json:"backoff,omitempty"`
+	// Probed is the container run whose healthcheck the supervisor ran
+	// itself and saw pass, while the engine still reported it starting
+	// (stack.ProbeStarted).
+	Probed *stack.Probed `json:"probed,omitempty"`
 }
 
 // LoadAgentState reads the supervisor's record; none yet is an empty one.

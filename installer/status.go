@@ -197,6 +197,11 @@ func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg conf
 	for i, s := range services {
 		a := agent.Services[s.Name]
 		services[i].AgentRestarts, services[i].CrashLoop = a.Restarts, a.CrashLoop
+		// The engine's first check comes an interval after the start;
+		// the agent's own run of the same test on this very run counts.
+		if p := a.Probed; p != nil && s.State == "running" && s.Health == "starting" && p.Container == s.Container && p.StartedAt.Equal(s.StartedAt) {
+			services[i].Health, services[i].HealthProbed = "healthy", true
+		}
 		services[i].Held = slices.Contains(held, s.Name)
 	}
 	d := cfg.Defaults()

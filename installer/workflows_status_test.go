@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/license"
@@ -45,6 +46,29 @@ func TestGetStatus(t *testing.T) {
 	i := slices.IndexFunc(st.Services, func(s stack.ServiceStatus) bool { return s.Name == "maps-api" })
 	if st.Healthy || i < 0 || st.Services[i].AgentRestarts != 4 || !st.Services[i].CrashLoop {
 		t.Errorf("status %+v", st)
+	}
+
+	// A container the engine still calls starting, whose healthcheck the
+	// agent ran and saw pass on this very run, is healthy; on another
+	// run (restarted since), it is starting still.
+	started := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	run := &stack.Probed{Container: "carto-notifier-1", StartedAt: started}
+	if err := SaveAgentState(paths, AgentState{Services: map[string]AgentServiceState{"notifier": {Probed: run}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		started time.Time
+		health  string
+	}{{started, "healthy"}, {started.Add(time.Second), "starting"}} {
+		f.Statuses = map[string]stack.ServiceStatus{"notifier": {Name: "notifier", Container: "carto-notifier-1", State: "running", Health: "starting", StartedAt: c.started}}
+		st, err = GetStatus(t.Context(), paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i = slices.IndexFunc(st.Services, func(s stack.ServiceStatus) bool { return s.Name == "notifier" })
+		if s := st.Services[i]; s.Health != c.health || s.HealthProbed != (c.health == "healthy") || st.Healthy != (c.health == "healthy") {
+			t.Errorf("started at %s: %+v (stack healthy %v)", c.started, s, st.Healthy)
+		}
 	}
 
 	f.Fail["status"] = errors.New("engine gone")

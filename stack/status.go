@@ -33,9 +33,14 @@ type ServiceStatus struct {
 	Container string `json:"container,omitempty"`
 	State     string `json:"state"`
 	Health    string `json:"health"` // healthy, unhealthy, starting, or none
-	Image     string `json:"image"`
-	Restarts  int    `json:"restarts"`
-	ExitCode  int    `json:"exit_code,omitempty"`
+	// HealthProbed is set when Health is healthy because the agent ran
+	// the service's healthcheck itself on this run of the container and
+	// it passed, while the engine, whose first check comes an interval
+	// after the start, still said starting.
+	HealthProbed bool   `json:"health_probed,omitempty"`
+	Image        string `json:"image"`
+	Restarts     int    `json:"restarts"`
+	ExitCode     int    `json:"exit_code,omitempty"`
 	// Version is the appliance's io.carto.appliance.version label.
 	Version   string    `json:"version,omitempty"`
 	StartedAt time.Time `json:"started_at,omitzero"`

@@ -18,6 +18,8 @@ const (
 	jobConverge     = "converge"
 	jobRenew        = "certificate-renewal"
 	jobLicenseCheck = "license-check"
+	// jobProbe, followed by the service's name: one probe per service.
+	jobProbe = "probe-"
 )
 
 // Job is one piece of work of a kind; at most one job of a kind runs at

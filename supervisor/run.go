@@ -68,6 +68,7 @@ type engine interface {
 	Watch(ctx context.Context, project string) (<-chan stack.ContainerEvent, <-chan error)
 	ServiceStates(ctx context.Context, project string) (map[string]stack.ServiceHealth, error)
 	Revive(ctx context.Context, project, service string) (bool, error)
+	ProbeStarted(ctx context.Context, id string, hc *types.HealthCheckConfig) (*stack.Probed, error)
 	Close() error
 }
 
@@ -94,6 +95,8 @@ func newSup(opts Options) *sup {
 	return &sup{
 		opts:      opts,
 		trackers:  map[string]*tracker{},
+		probed:    map[string]stack.Probed{},
+		probes:    make(chan probeResult, 16),
 		jobs:      NewRunner(opts.Logf),
 		converged: make(chan struct{}, 16),
 		dial: func(ctx context.Context) (engine, error) {
@@ -135,6 +138,11 @@ type sup struct {
 	opts     Options
 	project  string
 	trackers map[string]*tracker // by service; owned by the loop
+	// probed is, by service, the container run whose healthcheck the
+	// agent ran itself and saw pass (probe jobs send them on probes);
+	// owned by the loop.
+	probed map[string]stack.Probed
+	probes chan probeResult
 
 	// The compose project of the last pass and the stamp of the files it
 	// came from: loading it is most of an idle pass's work.
@@ -344,7 +352,13 @@ func (s *sup) watch(ctx context.Context, eng engine) error {
 				s.opts.Logf("event=container-%s service=%s", strings.ReplaceAll(ev.Action, ": ", "-"), ev.Service)
 				// Let the engine's own restart policy act first.
 				retry.Reset(time.Second)
+			case ev.Action == "start":
+				s.startProbe(ctx, eng, ev)
 			}
+		case p := <-s.probes:
+			s.probed[p.service] = p.run
+			s.opts.Logf("event=probed-healthy service=%s took=%s", p.service, time.Since(p.run.StartedAt).Round(time.Millisecond))
+			s.save(time.Now())
 		case <-retry.C:
 			s.resync(ctx, eng, retry)
 		case <-tick.C:
@@ -525,6 +539,54 @@ func (s *sup) checkLicense(ctx context.Context) {
 	}})
 }
 
+// probeResult is a probe job's pass, for the loop.
+type probeResult struct {
+	service string
+	run     stack.Probed
+}
+
+// probeBound bounds one probe job: the engine has its own verdict on a
+// container by then (its checks come every interval; CARTO's is 5 s),
+// and a service still failing its test is the engine's to judge.
+const probeBound = 2 * time.Minute
+
+// startProbe runs a started container's healthcheck beside the loop until
+// it passes or the engine has a verdict (stack.ProbeStarted), so that a
+// container the engine's restart policy or a revive brought back is
+// reported healthy as soon as its test passes, not at the engine's first
+// check an interval later. A converge under way probes what it starts
+// itself.
+func (s *sup) startProbe(ctx context.Context, eng engine, ev stack.ContainerEvent) {
+	if s.jobs.Running(jobConverge) {
+		return
+	}
+	p, err := s.loadProject(ctx)
+	if err != nil {
+		return // the next resync says why
+	}
+	svc, ok := p.Services[ev.Service]
+	if !ok || svc.HealthCheck == nil {
+		return
+	}
+	hc := svc.HealthCheck
+	s.jobs.Start(ctx, Job{Name: jobProbe + ev.Service, Interruptible: true, Run: func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, probeBound)
+		defer cancel()
+		run, err := eng.ProbeStarted(ctx, ev.ContainerID, hc)
+		if err != nil {
+			s.opts.Logf("event=probe-failed service=%s err=%q", ev.Service, oneLine(err))
+			return err
+		}
+		if run != nil {
+			select {
+			case s.probes <- probeResult{service: ev.Service, run: *run}:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}})
+}
+
 func (s *sup) alive() {
 	if s.opts.Healthy != nil {
 		s.opts.Healthy()
@@ -550,6 +612,11 @@ func (s *sup) save(now time.Time) {
 		if a.CrashLoop {
 			a.NextAttempt, a.Backoff = t.next.UTC(), t.backoff().String()
 		}
+		st.Services[name] = a
+	}
+	for name, p := range s.probed {
+		a := st.Services[name]
+		a.Probed = &p
 		st.Services[name] = a
 	}
 	if err := installer.SaveAgentState(s.opts.Paths, st); err != nil {

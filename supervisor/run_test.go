@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
+
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/stack"
@@ -21,10 +23,23 @@ type fakeEngine struct {
 	// hang makes ServiceStates wait for its context, as an engine
 	// shutting down holds a request.
 	hang bool
+	// events are the project's container events (nil: none come).
+	events chan stack.ContainerEvent
+	// passes is what ProbeStarted answers; probes counts its calls.
+	passes *stack.Probed
+	probes atomic.Int64
 }
 
 func (f *fakeEngine) Watch(ctx context.Context, project string) (<-chan stack.ContainerEvent, <-chan error) {
+	if f.events != nil {
+		return f.events, f.lose
+	}
 	return make(chan stack.ContainerEvent), f.lose
+}
+
+func (f *fakeEngine) ProbeStarted(context.Context, string, *types.HealthCheckConfig) (*stack.Probed, error) {
+	f.probes.Add(1)
+	return f.passes, nil
 }
 
 func (f *fakeEngine) ServiceStates(ctx context.Context, _ string) (map[string]stack.ServiceHealth, error) {
@@ -189,5 +204,45 @@ func TestLoopStopDrainsTheConverge(t *testing.T) {
 		if !l.log.has(want) {
 			t.Errorf("no %q line:\n%s", want, l.log.String())
 		}
+	}
+}
+
+// A container started (by the engine's restart policy, or a revive) whose
+// healthcheck the agent ran and saw pass is recorded for status, by its
+// run; a service without a healthcheck is not probed.
+func TestLoopProbesAStartedContainerAndRecordsThePass(t *testing.T) {
+	l := startLoop(t, time.Second)
+	dir := l.sup.opts.Paths.ConfigDir
+	os.MkdirAll(dir, 0o700)
+	os.WriteFile(filepath.Join(dir, stack.ComposeFileName), []byte(`name: carto
+services:
+  web:
+    image: example.invalid/web:1
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 5s
+  worker:
+    image: example.invalid/worker:1
+`), 0o600)
+	os.WriteFile(filepath.Join(dir, config.EnvFileName), nil, 0o600)
+	run := &stack.Probed{Container: "carto-web-1", StartedAt: time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)}
+	eng := &fakeEngine{events: make(chan stack.ContainerEvent), passes: run}
+	l.engines <- eng
+	<-l.applyCtx
+	close(l.release)
+	eventuallyTrue(t, l.ready.Load)
+	eng.events <- stack.ContainerEvent{Service: "worker", ContainerID: "w1", Action: "start"}
+	eng.events <- stack.ContainerEvent{Service: "web", ContainerID: "c1", Action: "start"}
+	eventuallyTrue(t, func() bool { return l.log.has("event=probed-healthy service=web") })
+	eventuallyTrue(t, func() bool {
+		st, err := installer.LoadAgentState(l.sup.opts.Paths)
+		p := st.Services["web"].Probed
+		return err == nil && p != nil && *p == *run
+	})
+	if n := eng.probes.Load(); n != 1 {
+		t.Errorf("%d probes, want web's alone", n)
+	}
+	if l.log.has("service=worker") {
+		t.Errorf("a service without a healthcheck was probed:\n%s", l.log.String())
 	}
 }

@@ -146,7 +146,11 @@ func printStatus(w io.Writer, st *installer.Status) {
 		case s.CrashLoop:
 			state += " (crash loop)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, state, s.Health, s.Restarts+s.AgentRestarts, s.Image)
+		health := s.Health
+		if s.HealthProbed {
+			health += " (agent's check)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\n", s.Name, state, health, s.Restarts+s.AgentRestarts, s.Image)
 	}
 	tw.Flush()
 }
