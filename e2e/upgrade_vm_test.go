@@ -577,6 +577,9 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			t.Error("the killed CLI exited 0")
 		}
 		eventually(t, 6*time.Minute, func() error {
+			if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); strings.Count(log, `event=upgrade-continued to="`+testbed.NextVersion+`" version=`+testbed.NextVersion) != 2 {
+				return fmt.Errorf("the agent did not finish the upgrade by itself:\n%s", tail(log, 40))
+			}
 			if got := installed(t); got != testbed.NextVersion {
 				return fmt.Errorf("installed: %s", got)
 			}
@@ -585,9 +588,6 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			}
 			return nil
 		})
-		if log := node.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); strings.Count(log, `event=upgrade-continued to="`+testbed.NextVersion+`" version=`+testbed.NextVersion) != 2 {
-			t.Errorf("the agent did not finish the upgrade by itself:\n%s", tail(log, 40))
-		}
 		binaryIs(t, testbed.NextApplianceVersion)
 	})
 

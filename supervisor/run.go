@@ -554,12 +554,17 @@ const probeBound = 2 * time.Minute
 // it passes or the engine has a verdict (stack.ProbeStarted), so that a
 // container the engine's restart policy or a revive brought back is
 // reported healthy as soon as its test passes, not at the engine's first
-// check an interval later. A converge under way probes what it starts
-// itself.
+// check an interval later. A change of the stack under way (the agent's
+// converge, an op, a command run beside it) probes what it starts itself.
 func (s *sup) startProbe(ctx context.Context, eng engine, ev stack.ContainerEvent) {
 	if s.jobs.Running(jobConverge) {
 		return
 	}
+	unlock, free, err := installer.TryLockConverge(s.opts.Paths)
+	if err != nil || !free {
+		return
+	}
+	unlock()
 	p, err := s.loadProject(ctx)
 	if err != nil {
 		return // the next resync says why

@@ -231,7 +231,21 @@ services:
 	<-l.applyCtx
 	close(l.release)
 	eventuallyTrue(t, l.ready.Load)
+	// A change of the stack under way (the lock held) probes what it
+	// starts itself. The loop takes one event at a time: once the next
+	// is taken, the one before was handled.
+	var unlock func()
+	eventuallyTrue(t, func() bool { // the loop's own passes take it too
+		u, ok, err := installer.TryLockConverge(l.sup.opts.Paths)
+		unlock = u
+		return err == nil && ok
+	})
+	eng.events <- stack.ContainerEvent{Service: "web", ContainerID: "c1", Action: "start"}
 	eng.events <- stack.ContainerEvent{Service: "worker", ContainerID: "w1", Action: "start"}
+	if n := eng.probes.Load(); n != 0 {
+		t.Errorf("probed during a change of the stack: %d", n)
+	}
+	unlock()
 	eng.events <- stack.ContainerEvent{Service: "web", ContainerID: "c1", Action: "start"}
 	eventuallyTrue(t, func() bool { return l.log.has("event=probed-healthy service=web") })
 	eventuallyTrue(t, func() bool {
