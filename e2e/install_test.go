@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -175,6 +176,30 @@ func TestStandardInstallLifecycle(t *testing.T) {
 		text, _ := n.mustRun("status")
 		if !strings.Contains(text, "healthy") || !strings.Contains(text, "workspace-migrations  completed") {
 			t.Errorf("status:\n%s", text)
+		}
+		// The values for CARTO's Helm chart: secrets as references only.
+		out := filepath.Join(t.TempDir(), "carto-values.yaml")
+		if _, errOut := n.mustRun("export", "helm-values", "-o", out); !strings.Contains(errOut, "embedded PostgreSQL") {
+			t.Errorf("export helm-values says nothing of the embedded database:\n%s", errOut)
+		}
+		values, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, _ := os.ReadFile(filepath.Join(n.configDir, "certs", "key.json"))
+		var keyDoc struct {
+			PrivateKeyID string `json:"private_key_id"`
+		}
+		if err := json.Unmarshal(key, &keyDoc); err != nil || len(keyDoc.PrivateKeyID) < 8 {
+			t.Fatalf("the installed key.json has no private_key_id: %v", err)
+		}
+		for _, secret := range []string{"adm1n", "ws-pass-2", keyDoc.PrivateKeyID} {
+			if strings.Contains(string(values), secret) {
+				t.Errorf("the Helm values hold a secret (%.8s…):\n%s", secret, values)
+			}
+		}
+		if !strings.Contains(string(values), "selfHostedDomain: "+n.domain) || !strings.Contains(string(values), "existingSecretPasswordKey: workspace-postgres-password") {
+			t.Errorf("the Helm values:\n%s", values)
 		}
 	})
 

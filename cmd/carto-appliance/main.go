@@ -126,6 +126,7 @@ func newRootCmd() *cobra.Command {
 		newRollbackCmd(),
 		newBundleCmd(),
 		newFirewallCmd(),
+		newExportCmd(),
 	)
 	return root
 }

@@ -1,0 +1,64 @@
+package installer
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/envfile"
+	"github.com/cartodb/carto-appliance/helmvalues"
+	"github.com/cartodb/carto-appliance/internal/boundedread"
+)
+
+// ExportHelmValues renders the values of CARTO's Helm chart for the
+// installed settings (helmvalues): planned as a config apply would be,
+// nothing changed.
+func ExportHelmValues(paths config.Paths) (*helmvalues.Values, error) {
+	paths = paths.WithDefaults()
+	d, err := planInstalled(paths, nil, TLSInput{})
+	if err != nil {
+		return nil, err
+	}
+	cfg := d.cfg.Defaults()
+	customer, err := envfile.Parse(d.customer)
+	if err != nil {
+		return nil, fmt.Errorf("reading customer.env: %w", err)
+	}
+	in := helmvalues.Input{
+		Domain:         d.env.Get("SELFHOSTED_DOMAIN"),
+		TLSOffload:     cfg.TLS.Mode == config.TLSOffload,
+		AllowedSources: cfg.Network.AllowedSources,
+		Env:            d.env.Map(),
+		CustomerKeys:   customer.Keys(),
+		GoogleKey:      len(d.key) > 0,
+	}
+	if p := cfg.Proxy; p.Enabled() {
+		in.Proxy = &helmvalues.Proxy{URL: p.URL, NoProxy: p.NoProxy, RejectUnauthorized: p.Rejects()}
+		if p.CACert != "" {
+			ca, err := boundedread.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, p.CACert), boundedread.PEM)
+			if err != nil {
+				return nil, fmt.Errorf("reading the proxy's CA (proxy.ca_cert): %w", err)
+			}
+			in.TrustedCA = string(ca)
+		}
+	}
+	port := func(key string, def int) int {
+		if n, err := strconv.Atoi(d.env.Get(key)); err == nil && n > 0 && n < 65536 {
+			return n
+		}
+		return def
+	}
+	if d.env.Get("LOCAL_POSTGRES_SCALE") == "0" {
+		in.Postgres = &helmvalues.Postgres{
+			Host: d.env.Get("WORKSPACE_POSTGRES_HOST"), Port: port("WORKSPACE_POSTGRES_PORT", 5432),
+			User: d.env.Get("WORKSPACE_POSTGRES_USER"), Database: d.env.Get("WORKSPACE_POSTGRES_DB"),
+			SSL:       d.env.Get("WORKSPACE_POSTGRES_SSL_ENABLED") == "true",
+			AdminUser: d.env.Get("POSTGRES_ADMIN_USER"), AdminDatabase: d.env.Get("POSTGRES_ADMIN_DB"),
+		}
+	}
+	if d.env.Get("LOCAL_REDIS_SCALE") == "0" {
+		in.Redis = &helmvalues.Redis{Host: d.env.Get("REDIS_HOST"), Port: port("REDIS_PORT", 6379), TLS: d.env.Get("REDIS_TLS_ENABLED") == "true"}
+	}
+	return helmvalues.Render(in)
+}

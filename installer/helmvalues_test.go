@@ -1,0 +1,90 @@
+package installer
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cartodb/carto-appliance/config"
+)
+
+// The Helm values come from the installed settings, carry no secret of
+// the customer package or key.json, and change nothing on disk.
+func TestExportHelmValues(t *testing.T) {
+	paths := installed(t, config.Config{Domain: "carto.example.com", Network: config.NetworkConfig{AllowedSources: []string{"10.0.0.0/8"}}})
+	before := dirSnapshot(t, paths.ConfigDir)
+	v, err := ExportHelmValues(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		AppConfigValues struct {
+			SelfHostedDomain string `yaml:"selfHostedDomain"`
+		} `yaml:"appConfigValues"`
+		CartoConfigValues struct {
+			SelfHostedTenantID string `yaml:"selfHostedTenantId"`
+		} `yaml:"cartoConfigValues"`
+		Router struct {
+			Service struct {
+				Type         string   `yaml:"type"`
+				SourceRanges []string `yaml:"loadBalancerSourceRanges"`
+			} `yaml:"service"`
+		} `yaml:"router"`
+		ExternalPostgresql struct {
+			ExistingSecretPasswordKey string `yaml:"existingSecretPasswordKey"`
+		} `yaml:"externalPostgresql"`
+	}
+	if err := yaml.Unmarshal(v.YAML, &doc); err != nil {
+		t.Fatalf("%v\n%s", err, v.YAML)
+	}
+	if doc.AppConfigValues.SelfHostedDomain != "carto.example.com" || doc.CartoConfigValues.SelfHostedTenantID != "onp-test" ||
+		doc.Router.Service.Type != "LoadBalancer" || len(doc.Router.Service.SourceRanges) != 1 || doc.ExternalPostgresql.ExistingSecretPasswordKey == "" {
+		t.Errorf("values: %+v\n%s", doc, v.YAML)
+	}
+	// As whole words: the Secret's key postgres-admin-password is not
+	// the fixture's password admin-pass.
+	for _, secret := range []string{"admin-pass", "ws-pass", "0a1b2c3d4e"} {
+		re := regexp.MustCompile(`\b` + regexp.QuoteMeta(secret) + `\b`)
+		if re.Match(v.YAML) || re.MatchString(strings.Join(v.Warnings, " ")) {
+			t.Errorf("%q is in the values or the warnings:\n%s", secret, v.YAML)
+		}
+	}
+	if !strings.Contains(strings.Join(v.Warnings, " "), "embedded PostgreSQL") {
+		t.Errorf("no word of the embedded database: %q", v.Warnings)
+	}
+	if !sameFiles(before, dirSnapshot(t, paths.ConfigDir)) {
+		t.Error("exporting changed the config dir")
+	}
+
+	// TLS offloaded, the database external.
+	paths = installed(t, config.Config{Domain: "carto.example.com", TLS: config.TLSConfig{Mode: config.TLSOffload}})
+	writeInstalledCustomer(t, paths, "LOCAL_POSTGRES_SCALE=0\nWORKSPACE_POSTGRES_HOST=db.corp\nWORKSPACE_POSTGRES_PORT=6543\n")
+	v, err = ExportHelmValues(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"type: ClusterIP", "host: db.corp", "port: 6543", "httpsEnabled: false"} {
+		if !strings.Contains(string(v.YAML), want) {
+			t.Errorf("values lack %q:\n%s", want, v.YAML)
+		}
+	}
+	if strings.Contains(strings.Join(v.Warnings, " "), "embedded PostgreSQL") {
+		t.Errorf("an external database called embedded: %q", v.Warnings)
+	}
+}
+
+// writeInstalledCustomer replaces the installed customer.env with the
+// test's base one plus extra lines.
+func writeInstalledCustomer(t *testing.T, paths config.Paths, extra string) {
+	t.Helper()
+	b, err := os.ReadFile(writeCustomer(t, extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(paths.File(config.CustomerEnvFileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
