@@ -208,8 +208,14 @@ func Render(in Input) (*Values, error) {
 		}
 		secretKeys = append(secretKeys, r)
 	}
+	// The chart's own PostgreSQL is deprecated: the database is always
+	// external to it, and its passwords are the Secret's.
+	set("internalPostgresql.enabled", false)
+	ref(pgPassword)
+	if in.Env[pgAdmin.env] != "" {
+		ref(pgAdmin)
+	}
 	if pg := in.Postgres; pg != nil {
-		set("internalPostgresql.enabled", false)
 		set("externalPostgresql.host", pg.Host)
 		set("externalPostgresql.port", pg.Port)
 		set("externalPostgresql.user", pg.User)
@@ -221,17 +227,8 @@ func Render(in Input) (*Values, error) {
 		if pg.AdminDatabase != "" {
 			set("externalPostgresql.adminDatabase", pg.AdminDatabase)
 		}
-		ref(pgPassword)
-		if in.Env[pgAdmin.env] != "" {
-			ref(pgAdmin)
-		}
 	} else {
-		set("internalPostgresql.enabled", false)
 		set("externalPostgresql.host", "")
-		ref(pgPassword)
-		if in.Env[pgAdmin.env] != "" {
-			ref(pgAdmin)
-		}
 		v.Warnings = append(v.Warnings, "the database is the appliance's embedded PostgreSQL, which the cluster cannot reach: restore a backup's workspace.dump into a PostgreSQL the cluster reaches and set externalPostgresql.host (and port, user, database)")
 	}
 	if r := in.Redis; r != nil {
@@ -304,7 +301,8 @@ var carriedByTheChart = map[string]bool{
 func header(b *bytes.Buffer, in Input, secrets []secretRef, unmapped []string) {
 	fmt.Fprintf(b, "# Values for CARTO's Helm chart (carto-selfhosted-helm %s), written by\n", Chart)
 	fmt.Fprintf(b, "# carto-appliance export helm-values for %s. No secret is in this file: create\n", in.Domain)
-	fmt.Fprintf(b, "# the Kubernetes Secret it refers to from the customer package first:\n#\n")
+	fmt.Fprintf(b, "# the Kubernetes Secret it refers to from the customer package first, in a\n")
+	fmt.Fprintf(b, "# shell that read customer.env's variables (set -a; . ./customer.env; set +a):\n#\n")
 	fmt.Fprintf(b, "#   kubectl create secret generic %s \\\n", SecretName)
 	for i, s := range secrets {
 		end := " \\"
@@ -317,7 +315,7 @@ func header(b *bytes.Buffer, in Input, secrets []secretRef, unmapped []string) {
 		}
 		fmt.Fprintf(b, "#     --from-literal=%s=\"$%s\"%s\n", s.key, s.env, end)
 	}
-	fmt.Fprintf(b, "#\n#   (each $VARIABLE is customer.env's value of that name)\n")
+	fmt.Fprintf(b, "#\n")
 	if !in.TLSOffload {
 		fmt.Fprintf(b, "#   kubectl create secret tls %s --cert=carto.crt --key=carto.key\n", TLSSecretName)
 		fmt.Fprintf(b, "#   (the router's certificate: the config dir's certs/router/, or a new one)\n")

@@ -9,6 +9,7 @@ import (
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/helmvalues"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/proxy"
 )
 
 // ExportHelmValues renders the values of CARTO's Helm chart for the
@@ -36,9 +37,15 @@ func ExportHelmValues(paths config.Paths) (*helmvalues.Values, error) {
 	if p := cfg.Proxy; p.Enabled() {
 		in.Proxy = &helmvalues.Proxy{URL: p.URL, NoProxy: p.NoProxy, RejectUnauthorized: p.Rejects()}
 		if p.CACert != "" {
-			ca, err := boundedread.ReadFile(filepath.Join(paths.ConfigDir, config.CertsDirName, p.CACert), boundedread.PEM)
+			file := filepath.Join(paths.ConfigDir, config.CertsDirName, p.CACert)
+			ca, err := boundedread.ReadFile(file, boundedread.PEM)
 			if err != nil {
 				return nil, fmt.Errorf("reading the proxy's CA (proxy.ca_cert): %w", err)
+			}
+			// The values are meant to be shared: certificates only, as
+			// proxy set checked (the file may have been edited since).
+			if err := proxy.CheckCA(ca, file); err != nil {
+				return nil, fmt.Errorf("%w; put the proxy's CA back with carto-appliance proxy set --proxy-ca-cert FILE", err)
 			}
 			in.TrustedCA = string(ca)
 		}

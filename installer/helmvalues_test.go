@@ -2,6 +2,7 @@ package installer
 
 import (
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/proxy"
 )
 
 // The Helm values come from the installed settings, carry no secret of
@@ -86,5 +88,54 @@ func writeInstalledCustomer(t *testing.T, paths config.Paths, extra string) {
 	}
 	if err := os.WriteFile(paths.File(config.CustomerEnvFileName), b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The proxy's CA goes into the values as it is (certificates are meant
+// to be shared); a CA file edited to hold a private key is refused,
+// naming the file and the fix.
+func TestExportHelmValuesCarriesTheProxyCA(t *testing.T) {
+	paths := installed(t, config.Config{Domain: "carto.example.com"})
+	ca := testCAPEM(t)
+	caFile := filepath.Join(paths.ConfigDir, config.CertsDirName, proxy.CAFileName)
+	if err := os.WriteFile(caFile, ca, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := installedConfig(t, paths)
+	cfg.Proxy = proxy.Settings{URL: "https://proxy.corp:3129", CACert: proxy.CAFileName}
+	b, err := cfg.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(paths.File(config.ConfigFileName), b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v, err := ExportHelmValues(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		TrustedCACerts struct {
+			Value string `yaml:"value"`
+		} `yaml:"trustedCACerts"`
+		ExternalProxy struct {
+			Host string `yaml:"host"`
+			Type string `yaml:"type"`
+		} `yaml:"externalProxy"`
+	}
+	if err := yaml.Unmarshal(v.YAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.TrustedCACerts.Value != string(ca) || doc.ExternalProxy.Host != "proxy.corp" || doc.ExternalProxy.Type != "https" {
+		t.Errorf("values: %+v", doc)
+	}
+	key := "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIKey0nlyForTh1sTest000000000000000000000000\n-----END PRIVATE KEY-----\n"
+	if err := os.WriteFile(caFile, append(ca, key...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ExportHelmValues(paths); err == nil || !strings.Contains(err.Error(), caFile) || !strings.Contains(err.Error(), "proxy set") {
+		t.Errorf("a CA file holding a key: %v", err)
+	} else if v != nil {
+		t.Errorf("values returned with the error")
 	}
 }

@@ -58,8 +58,9 @@ func tryLockConverge(paths config.Paths) (func(), bool, error) {
 	return func() { f.Close() }, true, nil
 }
 
-// inputsStamp identifies what a plan reads from disk, by name, size and
-// modification time (atomic writes replace a file, so both change): the
+// inputsStamp identifies what a plan reads from disk, by name, inode, size
+// and modification time (atomic writes replace a file: a new inode even
+// when the size and a coarse clock's time are the same): the
 // state (the pinned release), the settings, the customer package and the
 // certificates. A plan is made before its run waits for the converge
 // lock; when the stamp changed by the time the lock is held, another
@@ -77,7 +78,11 @@ func inputsStamp(paths config.Paths) (string, error) {
 		case err != nil:
 			return fmt.Errorf("looking at %s: %w", path, err)
 		}
-		fmt.Fprintf(&b, "|%s:%d:%d", path, fi.Size(), fi.ModTime().UnixNano())
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&b, "|%s:%d:%d:%d", path, ino, fi.Size(), fi.ModTime().UnixNano())
 		return nil
 	}
 	files := []string{
