@@ -22,9 +22,16 @@ import (
 // customer.env, which comes from CARTO. A zero value means the default
 // stated on the field; Defaults() fills them in.
 type Config struct {
-	// Layout is standard (default), tier1 or tier2. Only standard runs
-	// today; the others are refused with a clear error.
+	// Layout is standard (default: one VM), tier1 (app and data VMs) or
+	// tier2 (web, app and data VMs; refused until a later release).
 	Layout string `yaml:"layout,omitempty"`
+	// Role is this node's role in a tier layout: data, app or web.
+	Role string `yaml:"role,omitempty"`
+	// Nodes are the tier layout's nodes, role -> private address: the
+	// same on every node.
+	Nodes map[string]string `yaml:"nodes,omitempty"`
+	// Peer is how the tier layout's agents reach one another.
+	Peer PeerConfig `yaml:"peer,omitempty"`
 	// Domain is the name users reach CARTO at; it overrides customer.env's
 	// SELFHOSTED_DOMAIN. Default: customer.env's value.
 	Domain string `yaml:"domain,omitempty"`
@@ -107,8 +114,8 @@ var (
 // the fix, as a *FieldError.
 func (c Config) Validate() error {
 	d := c.Defaults()
-	if d.Layout != "standard" {
-		return fieldErrorf("layout", "appliance.yaml layout %q: only \"standard\" is available in this version; tier1 and tier2 come in a later release", d.Layout)
+	if err := validateLayout(c); err != nil {
+		return err
 	}
 	if !projectRE.MatchString(d.Project) {
 		return fieldErrorf("project", "appliance.yaml project %q: use lowercase letters, digits, '-' and '_' only", d.Project)

@@ -5,11 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cartodb/carto-appliance/proxy"
 )
+
+var tier1Nodes = map[string]string{"app": "10.0.0.2", "data": "10.0.0.3"}
 
 func TestConfigValidate(t *testing.T) {
 	cases := []struct {
@@ -19,7 +22,20 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"zero is the default", Config{}, ""},
 		{"full", Config{Domain: "carto.example.com", Registry: "registry.example.com:5000/carto", Project: "carto-2", Router: RouterConfig{HTTPPort: 8080, HTTPSPort: 8443, BindAddress: "10.0.0.5"}}, ""},
-		{"tier1 not yet", Config{Layout: "tier1"}, "layout \"tier1\""},
+		{"tier1 app", Config{Layout: "tier1", Role: "app", Nodes: tier1Nodes}, ""},
+		{"tier1 data", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes}, ""},
+		{"tier1 without role", Config{Layout: "tier1", Nodes: tier1Nodes}, "role \"\": a tier1 node is one of data, app"},
+		{"tier1 web role", Config{Layout: "tier1", Role: "web", Nodes: tier1Nodes}, "role \"web\""},
+		{"tier1 node missing", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2"}}, "no address for the data node"},
+		{"tier1 node by name", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2", "data": "db.corp"}}, "nodes data=\"db.corp\""},
+		{"tier1 loopback", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "127.0.0.1", "data": "10.0.0.3"}}, "nodes app=\"127.0.0.1\""},
+		{"tier1 same address", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2", "data": "10.0.0.2"}}, "data and app are both 10.0.0.2"},
+		{"tier1 extra node", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2", "data": "10.0.0.3", "web": "10.0.0.4"}}, "nodes \"web\": a tier1 layout has the roles data, app only"},
+		{"tier1 data with allow-list", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes, Network: NetworkConfig{AllowedSources: []string{"10.0.0.0/8"}}}, "the data node publishes no router"},
+		{"tier1 bad peer port", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes, Peer: PeerConfig{Port: 70000}}, "peer.port 70000"},
+		{"tier2 not yet", Config{Layout: "tier2"}, "tier2 (web, app and data VMs) comes in a later release"},
+		{"unknown layout", Config{Layout: "tier3"}, "layout \"tier3\": use one of standard, tier1, tier2"},
+		{"standard with nodes", Config{Nodes: tier1Nodes}, "role and nodes are for the tier layouts"},
 		{"bad domain", Config{Domain: "https://carto.example.com"}, "domain \"https://carto.example.com\""},
 		{"bad registry", Config{Registry: "https://gcr.io/x"}, "registry \"https://gcr.io/x\""},
 		{"bad project", Config{Project: "Carto"}, "project \"Carto\""},
@@ -105,5 +121,34 @@ func TestUpgradeSettings(t *testing.T) {
 	}
 	if c := (UpgradeConfig{}); c.BaseURL() != DefaultChannelURL || c.ChannelName() != DefaultChannel || c.Backups() != DefaultKeepBackups {
 		t.Errorf("defaults: %s %s", c.BaseURL(), c.ChannelName())
+	}
+}
+
+func TestLayoutRolesAndOrder(t *testing.T) {
+	app := Config{Layout: LayoutTier1, Role: RoleApp, Nodes: tier1Nodes}
+	data := Config{Layout: LayoutTier1, Role: RoleData, Nodes: tier1Nodes}
+	std := Config{}
+	for _, c := range []struct {
+		name      string
+		got, want []string
+	}{
+		{"app runs app and web", app.ServiceRoles(), []string{"app", "web"}},
+		{"data runs data", data.ServiceRoles(), []string{"data"}},
+		{"standard runs all", std.ServiceRoles(), []string{"data", "app", "web"}},
+		{"app depends on data", app.Dependencies(), []string{"data"}},
+		{"data depends on none", data.Dependencies(), nil},
+		{"data's dependents", data.Dependents(), []string{"app"}},
+		{"app's peers", app.Peers(), []string{"10.0.0.3"}},
+		{"data's peers", data.Peers(), []string{"10.0.0.2"}},
+	} {
+		if !slices.Equal(c.got, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, c.got, c.want)
+		}
+	}
+	if !app.ServesRouter() || data.ServesRouter() || !std.ServesRouter() {
+		t.Errorf("ServesRouter: app %v data %v standard %v, want true false true", app.ServesRouter(), data.ServesRouter(), std.ServesRouter())
+	}
+	if app.Address() != "10.0.0.2" || app.NodeCount() != 2 || std.NodeCount() != 1 || app.PeerPort() != DefaultPeerPort {
+		t.Errorf("Address %q NodeCount %d/%d PeerPort %d", app.Address(), app.NodeCount(), std.NodeCount(), app.PeerPort())
 	}
 }

@@ -51,26 +51,49 @@ func Chain(project string) string {
 	return name
 }
 
-// Render returns the rules that let only sources reach ports, the
-// router's published ports.
+// Allow is one allow-list: connections Docker DNAT-ed to one of Ports, or,
+// with no Ports, to any port published on the address Dest, are let
+// through only from Sources.
+type Allow struct {
+	Ports   []int
+	Dest    string
+	Sources []string
+}
+
+// Render returns the rules that enforce every allow-list: the router's
+// published ports for allowed_sources, and on a node of a tier layout,
+// what it publishes on its private address for the nodes that depend on
+// it.
 //
 // Only connections Docker DNAT-ed (--ctstate DNAT) to one of those ports
-// (--ctorigdstport, the port before DNAT) are matched: DOCKER-USER sees
-// every forwarded packet, including the containers' own outbound
-// connections to ports 80 and 443 (CARTO's calls to its auth, Google APIs,
-// LaunchDarkly), which must never be touched.
-func Render(project string, ports []int, sources []string) *Rules {
+// (--ctorigdstport, the port before DNAT) or that address (--ctorigdst)
+// are matched: DOCKER-USER sees every forwarded packet, including the
+// containers' own outbound connections to ports 80 and 443 (CARTO's calls
+// to its auth, Google APIs, LaunchDarkly), which must never be touched.
+func Render(project string, allows ...Allow) *Rules {
 	chain := Chain(project)
 	// Declaring the chain in an iptables-restore --noflush transaction
 	// replaces its rules at once: never a moment with half of them.
 	var rules strings.Builder
 	fmt.Fprintf(&rules, "*filter\n:%s - [0:0]\n", chain)
-	for _, p := range ports {
-		match := fmt.Sprintf("-A %s -p tcp -m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdstport %d", chain, p)
-		for _, src := range sources {
-			fmt.Fprintf(&rules, "%s -s %s -j RETURN\n", match, src)
+	for _, a := range allows {
+		var matches []string
+		base := fmt.Sprintf("-A %s -p tcp -m conntrack --ctstate DNAT --ctdir ORIGINAL", chain)
+		if a.Dest != "" {
+			base += " --ctorigdst " + a.Dest
 		}
-		fmt.Fprintf(&rules, "%s -j DROP\n", match)
+		for _, p := range a.Ports {
+			matches = append(matches, fmt.Sprintf("%s --ctorigdstport %d", base, p))
+		}
+		if len(a.Ports) == 0 && a.Dest != "" {
+			matches = append(matches, base)
+		}
+		for _, match := range matches {
+			for _, src := range a.Sources {
+				fmt.Fprintf(&rules, "%s -s %s -j RETURN\n", match, src)
+			}
+			fmt.Fprintf(&rules, "%s -j DROP\n", match)
+		}
 	}
 	rules.WriteString("COMMIT\n")
 	return &Rules{Chain: chain, Rules: rules.String()}

@@ -19,7 +19,7 @@ func TestChainFitsIptables(t *testing.T) {
 // router's published ports: DOCKER-USER also sees the containers' own
 // outbound connections to 80 and 443, which no rule may touch.
 func TestRulesMatchOnlyInboundToTheRouter(t *testing.T) {
-	fw := Render("carto", []int{8080, 8443}, []string{"10.0.0.0/8", "192.0.2.10"})
+	fw := Render("carto", Allow{Ports: []int{8080, 8443}, Sources: []string{"10.0.0.0/8", "192.0.2.10"}})
 	if fw.Chain != "CARTO-carto" {
 		t.Errorf("chain %q", fw.Chain)
 	}
@@ -42,6 +42,17 @@ func TestRulesMatchOnlyInboundToTheRouter(t *testing.T) {
 	}
 	if !strings.HasSuffix(rules[2], "-j DROP") || !strings.Contains(rules[0], "-s 10.0.0.0/8 -j RETURN") {
 		t.Errorf("allowed sources return before the drop:\n%s", fw.Rules)
+	}
+}
+
+// A data node lets only the app node reach what it publishes on its
+// private address, whatever the port.
+func TestRulesLetOnlyDependentsReachThePrivateAddress(t *testing.T) {
+	fw := Render("carto", Allow{Dest: "10.0.0.3", Sources: []string{"10.0.0.2"}})
+	want := "-A CARTO-carto -p tcp -m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdst 10.0.0.3 -s 10.0.0.2 -j RETURN\n" +
+		"-A CARTO-carto -p tcp -m conntrack --ctstate DNAT --ctdir ORIGINAL --ctorigdst 10.0.0.3 -j DROP\n"
+	if !strings.Contains(fw.Rules, want) {
+		t.Errorf("rules:\n%s\nwant:\n%s", fw.Rules, want)
 	}
 }
 

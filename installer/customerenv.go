@@ -44,6 +44,14 @@ func cartoRegistry(rel *release.Release) (string, error) {
 // appliance.yaml registry: never to a host customer.env alone
 // names.
 func checkCustomerInputs(cfg config.Config, env envfile.Env, rel *release.Release) error {
+	if cfg.Distributed() {
+		for _, k := range []string{"LOCAL_POSTGRES_SCALE", "LOCAL_REDIS_SCALE"} {
+			if env.Get(k) == "0" {
+				return inputErrorf(InputLayout, "customer.env sets %s=0 (an external database), but the %s layout runs the embedded Postgres and Valkey on its data node: "+
+					"remove %s from customer.env, or use the standard layout, which works with external databases", k, cfg.Layout, k)
+			}
+		}
+	}
 	if domain := env.Get("SELFHOSTED_DOMAIN"); cfg.Domain == "" && domain != "" {
 		if err := config.CheckDomain("SELFHOSTED_DOMAIN", domain,
 			"set it to the DNS name users reach CARTO at, e.g. carto.example.com, or give the domain to the appliance"); err != nil {

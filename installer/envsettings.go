@@ -1,6 +1,7 @@
 package installer
 
 import (
+	"slices"
 	"strconv"
 
 	"github.com/cartodb/carto-appliance/config"
@@ -26,7 +27,13 @@ func envSettings(c config.Config, hostnames []string) ([]string, []string) {
 	if c.Registry != "" {
 		kv = append(kv, "DOCKER_REGISTRY_BASE_PATH", c.Registry)
 	}
-	pkv, notes := proxy.Env(proxy.EnvInput{Settings: c.Proxy, Services: hostnames, Warehouses: c.Warehouses})
+	if c.Distributed() && slices.Contains(c.ServiceRoles(), config.RoleApp) {
+		// The embedded databases run on the data node, published on its
+		// private address.
+		data := c.Nodes[config.RoleData]
+		kv = append(kv, "WORKSPACE_POSTGRES_HOST", data, "REDIS_HOST", data)
+	}
+	pkv, notes := proxy.Env(proxy.EnvInput{Settings: c.Proxy, Services: hostnames, Warehouses: c.Warehouses, Peers: c.Peers()})
 	if !c.Proxy.Enabled() {
 		notes = proxy.BypassNotes(c.Warehouses)
 	}

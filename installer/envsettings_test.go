@@ -13,7 +13,10 @@ import (
 // notInEnv are the appliance.yaml settings the stack does not see in .env,
 // each with where it goes instead.
 var notInEnv = map[string]string{
-	"layout":                  "validated; only standard runs",
+	"layout":                  "with role and nodes: the services the node runs, and the app node's database hosts (TestTierAppNodeEnv)",
+	"role":                    "with layout and nodes (TestTierAppNodeEnv)",
+	"nodes":                   "with layout and role (TestTierAppNodeEnv)",
+	"peer.port":               "the agents' peer API",
 	"project":                 "the compose project name (container names and labels)",
 	"tls.acme.directory":      "the ACME client's",
 	"tls.acme.email":          "the ACME client's",
@@ -34,6 +37,7 @@ var samples = map[string]any{
 	"proxy.url":                 "http://other.corp:3128",
 	"proxy.ca_cert":             proxy.CAFileName,
 	"proxy.reject_unauthorized": new(bool),
+	"nodes":                     map[string]string{"app": "10.0.0.2", "data": "10.0.0.3"},
 }
 
 // leafFields lists every setting of t by its appliance.yaml name, with
@@ -139,5 +143,32 @@ func TestEveryConfigFieldReachesEnv(t *testing.T) {
 		if got[k] != v {
 			t.Errorf("%s = %q, want %q", k, got[k], v)
 		}
+	}
+}
+
+// A tier1 app node reaches Postgres and Valkey on the data node's private
+// address, directly (never through the proxy); the data node's .env names
+// no other host.
+func TestTierAppNodeEnv(t *testing.T) {
+	nodes := map[string]string{"app": "10.0.0.2", "data": "10.0.0.3"}
+	app := config.Config{Layout: config.LayoutTier1, Role: config.RoleApp, Nodes: nodes, Proxy: proxy.Settings{URL: "http://proxy.corp:3128"}}
+	kv, _ := envSettings(app, []string{"maps-api"})
+	got := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		got[kv[i]] = kv[i+1]
+	}
+	if got["WORKSPACE_POSTGRES_HOST"] != "10.0.0.3" || got["REDIS_HOST"] != "10.0.0.3" {
+		t.Errorf("app node database hosts: %q %q", got["WORKSPACE_POSTGRES_HOST"], got["REDIS_HOST"])
+	}
+	for _, k := range []string{"NO_PROXY", "no_proxy"} {
+		if !slices.Contains(strings.Split(got[k], ","), "10.0.0.3") {
+			t.Errorf("%s lacks the data node: %q", k, got[k])
+		}
+	}
+	data := app
+	data.Role = config.RoleData
+	kv, _ = envSettings(data, nil)
+	if slices.Contains(kv, "WORKSPACE_POSTGRES_HOST") {
+		t.Errorf("data node's .env names a database host: %v", kv)
 	}
 }

@@ -35,19 +35,32 @@ func firewallHost(paths config.Paths) firewall.Host {
 	return firewall.Host{StateDir: paths.StateDir, Binary: binary, Systemd: host.SystemdRunning()}
 }
 
-// routerFirewall is the allow-list cfg asks for, or nil when everyone may
-// reach the router: its published ports, the HTTPS one unless TLS is
-// offloaded.
-func routerFirewall(cfg config.Config) *firewall.Rules {
-	if len(cfg.Network.AllowedSources) == 0 {
+// nodeFirewall is what cfg lets through, or nil when everyone may reach
+// what this node publishes: the router's published ports (the HTTPS one
+// unless TLS is offloaded) for network.allowed_sources; on a node of a
+// tier layout that others depend on, its private address for those nodes
+// only.
+func nodeFirewall(cfg config.Config) *firewall.Rules {
+	d := cfg.Defaults()
+	var allows []firewall.Allow
+	if len(cfg.Network.AllowedSources) > 0 && cfg.ServesRouter() {
+		ports := []int{d.Router.HTTPPort}
+		if !cfg.TLS.Offload() {
+			ports = append(ports, d.Router.HTTPSPort)
+		}
+		allows = append(allows, firewall.Allow{Ports: ports, Sources: cfg.Network.AllowedSources})
+	}
+	if deps := cfg.Dependents(); len(deps) > 0 {
+		a := firewall.Allow{Dest: cfg.Address()}
+		for _, r := range deps {
+			a.Sources = append(a.Sources, cfg.Nodes[r])
+		}
+		allows = append(allows, a)
+	}
+	if len(allows) == 0 {
 		return nil
 	}
-	d := cfg.Defaults()
-	ports := []int{d.Router.HTTPPort}
-	if !cfg.TLS.Offload() {
-		ports = append(ports, d.Router.HTTPSPort)
-	}
-	return firewall.Render(d.Project, ports, cfg.Network.AllowedSources)
+	return firewall.Render(d.Project, allows...)
 }
 
 // applyFirewall makes the host firewall enforce cfg's allow-list, or
@@ -56,7 +69,7 @@ func routerFirewall(cfg config.Config) *firewall.Rules {
 // never open between a boot or an engine restart and the agent's next
 // apply.
 func applyFirewall(ctx context.Context, paths config.Paths, cfg config.Config) error {
-	r := routerFirewall(cfg)
+	r := nodeFirewall(cfg)
 	if r == nil {
 		return firewallClear(ctx, firewallHost(paths), cfg.Defaults().Project)
 	}

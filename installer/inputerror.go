@@ -37,6 +37,11 @@ const (
 	// host.SettingError names this too.
 	InputBinary Input = "binary" // the executable the agent's unit runs
 	InputBundle Input = "bundle" // an air-gap bundle
+	// The tier layouts (SPEC §10).
+	InputLayout Input = "layout" // standard, tier1 or tier2
+	InputRole   Input = "role"   // this node's role in the layout
+	InputNodes  Input = "nodes"  // the layout's nodes: role=address pairs
+	InputJoin   Input = "join"   // the join token file the data node wrote
 )
 
 // InputError is bad or missing input, named by Input. Its message names

@@ -22,6 +22,7 @@ import (
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/envfile"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
+	"github.com/cartodb/carto-appliance/peer"
 	"github.com/cartodb/carto-appliance/preflight"
 	"github.com/cartodb/carto-appliance/proxy"
 	"github.com/cartodb/carto-appliance/release"
@@ -88,6 +89,13 @@ type InstallOptions struct {
 	// Bundle is an air-gap bundle's path: the release and its images
 	// come from it, and no registry is asked.
 	Bundle string `json:"bundle,omitempty"`
+	// Layout, Role and Nodes place the node in a tier layout; Join is
+	// the join token file the layout's data node wrote, which the other
+	// nodes install with (it gives the layout and nodes).
+	Layout string            `json:"layout,omitempty"`
+	Role   string            `json:"role,omitempty"`
+	Nodes  map[string]string `json:"nodes,omitempty"`
+	Join   string            `json:"join,omitempty"`
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
@@ -274,6 +282,15 @@ func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []
 		}
 		opts.Egress = func(ctx context.Context) ([]string, int) { return unreachableDomains(ctx, paths, d) }
 	}
+	if d.cfg.Distributed() {
+		opts.Requirements = roleRequirements(d.cfg, opts.Requirements)
+		if !d.cfg.ServesRouter() {
+			opts.HTTPPort, opts.HTTPSPort = 0, 0 // nothing listens there
+		}
+		if deps := d.cfg.Dependencies(); len(deps) > 0 {
+			opts.Peers = func(ctx context.Context) ([]string, int) { return peerProblems(ctx, paths, d), len(deps) }
+		}
+	}
 	if d.cfg.TLS.UsesACME() {
 		opts.OwnListener = func(ctx context.Context, addr string, port int) bool {
 			return servedByFront(ctx, addr, port, opts.Project)
@@ -290,7 +307,11 @@ func runPreflight(ctx context.Context, paths config.Paths, d *desired, ignore []
 // options, reading the customer package (and installing the bundle's
 // release when b is not nil); it changes nothing.
 func planInstall(paths config.Paths, opts InstallOptions, b *release.Bundle) (*desired, error) {
-	cfg, _, err := config.Load(paths.File(config.ConfigFileName))
+	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
+	if err != nil {
+		return nil, err
+	}
+	join, err := opts.applyLayout(paths, &cfg, found)
 	if err != nil {
 		return nil, err
 	}
@@ -375,6 +396,7 @@ func planInstall(paths config.Paths, opts InstallOptions, b *release.Bundle) (*d
 		return nil, err
 	}
 	d.bundle = b
+	d.join = join
 	d.addCert(proxy.CAFileName, ca)
 	d.addCert(config.ACMECAFileName, acmeRoots)
 	return d, nil
@@ -411,6 +433,10 @@ type desired struct {
 	bundle *release.Bundle
 	// stamp is what the plan was made from (stamped).
 	stamp string
+	// join is the tier layout's join token, written to the state dir at
+	// commit; nil on a standard node, and for a change of an installed
+	// node (it keeps its own).
+	join *peer.Join
 }
 
 func plan(paths config.Paths, cfg config.Config, customerPath, keyPath string, tls TLSInput) (*desired, error) {
@@ -447,10 +473,14 @@ func planRelease(paths config.Paths, cfg config.Config, customerPath, keyPath st
 	if err := json.Unmarshal(d.key, &keyDoc); err != nil {
 		return nil, inputErrorf(InputKey, "key.json %s is not a JSON object (%v): give the key.json of your CARTO customer package", keyPath, err)
 	}
-	d.compose, err = stack.RenderCompose(d.release.Compose, stack.RenderOptions{
+	ro := stack.RenderOptions{
 		Role: stack.RoleAll, Version: d.release.Manifest.Version, Env: d.env.Map(), TLSOffload: d.cfg.TLS.Offload(),
 		HTTPByAgent: d.cfg.TLS.UsesACME(),
-	})
+	}
+	if d.cfg.Distributed() {
+		ro.Role, ro.ServiceRoles, ro.PeerAddress = nodeRole(d.cfg), d.cfg.ServiceRoles(), d.cfg.Address()
+	}
+	d.compose, err = stack.RenderCompose(d.release.Compose, ro)
 	if err != nil {
 		return nil, err
 	}

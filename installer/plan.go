@@ -100,7 +100,7 @@ func (d *desired) describe(paths config.Paths, action string) (*Plan, error) {
 		return nil, fmt.Errorf("reading the rendered compose file: %w", err)
 	}
 	p.Services = slices.Sorted(maps.Keys(compose.Services))
-	for _, s := range (&convergeRun{}).steps() {
+	for _, s := range (&convergeRun{d: d}).steps() {
 		p.Steps = append(p.Steps, s.Name)
 	}
 	return p, nil

@@ -69,6 +69,9 @@ func PlanRollback(paths config.Paths, restoreDatabase bool) (*RollbackPlan, erro
 			continue
 		}
 		_, err := os.Stat(filepath.Join(b, backupDumpFile))
+		if err != nil {
+			_, err = os.Stat(filepath.Join(b, remoteDumpFile)) // on the data node
+		}
 		p := &RollbackPlan{From: cur, To: from, Backup: b, HasDump: err == nil}
 		if restoreDatabase && !p.HasDump {
 			return nil, inputErrorf(InputRestoreDatabase, "the backup %s holds no database dump (the database is external): the appliance cannot put the database back; roll back without it, and restore your own backup of the database", b)

@@ -15,6 +15,7 @@ import (
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/internal/atomicfile"
 	"github.com/cartodb/carto-appliance/internal/steps"
+	"github.com/cartodb/carto-appliance/peer"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -188,7 +189,13 @@ func (c *convergeRun) close() {
 // steps are the run's steps, in order. Each is named for the journal and
 // for an operator reading it after a crash.
 func (c *convergeRun) steps() []steps.Step {
-	return []steps.Step{
+	var first []steps.Step
+	if c.d != nil && c.d.cfg.Distributed() {
+		// A node of a tier layout starts nothing before the nodes it
+		// depends on are up on its version.
+		first = append(first, steps.Step{Name: "peers", Do: c.checkPeers, Prepares: true})
+	}
+	return append(first, []steps.Step{
 		// The engine pulls by itself: it must have the proxy first.
 		// Until the certificate, a run only prepares (unless the engine's
 		// proxy changes): a refusal there leaves even the journal as is.
@@ -203,7 +210,11 @@ func (c *convergeRun) steps() []steps.Step {
 		{Name: "converge", Do: c.converge, Undo: c.undoConverge},
 		{Name: "reload-router", Do: c.reloadRouter},
 		{Name: "record", Do: c.record},
-	}
+	}...)
+}
+
+func (c *convergeRun) checkPeers(ctx context.Context) error {
+	return checkPeers(ctx, c.paths, c.d)
 }
 
 func (c *convergeRun) engineProxy(ctx context.Context) error {
@@ -386,6 +397,7 @@ func (c *convergeRun) committedFiles() []string {
 	files := []string{
 		c.paths.File(config.CustomerEnvFileName), c.paths.KeyFile(), c.paths.File(config.LicenseFileName),
 		c.paths.File(config.ConfigFileName), c.paths.File(config.EnvFileName), c.paths.File(stack.ComposeFileName),
+		JoinTokenPath(c.paths),
 	}
 	for name := range c.d.certs {
 		files = append(files, filepath.Join(certs, name))
@@ -493,6 +505,11 @@ func commit(paths config.Paths, d *desired, obtained map[string][]byte) error {
 	if d.license != nil {
 		if err := atomicfile.Write(paths.File(config.LicenseFileName), d.license, 0o600); err != nil {
 			return err
+		}
+	}
+	if d.join != nil {
+		if err := peer.WriteTokenFile(JoinTokenPath(paths), d.join); err != nil {
+			return fmt.Errorf("keeping the layout's join token: %w", err)
 		}
 	}
 	for _, set := range []map[string][]byte{d.certs, obtained} {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -56,6 +57,10 @@ type Status struct {
 	License *license.Status `json:"license,omitempty"`
 	// Upgrade is the last upgrade, or the one under way.
 	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+	// Nodes are the tier layout's nodes (role -> address), and Peers the
+	// others as this node sees them.
+	Nodes map[string]string `json:"nodes,omitempty"`
+	Peers []PeerState       `json:"peers,omitempty"`
 }
 
 // UpgradeStatus is the last upgrade as its journal tells it.
@@ -177,7 +182,39 @@ func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 		return nil, err
 	}
 	defer eng.Close()
-	return statusOf(ctx, eng, paths, cfg, project)
+	st, err := statusOf(ctx, eng, paths, cfg, project)
+	if err != nil || !cfg.Distributed() {
+		return st, err
+	}
+	// Only here, not in statusOf: a run's own status (and the one this
+	// node answers its peers) never waits on another node.
+	join, err := readJoin(paths)
+	if err != nil {
+		return nil, err
+	}
+	if join != nil {
+		st.Peers = askPeers(ctx, cfg, join, otherRoles(cfg), st.Version)
+	}
+	for _, p := range st.Peers {
+		if p.Role == cfg.LicenseChecker() && !cfg.ChecksLicenseOnline() && p.Reachable {
+			st.Notes = append(st.Notes, fmt.Sprintf("the licence is checked online by the %s node (%s): %s there", p.Role, p.Address, orNone(p.License)))
+		}
+		switch {
+		case !p.Reachable:
+			st.Notes = append(st.Notes, fmt.Sprintf("the %s node (%s) does not answer: %s", p.Role, p.Address, p.Error))
+		case p.Skew:
+			st.Notes = append(st.Notes, fmt.Sprintf("version skew: this %s node runs %s, the %s node (%s) runs %s; finish the upgrade in the layout's order (%s)",
+				cfg.Role, orNone(st.Version), p.Role, p.Address, orNone(p.Version), strings.Join(cfg.LayoutRoles(), " -> ")))
+		}
+	}
+	return st, nil
+}
+
+func orNone(v string) string {
+	if v == "" {
+		return "nothing"
+	}
+	return v
 }
 
 func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg config.Config, project *types.Project) (*Status, error) {
@@ -207,7 +244,7 @@ func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg conf
 	d := cfg.Defaults()
 	domain := project.Environment["SELFHOSTED_DOMAIN"]
 	out := &Status{
-		Version: st.Version, Layout: d.Layout, Role: stack.RoleAll, Domain: domain,
+		Version: st.Version, Layout: d.Layout, Role: nodeRole(cfg), Nodes: cfg.Nodes, Domain: domain,
 		URL:     (&desired{cfg: cfg, env: envfile.NewEnv("SELFHOSTED_DOMAIN", domain)}).url(),
 		Project: project.Name, Services: services, Healthy: true, Held: held,
 	}

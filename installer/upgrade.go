@@ -259,6 +259,9 @@ type upgradeRun struct {
 	// the database.
 	backup string
 	dumped bool
+	// remote is the dump the data node took for this app node's
+	// upgrade, when the database runs there.
+	remote *remoteDump
 	// changed is set once a step that changes the node started;
 	// converged once the new release's services (and migrations) may
 	// have run; dbRestored once the rollback put the database back.
@@ -278,7 +281,13 @@ func (u *upgradeRun) steps() []steps.Step {
 		s.Undo = u.engineBack(s.Undo)
 		return s
 	}
-	return []steps.Step{
+	var first []steps.Step
+	if u.d.cfg.Distributed() {
+		// The layout upgrades data -> app -> web: a node goes to a
+		// version only once the nodes it depends on run it.
+		first = append(first, mark(steps.Step{Name: "peers", Do: u.checkPeers, Prepares: true}))
+	}
+	return append(first, []steps.Step{
 		mark(steps.Step{Name: "engine-proxy", Do: u.engineProxy, Prepares: true}),
 		mark(steps.Step{Name: "stage", Do: u.stage, Prepares: true}),
 		mark(steps.Step{Name: "pull", Do: u.pullImages, Prepares: true}),
@@ -290,7 +299,7 @@ func (u *upgradeRun) steps() []steps.Step {
 		mark(steps.Step{Name: "reload-router", Do: u.reloadRouter}),
 		mark(steps.Step{Name: "verify", Do: u.verify}),
 		mark(steps.Step{Name: "record", Do: u.record}),
-	}
+	}...)
 }
 
 // Before an undo the engine must answer: an upgrade that failed because

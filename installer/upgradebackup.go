@@ -47,7 +47,8 @@ const backupHeadroom = 256 << 20
 // database is not dumped: the upgrade goes on only when told to.
 func (u *upgradeRun) takeBackup(ctx context.Context) error {
 	_, embedded := u.project.Services[databaseService]
-	if !embedded && !u.skipDB {
+	remote := u.databaseOnDataNode()
+	if !embedded && !remote && !u.skipDB {
 		return inputErrorf(InputSkipDatabaseBackup, "the database is external (%s): the appliance cannot back it up, so a rollback could not put it back; back it up yourself, then upgrade again and say the database backup is yours",
 			u.d.env.Get("WORKSPACE_POSTGRES_HOST"))
 	}
@@ -66,7 +67,11 @@ func (u *upgradeRun) takeBackup(ctx context.Context) error {
 		os.RemoveAll(dir)
 		return fmt.Errorf("creating the backup directory: %w", err)
 	}
-	if err := u.writeBackup(ctx, dir, embedded); err != nil {
+	err = u.writeBackup(ctx, dir, embedded)
+	if err == nil && remote && !u.skipDB {
+		err = u.dumpOnDataNode(ctx, dir)
+	}
+	if err != nil {
 		// A backup that is not whole is no backup: nothing is left
 		// that a rollback or an operator could mistake for one.
 		os.RemoveAll(dir)
@@ -139,7 +144,7 @@ func (u *upgradeRun) writeBackup(ctx context.Context, dir string, embedded bool)
 		}
 		u.dumped = true
 		readme += fmt.Sprintf("%s: pg_dump -Fc of the database %s (pg_restore --create restores it).\n", backupDumpFile, u.dbName())
-	} else {
+	} else if !u.databaseOnDataNode() {
 		readme += "No database dump: the database is external, and its backup the operator's.\n"
 	}
 	return atomicfile.Write(filepath.Join(dir, backupReadmeFile), []byte(readme), 0o600)
@@ -235,6 +240,13 @@ func (u *upgradeRun) checkDump(ctx context.Context, path string) error {
 // dump: every other service of p is stopped first (nothing may write
 // meanwhile), the database dropped and restored whole.
 func (u *upgradeRun) restoreDatabase(ctx context.Context, p *types.Project) error {
+	if u.remote != nil {
+		if err := restoreOnDataNode(ctx, u.eng, u.opts, u.paths, u.d.cfg, p, u.remote); err != nil {
+			return err
+		}
+		u.dbRestored = true
+		return nil
+	}
 	var others []string
 	for name := range p.Services {
 		if name != databaseService {

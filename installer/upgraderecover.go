@@ -200,6 +200,9 @@ func convergeInstalled(ctx context.Context, opts Options, paths config.Paths, ac
 // service up alone (every other service stopped: nothing may write), and
 // restores the dump into it.
 func restoreDatabaseFromBackup(ctx context.Context, opts Options, paths config.Paths, backup string) error {
+	if ok, err := restoreRemoteDatabase(ctx, opts, paths, backup); ok || err != nil {
+		return err
+	}
 	d, err := planInstalled(paths, nil, TLSInput{})
 	if err != nil {
 		return err
@@ -227,6 +230,30 @@ func restoreDatabaseFromBackup(ctx context.Context, opts Options, paths config.P
 	}
 	u := &upgradeRun{convergeRun: c, backup: backup}
 	return u.restoreDatabase(ctx, p)
+}
+
+// restoreRemoteDatabase is restoreDatabaseFromBackup on an app node whose
+// backup has the database's dump on the data node; ok is false for a
+// backup without one.
+func restoreRemoteDatabase(ctx context.Context, opts Options, paths config.Paths, backup string) (ok bool, err error) {
+	rd, err := readRemoteDump(backup)
+	if err != nil || rd == nil {
+		return false, err
+	}
+	d, err := planInstalled(paths, nil, TLSInput{})
+	if err != nil {
+		return true, err
+	}
+	c, err := newConvergeRun(ctx, opts, paths, d, "rollback")
+	if err != nil {
+		return true, err
+	}
+	defer c.close()
+	p, err := stack.Load(ctx, paths.ConfigDir, d.cfg.Defaults().Project)
+	if err != nil {
+		return true, err
+	}
+	return true, restoreOnDataNode(ctx, c.eng, opts, paths, d.cfg, p, rd)
 }
 
 // restoreConfigDir writes the appliance's files of the config dir back as

@@ -258,6 +258,23 @@ func checkEgress(ctx context.Context, egress func(context.Context) ([]string, in
 	return c
 }
 
+// checkPeers fails while a node this one depends on does not answer: the
+// install would be refused at its first step anyway, and the operator
+// learns it before anything is pulled.
+func checkPeers(ctx context.Context, peers func(context.Context) ([]string, int)) Check {
+	c := Check{ID: "peers", Title: "Nodes this node depends on"}
+	unreachable, checked := peers(ctx)
+	if len(unreachable) == 0 {
+		c.Status, c.Detail = Pass, fmt.Sprintf("all %d answer", checked)
+		return c
+	}
+	c.Status = Fail
+	c.Detail = strings.Join(unreachable, "; ")
+	c.Fix = "install the layout's nodes in order (data, then app) and check this node reaches each one's private address on the peer port (default 9710)"
+	c.Inputs = []string{"join"}
+	return c
+}
+
 func insecureTLS() *tls.Config {
 	return &tls.Config{InsecureSkipVerify: true} //nolint:gosec // only the Date header is read
 }

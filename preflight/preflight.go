@@ -98,6 +98,10 @@ type Options struct {
 	// through the proxy) and returns those it could not reach, each with
 	// why.
 	Egress func(ctx context.Context) (unreachable []string, checked int)
+	// Peers, on a node of a tier layout, asks the nodes it depends on
+	// and returns those that did not answer as nodes of the layout, each
+	// with why.
+	Peers func(ctx context.Context) (unreachable []string, checked int)
 	// Ignore lists check IDs whose failure is only a warning (the
 	// operator knows better, e.g. a domain only the load balancer's DNS
 	// has).
@@ -107,7 +111,7 @@ type Options struct {
 }
 
 // IDs are the checks' IDs, for --ignore-preflight.
-var IDs = []string{"os", "arch", "cpu", "memory", "docker", "disk", "port-https", "port-http", "dns", "clock", "egress"}
+var IDs = []string{"os", "arch", "cpu", "memory", "docker", "disk", "port-https", "port-http", "dns", "clock", "egress", "peers"}
 
 // Run runs every check. It never fails by itself: a check that cannot tell
 // warns and says why.
@@ -150,6 +154,9 @@ func Run(ctx context.Context, opts Options) *Report {
 	}
 	if opts.Egress != nil {
 		add(checkEgress(ctx, opts.Egress))
+	}
+	if opts.Peers != nil {
+		add(checkPeers(ctx, opts.Peers))
 	}
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -21,6 +22,7 @@ const (
 	extHTTPSPort = "x-carto-https-port"
 	extHTTPPort  = "x-carto-http-port"
 	extReload    = "x-carto-reload"
+	extPeerPort  = "x-carto-peer-port"
 )
 
 // Roles of a node. RoleAll runs every service (the standard layout).
@@ -45,9 +47,16 @@ const (
 
 // RenderOptions selects what of the release template this node runs.
 type RenderOptions struct {
-	Role    string            // RoleAll (default) or one of the tier roles
-	Version string            // CARTO version, written as a label
-	Env     map[string]string // the rendered .env, for the x-carto-embedded switches
+	Role string // RoleAll (default) or one of the tier roles: the role label
+	// ServiceRoles are the template's service roles (x-carto-role) the
+	// node runs; none: every one for RoleAll, else Role's own.
+	ServiceRoles []string
+	// PeerAddress, on a node of a tier layout, is its private address:
+	// the services that other nodes reach (x-carto-peer-port) publish that
+	// port there, and only there.
+	PeerAddress string
+	Version     string            // CARTO version, written as a label
+	Env         map[string]string // the rendered .env, for the x-carto-embedded switches
 	// TLSOffload drops the published HTTPS ports (x-carto-https-port): a
 	// load balancer in front ends TLS, and nothing listens on 443.
 	TLSOffload bool
@@ -65,6 +74,12 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 	role := opts.Role
 	if role == "" {
 		role = RoleAll
+	}
+	runs := func(svcRole string) bool {
+		if len(opts.ServiceRoles) > 0 {
+			return slices.Contains(opts.ServiceRoles, svcRole)
+		}
+		return role == RoleAll || svcRole == role
 	}
 	var doc map[string]any
 	if err := yaml.Unmarshal(template, &doc); err != nil {
@@ -89,8 +104,12 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		if svcRole == "" {
 			return nil, fmt.Errorf("compose template: service %q has no %s", name, extRole)
 		}
-		if role != RoleAll && svcRole != role {
+		if !runs(svcRole) {
 			dropped[name] = true
+		}
+		if port, ok := svc[extPeerPort].(string); ok && opts.PeerAddress != "" {
+			ports, _ := svc["ports"].([]any)
+			svc["ports"] = append(ports, opts.PeerAddress+":"+port+":"+port)
 		}
 		if key, ok := svc[extEmbedded].(string); ok && opts.Env[key] == "0" {
 			dropped[name] = true

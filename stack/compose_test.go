@@ -161,6 +161,43 @@ func TestRenderComposeRoles(t *testing.T) {
 	}
 }
 
+// A tier1 data node publishes Postgres and Valkey on its private address
+// only; the app node runs the app and web services, no database, and
+// nothing of it waits for one.
+func TestRenderComposeTierNodes(t *testing.T) {
+	rel := testRelease(t)
+	data, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleData, Version: "1", Env: map[string]string{}, PeerAddress: "10.0.0.3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"- 10.0.0.3:5432:5432", "- 10.0.0.3:6379:6379", LabelRole + ": data"} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("data node: %q missing in\n%s", want, data)
+		}
+	}
+	app, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleApp, ServiceRoles: []string{RoleApp, RoleWeb}, Version: "1", Env: map[string]string{}, PeerAddress: "10.0.0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"router-http", "maps-api", "workspace-migrations"} {
+		if !strings.Contains(string(app), "\n  "+svc+":\n") {
+			t.Errorf("app node: service %s missing", svc)
+		}
+	}
+	for _, gone := range []string{"\n  workspace-postgres:\n", "\n  valkey:\n", "workspace-postgres:\n        condition", "10.0.0.2:"} {
+		if strings.Contains(string(app), gone) {
+			t.Errorf("app node: %q still in the compose file:\n%s", gone, app)
+		}
+	}
+	std, err := RenderCompose(rel.Compose, RenderOptions{Version: "1", Env: map[string]string{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(std), ":5432:5432") {
+		t.Error("the standard node publishes Postgres")
+	}
+}
+
 func TestRenderComposeRefusesBrokenTemplates(t *testing.T) {
 	for name, tpl := range map[string]string{
 		"not yaml":    "services: [",

@@ -116,6 +116,12 @@ func (s *sup) run(ctx context.Context) error {
 	// Before anything else, even before the engine answers: the router
 	// it restarts by its restart policy must find the allow-list there.
 	s.enforceFirewall(ctx)
+	peersDone := make(chan struct{})
+	go func() {
+		defer close(peersDone)
+		s.servePeers(ctx)
+	}()
+	defer func() { <-peersDone }()
 	for ctx.Err() == nil {
 		eng, err := s.connect(ctx)
 		if err != nil {

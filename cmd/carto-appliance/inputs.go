@@ -41,6 +41,10 @@ var inputFlags = map[installer.Input]string{
 	installer.InputSkipDatabaseBackup: "--skip-db-backup",
 	installer.InputRestoreDatabase:    "--restore-database",
 	installer.InputBundle:             "--bundle FILE",
+	installer.InputLayout:             "--layout",
+	installer.InputRole:               "--role",
+	installer.InputNodes:              "--nodes",
+	installer.InputJoin:               "--join FILE",
 }
 
 // commandInputFlags are where a command names an input otherwise.
@@ -76,6 +80,10 @@ var fieldFlags = map[string]string{
 	"license.server":          "--license-server",
 	"upgrade.channel_url":     "appliance.yaml upgrade.channel_url",
 	"upgrade.channel":         "appliance.yaml upgrade.channel",
+	"layout":                  "--layout",
+	"role":                    "--role",
+	"nodes":                   "--nodes (or --join FILE)",
+	"peer.port":               "appliance.yaml peer.port",
 }
 
 // flagFor is the flag of command that gives in, if it has one.

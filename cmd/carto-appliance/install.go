@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -54,7 +56,7 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
 			opts.Proxy = px.input(cmd, "proxy-")
-			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile, &opts.Bundle} {
+			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile, &opts.Bundle, &opts.Join} {
 				absFile(f)
 			}
 			// Run again on an installed node, install goes through the
@@ -71,9 +73,13 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 				restart = engineRestart(yes, c != nil, engineProxyChange)
 			}
 			op := supervisor.InstallOp{Install: opts, Pull: opts.Pull, EngineRestart: restart}
+			var installed *installer.Status
 			err = runConverge(cmd, yes, func(o installer.Options) (*installer.Result, error) {
 				o.Paths = opts.Paths
 				res, err := supervisor.Do(cmd.Context(), c, o, op)
+				if res != nil {
+					installed = res.Status
+				}
 				if err == nil && noService && res.Status != nil && res.Status.Certificate != nil && res.Status.Certificate.Mode == config.TLSACME {
 					res.Warnings = append(res.Warnings, "without the agent (--no-service) nothing answers the HTTP port nor renews the ACME certificate: run `carto-appliance service install`")
 				}
@@ -95,6 +101,9 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 				}
 				return res, nil
 			})
+			if err == nil {
+				printJoinHint(cmd.OutOrStdout(), opts.Paths, installed)
+			}
 			if err != nil || noService {
 				return err
 			}
@@ -116,6 +125,10 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 // installSettingsFlags are the settings install takes, which preflight
 // checks too.
 func installSettingsFlags(f *pflag.FlagSet, opts *installer.InstallOptions) {
+	f.StringVar(&opts.Layout, "layout", "", "standard (one VM, the default) or tier1 (an app VM and a data VM); install the data node first")
+	f.StringVar(&opts.Role, "role", "", "this node's role in a tier layout: data or app")
+	f.StringToStringVar(&opts.Nodes, "nodes", nil, "the tier layout's nodes by their private addresses, e.g. app=10.0.0.2,data=10.0.0.3 (on the data node; the others take them from --join)")
+	f.StringVar(&opts.Join, "join", "", "the join token FILE the data node's install wrote (its state dir's "+installer.JoinTokenFileName+"), copied here: joins this node to that layout")
 	f.StringVar(&opts.Bundle, "bundle", "", "install from an air-gap bundle FILE (carto-release bundle): its release and images, checked against its signature first; no registry is asked")
 	f.StringVar(&opts.CustomerEnv, "customer-env", "", "customer.env of your CARTO customer package (default: the installed one)")
 	f.StringVar(&opts.KeyFile, "key", "", "key.json of your CARTO customer package (default: the installed one)")
@@ -202,4 +215,31 @@ func runConverge(cmd *cobra.Command, yes bool, fn func(installer.Options) (*inst
 		printStatus(out, res.Status)
 	}
 	return nil
+}
+
+// printJoinHint tells the operator of a tier layout's first node how the
+// other nodes join it. The token itself is a secret: its file is named,
+// never printed.
+func printJoinHint(w io.Writer, paths config.Paths, st *installer.Status) {
+	if st == nil || len(st.Nodes) == 0 {
+		return
+	}
+	node := config.Config{Layout: st.Layout, Role: st.Role}
+	if len(node.Dependencies()) > 0 {
+		return // only the first node is joined
+	}
+	var next []string
+	for _, r := range node.Dependents() {
+		i := slices.IndexFunc(st.Peers, func(p installer.PeerState) bool { return p.Role == r })
+		if i < 0 || !st.Peers[i].Reachable {
+			next = append(next, r)
+		}
+	}
+	if len(next) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "Next: copy %s (a secret: keep it 0600) to the %s node(s), then run there:\n", installer.JoinTokenPath(paths), strings.Join(next, " and "))
+	for _, r := range next {
+		fmt.Fprintf(w, "  carto-appliance install --join FILE --role %s --customer-env ... --key ...   (on %s)\n", r, st.Nodes[r])
+	}
 }

@@ -91,6 +91,9 @@ func printStatus(w io.Writer, st *installer.Status) {
 		health = "NOT healthy"
 	}
 	fmt.Fprintf(w, "CARTO %s (%s layout) at %s: %s\n", orDash(st.Version), st.Layout, st.URL, health)
+	if len(st.Nodes) > 0 {
+		printNodes(w, st)
+	}
 	if p := st.Proxy; p != nil {
 		ca := ""
 		if p.CACert {
@@ -233,4 +236,29 @@ func orEmpty(prefix, s string) string {
 		return ""
 	}
 	return prefix + s
+}
+
+// printNodes shows this node's place in a tier layout and each peer as
+// this node sees it.
+func printNodes(w io.Writer, st *installer.Status) {
+	fmt.Fprintf(w, "Node: %s (%s) of the %s layout\n", st.Role, st.Nodes[st.Role], st.Layout)
+	for _, p := range st.Peers {
+		switch {
+		case !p.Reachable:
+			fmt.Fprintf(w, "Peer %s (%s): UNREACHABLE (%s)\n", p.Role, p.Address, p.Error)
+		default:
+			health := "healthy"
+			if !p.Healthy {
+				health = "NOT healthy"
+				if len(p.Unhealthy) > 0 {
+					health += ": " + strings.Join(p.Unhealthy, ", ")
+				}
+			}
+			skew := ""
+			if p.Skew {
+				skew = " (VERSION SKEW: this node runs " + orDash(st.Version) + ")"
+			}
+			fmt.Fprintf(w, "Peer %s (%s): CARTO %s%s, %s\n", p.Role, p.Address, orDash(p.Version), skew, health)
+		}
+	}
 }

@@ -1,0 +1,276 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/e2e/testbed"
+	"github.com/cartodb/carto-appliance/e2e/vm"
+	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/license"
+)
+
+// The tier1 layout on two fresh VMs (SPEC §10): the data node first, then
+// the app node joining with the token the data node wrote; refused out of
+// order; a request through the app node's router reaches every CARTO
+// service, whose rows land in the data node's Postgres; from a third host
+// only the app node's 80 and 443 answer; status on the app node shows the
+// data node, and the data node down.
+func TestTier1InFreshVMs(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	netw, regHost, regCA := vmNetwork(t, "tier1")
+	srv, err := testbed.ServeChannel(netw.Gateway, channelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	data := vm.New(t, docker, vm.Options{Name: "data", Network: netw.Name})
+	app := vm.New(t, docker, vm.Options{Name: "app", Network: netw.Name})
+	outside := vm.New(t, docker, vm.Options{Name: "outside", Network: netw.Name})
+	agentJournalOnFailure(t, data)
+	agentJournalOnFailure(t, app)
+	nodes := fmt.Sprintf("app=%s,data=%s", app.IP(), data.IP())
+	install := func(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
+		t.Helper()
+		args = append([]string{"carto-appliance", "install", "--yes", "--customer-env", "/root/package/customer.env",
+			"--key", "/root/package/key.json", "--registry", regHost}, args...)
+		out, errOut, code, err := node.Exec(ctx, args...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errOut, code
+	}
+	for _, n := range []*vm.VM{data, app} {
+		trustRegistry(t, n, regHost, regCA)
+		write(t, n, "/usr/local/share/ca-certificates/channel-ca.crt", srv.CAPEM, 0o644)
+		n.MustExec(t, "update-ca-certificates")
+		stagePackage(t, n)
+		lic, err := testbed.TestLicense(baseCustomerEnv("carto.vm.test")["SELFHOSTED_TENANT_ID"], func(l *license.License) {
+			l.Layouts, l.Nodes = []string{"standard", "tier1"}, 2
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, n, "/root/package/license.json", lic, 0o600)
+	}
+	notInstalled := func(t *testing.T, node *vm.VM) {
+		t.Helper()
+		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/opt/carto/appliance.yaml"); code == 0 {
+			t.Error("a refused install wrote appliance.yaml")
+		}
+		if out := node.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
+			t.Errorf("a refused install started containers: %s", out)
+		}
+	}
+	// connects says whether from reaches addr:port (a TCP handshake).
+	connects := func(from *vm.VM, addr string, port int) bool {
+		_, _, code, _ := from.Exec(ctx, "timeout", "3", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", addr, port))
+		return code == 0
+	}
+
+	step(t, "the app node before the data node is refused, naming the order, with nothing changed", func(t *testing.T) {
+		_, errOut, code := install(t, app, "--layout", "tier1", "--role", "app", "--nodes", nodes)
+		if code == 0 || !strings.Contains(errOut, "install the data node first") || !strings.Contains(errOut, "--join FILE") {
+			t.Errorf("app node first: exit %d\n%s", code, errOut)
+		}
+		notInstalled(t, app)
+	})
+
+	step(t, "the data node installs its databases only, on its private address, and says how the app node joins", func(t *testing.T) {
+		out, errOut, code := install(t, data, "--layout", "tier1", "--role", "data", "--nodes", nodes)
+		if code != 0 {
+			t.Fatalf("data node install: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if !strings.Contains(out, "Next: copy "+"/var/lib/carto-appliance/"+installer.JoinTokenFileName) || !strings.Contains(out, "--join FILE --role app") {
+			t.Errorf("the data node's install did not say how the app node joins:\n%s", out)
+		}
+		st := vmStatus(t, data)
+		var names []string
+		for _, s := range st.Services {
+			names = append(names, s.Name)
+		}
+		if st.Role != "data" || !st.Healthy || strings.Join(names, ",") != "valkey,workspace-postgres" {
+			t.Errorf("data node: role %q healthy %v services %v", st.Role, st.Healthy, names)
+		}
+		ports := data.MustExec(t, "docker", "ps", "--format", "{{.Ports}}")
+		if !strings.Contains(ports, data.IP()+":5432->5432/tcp") || strings.Contains(ports, "0.0.0.0") {
+			t.Errorf("the data node publishes elsewhere than its private address: %s", ports)
+		}
+		if mode := data.MustExec(t, "stat", "-c", "%a", "/var/lib/carto-appliance/"+installer.JoinTokenFileName); strings.TrimSpace(mode) != "600" {
+			t.Errorf("join token mode %s", mode)
+		}
+		token := data.MustExec(t, "cat", "/var/lib/carto-appliance/"+installer.JoinTokenFileName)
+		write(t, app, "/root/join-token", []byte(token), 0o600)
+	})
+
+	step(t, "the app node is refused while the data node's agent is down", func(t *testing.T) {
+		data.MustExec(t, "systemctl", "stop", "carto-appliance")
+		_, errOut, code := install(t, app, "--join", "/root/join-token", "--role", "app")
+		data.MustExec(t, "systemctl", "start", "carto-appliance")
+		// Preflight asks first: nothing is pulled for a node that could not start.
+		if code != 3 || !strings.Contains(errOut, "Nodes this node depends on: the data node ("+data.IP()+"): node at "+data.IP()+":9710 is unreachable") {
+			t.Errorf("app node with the data node down: exit %d\n%s", code, errOut)
+		}
+		notInstalled(t, app)
+	})
+
+	step(t, "the app node joins; a request through its router reaches every service, and their rows are in the data node's database", func(t *testing.T) {
+		var out, errOut string
+		var code int
+		// The data node's agent, just started again, answers its peers
+		// once it is up.
+		eventually(t, 60*time.Second, func() error {
+			out, errOut, code = install(t, app, "--join", "/root/join-token", "--role", "app")
+			if code != 0 && strings.Contains(errOut, "is unreachable") {
+				return fmt.Errorf("the data node's agent does not answer yet: %s", errOut)
+			}
+			return nil
+		})
+		if code != 0 {
+			t.Fatalf("app node install: exit %d\n%s\n%s", code, out, errOut)
+		}
+		st := vmStatus(t, app)
+		if st.Role != "app" || !st.Healthy || len(st.Peers) != 1 || !st.Peers[0].Reachable || st.Peers[0].Version != st.Version || st.Peers[0].Skew {
+			t.Errorf("app node status: role %q healthy %v peers %+v", st.Role, st.Healthy, st.Peers)
+		}
+		for _, s := range st.Services {
+			if s.Name == "workspace-postgres" || s.Name == "valkey" {
+				t.Errorf("the app node runs %s", s.Name)
+			}
+		}
+		routes := map[string]string{
+			"/": "workspace-www", "/acc/x": "accounts-www", "/workspace-api/x": "workspace-api", "/api/v3/maps/x": "maps-api",
+			"/api/x": "maps-api", "/imports/x": "import-api", "/lds/x": "lds-api", "/notifier/x": "notifier",
+		}
+		for path, image := range routes {
+			body := outside.MustExec(t, "curl", "-ksf", "--max-time", "10", "https://"+app.IP()+path)
+			var echo struct{ Image string }
+			if err := json.Unmarshal([]byte(body), &echo); err != nil || echo.Image != image {
+				t.Errorf("%s through the app node's router: %q, want %s's answer", path, body, image)
+			}
+		}
+		// workspace-api, on the app node, reads the migrations its node
+		// ran into the data node's database, and pings its Valkey.
+		api := "$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' carto-workspace-api-1)"
+		if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/db"); !strings.Contains(got, `"version": "`+st.Version+`"`) {
+			t.Errorf("workspace-api's /db: %s", got)
+		}
+		if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/redis"); !strings.Contains(got, "PONG") {
+			t.Errorf("workspace-api's /redis: %s", got)
+		}
+		if got := vmPsqlDB(t, data, "workspace", "SELECT count(*) FROM carto_migrations WHERE version = '"+st.Version+"'"); got != "1" {
+			t.Errorf("the data node's carto_migrations has %s rows for %s, want the app node's migration's 1", got, st.Version)
+		}
+	})
+
+	step(t, "from a third host only the app node's 80 and 443 answer; the app node reaches the databases", func(t *testing.T) {
+		for _, p := range []int{80, 443} {
+			if !connects(outside, app.IP(), p) {
+				t.Errorf("the app node's port %d does not answer a third host", p)
+			}
+		}
+		for _, p := range []int{5432, 6379} {
+			if connects(outside, data.IP(), p) {
+				t.Errorf("the data node's port %d answers a third host", p)
+			}
+			if !connects(app, data.IP(), p) {
+				t.Errorf("the app node does not reach the data node's port %d", p)
+			}
+		}
+		// The peer API answers only the layout's nodes.
+		code := outside.MustExec(t, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", fmt.Sprintf("http://%s:9710/v1/status", data.IP()))
+		if code != "401" {
+			t.Errorf("the data node's peer API answered a third host %s, want 401", code)
+		}
+	})
+
+	step(t, "status on the app node shows the data node down", func(t *testing.T) {
+		data.MustExec(t, "systemctl", "stop", "carto-appliance")
+		defer data.MustExec(t, "systemctl", "start", "carto-appliance")
+		st := vmStatus(t, app)
+		if len(st.Peers) != 1 || st.Peers[0].Reachable {
+			t.Errorf("peers with the data node's agent stopped: %+v", st.Peers)
+		}
+		if out := app.MustExec(t, "carto-appliance", "status"); !strings.Contains(out, "Peer data ("+data.IP()+"): UNREACHABLE") {
+			t.Errorf("status:\n%s", out)
+		}
+	})
+
+	upgrade := func(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
+		t.Helper()
+		out, errOut, code, err := node.Exec(ctx, append([]string{"carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, errOut, code
+	}
+	columns := func(t *testing.T) string {
+		return vmPsqlDB(t, data, "workspace", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'carto_migrations'")
+	}
+
+	step(t, "the app node's upgrade before the data node's is refused; the data node upgrades, and status shows the skew", func(t *testing.T) {
+		for _, n := range []*vm.VM{data, app} {
+			n.MustExec(t, "sh", "-c", fmt.Sprintf("printf 'upgrade:\\n  channel_url: %s\\n' >> /opt/carto/appliance.yaml", srv.URL))
+		}
+		out, errOut, code := upgrade(t, app)
+		if code == 0 || !strings.Contains(out+errOut, "upgrade the data node to "+testbed.NextVersion+" first") {
+			t.Errorf("app node first: exit %d\n%s\n%s", code, out, errOut)
+		}
+		if st := vmStatus(t, app); st.Version != version || !st.Healthy {
+			t.Errorf("app node after the refused upgrade: %s, healthy %v", st.Version, st.Healthy)
+		}
+		out, errOut, code = upgrade(t, data)
+		if code != 0 {
+			t.Fatalf("data node upgrade: exit %d\n%s\n%s", code, out, errOut)
+		}
+		st := vmStatus(t, app)
+		if len(st.Peers) != 1 || !st.Peers[0].Skew || st.Peers[0].Version != testbed.NextVersion || !strings.Contains(strings.Join(st.Notes, "\n"), "version skew") {
+			t.Errorf("app node's status with the data node upgraded: peers %+v notes %q", st.Peers, st.Notes)
+		}
+		if text := app.MustExec(t, "carto-appliance", "status"); !strings.Contains(text, "VERSION SKEW") {
+			t.Errorf("status:\n%s", text)
+		}
+	})
+
+	step(t, "the app node upgrades: the data node backs the database up first, the migration reaches it, both nodes on the new version", func(t *testing.T) {
+		out, errOut, code := upgrade(t, app)
+		if code != 0 {
+			t.Fatalf("app node upgrade: exit %d\n%s\n%s", code, out, errOut)
+		}
+		for _, n := range []*vm.VM{data, app} {
+			if st := vmStatus(t, n); st.Version != testbed.NextVersion || !st.Healthy || len(st.Peers) != 1 || st.Peers[0].Skew {
+				t.Errorf("%s node after the upgrades: version %s healthy %v peers %+v", st.Role, st.Version, st.Healthy, st.Peers)
+			}
+		}
+		if !strings.Contains(columns(t), testbed.NextColumn) {
+			t.Errorf("the app node's migration did not reach the data node: %s", columns(t))
+		}
+		dumps := data.MustExec(t, "sh", "-c", "ls /var/lib/carto-appliance/backups/*-for-app/workspace.dump")
+		if !strings.Contains(dumps, "-upgrade-"+version+"-to-"+testbed.NextVersion+"-for-app/workspace.dump") {
+			t.Errorf("the data node holds no dump for the app node's upgrade: %s", dumps)
+		}
+		if readme := app.MustExec(t, "sh", "-c", "cat /var/lib/carto-appliance/backups/*-upgrade-"+version+"-to-"+testbed.NextVersion+"/README"); !strings.Contains(readme, "on the data node ("+data.IP()+")") {
+			t.Errorf("the app node's backup does not say where its database dump is:\n%s", readme)
+		}
+	})
+
+	step(t, "rollback --restore-database on the app node puts the data node's database back", func(t *testing.T) {
+		out, errOut, code, err := app.Exec(ctx, "carto-appliance", "rollback", "--yes", "--restore-database")
+		if err != nil || code != 0 {
+			t.Fatalf("rollback: exit %d %v\n%s\n%s", code, err, out, errOut)
+		}
+		if strings.Contains(columns(t), testbed.NextColumn) {
+			t.Errorf("the data node's database still has the migration's column: %s", columns(t))
+		}
+		if st := vmStatus(t, app); st.Version != version || !st.Healthy {
+			t.Errorf("app node after the rollback: %s healthy %v %+v", st.Version, st.Healthy, st.Services)
+		}
+	})
+}
