@@ -23,7 +23,7 @@ import (
 // stated on the field; Defaults() fills them in.
 type Config struct {
 	// Layout is standard (default: one VM), tier1 (app and data VMs) or
-	// tier2 (web, app and data VMs; refused until a later release).
+	// tier2 (web, app and data VMs).
 	Layout string `yaml:"layout,omitempty"`
 	// Role is this node's role in a tier layout: data, app or web.
 	Role string `yaml:"role,omitempty"`

@@ -12,7 +12,10 @@ import (
 	"github.com/cartodb/carto-appliance/proxy"
 )
 
-var tier1Nodes = map[string]string{"app": "10.0.0.2", "data": "10.0.0.3"}
+var (
+	tier1Nodes = map[string]string{"app": "10.0.0.2", "data": "10.0.0.3"}
+	tier2Nodes = map[string]string{"web": "10.0.0.1", "app": "10.0.0.2", "data": "10.0.0.3"}
+)
 
 func TestConfigValidate(t *testing.T) {
 	cases := []struct {
@@ -32,8 +35,10 @@ func TestConfigValidate(t *testing.T) {
 		{"tier1 same address", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2", "data": "10.0.0.2"}}, "data and app are both 10.0.0.2"},
 		{"tier1 extra node", Config{Layout: "tier1", Role: "app", Nodes: map[string]string{"app": "10.0.0.2", "data": "10.0.0.3", "web": "10.0.0.4"}}, "nodes \"web\": a tier1 layout has the roles data, app only"},
 		{"tier1 data with allow-list", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes, Network: NetworkConfig{AllowedSources: []string{"10.0.0.0/8"}}}, "the data node publishes no router"},
+		{"tier1 data with acme", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes, TLS: TLSConfig{Mode: TLSACME, ACME: &ACMEConfig{Email: "a@example.com"}}}, "the data node serves no router"},
 		{"tier1 bad peer port", Config{Layout: "tier1", Role: "data", Nodes: tier1Nodes, Peer: PeerConfig{Port: 70000}}, "peer.port 70000"},
-		{"tier2 not yet", Config{Layout: "tier2"}, "tier2 (web, app and data VMs) comes in a later release"},
+		{"tier2 web", Config{Layout: "tier2", Role: "web", Nodes: tier2Nodes}, ""},
+		{"tier2 web missing", Config{Layout: "tier2", Role: "web", Nodes: tier1Nodes}, "no address for the web node"},
 		{"unknown layout", Config{Layout: "tier3"}, "layout \"tier3\": use one of standard, tier1, tier2"},
 		{"standard with nodes", Config{Nodes: tier1Nodes}, "role and nodes are for the tier layouts"},
 		{"bad domain", Config{Domain: "https://carto.example.com"}, "domain \"https://carto.example.com\""},
@@ -147,6 +152,18 @@ func TestLayoutRolesAndOrder(t *testing.T) {
 	}
 	if !app.ServesRouter() || data.ServesRouter() || !std.ServesRouter() {
 		t.Errorf("ServesRouter: app %v data %v standard %v, want true false true", app.ServesRouter(), data.ServesRouter(), std.ServesRouter())
+	}
+	web := Config{Layout: LayoutTier2, Role: RoleWeb, Nodes: tier2Nodes}
+	app2 := Config{Layout: LayoutTier2, Role: RoleApp, Nodes: tier2Nodes}
+	data2 := Config{Layout: LayoutTier2, Role: RoleData, Nodes: tier2Nodes}
+	if !web.ServesRouter() || app2.ServesRouter() || !slices.Equal(app2.ServiceRoles(), []string{"app"}) || !slices.Equal(web.Dependencies(), []string{"data", "app"}) {
+		t.Errorf("tier2: web serves router %v, app %v runs %v, web depends on %v", web.ServesRouter(), app2.ServesRouter(), app2.ServiceRoles(), web.Dependencies())
+	}
+	if data2.Clients() != "app" || app2.Clients() != "web" || web.Clients() != "" || app.Clients() != "" {
+		t.Errorf("clients: data %q app %q web %q tier1 app %q", data2.Clients(), app2.Clients(), web.Clients(), app.Clients())
+	}
+	if !app2.ChecksLicenseOnline() || web.ChecksLicenseOnline() || data2.ChecksLicenseOnline() || !std.ChecksLicenseOnline() {
+		t.Error("the licence is checked online by the app node (and the standard node) only")
 	}
 	if app.Address() != "10.0.0.2" || app.NodeCount() != 2 || std.NodeCount() != 1 || app.PeerPort() != DefaultPeerPort {
 		t.Errorf("Address %q NodeCount %d/%d PeerPort %d", app.Address(), app.NodeCount(), std.NodeCount(), app.PeerPort())

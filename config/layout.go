@@ -12,7 +12,7 @@ import (
 const (
 	LayoutStandard = "standard" // one VM runs everything
 	LayoutTier1    = "tier1"    // an app VM (web and app services) and a data VM
-	LayoutTier2    = "tier2"    // a web VM, an app VM and a data VM
+	LayoutTier2    = "tier2"    // a web VM (the router), an app VM and a data VM
 )
 
 // Node roles of the tier layouts, in install and upgrade order: a node
@@ -57,13 +57,13 @@ func (c Config) ServiceRoles() []string {
 func (c Config) ServesRouter() bool { return slices.Contains(c.ServiceRoles(), RoleWeb) }
 
 // ChecksLicenseOnline says whether this node asks the licence server: the
-// single node, or in a tier layout the node that serves the router, which
-// reaches the internet for CARTO anyway (a data node may not at all). The
+// single node, or in a tier layout the app node, which reaches the
+// internet for CARTO's services anyway (a data node may not at all). The
 // others show its answer.
-func (c Config) ChecksLicenseOnline() bool { return c.ServesRouter() }
+func (c Config) ChecksLicenseOnline() bool { return !c.Distributed() || c.Role == RoleApp }
 
 // LicenseChecker is the role of the node that checks the licence online.
-func (c Config) LicenseChecker() string { return routerRole(c.Layout) }
+func (c Config) LicenseChecker() string { return RoleApp }
 
 // Address is this node's private address in a tier layout.
 func (c Config) Address() string { return c.Nodes[c.Role] }
@@ -87,6 +87,19 @@ func (c Config) Dependents() []string {
 		return nil
 	}
 	return slices.Clone(roles[i+1:])
+}
+
+// Clients is the role that reaches what this node publishes on its
+// private address: the next in the layout's order (the data node's
+// databases serve the app node, the app node's services the web node's
+// router), none for the last.
+func (c Config) Clients() string {
+	roles := layoutRoles[c.Layout]
+	i := slices.Index(roles, c.Role)
+	if i < 0 || i+1 >= len(roles) {
+		return ""
+	}
+	return roles[i+1]
 }
 
 // Peers are the other nodes' addresses, by role, sorted by role order.
@@ -130,9 +143,6 @@ func validateLayout(c Config) error {
 	if !slices.Contains(Layouts, layout) {
 		return fieldErrorf("layout", "appliance.yaml layout %q: use one of %s", layout, strings.Join(Layouts, ", "))
 	}
-	if layout == LayoutTier2 {
-		return fieldErrorf("layout", "appliance.yaml layout %q: tier2 (web, app and data VMs) comes in a later release; use tier1 (app and data VMs) or standard", layout)
-	}
 	roles := layoutRoles[layout]
 	if roles == nil {
 		if c.Role != "" || len(c.Nodes) > 0 {
@@ -165,6 +175,9 @@ func validateLayout(c Config) error {
 	}
 	if p := c.Peer.Port; p < 0 || p > 65535 {
 		return fieldErrorf("peer.port", "appliance.yaml peer.port %d: give a TCP port between 1 and 65535", p)
+	}
+	if !c.ServesRouter() && c.TLS.Mode != "" && c.TLS.Mode != TLSSelfSigned {
+		return fieldErrorf("tls.mode", "appliance.yaml tls.mode %s: the %s node serves no router; the router's certificate lives on the %s node: set TLS there", c.TLS.Mode, c.Role, routerRole(layout))
 	}
 	if !c.ServesRouter() && len(c.Network.AllowedSources) > 0 {
 		return fieldErrorf("network.allowed_sources", "appliance.yaml network.allowed_sources: the %s node publishes no router; set the allow-list on the node that serves it (%s)", c.Role, routerRole(layout))

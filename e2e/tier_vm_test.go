@@ -25,56 +25,10 @@ import (
 func TestTier1InFreshVMs(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	netw, regHost, regCA := vmNetwork(t, "tier1")
-	srv, err := testbed.ServeChannel(netw.Gateway, channelDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.Close() })
-	data := vm.New(t, docker, vm.Options{Name: "data", Network: netw.Name})
-	app := vm.New(t, docker, vm.Options{Name: "app", Network: netw.Name})
-	outside := vm.New(t, docker, vm.Options{Name: "outside", Network: netw.Name})
-	agentJournalOnFailure(t, data)
-	agentJournalOnFailure(t, app)
+	b := newTierBed(t, "tier1", 2, "data", "app")
+	data, app, outside := b.vms["data"], b.vms["app"], b.outside
 	nodes := fmt.Sprintf("app=%s,data=%s", app.IP(), data.IP())
-	install := func(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
-		t.Helper()
-		args = append([]string{"carto-appliance", "install", "--yes", "--customer-env", "/root/package/customer.env",
-			"--key", "/root/package/key.json", "--registry", regHost}, args...)
-		out, errOut, code, err := node.Exec(ctx, args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out, errOut, code
-	}
-	for _, n := range []*vm.VM{data, app} {
-		trustRegistry(t, n, regHost, regCA)
-		write(t, n, "/usr/local/share/ca-certificates/channel-ca.crt", srv.CAPEM, 0o644)
-		n.MustExec(t, "update-ca-certificates")
-		stagePackage(t, n)
-		lic, err := testbed.TestLicense(baseCustomerEnv("carto.vm.test")["SELFHOSTED_TENANT_ID"], func(l *license.License) {
-			l.Layouts, l.Nodes = []string{"standard", "tier1"}, 2
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(t, n, "/root/package/license.json", lic, 0o600)
-	}
-	notInstalled := func(t *testing.T, node *vm.VM) {
-		t.Helper()
-		if _, _, code, _ := node.Exec(ctx, "test", "-e", "/opt/carto/appliance.yaml"); code == 0 {
-			t.Error("a refused install wrote appliance.yaml")
-		}
-		if out := node.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
-			t.Errorf("a refused install started containers: %s", out)
-		}
-	}
-	// connects says whether from reaches addr:port (a TCP handshake).
-	connects := func(from *vm.VM, addr string, port int) bool {
-		_, _, code, _ := from.Exec(ctx, "timeout", "3", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", addr, port))
-		return code == 0
-	}
-
+	install, notInstalled, connects, upgrade, columns := b.install, b.notInstalled, b.connects, b.upgrade, b.columns
 	step(t, "the app node before the data node is refused, naming the order, with nothing changed", func(t *testing.T) {
 		_, errOut, code := install(t, app, "--layout", "tier1", "--role", "app", "--nodes", nodes)
 		if code == 0 || !strings.Contains(errOut, "install the data node first") || !strings.Contains(errOut, "--join FILE") {
@@ -106,8 +60,7 @@ func TestTier1InFreshVMs(t *testing.T) {
 		if mode := data.MustExec(t, "stat", "-c", "%a", "/var/lib/carto-appliance/"+installer.JoinTokenFileName); strings.TrimSpace(mode) != "600" {
 			t.Errorf("join token mode %s", mode)
 		}
-		token := data.MustExec(t, "cat", "/var/lib/carto-appliance/"+installer.JoinTokenFileName)
-		write(t, app, "/root/join-token", []byte(token), 0o600)
+		b.joinToken(t, app)
 	})
 
 	step(t, "the app node is refused while the data node's agent is down", func(t *testing.T) {
@@ -145,29 +98,8 @@ func TestTier1InFreshVMs(t *testing.T) {
 				t.Errorf("the app node runs %s", s.Name)
 			}
 		}
-		routes := map[string]string{
-			"/": "workspace-www", "/acc/x": "accounts-www", "/workspace-api/x": "workspace-api", "/api/v3/maps/x": "maps-api",
-			"/api/x": "maps-api", "/imports/x": "import-api", "/lds/x": "lds-api", "/notifier/x": "notifier",
-		}
-		for path, image := range routes {
-			body := outside.MustExec(t, "curl", "-ksf", "--max-time", "10", "https://"+app.IP()+path)
-			var echo struct{ Image string }
-			if err := json.Unmarshal([]byte(body), &echo); err != nil || echo.Image != image {
-				t.Errorf("%s through the app node's router: %q, want %s's answer", path, body, image)
-			}
-		}
-		// workspace-api, on the app node, reads the migrations its node
-		// ran into the data node's database, and pings its Valkey.
-		api := "$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' carto-workspace-api-1)"
-		if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/db"); !strings.Contains(got, `"version": "`+st.Version+`"`) {
-			t.Errorf("workspace-api's /db: %s", got)
-		}
-		if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/redis"); !strings.Contains(got, "PONG") {
-			t.Errorf("workspace-api's /redis: %s", got)
-		}
-		if got := vmPsqlDB(t, data, "workspace", "SELECT count(*) FROM carto_migrations WHERE version = '"+st.Version+"'"); got != "1" {
-			t.Errorf("the data node's carto_migrations has %s rows for %s, want the app node's migration's 1", got, st.Version)
-		}
+		b.routesReachEveryService(t, app.IP())
+		b.rowsOnDataNode(t, st.Version)
 	})
 
 	step(t, "from a third host only the app node's 80 and 443 answer; the app node reaches the databases", func(t *testing.T) {
@@ -203,22 +135,8 @@ func TestTier1InFreshVMs(t *testing.T) {
 		}
 	})
 
-	upgrade := func(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
-		t.Helper()
-		out, errOut, code, err := node.Exec(ctx, append([]string{"carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion}, args...)...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return out, errOut, code
-	}
-	columns := func(t *testing.T) string {
-		return vmPsqlDB(t, data, "workspace", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'carto_migrations'")
-	}
-
 	step(t, "the app node's upgrade before the data node's is refused; the data node upgrades, and status shows the skew", func(t *testing.T) {
-		for _, n := range []*vm.VM{data, app} {
-			n.MustExec(t, "sh", "-c", fmt.Sprintf("printf 'upgrade:\\n  channel_url: %s\\n' >> /opt/carto/appliance.yaml", srv.URL))
-		}
+		b.followChannel(t)
 		out, errOut, code := upgrade(t, app)
 		if code == 0 || !strings.Contains(out+errOut, "upgrade the data node to "+testbed.NextVersion+" first") {
 			t.Errorf("app node first: exit %d\n%s\n%s", code, out, errOut)
@@ -273,4 +191,259 @@ func TestTier1InFreshVMs(t *testing.T) {
 			t.Errorf("app node after the rollback: %s healthy %v %+v", st.Version, st.Healthy, st.Services)
 		}
 	})
+}
+
+// The tier2 layout on three fresh VMs and a fourth host: data, app, then
+// web, each refused before the nodes it depends on; the web node's router
+// reaches every service of the app node (through forwarders under their
+// names), whose rows land on the data node; from the fourth host only the
+// web node's 80 and 443 answer, and each node's private ports only the
+// next node; an upgrade in order (the web node first is refused) ends
+// with every node on the new version; status on the web node shows the
+// app node down.
+func TestTier2InFreshVMs(t *testing.T) {
+	t.Parallel()
+	b := newTierBed(t, "tier2", 3, "data", "app", "web")
+	data, app, web, outside := b.vms["data"], b.vms["app"], b.vms["web"], b.outside
+	nodes := fmt.Sprintf("web=%s,app=%s,data=%s", web.IP(), app.IP(), data.IP())
+	joined := func(t *testing.T, node *vm.VM, role string) {
+		t.Helper()
+		out, errOut, code := b.install(t, node, "--join", "/root/join-token", "--role", role)
+		if code != 0 {
+			t.Fatalf("%s node install: exit %d\n%s\n%s", role, code, out, errOut)
+		}
+	}
+
+	step(t, "the data node installs; the web node before the app node is refused with nothing changed; the app node joins", func(t *testing.T) {
+		if out, errOut, code := b.install(t, data, "--layout", "tier2", "--role", "data", "--nodes", nodes); code != 0 {
+			t.Fatalf("data node install: exit %d\n%s\n%s", code, out, errOut)
+		}
+		b.joinToken(t, app, web)
+		_, errOut, code := b.install(t, web, "--join", "/root/join-token", "--role", "web")
+		if code != 3 || !strings.Contains(errOut, "the app node ("+app.IP()+"): node at "+app.IP()+":9710 is unreachable") {
+			t.Errorf("web node before the app node: exit %d\n%s", code, errOut)
+		}
+		b.notInstalled(t, web)
+		joined(t, app, "app")
+	})
+
+	step(t, "the web node joins: its router reaches every app service through the forwarders, their rows on the data node", func(t *testing.T) {
+		joined(t, web, "web")
+		st := vmStatus(t, web)
+		if st.Role != "web" || !st.Healthy || len(st.Peers) != 2 {
+			t.Errorf("web node: role %q healthy %v peers %+v services %+v", st.Role, st.Healthy, st.Peers, st.Services)
+		}
+		for _, p := range st.Peers {
+			if !p.Reachable || p.Version != st.Version || !p.Healthy {
+				t.Errorf("peer as the web node sees it: %+v", p)
+			}
+		}
+		for _, s := range vmStatus(t, app).Services {
+			if s.Name == "router-http" || s.Name == "workspace-postgres" {
+				t.Errorf("the app node runs %s", s.Name)
+			}
+		}
+		b.routesReachEveryService(t, web.IP())
+		b.rowsOnDataNode(t, st.Version)
+	})
+
+	step(t, "from a fourth host only the web node's 80 and 443 answer; each node's private ports answer the next node only", func(t *testing.T) {
+		for _, p := range []int{80, 443} {
+			if !b.connects(outside, web.IP(), p) {
+				t.Errorf("the web node's port %d does not answer the fourth host", p)
+			}
+			if b.connects(outside, app.IP(), p) {
+				t.Errorf("the app node's port %d answers the fourth host", p)
+			}
+		}
+		for _, p := range []int{13001, 13004} {
+			if b.connects(outside, app.IP(), p) {
+				t.Errorf("the app node's port %d answers the fourth host", p)
+			}
+			if !b.connects(web, app.IP(), p) {
+				t.Errorf("the web node does not reach the app node's port %d", p)
+			}
+		}
+		for _, p := range []int{5432, 6379} {
+			if b.connects(outside, data.IP(), p) || b.connects(web, data.IP(), p) {
+				t.Errorf("the data node's port %d answers a host other than the app node", p)
+			}
+			if !b.connects(app, data.IP(), p) {
+				t.Errorf("the app node does not reach the data node's port %d", p)
+			}
+		}
+	})
+
+	step(t, "an upgrade in order: the web node first is refused, then data, app and web, each on the new version", func(t *testing.T) {
+		b.followChannel(t)
+		out, errOut, code := b.upgrade(t, web)
+		if code == 0 || !strings.Contains(out+errOut, "first") {
+			t.Errorf("web node first: exit %d\n%s\n%s", code, out, errOut)
+		}
+		for _, n := range []*vm.VM{data, app, web} {
+			if out, errOut, code := b.upgrade(t, n); code != 0 {
+				t.Fatalf("upgrade of %s: exit %d\n%s\n%s", n.IP(), code, out, errOut)
+			}
+		}
+		for _, n := range []*vm.VM{data, app, web} {
+			st := vmStatus(t, n)
+			if st.Version != testbed.NextVersion || !st.Healthy {
+				t.Errorf("%s node after the upgrade: %s healthy %v %+v", st.Role, st.Version, st.Healthy, st.Services)
+			}
+			for _, p := range st.Peers {
+				if p.Skew || p.Version != testbed.NextVersion {
+					t.Errorf("%s node sees %+v", st.Role, p)
+				}
+			}
+		}
+		if !strings.Contains(b.columns(t), testbed.NextColumn) {
+			t.Errorf("the migration did not reach the data node: %s", b.columns(t))
+		}
+		b.routesReachEveryService(t, web.IP())
+	})
+
+	step(t, "status on the web node shows the app node down", func(t *testing.T) {
+		app.MustExec(t, "systemctl", "stop", "carto-appliance")
+		defer app.MustExec(t, "systemctl", "start", "carto-appliance")
+		if out := web.MustExec(t, "carto-appliance", "status"); !strings.Contains(out, "Peer app ("+app.IP()+"): UNREACHABLE") || !strings.Contains(out, "Peer data ("+data.IP()+"): CARTO "+testbed.NextVersion) {
+			t.Errorf("status:\n%s", out)
+		}
+	})
+}
+
+// tierBed is a tier layout's test hosts: a VM per role on one network with
+// the registry mirror, the test channel and the customer package (its
+// licence for the layout), and a host outside the layout.
+type tierBed struct {
+	t       *testing.T
+	vms     map[string]*vm.VM
+	outside *vm.VM
+	regHost string
+	channel *testbed.ChannelServer
+}
+
+func newTierBed(t *testing.T, layout string, nodes int, roles ...string) *tierBed {
+	t.Helper()
+	netw, regHost, regCA := vmNetwork(t, layout)
+	srv, err := testbed.ServeChannel(netw.Gateway, channelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	b := &tierBed{t: t, vms: map[string]*vm.VM{}, regHost: regHost, channel: srv}
+	for _, r := range roles {
+		n := vm.New(t, docker, vm.Options{Name: r, Network: netw.Name})
+		agentJournalOnFailure(t, n)
+		trustRegistry(t, n, regHost, regCA)
+		write(t, n, "/usr/local/share/ca-certificates/channel-ca.crt", srv.CAPEM, 0o644)
+		n.MustExec(t, "update-ca-certificates")
+		stagePackage(t, n)
+		lic, err := testbed.TestLicense(baseCustomerEnv("carto.vm.test")["SELFHOSTED_TENANT_ID"], func(l *license.License) {
+			l.Layouts, l.Nodes = []string{"standard", layout}, nodes
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, n, "/root/package/license.json", lic, 0o600)
+		b.vms[r] = n
+	}
+	b.outside = vm.New(t, docker, vm.Options{Name: "outside", Network: netw.Name})
+	return b
+}
+
+// install runs carto-appliance install on node with the customer package.
+func (b *tierBed) install(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
+	t.Helper()
+	args = append([]string{"carto-appliance", "install", "--yes", "--customer-env", "/root/package/customer.env",
+		"--key", "/root/package/key.json", "--registry", b.regHost}, args...)
+	out, errOut, code, err := node.Exec(context.Background(), args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, errOut, code
+}
+
+// upgrade runs carto-appliance upgrade to testbed.NextVersion on node.
+func (b *tierBed) upgrade(t *testing.T, node *vm.VM, args ...string) (string, string, int) {
+	t.Helper()
+	out, errOut, code, err := node.Exec(context.Background(), append([]string{"carto-appliance", "upgrade", "--yes", "--to", testbed.NextVersion}, args...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, errOut, code
+}
+
+// followChannel points every node's upgrade check at the test channel.
+func (b *tierBed) followChannel(t *testing.T) {
+	t.Helper()
+	for _, n := range b.vms {
+		n.MustExec(t, "sh", "-c", fmt.Sprintf("printf 'upgrade:\\n  channel_url: %s\\n' >> /opt/carto/appliance.yaml", b.channel.URL))
+	}
+}
+
+// columns are the data node's carto_migrations columns.
+func (b *tierBed) columns(t *testing.T) string {
+	return vmPsqlDB(t, b.vms["data"], "workspace", "SELECT string_agg(column_name, ',' ORDER BY column_name) FROM information_schema.columns WHERE table_name = 'carto_migrations'")
+}
+
+// notInstalled fails unless a refused install left node as it was.
+func (b *tierBed) notInstalled(t *testing.T, node *vm.VM) {
+	t.Helper()
+	if _, _, code, _ := node.Exec(context.Background(), "test", "-e", "/opt/carto/appliance.yaml"); code == 0 {
+		t.Error("a refused install wrote appliance.yaml")
+	}
+	if out := node.MustExec(t, "docker", "ps", "-aq"); strings.TrimSpace(out) != "" {
+		t.Errorf("a refused install started containers: %s", out)
+	}
+}
+
+// connects says whether from reaches addr:port (a TCP handshake).
+func (b *tierBed) connects(from *vm.VM, addr string, port int) bool {
+	_, _, code, _ := from.Exec(context.Background(), "timeout", "3", "bash", "-c", fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", addr, port))
+	return code == 0
+}
+
+// joinToken copies the data node's join token to /root/join-token of
+// each node.
+func (b *tierBed) joinToken(t *testing.T, to ...*vm.VM) {
+	t.Helper()
+	token := b.vms["data"].MustExec(t, "cat", "/var/lib/carto-appliance/"+installer.JoinTokenFileName)
+	for _, n := range to {
+		write(t, n, "/root/join-token", []byte(token), 0o600)
+	}
+}
+
+// routesReachEveryService checks that a request through the router at
+// addr, from outside the layout, reaches each CARTO service behind it.
+func (b *tierBed) routesReachEveryService(t *testing.T, addr string) {
+	t.Helper()
+	routes := map[string]string{
+		"/": "workspace-www", "/acc/x": "accounts-www", "/workspace-api/x": "workspace-api", "/api/v3/maps/x": "maps-api",
+		"/api/x": "maps-api", "/imports/x": "import-api", "/lds/x": "lds-api", "/notifier/x": "notifier",
+	}
+	for path, image := range routes {
+		body := b.outside.MustExec(t, "curl", "-ksf", "--max-time", "10", "https://"+addr+path)
+		var echo struct{ Image string }
+		if err := json.Unmarshal([]byte(body), &echo); err != nil || echo.Image != image {
+			t.Errorf("%s through the router at %s: %q, want %s's answer", path, addr, body, image)
+		}
+	}
+}
+
+// rowsOnDataNode checks that the app node's workspace-api reads the
+// migrations the app node ran from the data node's database, and pings
+// its Valkey, and that the row is in the data node's database.
+func (b *tierBed) rowsOnDataNode(t *testing.T, version string) {
+	t.Helper()
+	app, data := b.vms["app"], b.vms["data"]
+	api := "$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' carto-workspace-api-1)"
+	if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/db"); !strings.Contains(got, `"version": "`+version+`"`) {
+		t.Errorf("workspace-api's /db: %s", got)
+	}
+	if got := app.MustExec(t, "sh", "-c", "curl -sf http://"+api+":3000/redis"); !strings.Contains(got, "PONG") {
+		t.Errorf("workspace-api's /redis: %s", got)
+	}
+	if got := vmPsqlDB(t, data, "workspace", "SELECT count(*) FROM carto_migrations WHERE version = '"+version+"'"); got != "1" {
+		t.Errorf("the data node's carto_migrations has %s rows for %s, want the app node's migration's 1", got, version)
+	}
 }

@@ -21,9 +21,14 @@ var (
 )
 
 // firewallHost is where the allow-list is saved and how the engine
-// restores it: with the installed binary, else this one (an install run
-// from elsewhere, with --no-service).
+// restores it, with applianceBinary.
 func firewallHost(paths config.Paths) firewall.Host {
+	return firewall.Host{StateDir: paths.StateDir, Binary: applianceBinary(), Systemd: host.SystemdRunning()}
+}
+
+// applianceBinary is the installed carto-appliance, else this one (an
+// install run from elsewhere, with --no-service).
+func applianceBinary() string {
 	binary := host.DefaultBinaryPath()
 	if !fileExists(binary) {
 		if self, err := os.Executable(); err == nil {
@@ -32,7 +37,7 @@ func firewallHost(paths config.Paths) firewall.Host {
 			}
 		}
 	}
-	return firewall.Host{StateDir: paths.StateDir, Binary: binary, Systemd: host.SystemdRunning()}
+	return binary
 }
 
 // nodeFirewall is what cfg lets through, or nil when everyone may reach
@@ -50,12 +55,8 @@ func nodeFirewall(cfg config.Config) *firewall.Rules {
 		}
 		allows = append(allows, firewall.Allow{Ports: ports, Sources: cfg.Network.AllowedSources})
 	}
-	if deps := cfg.Dependents(); len(deps) > 0 {
-		a := firewall.Allow{Dest: cfg.Address()}
-		for _, r := range deps {
-			a.Sources = append(a.Sources, cfg.Nodes[r])
-		}
-		allows = append(allows, a)
+	if client := cfg.Clients(); client != "" {
+		allows = append(allows, firewall.Allow{Dest: cfg.Address(), Sources: []string{cfg.Nodes[client]}})
 	}
 	if len(allows) == 0 {
 		return nil

@@ -478,7 +478,13 @@ func planRelease(paths config.Paths, cfg config.Config, customerPath, keyPath st
 		HTTPByAgent: d.cfg.TLS.UsesACME(),
 	}
 	if d.cfg.Distributed() {
-		ro.Role, ro.ServiceRoles, ro.PeerAddress = nodeRole(d.cfg), d.cfg.ServiceRoles(), d.cfg.Address()
+		ro.Role, ro.ServiceRoles = nodeRole(d.cfg), d.cfg.ServiceRoles()
+		if d.cfg.Clients() != "" {
+			ro.PeerAddress = d.cfg.Address()
+		}
+		if d.cfg.Role == config.RoleWeb {
+			ro.Forward = &stack.Forward{To: d.cfg.Nodes[config.RoleApp], Roles: []string{config.RoleApp}, Carrier: routerService, Binary: applianceBinary()}
+		}
 	}
 	d.compose, err = stack.RenderCompose(d.release.Compose, ro)
 	if err != nil {

@@ -155,7 +155,14 @@ func dataPeer(paths config.Paths, cfg config.Config) (*peer.Client, string, erro
 // layout's data node.
 func (u *upgradeRun) databaseOnDataNode() bool {
 	_, embedded := u.project.Services[databaseService]
-	return !embedded && u.d.cfg.Distributed() && u.d.cfg.Role != config.RoleData
+	return !embedded && u.d.cfg.Distributed() && u.d.cfg.Role == config.RoleApp
+}
+
+// runsNoMigrations says whether u's node is the tier2 web node: no
+// database and no migration of it run here, so its upgrade has none to
+// back up.
+func (u *upgradeRun) runsNoMigrations() bool {
+	return u.d.cfg.Distributed() && u.d.cfg.Role == config.RoleWeb
 }
 
 // peerOpTimeout bounds a dump or a restore the data node runs for us.

@@ -250,7 +250,9 @@ func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg conf
 	}
 	out.Release = releaseStatus(st)
 	out.Upgrade = upgradeStatus(paths)
-	out.Certificate = certificateStatus(paths, cfg, time.Now())
+	if cfg.ServesRouter() {
+		out.Certificate = certificateStatus(paths, cfg, time.Now())
+	}
 	if lic, err := os.ReadFile(paths.File(config.LicenseFileName)); err == nil || errors.Is(err, fs.ErrNotExist) {
 		st := evaluateLicense(paths, cfg, envfile.NewEnv("SELFHOSTED_TENANT_ID", project.Environment["SELFHOSTED_TENANT_ID"]), lic, time.Now())
 		out.License = &st

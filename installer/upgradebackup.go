@@ -48,7 +48,7 @@ const backupHeadroom = 256 << 20
 func (u *upgradeRun) takeBackup(ctx context.Context) error {
 	_, embedded := u.project.Services[databaseService]
 	remote := u.databaseOnDataNode()
-	if !embedded && !remote && !u.skipDB {
+	if !embedded && !remote && !u.skipDB && !u.runsNoMigrations() {
 		return inputErrorf(InputSkipDatabaseBackup, "the database is external (%s): the appliance cannot back it up, so a rollback could not put it back; back it up yourself, then upgrade again and say the database backup is yours",
 			u.d.env.Get("WORKSPACE_POSTGRES_HOST"))
 	}
@@ -144,6 +144,8 @@ func (u *upgradeRun) writeBackup(ctx context.Context, dir string, embedded bool)
 		}
 		u.dumped = true
 		readme += fmt.Sprintf("%s: pg_dump -Fc of the database %s (pg_restore --create restores it).\n", backupDumpFile, u.dbName())
+	} else if u.runsNoMigrations() {
+		readme += "No database dump: no database nor migration runs on this node.\n"
 	} else if !u.databaseOnDataNode() {
 		readme += "No database dump: the database is external, and its backup the operator's.\n"
 	}

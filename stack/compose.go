@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/cli"
@@ -63,6 +65,45 @@ type RenderOptions struct {
 	// HTTPByAgent drops the published HTTP ports (x-carto-http-port): the
 	// agent answers there (ACME challenges, and redirects to https).
 	HTTPByAgent bool
+	// Forward, on a node whose services reach those of another node by
+	// name (the tier2 web node's router), stands in for them.
+	Forward *Forward
+}
+
+// Forward puts, in place of each service of Roles that another node runs
+// and publishes (x-carto-peer-port "HOST:CONTAINER"), a forwarder under
+// the service's name on the stack's network: the router's upstreams keep
+// their names and ports, resolved by Docker's DNS, and reach the other
+// node's private address. The forwarder is carto-appliance itself
+// (`carto-appliance forward`, a TCP relay), run from Binary (mounted
+// read-only) in the image of the service Carrier: an image the node has,
+// so that no extra image is pulled nor built on a customer's VM.
+type Forward struct {
+	To      string   // the other node's private address
+	Roles   []string // the roles of the services it runs
+	Carrier string   // a service of this node whose image carries the relay
+	Binary  string   // the carto-appliance executable on the host
+}
+
+// forwarderBinary is where a forwarder container sees carto-appliance.
+const forwarderBinary = "/usr/local/bin/carto-appliance-forward"
+
+// ForwarderPrefix names the forwarder standing in for a service of
+// another node ("peer-maps-api").
+const ForwarderPrefix = "peer-"
+
+// peerPorts reads x-carto-peer-port: "PORT" or "HOST:CONTAINER".
+func peerPorts(v string) (host, container string, err error) {
+	host, container, found := strings.Cut(v, ":")
+	if !found {
+		container = host
+	}
+	for _, p := range []string{host, container} {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", "", fmt.Errorf("%s %q: give PORT or HOST:CONTAINER, ports between 1 and 65535", extPeerPort, v)
+		}
+	}
+	return host, container, nil
 }
 
 // RenderCompose turns the release's compose template into this node's
@@ -95,6 +136,7 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		}
 	}
 	dropped := map[string]bool{}
+	forwards := map[string]string{} // service -> "HOST:CONTAINER" of the node it runs on
 	for name, raw := range services {
 		svc, ok := raw.(map[string]any)
 		if !ok {
@@ -107,9 +149,18 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		if !runs(svcRole) {
 			dropped[name] = true
 		}
-		if port, ok := svc[extPeerPort].(string); ok && opts.PeerAddress != "" {
-			ports, _ := svc["ports"].([]any)
-			svc["ports"] = append(ports, opts.PeerAddress+":"+port+":"+port)
+		if v, ok := svc[extPeerPort].(string); ok {
+			host, container, err := peerPorts(v)
+			if err != nil {
+				return nil, fmt.Errorf("compose template: service %q: %w", name, err)
+			}
+			switch {
+			case !dropped[name] && opts.PeerAddress != "":
+				ports, _ := svc["ports"].([]any)
+				svc["ports"] = append(ports, opts.PeerAddress+":"+host+":"+container)
+			case dropped[name] && opts.Forward != nil && slices.Contains(opts.Forward.Roles, svcRole):
+				forwards[name] = host + ":" + container
+			}
 		}
 		if key, ok := svc[extEmbedded].(string); ok && opts.Env[key] == "0" {
 			dropped[name] = true
@@ -140,6 +191,9 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 	for name := range dropped {
 		delete(services, name)
 	}
+	if err := addForwarders(services, forwards, opts, role); err != nil {
+		return nil, err
+	}
 	for _, raw := range services {
 		svc := raw.(map[string]any)
 		deps, ok := svc["depends_on"].(map[string]any)
@@ -167,6 +221,39 @@ func RenderCompose(template []byte, opts RenderOptions) ([]byte, error) {
 		return nil, fmt.Errorf("writing the compose file: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// addForwarders adds a forwarder for each service of forwards, under its
+// name on the stack's network.
+func addForwarders(services map[string]any, forwards map[string]string, opts RenderOptions, role string) error {
+	if len(forwards) == 0 {
+		return nil
+	}
+	f := opts.Forward
+	carrier, ok := services[f.Carrier].(map[string]any)
+	if !ok {
+		return fmt.Errorf("compose template: no service %q on this node to carry the forwarders", f.Carrier)
+	}
+	for name, ports := range forwards {
+		host, container, _ := strings.Cut(ports, ":")
+		to := net.JoinHostPort(f.To, host)
+		relay := []any{forwarderBinary, "forward", "--listen", ":" + container, "--to", to}
+		services[ForwarderPrefix+name] = map[string]any{
+			"image":      carrier["image"],
+			"entrypoint": relay,
+			"command":    []any{},
+			"volumes":    []any{f.Binary + ":" + forwarderBinary + ":ro"},
+			"networks":   map[string]any{"default": map[string]any{"aliases": []any{name}}},
+			"restart":    "unless-stopped",
+			// Healthy while the other node's service accepts connections.
+			"healthcheck": map[string]any{
+				"test":     []any{"CMD", forwarderBinary, "forward", "--check", to},
+				"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "10s",
+			},
+			"labels": map[string]any{LabelVersion: opts.Version, LabelRole: role},
+		}
+	}
+	return nil
 }
 
 // withoutTarget drops the short-syntax port mappings to a container port

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -175,7 +176,7 @@ func TestRenderComposeTierNodes(t *testing.T) {
 			t.Errorf("data node: %q missing in\n%s", want, data)
 		}
 	}
-	app, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleApp, ServiceRoles: []string{RoleApp, RoleWeb}, Version: "1", Env: map[string]string{}, PeerAddress: "10.0.0.2"})
+	app, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleApp, ServiceRoles: []string{RoleApp, RoleWeb}, Version: "1", Env: map[string]string{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,6 +196,58 @@ func TestRenderComposeTierNodes(t *testing.T) {
 	}
 	if strings.Contains(string(std), ":5432:5432") {
 		t.Error("the standard node publishes Postgres")
+	}
+}
+
+// A tier2 web node runs the router with a forwarder, under each app
+// service's name, relaying its port to the app node's published one; the
+// tier2 app node publishes those ports on its private address.
+func TestRenderComposeTier2(t *testing.T) {
+	rel := testRelease(t)
+	web, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleWeb, Version: "1", Env: map[string]string{},
+		Forward: &Forward{To: "10.0.0.2", Roles: []string{RoleApp}, Carrier: "router-http", Binary: "/usr/local/bin/carto-appliance"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Services map[string]struct {
+			Image      string         `yaml:"image"`
+			Entrypoint []string       `yaml:"entrypoint"`
+			Networks   map[string]any `yaml:"networks"`
+			Volumes    []string       `yaml:"volumes"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(web, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, port := range map[string]string{"workspace-www": "13001", "maps-api": "13004", "notifier": "13007"} {
+		f, ok := doc.Services[ForwarderPrefix+name]
+		if !ok {
+			t.Errorf("no forwarder for %s", name)
+			continue
+		}
+		if want := []string{forwarderBinary, "forward", "--listen", ":3000", "--to", "10.0.0.2:" + port}; !slices.Equal(f.Entrypoint, want) {
+			t.Errorf("%s's forwarder runs %v, want %v", name, f.Entrypoint, want)
+		}
+		if f.Image != doc.Services["router-http"].Image || !strings.Contains(fmt.Sprint(f.Networks), name) || !slices.Equal(f.Volumes, []string{"/usr/local/bin/carto-appliance:" + forwarderBinary + ":ro"}) {
+			t.Errorf("%s's forwarder: %+v", name, f)
+		}
+	}
+	if _, ok := doc.Services["maps-api"]; ok {
+		t.Error("the web node runs maps-api")
+	}
+	if _, ok := doc.Services[ForwarderPrefix+"sql-worker"]; ok {
+		t.Error("a forwarder for a service the router never reaches")
+	}
+	app, err := RenderCompose(rel.Compose, RenderOptions{Role: RoleApp, Version: "1", Env: map[string]string{}, PeerAddress: "10.0.0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(app), "- 10.0.0.2:13004:3000") || strings.Contains(string(app), "router-http") {
+		t.Errorf("tier2 app node:\n%s", app)
+	}
+	if _, err := RenderCompose([]byte("services:\n  a:\n    x-carto-role: app\n    x-carto-peer-port: \"x:1\"\n    image: i\n"), RenderOptions{Version: "1"}); err == nil {
+		t.Error("a bad x-carto-peer-port was accepted")
 	}
 }
 

@@ -127,6 +127,7 @@ func newRootCmd() *cobra.Command {
 		newBundleCmd(),
 		newFirewallCmd(),
 		newExportCmd(),
+		newForwardCmd(),
 	)
 	return root
 }
