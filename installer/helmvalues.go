@@ -56,16 +56,23 @@ func ExportHelmValues(paths config.Paths) (*helmvalues.Values, error) {
 		}
 		return def
 	}
-	if d.env.Get("LOCAL_POSTGRES_SCALE") == "0" {
+	// A tier layout's data node runs the databases on its private
+	// address: to the cluster, external databases (reached there until
+	// they move to a managed service).
+	dataNode := ""
+	if cfg.Distributed() {
+		dataNode = cfg.Nodes[config.RoleData]
+	}
+	if d.env.Get("LOCAL_POSTGRES_SCALE") == "0" || dataNode != "" {
 		in.Postgres = &helmvalues.Postgres{
-			Host: d.env.Get("WORKSPACE_POSTGRES_HOST"), Port: port("WORKSPACE_POSTGRES_PORT", 5432),
+			Host: orDefault(dataNode, d.env.Get("WORKSPACE_POSTGRES_HOST")), Port: port("WORKSPACE_POSTGRES_PORT", 5432),
 			User: d.env.Get("WORKSPACE_POSTGRES_USER"), Database: d.env.Get("WORKSPACE_POSTGRES_DB"),
 			SSL:       d.env.Get("WORKSPACE_POSTGRES_SSL_ENABLED") == "true",
 			AdminUser: d.env.Get("POSTGRES_ADMIN_USER"), AdminDatabase: d.env.Get("POSTGRES_ADMIN_DB"),
 		}
 	}
-	if d.env.Get("LOCAL_REDIS_SCALE") == "0" {
-		in.Redis = &helmvalues.Redis{Host: d.env.Get("REDIS_HOST"), Port: port("REDIS_PORT", 6379), TLS: d.env.Get("REDIS_TLS_ENABLED") == "true"}
+	if d.env.Get("LOCAL_REDIS_SCALE") == "0" || dataNode != "" {
+		in.Redis = &helmvalues.Redis{Host: orDefault(dataNode, d.env.Get("REDIS_HOST")), Port: port("REDIS_PORT", 6379), TLS: d.env.Get("REDIS_TLS_ENABLED") == "true"}
 	}
 	return helmvalues.Render(in)
 }

@@ -139,3 +139,29 @@ func TestExportHelmValuesCarriesTheProxyCA(t *testing.T) {
 		t.Errorf("values returned with the error")
 	}
 }
+
+// On a node of a tier layout the data node's address is the external
+// database's and cache's host for the cluster.
+func TestExportHelmValuesOfATierNode(t *testing.T) {
+	paths := installed(t, config.Config{Domain: "carto.example.com", Layout: config.LayoutTier2, Role: config.RoleWeb,
+		Nodes: map[string]string{"web": "10.0.0.1", "app": "10.0.0.2", "data": "10.0.0.3"}})
+	v, err := ExportHelmValues(paths)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		ExternalPostgresql struct {
+			Host string `yaml:"host"`
+			Port int    `yaml:"port"`
+		} `yaml:"externalPostgresql"`
+		ExternalRedis struct {
+			Host string `yaml:"host"`
+		} `yaml:"externalRedis"`
+	}
+	if err := yaml.Unmarshal(v.YAML, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc.ExternalPostgresql.Host != "10.0.0.3" || doc.ExternalPostgresql.Port != 5432 || doc.ExternalRedis.Host != "10.0.0.3" {
+		t.Errorf("databases: %+v\n%s", doc, v.YAML)
+	}
+}

@@ -165,6 +165,9 @@ func TestTier1AppNodeJoinsInOrder(t *testing.T) {
 	if strings.Contains(compose, "\n  workspace-postgres:\n") || !strings.Contains(compose, "\n  router-http:\n") {
 		t.Error("the app node runs the database, or not the router")
 	}
+	if strings.Contains(compose, "10.0.0.2:") {
+		t.Error("the tier1 app node publishes on its private address, which no node reaches")
+	}
 	if readFile(t, JoinTokenPath(app.Paths)) != readFile(t, token) {
 		t.Error("the app node keeps another token than the one it joined with")
 	}
