@@ -242,17 +242,7 @@ func checkPeers(ctx context.Context, paths config.Paths, d *desired) error {
 // health (never its peers', which would have the nodes ask one another in
 // a circle).
 func NodeStatus(ctx context.Context, paths config.Paths) (*peer.Status, error) {
-	paths = paths.WithDefaults()
-	cfg, project, err := loadInstalled(ctx, paths)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := connectEngine(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer eng.Close()
-	st, err := statusOf(ctx, eng, paths, cfg, project)
+	cfg, st, err := installedStatus(ctx, paths.WithDefaults())
 	if err != nil {
 		return nil, err
 	}

@@ -173,16 +173,7 @@ type ProxyStatus struct {
 // GetStatus reports the installed stack's state from the engine.
 func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 	paths = paths.WithDefaults()
-	cfg, project, err := loadInstalled(ctx, paths)
-	if err != nil {
-		return nil, err
-	}
-	eng, err := connectEngine(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer eng.Close()
-	st, err := statusOf(ctx, eng, paths, cfg, project)
+	cfg, st, err := installedStatus(ctx, paths)
 	if err != nil || !cfg.Distributed() {
 		return st, err
 	}
@@ -215,6 +206,21 @@ func orNone(v string) string {
 		return "nothing"
 	}
 	return v
+}
+
+// installedStatus is this node's own status, from the engine.
+func installedStatus(ctx context.Context, paths config.Paths) (config.Config, *Status, error) {
+	cfg, project, err := loadInstalled(ctx, paths)
+	if err != nil {
+		return config.Config{}, nil, err
+	}
+	eng, err := connectEngine(ctx)
+	if err != nil {
+		return config.Config{}, nil, err
+	}
+	defer eng.Close()
+	st, err := statusOf(ctx, eng, paths, cfg, project)
+	return cfg, st, err
 }
 
 func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg config.Config, project *types.Project) (*Status, error) {

@@ -270,18 +270,22 @@ func TestStatusReplayedResponse(t *testing.T) {
 	}
 }
 
-func TestStatusUnreachable(t *testing.T) {
-	t.Parallel()
-	// A port that was just free: nothing listens on it.
+// freePort is a port that was just free: nothing listens on it.
+func freePort(t *testing.T) int {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
 
+func TestStatusUnreachable(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
 	c := &Client{Secret: testSecret(1), Port: port}
-	_, err = c.Status(context.Background(), "127.0.0.1")
+	_, err := c.Status(context.Background(), "127.0.0.1")
 	if !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("got %v, want ErrUnreachable", err)
 	}

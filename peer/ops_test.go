@@ -226,13 +226,7 @@ func TestOpsWrongSecret(t *testing.T) {
 
 func TestOpsUnreachable(t *testing.T) {
 	t.Parallel()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	c := &Client{Secret: testSecret(1), Port: port}
+	c := &Client{Secret: testSecret(1), Port: freePort(t)}
 	if _, err := c.Backup(context.Background(), "127.0.0.1", BackupRequest{}); !errors.Is(err, ErrUnreachable) {
 		t.Errorf("backup: got %v, want ErrUnreachable", err)
 	}

@@ -199,6 +199,28 @@ func TestEgressOnlyWarns(t *testing.T) {
 	}
 }
 
+// A node of a tier layout fails preflight while a node it depends on does
+// not answer; --ignore-preflight peers makes that a warning.
+func TestPeersFailUntilTheyAnswer(t *testing.T) {
+	rel, _ := templates.Default()
+	for _, tc := range []struct {
+		down   []string
+		ignore []string
+		status Status
+	}{
+		{nil, nil, Pass},
+		{[]string{"the data node (10.0.0.3): connection refused"}, nil, Fail},
+		{[]string{"the data node (10.0.0.3): connection refused"}, []string{"peers"}, Warn},
+	} {
+		r := Run(context.Background(), Options{Requirements: rel.Manifest.Requirements, Host: healthy(), Ignore: tc.ignore,
+			Peers: func(context.Context) ([]string, int) { return tc.down, 1 }})
+		c := r.Checks[len(r.Checks)-1]
+		if c.ID != "peers" || c.Status != tc.status || r.Failed != (tc.status == Fail) || (tc.down != nil && !strings.Contains(c.Detail, tc.down[0])) {
+			t.Errorf("%+v (report failed=%v)", c, r.Failed)
+		}
+	}
+}
+
 func TestFailedErrorListsEveryFailure(t *testing.T) {
 	h := healthy()
 	h.memory, h.cpus = 2*gib, 1
