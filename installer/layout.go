@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -299,7 +301,32 @@ func peerProblems(ctx context.Context, paths config.Paths, d *desired) []string 
 	for _, p := range askPeers(ctx, d.cfg, join, d.cfg.Dependencies(), d.release.Manifest.Version) {
 		if !p.Reachable {
 			out = append(out, fmt.Sprintf("the %s node (%s): %s", p.Role, p.Address, p.Error))
+			continue
 		}
+		if o := (config.Config{Layout: d.cfg.Layout, Role: p.Role}); o.Clients() == d.cfg.Role {
+			out = append(out, unreachablePorts(ctx, d, p)...)
+		}
+	}
+	return out
+}
+
+// unreachablePorts are the ports the node p serves this one on (its
+// services' x-carto-peer-port) that this node cannot connect to: a
+// firewall between the nodes, or p's services down.
+func unreachablePorts(ctx context.Context, d *desired, p PeerState) []string {
+	ports, err := stack.PeerPorts(d.release.Compose, p.Role)
+	if err != nil {
+		return []string{err.Error()}
+	}
+	var out []string
+	for _, port := range ports {
+		addr := net.JoinHostPort(p.Address, strconv.Itoa(port))
+		c, err := (&net.Dialer{Timeout: peerTimeout}).DialContext(ctx, "tcp", addr)
+		if err != nil {
+			out = append(out, fmt.Sprintf("the %s node's port %s: %v", p.Role, addr, err))
+			continue
+		}
+		c.Close()
 	}
 	return out
 }

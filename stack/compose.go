@@ -337,6 +337,33 @@ func serviceNames(p *types.Project) []string {
 	return names
 }
 
+// PeerPorts are the host ports a node running the template's services
+// of role publishes on its private address for the next node
+// (x-carto-peer-port), sorted.
+func PeerPorts(template []byte, role string) ([]int, error) {
+	var doc struct {
+		Services map[string]map[string]any `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(template, &doc); err != nil {
+		return nil, fmt.Errorf("parsing the release's compose template: %w", err)
+	}
+	var out []int
+	for name, svc := range doc.Services {
+		v, ok := svc[extPeerPort].(string)
+		if r, _ := svc[extRole].(string); !ok || r != role {
+			continue
+		}
+		host, _, err := peerPorts(v)
+		if err != nil {
+			return nil, fmt.Errorf("compose template: service %q: %w", name, err)
+		}
+		n, _ := strconv.Atoi(host)
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // Hostnames returns the names the template's services are reached by on
 // the stack's network (service names and network aliases), sorted: traffic
 // to them must never go through a proxy.

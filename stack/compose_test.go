@@ -251,6 +251,16 @@ func TestRenderComposeTier2(t *testing.T) {
 	}
 }
 
+func TestPeerPorts(t *testing.T) {
+	rel := testRelease(t)
+	for role, want := range map[string][]int{RoleData: {5432, 6379}, RoleApp: {13001, 13002, 13003, 13004, 13005, 13006, 13007}, RoleWeb: nil} {
+		got, err := PeerPorts(rel.Compose, role)
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("%s: %v, %v; want %v", role, got, err, want)
+		}
+	}
+}
+
 func TestRenderComposeRefusesBrokenTemplates(t *testing.T) {
 	for name, tpl := range map[string]string{
 		"not yaml":    "services: [",
