@@ -2,6 +2,7 @@ package envfile
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 )
@@ -15,24 +16,72 @@ const minSecret = 4
 // that MaskValue hides, found wherever it appears, and extraSecrets (e.g.
 // KeySecrets of key.json); then MaskText, for secret shapes that no
 // setting holds. The one redaction of the appliance: installer, the agent
-// and the support bundle use it.
+// and the support bundle (through Redaction, which also counts) use it.
 func NewRedactor(env Env, extraSecrets ...string) func(string) string {
-	var secrets []string
-	for _, k := range env.Keys() {
-		secrets = append(secrets, SecretParts(k, env.Get(k))...)
-	}
-	secrets = append(secrets, extraSecrets...)
-	// The replacer tries its pairs in order: longest first, so that a
-	// secret containing another is masked whole.
-	slices.SortStableFunc(secrets, func(a, b string) int { return len(b) - len(a) })
 	var pairs []string
-	for _, v := range secrets {
-		if len(v) >= minSecret {
-			pairs = append(pairs, v, Mask)
-		}
+	for _, s := range knownSecrets(env, map[string][]string{"": extraSecrets}) {
+		pairs = append(pairs, s.value, Mask)
 	}
 	r := strings.NewReplacer(pairs...)
 	return func(s string) string { return MaskText(r.Replace(s)) }
+}
+
+// namedSecret is a secret value and what holds it (a setting's name).
+type namedSecret struct{ what, value string }
+
+// knownSecrets are env's secret parts (SecretParts) and extra's values,
+// each named for what holds it, at least minSecret long, longest first:
+// a secret containing another is masked whole.
+func knownSecrets(env Env, extra map[string][]string) []namedSecret {
+	var out []namedSecret
+	for _, k := range env.Keys() {
+		for _, v := range SecretParts(k, env.Get(k)) {
+			out = append(out, namedSecret{k, v})
+		}
+	}
+	for _, what := range slices.Sorted(maps.Keys(extra)) {
+		for _, v := range extra[what] {
+			out = append(out, namedSecret{what, v})
+		}
+	}
+	out = slices.DeleteFunc(out, func(s namedSecret) bool { return len(s.value) < minSecret })
+	slices.SortStableFunc(out, func(a, b namedSecret) int { return len(b.value) - len(a.value) })
+	return out
+}
+
+// ShapeFinds names, in a Redaction's counts, what MaskText found by its
+// shape (a PEM key, a token, a password= value) rather than by value.
+const ShapeFinds = "secret shapes"
+
+// Redaction is the redactor of NewRedactor that also counts what it
+// masked, by what held each secret (a setting's name, or the name given
+// with an extra secret; ShapeFinds for MaskText's): a support bundle's
+// report of its redactions, which never shows a secret.
+type Redaction struct {
+	secrets []namedSecret
+}
+
+// NewRedaction redacts env's secrets and extra's (by what holds them,
+// e.g. "key.json" -> KeySecrets(key)).
+func NewRedaction(env Env, extra map[string][]string) *Redaction {
+	return &Redaction{secrets: knownSecrets(env, extra)}
+}
+
+// Redact masks text and says how many times it masked each kind.
+func (r *Redaction) Redact(text string) (string, map[string]int) {
+	counts := map[string]int{}
+	for _, s := range r.secrets {
+		if n := strings.Count(text, s.value); n > 0 {
+			counts[s.what] += n
+			text = strings.ReplaceAll(text, s.value, Mask)
+		}
+	}
+	before := strings.Count(text, Mask)
+	text = MaskText(text)
+	if n := strings.Count(text, Mask) - before; n > 0 {
+		counts[ShapeFinds] += n
+	}
+	return text, counts
 }
 
 // KeySecrets are the secrets of a key.json (a service account key): its

@@ -62,3 +62,26 @@ func TestKeySecrets(t *testing.T) {
 		t.Error("secrets from a file that is not JSON")
 	}
 }
+
+// A Redaction masks what NewRedactor masks, and counts each find by what
+// held the secret, never by the secret.
+func TestRedactionCounts(t *testing.T) {
+	env := NewEnv("POSTGRES_ADMIN_PASSWORD", "s3cr3t-admin", "SELFHOSTED_DOMAIN", "carto.example.com")
+	r := NewRedaction(env, map[string][]string{"key.json": {"KEYID-123456"}})
+	in := "login s3cr3t-admin at carto.example.com, again s3cr3t-admin, key KEYID-123456, url https://u:pw1234@h/ token=abcdefgh12345"
+	out, counts := r.Redact(in)
+	if want := NewRedactor(env, "KEYID-123456")(in); out != want {
+		t.Errorf("Redact %q, NewRedactor %q", out, want)
+	}
+	for _, secret := range []string{"s3cr3t-admin", "KEYID-123456", "pw1234", "abcdefgh12345"} {
+		if strings.Contains(out, secret) {
+			t.Errorf("%q left in %q", secret, out)
+		}
+	}
+	if counts["POSTGRES_ADMIN_PASSWORD"] != 2 || counts["key.json"] != 1 || counts[ShapeFinds] != 2 || len(counts) != 3 {
+		t.Errorf("counts %v", counts)
+	}
+	if !strings.Contains(out, "carto.example.com") {
+		t.Errorf("a harmless value masked: %q", out)
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/moby/moby/api/types/container"
 
 	"github.com/cartodb/carto-appliance/firewall"
 	"github.com/cartodb/carto-appliance/host"
@@ -68,6 +69,8 @@ type fakeStack struct {
 	images map[string]string
 
 	running map[string]string // service -> its configuration, as applied
+	// DiagnoseEnv is the environment of every container Diagnose shows.
+	DiagnoseEnv []string
 }
 
 // fakes puts a fakeStack in place of the Docker engine, a host.FakeEngine
@@ -305,6 +308,22 @@ func (f *fakeStack) RepoDigests(_ context.Context, ref string) ([]string, error)
 
 // Info answers once InfoFailures (each failing call counts one down)
 // are spent: an engine restarting.
+// Diagnose answers a container per running service, each with
+// DiagnoseEnv as its environment.
+func (f *fakeStack) Diagnose(_ context.Context, project string) (*stack.Diagnostics, error) {
+	f.record("diagnose")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.Fail["diagnose"]; err != nil {
+		return nil, err
+	}
+	d := &stack.Diagnostics{Info: map[string]any{"ServerVersion": "28.2.2"}}
+	for _, svc := range slices.Sorted(maps.Keys(f.running)) {
+		d.Containers = append(d.Containers, container.InspectResponse{Name: "/" + project + "-" + svc + "-1", Config: &container.Config{Env: f.DiagnoseEnv}})
+	}
+	return d, nil
+}
+
 func (f *fakeStack) Info(context.Context) (stack.EngineInfo, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

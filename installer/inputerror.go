@@ -42,6 +42,9 @@ const (
 	InputRole   Input = "role"   // this node's role in the layout
 	InputNodes  Input = "nodes"  // the layout's nodes: role=address pairs
 	InputJoin   Input = "join"   // the join token file the data node wrote
+	// InputSetting is a NAME=VALUE of appliance.yaml given by name
+	// (config set), or the name config get reads.
+	InputSetting Input = "setting"
 )
 
 // InputError is bad or missing input, named by Input. Its message names

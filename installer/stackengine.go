@@ -27,6 +27,7 @@ type stackEngine interface {
 	LoadImage(ctx context.Context, r io.Reader, id string, refs []string, progress io.Writer) (bool, error)
 	ImageID(ctx context.Context, ref string) (string, error)
 	UntagImage(ctx context.Context, ref string) error
+	Diagnose(ctx context.Context, project string) (*stack.Diagnostics, error)
 	Close() error
 }
 

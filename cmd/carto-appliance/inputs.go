@@ -78,8 +78,6 @@ var fieldFlags = map[string]string{
 	"tls.acme.ca_cert":        "--acme-ca-cert FILE, or `carto-appliance certs acme --ca-cert FILE`",
 	"network.allowed_sources": "--allowed-sources",
 	"license.server":          "--license-server",
-	"upgrade.channel_url":     "appliance.yaml upgrade.channel_url",
-	"upgrade.channel":         "appliance.yaml upgrade.channel",
 	"layout":                  "--layout",
 	"role":                    "--role",
 	"nodes":                   "--nodes (or --join FILE)",
@@ -140,8 +138,13 @@ func explain(err error, command string) string {
 	}
 	var fe *config.FieldError
 	if errors.As(err, &fe) {
-		if flag, ok := fieldFlags[fe.Field]; ok {
+		// After config set --apply, a field config set sets is named so.
+		settable := config.Settable(fe.Field)
+		if flag, ok := fieldFlags[fe.Field]; ok && !(settable && command == "config set") {
 			return fmt.Sprintf("%v (set with %s)", err, flag)
+		}
+		if settable {
+			return fmt.Sprintf("%v (set with `carto-appliance config set %s=VALUE`)", err, fe.Field)
 		}
 	}
 	return err.Error()

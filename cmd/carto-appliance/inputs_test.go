@@ -21,6 +21,22 @@ func TestExplainNamesTheFlagOfAnInvalidField(t *testing.T) {
 	}
 }
 
+// A field no flag sets is named with the config set that changes it.
+func TestExplainNamesConfigSetForAFieldWithoutAFlag(t *testing.T) {
+	err := config.Config{Upgrade: config.UpgradeConfig{Channel: "Beta"}}.Validate()
+	if got := explain(err, "upgrade"); !strings.HasSuffix(got, "(set with `carto-appliance config set upgrade.channel=VALUE`)") {
+		t.Errorf("got %q", got)
+	}
+	err = &config.FieldError{Field: "domain", Err: fmt.Errorf("bad domain")}
+	if got := explain(err, "config set"); got != "bad domain (set with `carto-appliance config set domain=VALUE`)" {
+		t.Errorf("config set --apply: %q", got)
+	}
+	err = &config.FieldError{Field: "tls.mode", Err: fmt.Errorf("no router here")}
+	if got := explain(err, "config apply"); got != "no router here" {
+		t.Errorf("a field config set refuses: %q", got)
+	}
+}
+
 // Each command names an input by its own flag.
 func TestExplainNamesTheCommandsFlag(t *testing.T) {
 	cert := &installer.InputError{Input: installer.InputTLSCert, Err: fmt.Errorf("the certificate: open /x.crt: no such file")}

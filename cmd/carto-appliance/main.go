@@ -128,6 +128,7 @@ func newRootCmd() *cobra.Command {
 		newFirewallCmd(),
 		newExportCmd(),
 		newForwardCmd(),
+		newSupportBundleCmd(),
 	)
 	return root
 }
