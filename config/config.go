@@ -57,6 +57,8 @@ type Config struct {
 	License LicenseConfig `yaml:"license,omitempty"`
 	// Upgrade says where newer CARTO releases are looked for.
 	Upgrade UpgradeConfig `yaml:"upgrade,omitempty"`
+	// Backup is the backups the agent takes by itself. Default: none.
+	Backup BackupConfig `yaml:"backup,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -154,6 +156,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := validateUpgrade(c.Upgrade); err != nil {
+		return err
+	}
+	if err := validateBackup(c.Backup); err != nil {
 		return err
 	}
 	return validateProxy(c)

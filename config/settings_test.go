@@ -11,6 +11,10 @@ import (
 // settingSamples are valid values of every setting Set may change: a new
 // field fails TestEverySettingRoundTrips until it has one here.
 var settingSamples = map[string]string{
+	"backup.every":              "24h",
+	"backup.keep":               "3",
+	"backup.dir":                "/srv/carto-backups",
+	"backup.passphrase_file":    "/etc/carto-backup.pass",
 	"domain":                    "carto.example.com",
 	"registry":                  "registry.example.com:5000/carto",
 	"project":                   "carto-2",

@@ -42,6 +42,8 @@ const (
 	InputRole   Input = "role"   // this node's role in the layout
 	InputNodes  Input = "nodes"  // the layout's nodes: role=address pairs
 	InputJoin   Input = "join"   // the join token file the data node wrote
+	// InputBackup is a backup to restore (its file or its passphrase).
+	InputBackup Input = "backup"
 	// InputSetting is a NAME=VALUE of appliance.yaml given by name
 	// (config set), or the name config get reads.
 	InputSetting Input = "setting"

@@ -18,6 +18,7 @@ const (
 	jobConverge     = "converge"
 	jobRenew        = "certificate-renewal"
 	jobLicenseCheck = "license-check"
+	jobBackup       = "backup"
 	// jobProbe, followed by the service's name: one probe per service.
 	jobProbe = "probe-"
 )

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -170,6 +171,10 @@ type sup struct {
 
 	dial  func(context.Context) (engine, error)
 	apply func(context.Context, installer.Options) (*installer.Result, error)
+
+	// backupFailed is when the last scheduled backup failed (unix
+	// nanoseconds; 0: it did not), written by its job.
+	backupFailed atomic.Int64
 }
 
 // loadProject loads the installed compose project, again only when its
@@ -369,6 +374,7 @@ func (s *sup) watch(ctx context.Context, eng engine) error {
 			s.resync(ctx, eng, retry)
 		case <-tick.C:
 			s.resync(ctx, eng, retry)
+			s.scheduledBackup(ctx)
 		case <-certTick.C:
 			s.checkCertificate(ctx)
 		case <-frontTick.C:
@@ -542,6 +548,37 @@ func (s *sup) checkLicense(ctx context.Context) {
 			s.opts.Logf("event=license-checked state=%s%s err=%q action=none", st.State, grace, st.Reason+" (the stack keeps running)")
 		}
 		return err
+	}})
+}
+
+// backupRetry is how long after a failed scheduled backup the next try
+// comes: each try dumps the database.
+const backupRetry = 10 * time.Minute
+
+// scheduledBackup takes the backup appliance.yaml's backup section asks
+// for, when due, beside the loop (a dump takes a while); the next is due
+// backup.every after it. A failed one is logged and tried again
+// backupRetry later.
+func (s *sup) scheduledBackup(ctx context.Context) {
+	if s.jobs.Running(jobBackup) {
+		return
+	}
+	if due := installer.ScheduledBackupDue(s.opts.Paths); due.IsZero() || time.Now().Before(due) {
+		return
+	}
+	if failed := s.backupFailed.Load(); failed != 0 && time.Since(time.Unix(0, failed)) < backupRetry {
+		return
+	}
+	s.jobs.Start(ctx, Job{Name: jobBackup, Interruptible: true, Run: func(ctx context.Context) error {
+		b, err := installer.TakeScheduledBackup(ctx, s.opts.Paths)
+		if err != nil {
+			s.backupFailed.Store(time.Now().UnixNano())
+			s.opts.Logf("event=backup-failed err=%q action=retry-in-%s", oneLine(err), backupRetry)
+			return err
+		}
+		s.backupFailed.Store(0)
+		s.opts.Logf("event=backup-taken path=%q database=%t removed=%d", b.Path, b.Result.Database, len(b.Removed))
+		return nil
 	}})
 }
 

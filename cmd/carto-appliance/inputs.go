@@ -45,6 +45,7 @@ var inputFlags = map[installer.Input]string{
 	installer.InputRole:               "--role",
 	installer.InputNodes:              "--nodes",
 	installer.InputJoin:               "--join FILE",
+	installer.InputBackup:             "restore FILE (--passphrase-file FILE)",
 }
 
 // commandInputFlags are where a command names an input otherwise.

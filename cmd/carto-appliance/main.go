@@ -129,6 +129,8 @@ func newRootCmd() *cobra.Command {
 		newExportCmd(),
 		newForwardCmd(),
 		newSupportBundleCmd(),
+		newBackupCmd(),
+		newRestoreCmd(),
 	)
 	return root
 }

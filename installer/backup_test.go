@@ -1,0 +1,90 @@
+package installer
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cartodb/carto-appliance/backupfile"
+	"github.com/cartodb/carto-appliance/config"
+)
+
+// writeBackupFile writes a backup with one config file, by carto-appliance
+// made, and returns its path.
+func writeBackupFile(t *testing.T, made string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := backupfile.NewWriter(&buf, backupfile.Header{ApplianceVersion: made, CartoVersion: "2025.11.3"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Add("config/appliance.yaml", 0o600, 9, strings.NewReader("domain: x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "b.cbk")
+	if err := os.WriteFile(p, buf.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A restore refuses, with nothing left on the node, a file that is not a
+// backup, one a newer carto-appliance wrote, and an installed node.
+func TestRestoreRefusals(t *testing.T) {
+	prev := ApplianceVersion
+	t.Cleanup(func() { ApplianceVersion = prev })
+	ApplianceVersion = "1.0.0"
+	junk := filepath.Join(t.TempDir(), "junk")
+	os.WriteFile(junk, []byte("not a backup at all"), 0o600)
+	for _, c := range []struct{ name, file, want string }{
+		{"not a backup", junk, "nothing was changed"},
+		{"newer carto-appliance", writeBackupFile(t, "1.2.0"), "written by carto-appliance 1.2.0, newer than this one (1.0.0)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+			_, err := Restore(t.Context(), RestoreOptions{Options: Options{Paths: paths}, File: c.file})
+			var in *InputError
+			if !errors.As(err, &in) || in.Input != InputBackup || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v, want an InputError naming the backup with %q", err, c.want)
+			}
+			for _, d := range []string{paths.ConfigDir, paths.StateDir} {
+				if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("a refused restore left %s", d)
+				}
+			}
+		})
+	}
+	paths := installed(t, config.Config{})
+	_, err := Restore(t.Context(), RestoreOptions{Options: Options{Paths: paths}, File: writeBackupFile(t, "1.0.0")})
+	if err == nil || !strings.Contains(err.Error(), "this node is installed") {
+		t.Errorf("restore onto an installed node: %v", err)
+	}
+}
+
+// The next scheduled backup is due backup.every after the newest; none
+// is when backup.every is not set.
+func TestScheduledBackupDue(t *testing.T) {
+	paths := installed(t, config.Config{})
+	if due := ScheduledBackupDue(paths); !due.IsZero() {
+		t.Errorf("due %v without backup.every", due)
+	}
+	dir := t.TempDir()
+	paths = installed(t, config.Config{Backup: config.BackupConfig{Every: "6h", Dir: dir}})
+	if due := ScheduledBackupDue(paths); due.IsZero() || time.Since(due) < 0 {
+		t.Errorf("the first backup is due %v, want now", due)
+	}
+	for _, n := range []string{"carto-backup-20261201T000000Z.cbk", "carto-backup-20261203T120000Z.cbk", "other.txt"} {
+		os.WriteFile(filepath.Join(dir, n), nil, 0o600)
+	}
+	if due, want := ScheduledBackupDue(paths), time.Date(2026, 12, 3, 18, 0, 0, 0, time.UTC); !due.Equal(want) {
+		t.Errorf("due %v, want %v", due, want)
+	}
+}
