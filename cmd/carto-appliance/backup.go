@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +13,27 @@ import (
 	"github.com/cartodb/carto-appliance/installer"
 	"github.com/cartodb/carto-appliance/internal/boundedread"
 )
+
+// writeNewFile writes a new file (0600, never over an existing one) with
+// write, and removes it when write fails: no partial file is left that
+// could be taken for a whole one.
+func writeNewFile(path string, write func(io.Writer) error) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return usageError{fmt.Errorf("-o %s: %w (give a new file)", path, err)}
+	}
+	err = write(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(path)
+	}
+	return err
+}
 
 // readPassphrase reads a passphrase file (its first line): never a flag's
 // value, which ps and the shell's history would show.
@@ -54,19 +76,11 @@ appliance.yaml's backup section has the agent take them by itself
 				h, _ := os.Hostname()
 				out = fmt.Sprintf("carto-backup-%s-%s.cbk", h, time.Now().UTC().Format("20060102T150405Z"))
 			}
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return usageError{fmt.Errorf("-o %s: %w (give a new file)", out, err)}
-			}
-			res, err := installer.Backup(cmd.Context(), f, installer.BackupOptions{Paths: pathsFrom(cmd), Passphrase: pass})
-			if err == nil {
-				err = f.Sync()
-			}
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(out)
+			var res *installer.BackupResult
+			if err := writeNewFile(out, func(w io.Writer) (err error) {
+				res, err = installer.Backup(cmd.Context(), w, installer.BackupOptions{Paths: pathsFrom(cmd), Passphrase: pass})
+				return err
+			}); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()

@@ -2,12 +2,14 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/support"
 )
 
 func newSupportBundleCmd() *cobra.Command {
@@ -32,16 +34,11 @@ MANIFEST says what could not be collected and why. Nothing on the node changes.`
 				host, _ := os.Hostname()
 				out = fmt.Sprintf("carto-support-%s-%s.tar.gz", host, time.Now().UTC().Format("20060102T150405Z"))
 			}
-			f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-			if err != nil {
-				return usageError{fmt.Errorf("-o %s: %w (give a new file)", out, err)}
-			}
-			sum, err := installer.SupportBundle(cmd.Context(), f, opts)
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-			if err != nil {
-				os.Remove(out)
+			var sum *support.Summary
+			if err := writeNewFile(out, func(w io.Writer) (err error) {
+				sum, err = installer.SupportBundle(cmd.Context(), w, opts)
+				return err
+			}); err != nil {
 				return err
 			}
 			w := cmd.OutOrStdout()
