@@ -148,9 +148,16 @@ type PeerState struct {
 	License string `json:"license,omitempty"`
 }
 
-// peerTimeout bounds one question to a peer: status and install never
-// wait long on a node that is down.
-const peerTimeout = 3 * time.Second
+// Bounds of one question to a peer. A node that is down refuses the
+// connection (or does not answer the 3 s dial) at once; a node that is up
+// but busy (converging, under load) may take seconds to inspect its
+// containers: status shows it as not answering after peerShowTimeout,
+// while an install or upgrade deciding on it waits peerDecideTimeout
+// rather than refuse for nothing.
+const (
+	peerShowTimeout   = 10 * time.Second
+	peerDecideTimeout = 30 * time.Second
+)
 
 // askPeer asks one peer; workflow tests answer in its place.
 var askPeer = func(ctx context.Context, c *peer.Client, addr string) (*peer.Status, error) {
@@ -158,14 +165,14 @@ var askPeer = func(ctx context.Context, c *peer.Client, addr string) (*peer.Stat
 }
 
 // askPeers asks the nodes of roles for their status, all at once.
-func askPeers(ctx context.Context, cfg config.Config, join *peer.Join, roles []string, version string) []PeerState {
+func askPeers(ctx context.Context, cfg config.Config, join *peer.Join, roles []string, version string, timeout time.Duration) []PeerState {
 	client := &peer.Client{Secret: join.Secret, Port: cfg.PeerPort()}
 	out := make([]PeerState, len(roles))
 	var wg sync.WaitGroup
 	for i, r := range roles {
 		out[i] = PeerState{Role: r, Address: cfg.Nodes[r]}
 		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, peerTimeout)
+			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			st, err := askPeer(ctx, client, out[i].Address)
 			if err != nil {
@@ -206,7 +213,7 @@ func checkDependencies(ctx context.Context, cfg config.Config, join *peer.Join, 
 	if join == nil {
 		return inputErrorf(InputJoin, "no join token for this %s node: give this install the one the data node wrote", cfg.Role)
 	}
-	for _, p := range askPeers(ctx, cfg, join, deps, version) {
+	for _, p := range askPeers(ctx, cfg, join, deps, version, peerDecideTimeout) {
 		switch {
 		case !p.Reachable:
 			return &PeerRefusedError{fmt.Errorf("the %s node (%s) must be up before this %s node starts its services (the %s layout goes %s), but it did not answer: %s; install or start it first, and check this node reaches %s port %d",
@@ -298,7 +305,7 @@ func peerProblems(ctx context.Context, paths config.Paths, d *desired) []string 
 		}
 	}
 	var out []string
-	for _, p := range askPeers(ctx, d.cfg, join, d.cfg.Dependencies(), d.release.Manifest.Version) {
+	for _, p := range askPeers(ctx, d.cfg, join, d.cfg.Dependencies(), d.release.Manifest.Version, peerDecideTimeout) {
 		if !p.Reachable {
 			out = append(out, fmt.Sprintf("the %s node (%s): %s", p.Role, p.Address, p.Error))
 			continue
@@ -321,7 +328,7 @@ func unreachablePorts(ctx context.Context, d *desired, p PeerState) []string {
 	var out []string
 	for _, port := range ports {
 		addr := net.JoinHostPort(p.Address, strconv.Itoa(port))
-		c, err := (&net.Dialer{Timeout: peerTimeout}).DialContext(ctx, "tcp", addr)
+		c, err := (&net.Dialer{Timeout: peerShowTimeout}).DialContext(ctx, "tcp", addr)
 		if err != nil {
 			out = append(out, fmt.Sprintf("the %s node's port %s: %v", p.Role, addr, err))
 			continue

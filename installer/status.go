@@ -184,7 +184,7 @@ func GetStatus(ctx context.Context, paths config.Paths) (*Status, error) {
 		return nil, err
 	}
 	if join != nil {
-		st.Peers = askPeers(ctx, cfg, join, otherRoles(cfg), st.Version)
+		st.Peers = askPeers(ctx, cfg, join, otherRoles(cfg), st.Version, peerShowTimeout)
 	}
 	for _, p := range st.Peers {
 		if p.Role == cfg.LicenseChecker() && !cfg.ChecksLicenseOnline() && p.Reachable {

@@ -51,9 +51,11 @@ const (
 	// Nodes run NTP; two minutes absorb a slow sync without letting a
 	// captured request be replayed for long.
 	maxSkew = 2 * time.Minute
-	// statusTimeout bounds the status func: past the client's 3 s timeout
-	// nobody waits for the answer.
-	statusTimeout = 3 * time.Second
+	// statusTimeout bounds the status func: a node busy converging may
+	// take seconds to inspect its containers, and a peer deciding an
+	// install or an upgrade waits that long rather than refuse; no caller
+	// waits longer than the client's bound.
+	statusTimeout = 25 * time.Second
 	// maxBody bounds a request's body and an answer's: both are small JSON
 	// documents or messages. A dump never travels over this API; it stays
 	// on the node that made it.

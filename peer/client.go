@@ -57,7 +57,9 @@ var transport = &http.Transport{
 // A peer never redirects; an unsigned 3xx then counts as not a peer.
 func noRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
-var defaultHTTP = &http.Client{Timeout: 3 * time.Second, Transport: transport, CheckRedirect: noRedirect}
+// defaultHTTP's Timeout is a last resort: callers bound each question
+// with their ctx (a status shown waits less than an install deciding).
+var defaultHTTP = &http.Client{Timeout: 30 * time.Second, Transport: transport, CheckRedirect: noRedirect}
 
 // defaultOpsHTTP has no Timeout: http.Client.Timeout would cut a dump
 // that takes minutes whatever deadline the caller's ctx allows.
