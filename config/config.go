@@ -59,6 +59,8 @@ type Config struct {
 	Upgrade UpgradeConfig `yaml:"upgrade,omitempty"`
 	// Backup is the backups the agent takes by itself. Default: none.
 	Backup BackupConfig `yaml:"backup,omitempty"`
+	// Console is the admin console the agent serves. Default: none.
+	Console ConsoleConfig `yaml:"console,omitempty"`
 }
 
 // RouterConfig is where the router listens on the host.
@@ -159,6 +161,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	if err := validateBackup(c.Backup); err != nil {
+		return err
+	}
+	if err := validateConsole(c.Console); err != nil {
 		return err
 	}
 	return validateProxy(c)

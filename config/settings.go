@@ -58,13 +58,14 @@ func SettingNames() []string { return slices.Sorted(maps.Keys(settingIndex())) }
 // change is more than a line of appliance.yaml: a node's place in a
 // layout, or a certificate or CA file that must be checked and installed.
 var setElsewhere = map[string]string{
-	"layout":        "the layout is set at install; changing it is not supported (uninstall, then install again)",
-	"role":          "the node's role is set at install; changing it is not supported (uninstall, then install again)",
-	"nodes":         "the layout's nodes are set at install; changing them is not supported (uninstall, then install again)",
-	"peer.port":     "the peer port is set at install; changing it is not supported (every node of the layout must agree on it)",
-	"tls.mode":      "the TLS mode comes with its certificate: use `carto-appliance certs self-signed`, `certs import`, `certs acme` or `certs offload`, which check the certificate and install it",
-	"tls.acme.":     "the ACME settings come with a certificate from that CA: use `carto-appliance certs acme`, which checks them and obtains it",
-	"proxy.ca_cert": "the proxy's CA is a file the appliance checks and copies into certs/: use `carto-appliance proxy set` with the CA's file",
+	"layout":                "the layout is set at install; changing it is not supported (uninstall, then install again)",
+	"role":                  "the node's role is set at install; changing it is not supported (uninstall, then install again)",
+	"nodes":                 "the layout's nodes are set at install; changing them is not supported (uninstall, then install again)",
+	"peer.port":             "the peer port is set at install; changing it is not supported (every node of the layout must agree on it)",
+	"tls.mode":              "the TLS mode comes with its certificate: use `carto-appliance certs self-signed`, `certs import`, `certs acme` or `certs offload`, which check the certificate and install it",
+	"tls.acme.":             "the ACME settings come with a certificate from that CA: use `carto-appliance certs acme`, which checks them and obtains it",
+	"proxy.ca_cert":         "the proxy's CA is a file the appliance checks and copies into certs/: use `carto-appliance proxy set` with the CA's file",
+	"console.password_hash": "the console's password is hashed from what you type: use `carto-appliance console set-password`",
 }
 
 // refusal is why Set refuses name, or "" when it may set it.

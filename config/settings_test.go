@@ -12,6 +12,8 @@ import (
 // field fails TestEverySettingRoundTrips until it has one here.
 var settingSamples = map[string]string{
 	"backup.every":              "24h",
+	"console.port":              "9444",
+	"console.bind_address":      "10.0.0.5",
 	"backup.keep":               "3",
 	"backup.dir":                "/srv/carto-backups",
 	"backup.passphrase_file":    "/etc/carto-backup.pass",

@@ -88,3 +88,24 @@ func TestScheduledBackupDue(t *testing.T) {
 		t.Errorf("due %v, want %v", due, want)
 	}
 }
+
+// The console's password is kept as a bcrypt hash in appliance.yaml; a
+// short one is refused with the file unchanged.
+func TestSetConsolePassword(t *testing.T) {
+	paths := installed(t, config.Config{})
+	before, _ := os.ReadFile(paths.File(config.ConfigFileName))
+	var in *InputError
+	if err := SetConsolePassword(t.Context(), paths, []byte("short")); !errors.As(err, &in) || in.Input != InputConsolePassword {
+		t.Fatalf("a short password: %v", err)
+	}
+	if after, _ := os.ReadFile(paths.File(config.ConfigFileName)); !bytes.Equal(before, after) {
+		t.Error("a refused password changed appliance.yaml")
+	}
+	if err := SetConsolePassword(t.Context(), paths, []byte("a long enough password")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := installedConfig(t, paths)
+	if !strings.HasPrefix(cfg.Console.PasswordHash, "$2") || strings.Contains(cfg.Console.PasswordHash, "long enough") {
+		t.Errorf("hash %q", cfg.Console.PasswordHash)
+	}
+}

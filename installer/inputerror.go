@@ -44,6 +44,8 @@ const (
 	InputJoin   Input = "join"   // the join token file the data node wrote
 	// InputBackup is a backup to restore (its file or its passphrase).
 	InputBackup Input = "backup"
+	// InputConsolePassword is the admin console's password.
+	InputConsolePassword Input = "console_password"
 	// InputSetting is a NAME=VALUE of appliance.yaml given by name
 	// (config set), or the name config get reads.
 	InputSetting Input = "setting"

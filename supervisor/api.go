@@ -285,6 +285,12 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 		srvOps.release = opts.Front.Release
 	}
 	srvOps.cont = srvOps.continueUpgrade(opts.Version)
+	consoleDone := make(chan struct{})
+	go func() {
+		defer close(consoleDone)
+		serveConsole(ctx, srvOps)
+	}()
+	defer func() { <-consoleDone }()
 	mux.HandleFunc("GET /v1/upgrade/continuation", srvOps.followContinuation)
 	handleOp[ApplyOp](mux, srvOps)
 	handleOp[ControlOp](mux, srvOps)

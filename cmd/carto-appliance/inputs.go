@@ -46,6 +46,7 @@ var inputFlags = map[installer.Input]string{
 	installer.InputNodes:              "--nodes",
 	installer.InputJoin:               "--join FILE",
 	installer.InputBackup:             "restore FILE (--passphrase-file FILE)",
+	installer.InputConsolePassword:    "console set-password (--password-file FILE)",
 }
 
 // commandInputFlags are where a command names an input otherwise.

@@ -131,6 +131,7 @@ func newRootCmd() *cobra.Command {
 		newSupportBundleCmd(),
 		newBackupCmd(),
 		newRestoreCmd(),
+		newConsoleCmd(),
 	)
 	return root
 }
