@@ -1,0 +1,320 @@
+//go:build integration && console
+
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/cartodb/carto-appliance/e2e/testbed"
+	"github.com/cartodb/carto-appliance/e2e/vm"
+)
+
+// screenshotDir keeps the console scenario's screenshots, as artefacts of
+// the run (make integration's .cache).
+const screenshotDir = "../.cache/screenshots"
+
+// Not yet in make check (build tag console; #18): the steps up to the
+// killed and the unhealthy container pass; the settings step times out
+// after its POST was accepted (the agent logged event=console-settings),
+// which is the next thing to find. Run it with
+// `go test -tags 'integration console' -run TestConsoleInFreshVM ./e2e/`
+// on a machine with Debian's chromium (apt-get install chromium).
+//
+// The admin console in a fresh VM (SPEC §13), driven in a real headless
+// Chromium: by default it answers on the VM's loopback only; bound to the
+// VM's address, a wrong password is refused, the right one shows the 17
+// services healthy; a killed container turns unhealthy and healthy again
+// on the page without a reload; a setting changed through the page lands
+// in appliance.yaml, while a form posted without the CSRF token is
+// refused; a support bundle downloads; an upgrade runs with its steps
+// shown. Screenshots of each page are kept.
+func TestConsoleInFreshVM(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("Debian's chromium is needed (make deps installs it): %v", err)
+	}
+	netw, regHost, regCA := vmNetwork(t, "console")
+	srv, err := testbed.ServeChannel(netw.Gateway, channelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	node := vm.New(t, docker, vm.Options{Name: "carto", Network: netw.Name})
+	outside := vm.New(t, docker, vm.Options{Name: "outside", Network: netw.Name})
+	agentJournalOnFailure(t, node)
+	trustRegistry(t, node, regHost, regCA)
+	write(t, node, "/usr/local/share/ca-certificates/channel-ca.crt", srv.CAPEM, 0o644)
+	node.MustExec(t, "update-ca-certificates")
+	stagePackage(t, node)
+	out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--yes",
+		"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)
+	if err != nil || code != 0 {
+		t.Fatalf("install: exit %d %v\n%s\n%s", code, err, out, errOut)
+	}
+	node.MustExec(t, "carto-appliance", "config", "set", "upgrade.channel_url="+srv.URL)
+	const password = "console password 1234"
+	write(t, node, "/root/console-pass", []byte(password+"\n"), 0o600)
+	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + node.IP() + ":9443"
+
+	step(t, "set-password: the console answers on the VM's loopback only", func(t *testing.T) {
+		node.MustExec(t, "carto-appliance", "console", "set-password", "--password-file", "/root/console-pass")
+		eventually(t, 60*time.Second, func() error {
+			if got, _, _, _ := node.Exec(ctx, "curl", "-ks", "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:9443/login"); got != "200" {
+				return fmt.Errorf("the console on loopback answers %q", got)
+			}
+			return nil
+		})
+		if _, _, code, _ := outside.Exec(ctx, "curl", "-ks", "--max-time", "3", "https://"+node.IP()+":9443/login"); code == 0 {
+			t.Error("the console answers another host by default")
+		}
+		if cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); strings.Contains(cfg, password) || !strings.Contains(cfg, "password_hash: $2") {
+			t.Errorf("appliance.yaml holds the password, or no bcrypt hash:\n%s", cfg)
+		}
+	})
+
+	node.MustExec(t, "carto-appliance", "config", "set", "console.bind_address="+node.IP())
+	eventually(t, 60*time.Second, func() error {
+		if got, _, _, _ := outside.Exec(ctx, "curl", "-ks", "-o", "/dev/null", "-w", "%{http_code}", base+"/login"); got != "200" {
+			return fmt.Errorf("the console on the VM's address answers %q", got)
+		}
+		return nil
+	})
+
+	downloads := t.TempDir()
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium), chromedp.Flag("ignore-certificate-errors", true), chromedp.NoSandbox)...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	// The first run starts the browser, with no deadline (one would end
+	// the browser with it); every later action is bounded, and the page's
+	// own updates are awaited with waitPage.
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatal(err)
+	}
+	run := func(t *testing.T, within time.Duration, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		c, cancel := context.WithTimeout(bctx, within)
+		defer cancel()
+		if err := chromedp.Do(c, actions...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	get := func(t *testing.T, within time.Duration, a chromedp.Action[string]) string {
+		t.Helper()
+		c, cancel := context.WithTimeout(bctx, within)
+		defer cancel()
+		v, err := chromedp.Run(c, a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	shot := func(t *testing.T, name string) {
+		t.Helper()
+		c, cancel := context.WithTimeout(bctx, 30*time.Second)
+		defer cancel()
+		png, err := chromedp.Run(c, chromedp.FullScreenshot(90))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(screenshotDir, "console-"+name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// pageText is the text of the element sel.
+	pageText := func(t *testing.T, sel string) string {
+		t.Helper()
+		return get(t, 10*time.Second, chromedp.Text(chromedp.CSS(sel)))
+	}
+	eval := func(t *testing.T, js string) string {
+		t.Helper()
+		c, cancel := context.WithTimeout(bctx, 10*time.Second)
+		defer cancel()
+		v, err := chromedp.Run(c, chromedp.Evaluate[string](js))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// waitPage waits for the page's JS (server-sent events), never
+	// reloading it, until check passes on the text of sel.
+	waitPage := func(t *testing.T, within time.Duration, sel string, check func(string) error) {
+		t.Helper()
+		eventually(t, within, func() error { return check(pageText(t, sel)) })
+	}
+
+	step(t, "a wrong password is refused; the right one shows the 17 services healthy", func(t *testing.T) {
+		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("password")),
+			chromedp.SendKeys(chromedp.ID("password"), "not the password"), chromedp.Submit(chromedp.ID("password")),
+			chromedp.WaitVisible(chromedp.ID("password")))
+		shot(t, "login-refused")
+		if loc := get(t, 10*time.Second, chromedp.Location()); !strings.Contains(loc, "/login") {
+			t.Fatalf("a wrong password reached %s", loc)
+		}
+		run(t, 30*time.Second, chromedp.Navigate(base+"/login"), chromedp.WaitVisible(chromedp.ID("password")),
+			chromedp.SendKeys(chromedp.ID("password"), password), chromedp.Submit(chromedp.ID("password")),
+			chromedp.WaitVisible(chromedp.ID("services")))
+		waitPage(t, 60*time.Second, "#services", func(s string) error {
+			if n := strings.Count(s, "healthy") - strings.Count(s, "unhealthy"); n < 16 {
+				return fmt.Errorf("%d services healthy on the page:\n%s", n, s)
+			}
+			return nil
+		})
+		if rows := eval(t, `String(document.querySelectorAll('#services tr').length)`); rows != "17" {
+			t.Errorf("%s services on the page, want 17", rows)
+		}
+		shot(t, "status")
+	})
+
+	step(t, "a killed container comes back, and an unhealthy one turns healthy again, on the page without a reload", func(t *testing.T) {
+		eval(t, `window.__notReloaded = true; "set"`)
+		row := func(s string) []string {
+			for _, line := range strings.Split(s, "\n") {
+				if f := strings.Split(strings.TrimSpace(line), "\t"); len(f) > 3 && f[0] == "maps-api" {
+					return f
+				}
+			}
+			return nil
+		}
+		restarts := func(f []string) int {
+			n := -1
+			if f != nil {
+				fmt.Sscan(f[3], &n)
+			}
+			return n
+		}
+		healthy := func(f []string) bool { return f != nil && f[1] == "running" && f[2] == "healthy" }
+		before := restarts(row(pageText(t, "#services")))
+		// Docker's restart policy and the agent's own check bring it back
+		// within a second or two: the page shows the restart.
+		node.MustExec(t, "docker", "kill", "carto-maps-api-1")
+		waitPage(t, 60*time.Second, "#services", func(s string) error {
+			if f := row(s); restarts(f) <= before || !healthy(f) {
+				return fmt.Errorf("maps-api's restart not on the page (%d before): %q", before, f)
+			}
+			return nil
+		})
+		// A service whose healthcheck fails: the engine marks it
+		// unhealthy after its retries, and the agent replaces it at once
+		// (the page, every 2 s, may not catch the moment in between);
+		// the page shows the restart and the service healthy again.
+		before = restarts(row(pageText(t, "#services")))
+		ip := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "carto-maps-api-1"))
+		node.MustExec(t, "curl", "-sf", "-X", "POST", "http://"+ip+":3000/control/unhealthy")
+		sawDown := false
+		waitPage(t, 180*time.Second, "#services", func(s string) error {
+			f := row(s)
+			if f != nil && !healthy(f) {
+				sawDown = true
+			}
+			if restarts(f) <= before || !healthy(f) {
+				return fmt.Errorf("maps-api's replacement not on the page (%d restarts before): %q", before, f)
+			}
+			return nil
+		})
+		t.Logf("the page showed maps-api down in between: %v", sawDown)
+		shot(t, "service-back")
+		if same := eval(t, `String(window.__notReloaded === true)`); same != "true" {
+			t.Error("the page was reloaded")
+		}
+	})
+
+	step(t, "a setting changed on the page lands in appliance.yaml; a form without the CSRF token is refused", func(t *testing.T) {
+		run(t, 30*time.Second, chromedp.Navigate(base+"/settings"), chromedp.WaitVisible(chromedp.ID("pairs")),
+			chromedp.SendKeys(chromedp.ID("pairs"), "backup.keep=3"), chromedp.Submit(chromedp.ID("pairs")),
+			chromedp.WaitVisible(chromedp.ID("pairs")))
+		shot(t, "settings")
+		if cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); !strings.Contains(cfg, "keep: 3") {
+			t.Errorf("appliance.yaml after the change:\n%s", cfg)
+		}
+		// The browser's session, in a client that posts no token.
+		var cookies []*network.Cookie
+		run(t, 10*time.Second, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{base}})
+			cookies = res.Cookies
+			return err
+		}))
+		jar, _ := cookiejar.New(nil)
+		u, _ := url.Parse(base)
+		for _, c := range cookies {
+			jar.SetCookies(u, []*http.Cookie{{Name: c.Name, Value: c.Value, Path: "/"}})
+		}
+		client := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the VM's own CA
+		before := node.MustExec(t, "cat", "/opt/carto/appliance.yaml")
+		resp, err := client.PostForm(base+"/settings", url.Values{"pairs": {"backup.keep=5"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("a post without the CSRF token: %s", resp.Status)
+		}
+		if after := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); after != before {
+			t.Error("a post without the CSRF token changed appliance.yaml")
+		}
+	})
+
+	step(t, "a support bundle downloads", func(t *testing.T) {
+		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+			_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
+				Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads,
+			})
+			return err
+		}), chromedp.WaitVisible(chromedp.CSS(`a[href="/support-bundle"]`)), chromedp.Click(chromedp.CSS(`a[href="/support-bundle"]`)))
+		eventually(t, 3*time.Minute, func() error {
+			files, _ := filepath.Glob(filepath.Join(downloads, "carto-support-*.tar.gz"))
+			if len(files) != 1 {
+				return fmt.Errorf("downloaded: %v", files)
+			}
+			b, err := os.ReadFile(files[0])
+			if err != nil || len(b) < 1000 || b[0] != 0x1f || b[1] != 0x8b {
+				return fmt.Errorf("%s is not a whole .tar.gz yet (%d bytes)", files[0], len(b))
+			}
+			return nil
+		})
+	})
+
+	step(t, "an upgrade runs from the page, its steps shown as they go", func(t *testing.T) {
+		run(t, 60*time.Second, chromedp.Navigate(base+"/upgrade"), chromedp.WaitVisible(chromedp.ID("to")))
+		if s := pageText(t, "main"); !strings.Contains(s, testbed.NextVersion) {
+			t.Errorf("the upgrade page does not offer %s:\n%s", testbed.NextVersion, s)
+		}
+		run(t, 30*time.Second, chromedp.SetValue(chromedp.ID("to"), testbed.NextVersion), chromedp.Submit(chromedp.ID("to")),
+			chromedp.WaitVisible(chromedp.ID("upgrade-steps")))
+		waitPage(t, 3*time.Minute, "#upgrade-steps", func(s string) error {
+			if !strings.Contains(s, "converge") {
+				return fmt.Errorf("steps shown: %q", s)
+			}
+			return nil
+		})
+		shot(t, "upgrade")
+		eventually(t, 5*time.Minute, func() error {
+			if st := vmStatus(t, node); st.Version != testbed.NextVersion || !st.Healthy {
+				return fmt.Errorf("installed %s, healthy %v", st.Version, st.Healthy)
+			}
+			return nil
+		})
+	})
+}
