@@ -273,15 +273,21 @@ func TestUpgradeInFreshVM(t *testing.T) {
 				if outcome, _, _, err := journal(); err != nil || outcome != "succeeded" {
 					return fmt.Errorf("upgrade journal: outcome %q, %v", outcome, err)
 				}
-				if st := vmStatus(t, node); !st.Healthy || st.Release == nil || st.Release.Installed != testbed.NextVersion {
+				// Exec, not vmStatus: the engine may be restarting.
+				out, _, code, err := node.Exec(ctx, "carto-appliance", "status", "--json")
+				var st installer.Status
+				if err != nil || code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+					return fmt.Errorf("status: exit %d, %v", code, err)
+				}
+				if !st.Healthy || st.Release == nil || st.Release.Installed != testbed.NextVersion {
 					return fmt.Errorf("not healthy on %s: %+v %+v", testbed.NextVersion, st.Release, st.Services)
 				}
 				return nil
 			})
 			if got := rows(t); got != beforeRows {
-				t.Errorf("rows after the upgrade the reboot let end: %q, before %q", got, beforeRows)
+				t.Errorf("rows after the upgrade that ended first: %q, before %q", got, beforeRows)
 			}
-			t.Log("the upgrade ended within the agent's stop bound, before the reboot")
+			t.Log("the upgrade ended before it could be interrupted")
 			if out, errOut, code, err := node.Exec(ctx, "carto-appliance", "rollback", "--yes", "--restore-database"); err != nil || code != 0 {
 				t.Fatalf("rollback: exit %d %v\n%s\n%s", code, err, out, errOut)
 			}
@@ -357,6 +363,13 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			}
 			ans := <-done
 			switch {
+			case how == "docker restart" && ans.code == 0:
+				// The converge's rolls may all be done by the time the
+				// engine goes down (the restart takes a second or two to
+				// begin): then the upgrade is whole on the new version;
+				// put back for the next case.
+				finishedOnNext(t)
+				continue
 			case how == "docker restart" && ans.code != 5:
 				// The agent lives on: the run rolls itself back once the
 				// engine answers again.
