@@ -109,3 +109,18 @@ func TestSetConsolePassword(t *testing.T) {
 		t.Errorf("hash %q", cfg.Console.PasswordHash)
 	}
 }
+
+// A passphrase file with nothing in it never yields an unencrypted
+// scheduled backup: the backup is refused, nothing written.
+func TestScheduledBackupRefusesAnEmptyPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	pass := filepath.Join(t.TempDir(), "pass")
+	os.WriteFile(pass, []byte("\n"), 0o600)
+	paths := installed(t, config.Config{Backup: config.BackupConfig{Every: "1h", Dir: dir, PassphraseFile: pass}})
+	if _, err := TakeScheduledBackup(t.Context(), paths); err == nil || !strings.Contains(err.Error(), "first line is empty") {
+		t.Fatalf("got %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("files left in backup.dir: %v", entries)
+	}
+}

@@ -88,7 +88,11 @@ func TakeScheduledBackup(ctx context.Context, paths config.Paths) (*ScheduledBac
 		if pass, err = boundedread.ReadFile(f, 4096); err != nil {
 			return nil, fmt.Errorf("reading backup.passphrase_file: %w", err)
 		}
-		pass = []byte(strings.TrimRight(string(pass), "\r\n"))
+		line, _, _ := strings.Cut(string(pass), "\n")
+		if pass = []byte(strings.TrimRight(line, "\r")); len(pass) == 0 {
+			// Never an unencrypted backup where an encrypted one was asked.
+			return nil, fmt.Errorf("backup.passphrase_file %s: its first line is empty; write the passphrase there, or remove backup.passphrase_file for unencrypted backups", f)
+		}
 	}
 	dir := scheduledDir(paths, cfg.Backup)
 	if err := os.MkdirAll(dir, 0o700); err != nil {

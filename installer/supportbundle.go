@@ -102,6 +102,11 @@ func supportRedaction(paths config.Paths) (*envfile.Redaction, error) {
 	if key, kerr := boundedread.ReadFile(paths.KeyFile(), boundedread.KeyJSON); kerr == nil {
 		extra["key.json"] = envfile.KeySecrets(key)
 	}
+	// appliance.yaml is in the bundle whole: the console's password hash
+	// is a secret too (an offline guess needs nothing else).
+	if cfg, found, cerr := config.Load(paths.File(config.ConfigFileName)); cerr == nil && found && cfg.Console.PasswordHash != "" {
+		extra["console.password_hash"] = []string{cfg.Console.PasswordHash}
+	}
 	if lic, lerr := boundedread.ReadFile(paths.File(config.LicenseFileName), boundedread.License); lerr == nil {
 		var signed struct{ Payload, Signature string }
 		if json.Unmarshal(lic, &signed) == nil {

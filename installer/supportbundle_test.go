@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/crypto/bcrypt"
+
 	"github.com/cartodb/carto-appliance/config"
 )
 
@@ -40,7 +42,11 @@ func bundleEntries(t *testing.T, data []byte) map[string]string {
 // containers and the host's facts, and none of the customer package's
 // secrets, even where a container's environment or a file holds them.
 func TestSupportBundle(t *testing.T) {
-	paths, f := applied(t, config.Config{Domain: "carto.example.com"})
+	hash, err := bcrypt.GenerateFromPassword([]byte("console password 1234"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths, f := applied(t, config.Config{Domain: "carto.example.com", Console: config.ConsoleConfig{PasswordHash: string(hash)}})
 	f.DiagnoseEnv = []string{"POSTGRES_ADMIN_PASSWORD=admin-pass", "LOG_LEVEL=info", "DSN=postgres://u:ws-pass@db/x"}
 	var buf bytes.Buffer
 	sum, err := SupportBundle(t.Context(), &buf, SupportBundleOptions{Paths: paths, LogLines: 10})
@@ -54,7 +60,7 @@ func TestSupportBundle(t *testing.T) {
 		}
 	}
 	for name, text := range got {
-		for _, secret := range []string{"admin-pass", "ws-pass", "0a1b2c3d4e"} {
+		for _, secret := range []string{"admin-pass", "ws-pass", "0a1b2c3d4e", string(hash)} {
 			if strings.Contains(text, secret) {
 				t.Errorf("%s holds %q", name, secret)
 			}

@@ -208,29 +208,25 @@ func serveConsole(ctx context.Context, ops serverOps) {
 }
 
 func newConsoleServer(ops serverOps, c config.ConsoleConfig) (*http.Server, net.Listener, error) {
-	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: true})
-	if err != nil {
-		return nil, nil, err
-	}
 	addr := net.JoinHostPort(c.Address(), strconv.Itoa(c.PortNumber()))
 	certs := filepath.Join(ops.paths.ConfigDir, config.CertsDirName)
 	certFile, keyFile := filepath.Join(certs, config.ServerCertFile), filepath.Join(certs, config.ServerKeyFile)
+	_, noCert := os.Stat(certFile)
+	if ip := net.ParseIP(c.Address()); noCert != nil && (ip == nil || !ip.IsLoopback()) {
+		return nil, nil, fmt.Errorf("no certificate at %s to serve the console on %s with: set console.bind_address to 127.0.0.1 (reach it through an SSH tunnel)", certFile, addr)
+	}
+	// Plain HTTP only on loopback without a certificate (TLS offloaded):
+	// its cookies then cannot be Secure.
+	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: noCert == nil})
+	if err != nil {
+		return nil, nil, err
+	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("listening on %s for the console: %w", addr, err)
 	}
-	if _, err := os.Stat(certFile); err != nil {
-		if ip := net.ParseIP(c.Address()); ip == nil || !ip.IsLoopback() {
-			ln.Close()
-			return nil, nil, fmt.Errorf("no certificate at %s to serve the console on %s with: set console.bind_address to 127.0.0.1 (reach it through an SSH tunnel)", certFile, addr)
-		}
-		h, err = console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: false})
-		if err != nil {
-			ln.Close()
-			return nil, nil, err
-		}
-		srv.Handler = h
+	if noCert != nil {
 		return srv, ln, nil
 	}
 	var mu sync.Mutex
