@@ -95,14 +95,24 @@ func TestSetConsolePassword(t *testing.T) {
 	paths := installed(t, config.Config{})
 	before, _ := os.ReadFile(paths.File(config.ConfigFileName))
 	var in *InputError
-	if err := SetConsolePassword(t.Context(), paths, []byte("short")); !errors.As(err, &in) || in.Input != InputConsolePassword {
+	if _, err := SetConsolePassword(t.Context(), paths, []byte("short")); !errors.As(err, &in) || in.Input != InputConsolePassword {
 		t.Fatalf("a short password: %v", err)
 	}
 	if after, _ := os.ReadFile(paths.File(config.ConfigFileName)); !bytes.Equal(before, after) {
 		t.Error("a refused password changed appliance.yaml")
 	}
-	if err := SetConsolePassword(t.Context(), paths, []byte("a long enough password")); err != nil {
+	url, err := SetConsolePassword(t.Context(), paths, []byte("a long enough password"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	// With the router's certificate, HTTPS, on loopback by default;
+	// without one (TLS offloaded), plain HTTP.
+	if url != "https://127.0.0.1:9443/" {
+		t.Errorf("the console's URL: %q", url)
+	}
+	os.Remove(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile))
+	if url := consoleURL(paths, installedConfig(t, paths).Console); url != "http://127.0.0.1:9443/" {
+		t.Errorf("the console's URL without a certificate: %q", url)
 	}
 	cfg := installedConfig(t, paths)
 	if !strings.HasPrefix(cfg.Console.PasswordHash, "$2") || strings.Contains(cfg.Console.PasswordHash, "long enough") {

@@ -2,6 +2,7 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,13 +86,11 @@ func TakeScheduledBackup(ctx context.Context, paths config.Paths) (*ScheduledBac
 	}
 	var pass []byte
 	if f := cfg.Backup.PassphraseFile; f != "" {
-		if pass, err = boundedread.ReadFile(f, 4096); err != nil {
-			return nil, fmt.Errorf("reading backup.passphrase_file: %w", err)
-		}
-		line, _, _ := strings.Cut(string(pass), "\n")
-		if pass = []byte(strings.TrimRight(line, "\r")); len(pass) == 0 {
+		if pass, err = boundedread.Secret(f); errors.Is(err, boundedread.ErrEmptySecret) {
 			// Never an unencrypted backup where an encrypted one was asked.
 			return nil, fmt.Errorf("backup.passphrase_file %s: its first line is empty; write the passphrase there, or remove backup.passphrase_file for unencrypted backups", f)
+		} else if err != nil {
+			return nil, fmt.Errorf("reading backup.passphrase_file: %w", err)
 		}
 	}
 	dir := scheduledDir(paths, cfg.Backup)

@@ -3,6 +3,10 @@ package installer
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/console"
@@ -12,30 +16,59 @@ import (
 // goes into appliance.yaml's console section (the password itself is
 // never stored), written under the converge lock. The agent starts the
 // console, or takes the new password, at its next look (seconds).
-func SetConsolePassword(ctx context.Context, paths config.Paths, password []byte) error {
+func SetConsolePassword(ctx context.Context, paths config.Paths, password []byte) (url string, err error) {
 	paths = paths.WithDefaults()
-	hash, err := console.HashPassword(password)
+	hash, err := hashConsolePassword(password)
 	if err != nil {
-		if errors.Is(err, console.ErrPasswordTooShort) || errors.Is(err, console.ErrPasswordTooLong) {
-			return &InputError{Input: InputConsolePassword, Err: err}
-		}
-		return err
+		return "", err
 	}
 	if _, err := loadInstalledConfig(paths); err != nil {
-		return err
+		return "", err
 	}
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer unlock()
 	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
-		return err
+		return "", err
 	}
-	cfg.Console.PasswordHash = string(hash)
+	cfg.Console.PasswordHash = hash
 	if err := cfg.Validate(); err != nil {
-		return err
+		return "", err
 	}
-	return config.Save(paths.File(config.ConfigFileName), cfg)
+	if err := config.Save(paths.File(config.ConfigFileName), cfg); err != nil {
+		return "", err
+	}
+	return consoleURL(paths, cfg.Console), nil
+}
+
+// consoleURL is where the agent serves the console with c, "" while no
+// password is set: over HTTPS with the router's certificate, plain HTTP
+// only on loopback when there is none (TLS offloaded), as the agent
+// decides (supervisor's newConsoleServer).
+func consoleURL(paths config.Paths, c config.ConsoleConfig) string {
+	if c.PasswordHash == "" {
+		return ""
+	}
+	scheme := "https"
+	if _, err := os.Stat(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile)); err != nil {
+		scheme = "http"
+	}
+	return scheme + "://" + net.JoinHostPort(c.Address(), strconv.Itoa(c.PortNumber())) + "/"
+}
+
+// hashConsolePassword is the bcrypt hash appliance.yaml keeps of the
+// console's password; a password too short or too long is the operator's
+// input error.
+func hashConsolePassword(password []byte) (string, error) {
+	hash, err := console.HashPassword(password)
+	if err != nil {
+		if errors.Is(err, console.ErrPasswordTooShort) || errors.Is(err, console.ErrPasswordTooLong) {
+			return "", &InputError{Input: InputConsolePassword, Err: err}
+		}
+		return "", err
+	}
+	return string(hash), nil
 }

@@ -96,6 +96,10 @@ type InstallOptions struct {
 	Role   string            `json:"role,omitempty"`
 	Nodes  map[string]string `json:"nodes,omitempty"`
 	Join   string            `json:"join,omitempty"`
+	// ConsolePasswordFile holds the admin console's password on its first
+	// line: its bcrypt hash goes into appliance.yaml, and the agent serves
+	// the console (as `console set-password` does later).
+	ConsolePasswordFile string `json:"console_password_file,omitempty"`
 }
 
 // ProxyInput is a proxy change given on the command line; the zero value
@@ -344,6 +348,15 @@ func planInstall(paths config.Paths, opts InstallOptions, b *release.Bundle) (*d
 			return nil, &InputError{Input: InputLicenseServer, Err: err}
 		}
 		cfg.License.Server = opts.LicenseServer
+	}
+	if opts.ConsolePasswordFile != "" {
+		pw, err := boundedread.Secret(opts.ConsolePasswordFile)
+		if err != nil {
+			return nil, &InputError{Input: InputConsolePassword, Err: err}
+		}
+		if cfg.Console.PasswordHash, err = hashConsolePassword(pw); err != nil {
+			return nil, err
+		}
 	}
 	chosen := 0
 	for _, on := range []bool{!opts.TLS.empty(), opts.TLSOffload, opts.ACME.given()} {

@@ -2,11 +2,14 @@ package installer
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/cartodb/carto-appliance/config"
 )
@@ -143,5 +146,38 @@ func TestCommitUndo(t *testing.T) {
 	}
 	if st, _ := loadState(paths.StateDir); st.Release != nil {
 		t.Error("undoing the first commit kept its pin")
+	}
+}
+
+// install --console-password-file: the plan carries the password's bcrypt
+// hash, never the password; an empty or a short one is the operator's
+// input error, naming the console password.
+func TestPlanInstallConsolePassword(t *testing.T) {
+	dir := t.TempDir()
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	customer := writeCustomer(t, "")
+	key := filepath.Join(dir, "key.json")
+	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
+	plan := func(password string) (*desired, error) {
+		file := filepath.Join(t.TempDir(), "pw")
+		os.WriteFile(file, []byte(password), 0o600)
+		return planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key, ConsolePasswordFile: file}, nil)
+	}
+	d, err := plan("console password 1234\nsecond line ignored\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := d.cfg.Console.PasswordHash; bcrypt.CompareHashAndPassword([]byte(h), []byte("console password 1234")) != nil {
+		t.Errorf("the plan's hash %q is not the password's", h)
+	}
+	y, _ := d.cfg.Marshal()
+	if strings.Contains(string(y), "console password") {
+		t.Error("appliance.yaml would hold the password")
+	}
+	for _, bad := range []string{"\n", "short\n"} {
+		var in *InputError
+		if _, err := plan(bad); !errors.As(err, &in) || in.Input != InputConsolePassword {
+			t.Errorf("password file %q: %v", bad, err)
+		}
 	}
 }

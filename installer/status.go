@@ -61,6 +61,9 @@ type Status struct {
 	// others as this node sees them.
 	Nodes map[string]string `json:"nodes,omitempty"`
 	Peers []PeerState       `json:"peers,omitempty"`
+	// Console is where the agent serves the admin console, when its
+	// password is set.
+	Console string `json:"console,omitempty"`
 }
 
 // UpgradeStatus is the last upgrade as its journal tells it.
@@ -264,6 +267,7 @@ func statusOf(ctx context.Context, eng stackEngine, paths config.Paths, cfg conf
 		out.License = &st
 	}
 	out.AllowedSources = cfg.Network.AllowedSources
+	out.Console = consoleURL(paths, cfg.Console)
 	if p := cfg.Proxy; p.Enabled() {
 		out.Proxy = &ProxyStatus{URL: p.URL, NoProxy: p.NoProxy, CACert: p.CACert != "", RejectUnauthorized: p.Rejects()}
 		_, out.Notes = envSettings(cfg, nil)

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -36,20 +35,17 @@ func writeNewFile(path string, write func(io.Writer) error) error {
 }
 
 // readPassphrase reads a passphrase file (its first line): never a flag's
-// value, which ps and the shell's history would show.
-func readPassphrase(file string) ([]byte, error) {
+// value, which ps and the shell's history would show. flag names the flag
+// in the error.
+func readPassphrase(flag, file string) ([]byte, error) {
 	if file == "" {
 		return nil, nil
 	}
-	b, err := boundedread.ReadFile(file, 4096)
+	b, err := boundedread.Secret(file)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--passphrase-file: %w", err)}
+		return nil, usageError{fmt.Errorf("%s: %w", flag, err)}
 	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	if line = strings.TrimRight(line, "\r"); line == "" {
-		return nil, usageError{fmt.Errorf("--passphrase-file %s: its first line is empty", file)}
-	}
-	return []byte(line), nil
+	return b, nil
 }
 
 func newBackupCmd() *cobra.Command {
@@ -68,7 +64,7 @@ appliance.yaml's backup section has the agent take them by itself
 (backup.every, backup.keep, backup.dir, backup.passphrase_file).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pass, err := readPassphrase(passFile)
+			pass, err := readPassphrase("--passphrase-file", passFile)
 			if err != nil {
 				return err
 			}
@@ -128,7 +124,7 @@ nothing (uninstall with --purge first).`,
 			return host.CheckService(host.ServiceOptions{Paths: pathsFrom(cmd), Binary: binary})
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pass, err := readPassphrase(passFile)
+			pass, err := readPassphrase("--passphrase-file", passFile)
 			if err != nil {
 				return err
 			}

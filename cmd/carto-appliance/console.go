@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
 )
 
@@ -28,7 +27,7 @@ with the router's certificate.`,
 			var pw []byte
 			var err error
 			if passFile != "" {
-				if pw, err = readPassphrase(passFile); err != nil {
+				if pw, err = readPassphrase("--password-file", passFile); err != nil {
 					return err
 				}
 			} else {
@@ -36,11 +35,11 @@ with the router's certificate.`,
 					return err
 				}
 			}
-			if err := installer.SetConsolePassword(cmd.Context(), pathsFrom(cmd), pw); err != nil {
+			url, err := installer.SetConsolePassword(cmd.Context(), pathsFrom(cmd), pw)
+			if err != nil {
 				return err
 			}
-			cfg, _, _ := config.Load(pathsFrom(cmd).WithDefaults().File(config.ConfigFileName))
-			fmt.Fprintf(cmd.OutOrStdout(), "Console password set; the agent serves the console at https://%s:%d/ within seconds\n", cfg.Console.Address(), cfg.Console.PortNumber())
+			fmt.Fprintf(cmd.OutOrStdout(), "Console password set; the agent serves the console at %s within seconds\n", url)
 			return nil
 		},
 	}

@@ -58,6 +58,7 @@ var commandInputFlags = map[string]map[installer.Input]string{
 	},
 	"certs acme":     {installer.InputACMECACert: "--ca-cert FILE"},
 	"config apply":   {installer.InputKey: "install --key FILE"},
+	"install":        {installer.InputConsolePassword: "--console-password-file FILE"},
 	"proxy set":      {installer.InputProxyURL: "--url", installer.InputProxyCACert: "--ca-cert FILE"},
 	"license update": {installer.InputLicense: "license update FILE"},
 	"uninstall":      {installer.InputConfigDir: "--config-dir", installer.InputStateDir: "--state-dir"},

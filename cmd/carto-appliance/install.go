@@ -56,7 +56,7 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 			opts.Paths = pathsFrom(cmd)
 			opts.Pull = stack.PullPolicy(pull)
 			opts.Proxy = px.input(cmd, "proxy-")
-			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile, &opts.Bundle, &opts.Join} {
+			for _, f := range []*string{&opts.CustomerEnv, &opts.KeyFile, &opts.LicenseFile, &opts.Proxy.CACertFile, &opts.TLS.CertFile, &opts.TLS.KeyFile, &opts.TLS.ChainFile, &opts.ACME.CACertFile, &opts.Bundle, &opts.Join, &opts.ConsolePasswordFile} {
 				absFile(f)
 			}
 			// Run again on an installed node, install goes through the
@@ -116,6 +116,7 @@ pulled: no registry, no egress check. The licence should be an air-gap one.`,
 	f.StringVar(&binary, "binary", "", "the carto-appliance executable the systemd service runs (default: this one if in "+host.DefaultBinary+" or "+host.PackageBinary+")")
 	f.StringVar(&pull, "pull", string(stack.PullMissing), "when to pull images: missing, always or never")
 	f.BoolVarP(&yes, "yes", "y", false, "do not ask before restarting the Docker engine for new proxy settings")
+	f.StringVar(&opts.ConsolePasswordFile, "console-password-file", "", "set the admin console's password from this file's first line (only its bcrypt hash is kept): the agent then serves the console (see `carto-appliance console set-password`)")
 	f.BoolVar(&opts.InstallDocker, "install-docker", false, "install the Docker engine from the distribution's packages when it is missing (after the other preflight checks pass)")
 	installSettingsFlags(f, &opts)
 	px.register(f, "proxy-")

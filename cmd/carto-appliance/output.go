@@ -122,6 +122,9 @@ func printStatus(w io.Writer, st *installer.Status) {
 	if len(st.AllowedSources) > 0 {
 		fmt.Fprintf(w, "Reachable from: %s only (network.allowed_sources)\n", strings.Join(st.AllowedSources, ", "))
 	}
+	if st.Console != "" {
+		fmt.Fprintf(w, "Admin console: %s\n", st.Console)
+	}
 	if st.AgentPID != 0 {
 		fmt.Fprintf(w, "Agent: supervising (pid %d, carto-appliance %s)\n", st.AgentPID, st.AgentVersion)
 		if st.AgentVersion != version {

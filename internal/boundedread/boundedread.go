@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"strings"
 	"syscall"
 )
 
@@ -29,7 +30,30 @@ const (
 	PEM = 4 << 20
 	// Release bounds a release's manifest and templates (a few KiB each).
 	Release = 4 << 20
+	// SecretFile bounds a passphrase or password file (one line).
+	SecretFile = 4 << 10
 )
+
+// ErrEmptySecret is returned by Secret for a file whose first line is
+// empty.
+var ErrEmptySecret = errors.New("its first line is empty")
+
+// Secret reads a passphrase or password from the first line of the file at
+// path (a trailing CR dropped): a file rather than a flag's value, which ps
+// and the shell's history would show. An empty first line is
+// ErrEmptySecret, never an empty secret: a backup asked to be encrypted
+// must not be written in clear.
+func Secret(path string) ([]byte, error) {
+	b, err := ReadFile(path, SecretFile)
+	if err != nil {
+		return nil, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	if line = strings.TrimRight(line, "\r"); line == "" {
+		return nil, fmt.Errorf("%s: %w", path, ErrEmptySecret)
+	}
+	return []byte(line), nil
+}
 
 // ErrNotRegular is returned for a path that is not a regular file (after
 // symlinks): a device, FIFO, socket or directory.

@@ -88,3 +88,34 @@ func TestReadFileStopsAtTheLimit(t *testing.T) {
 		t.Fatalf("got %d bytes, %v", len(b), err)
 	}
 }
+
+// A secret is the first line of its file, CR dropped; an empty first line
+// is an error, never an empty secret.
+func TestSecret(t *testing.T) {
+	dir := t.TempDir()
+	for content, want := range map[string]string{
+		"pass word\n":           "pass word",
+		"pass word\r\nsecond\n": "pass word",
+		"no newline":            "no newline",
+		"\nsecond line":         "",
+		"":                      "",
+	} {
+		path := filepath.Join(dir, "secret")
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := Secret(path)
+		if want == "" {
+			if !errors.Is(err, ErrEmptySecret) {
+				t.Errorf("%q: got %q, %v; want ErrEmptySecret", content, got, err)
+			}
+			continue
+		}
+		if err != nil || string(got) != want {
+			t.Errorf("%q: got %q, %v; want %q", content, got, err, want)
+		}
+	}
+	if _, err := Secret(dir); !errors.Is(err, ErrNotRegular) {
+		t.Errorf("a directory: %v", err)
+	}
+}
