@@ -1,18 +1,24 @@
-//go:build integration && console
+//go:build integration
 
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -28,16 +34,10 @@ import (
 // the run (make integration's .cache).
 const screenshotDir = "../.cache/screenshots"
 
-// Not yet in make check (build tag console; #18): the steps up to the
-// killed and the unhealthy container pass; the settings step times out
-// after its POST was accepted (the agent logged event=console-settings),
-// which is the next thing to find. Run it with
-// `go test -tags 'integration console' -run TestConsoleInFreshVM ./e2e/`
-// on a machine with Debian's chromium (apt-get install chromium).
-//
 // The admin console in a fresh VM (SPEC §13), driven in a real headless
-// Chromium: by default it answers on the VM's loopback only; bound to the
-// VM's address, a wrong password is refused, the right one shows the 17
+// Chromium: with the password given at install it answers on the VM's
+// loopback only; the password changed and the console bound to the VM's
+// address, the old password is refused, the new one shows the 17
 // services healthy; a killed container turns unhealthy and healthy again
 // on the page without a reload; a setting changed through the page lands
 // in appliance.yaml, while a form posted without the CSRF token is
@@ -63,21 +63,26 @@ func TestConsoleInFreshVM(t *testing.T) {
 	write(t, node, "/usr/local/share/ca-certificates/channel-ca.crt", srv.CAPEM, 0o644)
 	node.MustExec(t, "update-ca-certificates")
 	stagePackage(t, node)
+	// The password given at install; later changed with set-password.
+	const installPassword, password = "install password 1234", "console password 1234"
+	write(t, node, "/root/install-pass", []byte(installPassword+"\n"), 0o600)
+	write(t, node, "/root/console-pass", []byte(password+"\n"), 0o600)
 	out, errOut, code, err := node.Exec(ctx, "carto-appliance", "install", "--yes",
-		"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost)
+		"--customer-env", "/root/package/customer.env", "--key", "/root/package/key.json", "--registry", regHost,
+		"--console-password-file", "/root/install-pass")
 	if err != nil || code != 0 {
 		t.Fatalf("install: exit %d %v\n%s\n%s", code, err, out, errOut)
 	}
 	node.MustExec(t, "carto-appliance", "config", "set", "upgrade.channel_url="+srv.URL)
-	const password = "console password 1234"
-	write(t, node, "/root/console-pass", []byte(password+"\n"), 0o600)
 	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	base := "https://" + node.IP() + ":9443"
 
-	step(t, "set-password: the console answers on the VM's loopback only", func(t *testing.T) {
-		node.MustExec(t, "carto-appliance", "console", "set-password", "--password-file", "/root/console-pass")
+	step(t, "install --console-password-file: the console answers on the VM's loopback only", func(t *testing.T) {
+		if st := node.MustExec(t, "carto-appliance", "status"); !strings.Contains(st, "Admin console: https://127.0.0.1:9443/") {
+			t.Errorf("status does not say where the console is:\n%s", st)
+		}
 		eventually(t, 60*time.Second, func() error {
 			if got, _, _, _ := node.Exec(ctx, "curl", "-ks", "-o", "/dev/null", "-w", "%{http_code}", "https://127.0.0.1:9443/login"); got != "200" {
 				return fmt.Errorf("the console on loopback answers %q", got)
@@ -87,8 +92,20 @@ func TestConsoleInFreshVM(t *testing.T) {
 		if _, _, code, _ := outside.Exec(ctx, "curl", "-ks", "--max-time", "3", "https://"+node.IP()+":9443/login"); code == 0 {
 			t.Error("the console answers another host by default")
 		}
-		if cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); strings.Contains(cfg, password) || !strings.Contains(cfg, "password_hash: $2") {
-			t.Errorf("appliance.yaml holds the password, or no bcrypt hash:\n%s", cfg)
+	})
+
+	step(t, "set-password changes it: only its bcrypt hash is kept", func(t *testing.T) {
+		before := node.MustExec(t, "cat", "/opt/carto/appliance.yaml")
+		out := node.MustExec(t, "carto-appliance", "console", "set-password", "--password-file", "/root/console-pass")
+		if !strings.Contains(out, "https://127.0.0.1:9443/") {
+			t.Errorf("set-password does not say where the console is: %s", out)
+		}
+		cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml")
+		if strings.Contains(cfg, password) || strings.Contains(cfg, installPassword) || !strings.Contains(cfg, "password_hash: $2") {
+			t.Errorf("appliance.yaml holds a password, or no bcrypt hash:\n%s", cfg)
+		}
+		if cfg == before {
+			t.Error("set-password did not change appliance.yaml")
 		}
 	})
 
@@ -101,8 +118,31 @@ func TestConsoleInFreshVM(t *testing.T) {
 	})
 
 	downloads := t.TempDir()
+	// The browser runs on the host but in the outside VM's network
+	// namespace: it reaches the node as another host on the network does,
+	// and it does not see the host's own network change (other scenarios'
+	// Docker networks come and go; Chromium fails a request in flight with
+	// net::ERR_NETWORK_CHANGED when they do). DevTools speaks over a pipe,
+	// which nsenter passes on.
+	netns, err := outside.NetNS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Fatal(err)
+	}
 	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromium), chromedp.Flag("ignore-certificate-errors", true), chromedp.NoSandbox)...)
+		chromedp.ExecPath(chromium), chromedp.Flag("ignore-certificate-errors", true), chromedp.NoSandbox,
+		// A container's /dev/shm may be 64 MB (CI's), too small for it.
+		chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1280, 900),
+		chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Args = append([]string{nsenter, "--net=" + netns, "--"}, cmd.Args...)
+			cmd.Path = nsenter
+			// As chromedp does without a ModifyCmdFunc: the browser dies
+			// with the test.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		}))...)
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()
@@ -117,7 +157,7 @@ func TestConsoleInFreshVM(t *testing.T) {
 		c, cancel := context.WithTimeout(bctx, within)
 		defer cancel()
 		if err := chromedp.Do(c, actions...); err != nil {
-			t.Fatal(err)
+			t.Fatalf("%v\n%s", err, pageDump(bctx, t.Name()))
 		}
 	}
 	get := func(t *testing.T, within time.Duration, a chromedp.Action[string]) string {
@@ -134,7 +174,7 @@ func TestConsoleInFreshVM(t *testing.T) {
 		t.Helper()
 		c, cancel := context.WithTimeout(bctx, 30*time.Second)
 		defer cancel()
-		png, err := chromedp.Run(c, chromedp.FullScreenshot(90))
+		png, err := chromedp.Run(c, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,10 +204,12 @@ func TestConsoleInFreshVM(t *testing.T) {
 		eventually(t, within, func() error { return check(pageText(t, sel)) })
 	}
 
-	step(t, "a wrong password is refused; the right one shows the 17 services healthy", func(t *testing.T) {
+	step(t, "the replaced password is refused; the new one shows the 17 services healthy", func(t *testing.T) {
 		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("password")),
-			chromedp.SendKeys(chromedp.ID("password"), "not the password"), chromedp.Submit(chromedp.ID("password")),
-			chromedp.WaitVisible(chromedp.ID("password")))
+			chromedp.SendKeys(chromedp.ID("password"), installPassword), chromedp.Submit(chromedp.ID("password")),
+			// The answer's error, not the form, which the page before
+			// the submission has too.
+			chromedp.WaitVisible(chromedp.CSS("p.error")))
 		shot(t, "login-refused")
 		if loc := get(t, 10*time.Second, chromedp.Location()); !strings.Contains(loc, "/login") {
 			t.Fatalf("a wrong password reached %s", loc)
@@ -243,7 +285,8 @@ func TestConsoleInFreshVM(t *testing.T) {
 	step(t, "a setting changed on the page lands in appliance.yaml; a form without the CSRF token is refused", func(t *testing.T) {
 		run(t, 30*time.Second, chromedp.Navigate(base+"/settings"), chromedp.WaitVisible(chromedp.ID("pairs")),
 			chromedp.SendKeys(chromedp.ID("pairs"), "backup.keep=3"), chromedp.Submit(chromedp.ID("pairs")),
-			chromedp.WaitVisible(chromedp.ID("pairs")))
+			// What changed, on the page the POST leads to.
+			chromedp.WaitVisible(chromedp.CSS("pre.flash")))
 		shot(t, "settings")
 		if cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); !strings.Contains(cfg, "keep: 3") {
 			t.Errorf("appliance.yaml after the change:\n%s", cfg)
@@ -288,9 +331,23 @@ func TestConsoleInFreshVM(t *testing.T) {
 			if len(files) != 1 {
 				return fmt.Errorf("downloaded: %v", files)
 			}
-			b, err := os.ReadFile(files[0])
-			if err != nil || len(b) < 1000 || b[0] != 0x1f || b[1] != 0x8b {
-				return fmt.Errorf("%s is not a whole .tar.gz yet (%d bytes)", files[0], len(b))
+			names, raw, err := readTarGz(files[0])
+			if err != nil {
+				return fmt.Errorf("%s is not a whole .tar.gz yet: %v", files[0], err)
+			}
+			has := func(name string) bool {
+				return slices.ContainsFunc(names, func(n string) bool { return strings.HasSuffix(n, "/"+name) })
+			}
+			if !has("MANIFEST") || !has("status.json") || !has("logs/maps-api.log") {
+				return fmt.Errorf("the bundle holds %v, no MANIFEST, status.json or maps-api's log", names)
+			}
+			// What the console's password hash would give away, and the
+			// bundle carries appliance.yaml.
+			cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml")
+			if i := strings.Index(cfg, "password_hash: "); i < 0 {
+				t.Fatalf("no console.password_hash in appliance.yaml:\n%s", cfg)
+			} else if hash := strings.Fields(cfg[i:])[1]; bytes.Contains(raw, []byte(hash)) {
+				t.Fatal("the downloaded support bundle holds the console's password hash")
 			}
 			return nil
 		})
@@ -303,12 +360,28 @@ func TestConsoleInFreshVM(t *testing.T) {
 		}
 		run(t, 30*time.Second, chromedp.SetValue(chromedp.ID("to"), testbed.NextVersion), chromedp.Submit(chromedp.ID("to")),
 			chromedp.WaitVisible(chromedp.ID("upgrade-steps")))
-		waitPage(t, 3*time.Minute, "#upgrade-steps", func(s string) error {
-			if !strings.Contains(s, "converge") {
-				return fmt.Errorf("steps shown: %q", s)
+		eval(t, `window.__notReloaded = true; "set"`)
+		first := pageText(t, "#upgrade-steps")
+		// The steps arrive by server-sent events as the agent runs them,
+		// into the page the POST led to.
+		waitPage(t, 5*time.Minute, "#upgrade-run", func(s string) error {
+			if !strings.Contains(s, "Finished") {
+				return fmt.Errorf("the upgrade has not finished on the page: %q", s)
 			}
 			return nil
 		})
+		steps := pageText(t, "#upgrade-steps")
+		for _, want := range []string{"stage", "pull", "backup", "converge", "verify"} {
+			if !strings.Contains(steps, want) {
+				t.Errorf("step %s not shown: %q", want, steps)
+			}
+		}
+		if strings.Count(steps, "\n") <= strings.Count(first, "\n") {
+			t.Errorf("no step arrived after the page opened (at first %q, at the end %q)", first, steps)
+		}
+		if same := eval(t, `String(window.__notReloaded === true)`); same != "true" {
+			t.Error("the page was reloaded")
+		}
 		shot(t, "upgrade")
 		eventually(t, 5*time.Minute, func() error {
 			if st := vmStatus(t, node); st.Version != testbed.NextVersion || !st.Healthy {
@@ -317,4 +390,48 @@ func TestConsoleInFreshVM(t *testing.T) {
 			return nil
 		})
 	})
+}
+
+// pageDump is where the browser is and what it shows, for a failed step:
+// the location and the page's text, and a screenshot kept with the others.
+func pageDump(bctx context.Context, name string) string {
+	c, cancel := context.WithTimeout(bctx, 15*time.Second)
+	defer cancel()
+	loc, _ := chromedp.Run(c, chromedp.Location())
+	text, _ := chromedp.Run(c, chromedp.Evaluate[string](`document.body ? document.body.innerText : document.documentElement.outerHTML`))
+	shotPath := filepath.Join(screenshotDir, "console-failed-"+strings.NewReplacer("/", "-", " ", "_").Replace(name)+".png")
+	if png, err := chromedp.Run(c, chromedp.FullScreenshot(100)); err == nil {
+		_ = os.WriteFile(shotPath, png, 0o644)
+	}
+	if len(text) > 4000 {
+		text = text[:4000] + "..."
+	}
+	return fmt.Sprintf("the browser is at %s (screenshot %s), showing:\n%s", loc, shotPath, text)
+}
+
+// readTarGz lists the entries of a .tar.gz file and gives its
+// uncompressed bytes; an error for a file that is not one whole.
+func readTarGz(file string) (names []string, raw []byte, err error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, nil, err
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, nil, err
+	}
+	if raw, err = io.ReadAll(zr); err != nil {
+		return nil, nil, err
+	}
+	tr := tar.NewReader(bytes.NewReader(raw))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return names, raw, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		names = append(names, h.Name)
+	}
 }

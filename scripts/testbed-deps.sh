@@ -5,7 +5,8 @@
 # (docker-compose), debootstrap for the base image, busybox-static for the
 # stand-in image, htpasswd (apache2-utils), openssl and iptables (dockerd,
 # and the proxy scenarios' block of the direct route), and pebble (the
-# ACME scenario's CA, with pebble-challtestsrv as its DNS; no service).
+# ACME scenario's CA, with pebble-challtestsrv as its DNS; no service),
+# and chromium with a font (the admin console's scenario drives it headless).
 # Also the forward proxies of the proxy scenarios (e2e/proxytest): tinyproxy
 # (HTTP proxy) and squid (HTTPS proxy; Debian's GnuTLS build serves
 # https_port, squid-openssl does too and is accepted in its place). The
@@ -15,7 +16,7 @@
 # Runs `apt-get update` once, and only when something is missing.
 set -euo pipefail
 
-PACKAGES=(docker.io docker-registry docker-compose debootstrap busybox-static apache2-utils openssl iptables iproute2 pebble)
+PACKAGES=(docker.io docker-registry docker-compose debootstrap busybox-static apache2-utils openssl iptables iproute2 pebble chromium fonts-dejavu-core)
 PROXY_PACKAGES=(tinyproxy squid)
 
 die() { echo "testbed-deps.sh: $*" >&2; exit 1; }

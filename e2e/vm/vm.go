@@ -271,6 +271,23 @@ func (v *VM) IP() string {
 	return v.ip
 }
 
+// NetNS is the path of the VM's network namespace as the host sees it
+// (/proc/PID/ns/net), for a host program that must see the network as the
+// VM does and nothing else, such as a browser that the host's own network
+// changes (Docker creating bridges for other scenarios) would disturb. It
+// changes on Reboot.
+func (v *VM) NetNS(ctx context.Context) (string, error) {
+	insp, err := v.cli.ContainerInspect(ctx, v.ID, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", fmt.Errorf("inspecting VM %q: %w", v.Name, err)
+	}
+	st := insp.Container.State
+	if st == nil || !st.Running || st.Pid == 0 {
+		return "", fmt.Errorf("VM %q is not running", v.Name)
+	}
+	return "/proc/" + strconv.Itoa(st.Pid) + "/ns/net", nil
+}
+
 // Boot describes the VM's last boot (Start or Reboot).
 func (v *VM) Boot() Boot {
 	v.mu.Lock()
