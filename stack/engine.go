@@ -2,9 +2,12 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
+	"time"
 
 	"github.com/moby/moby/client"
 )
@@ -41,11 +44,35 @@ type Engine struct {
 // ErrNoEngine is returned by Connect when no Docker engine answers.
 var ErrNoEngine = errors.New("the Docker engine does not answer")
 
+// engineAnswerTimeout bounds the wait for the engine's answer to any
+// request, its status line and headers (a stream's body, such as a pull's
+// progress or followed logs, is not bounded: the engine answers those at
+// once). Every endpoint the appliance uses answers at once or after work
+// that takes far less: a stop within its grace period, a load of layers it
+// reports as it goes. Only a wedged engine takes longer, and then it never
+// answers: seen on Docker 20.10, a health exec stuck holding a container's
+// lock made every inspect of that container wait, an upgrade's undo among
+// them, for ever. Bounded, such a run ends as broken, its error in the
+// journal and its lock released, and the node can be mended (restart the
+// engine, config apply) instead of waiting on a run that never ends.
+var engineAnswerTimeout = 15 * time.Minute
+
 // Connect opens a client to the engine named by DOCKER_HOST (default: the
 // local socket), negotiating the API version so that Docker 20.10 (API 1.41)
 // and newer all work, and checks that the engine answers.
 func Connect(ctx context.Context) (*Engine, error) {
-	api, err := client.New(client.FromEnv)
+	// The transport is the client's default one (the same idle limits)
+	// with the answer bound; WithHost sets it up for the default socket
+	// before FromEnv's DOCKER_HOST, if any, replaces that.
+	// An empty TLSNextProto keeps net/http from setting up HTTP/2 on it,
+	// which gives it a TLS config: the client would then speak https to
+	// a plain socket. (DOCKER_TLS_VERIFY's client comes with its own.)
+	hc := &http.Client{
+		Transport: &http.Transport{MaxIdleConns: 6, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: engineAnswerTimeout,
+			TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{}},
+		CheckRedirect: client.CheckRedirect,
+	}
+	api, err := client.New(client.WithHTTPClient(hc), client.WithHost(client.DefaultDockerHost), client.FromEnv)
 	if err != nil {
 		return nil, fmt.Errorf("creating the Docker client: %w", err)
 	}
