@@ -75,6 +75,24 @@ func TestBackupRestoreInFreshVMs(t *testing.T) {
 		}
 	})
 
+	step(t, "a backup with the database stopped says to start it, and writes nothing", func(t *testing.T) {
+		a.MustExec(t, "carto-appliance", "stop", "workspace-postgres")
+		out, errOut, code, err := a.Exec(ctx, "carto-appliance", "backup", "-o", "/root/stopped.cbk")
+		a.MustExec(t, "carto-appliance", "start", "workspace-postgres")
+		if err != nil || code == 0 || !strings.Contains(errOut, "carto-appliance start workspace-postgres") {
+			t.Errorf("backup with the database stopped: exit %d %v\n%s\n%s", code, err, out, errOut)
+		}
+		if _, _, code, _ := a.Exec(ctx, "test", "-e", "/root/stopped.cbk"); code == 0 {
+			t.Error("a failed backup left its file")
+		}
+		eventually(t, 2*time.Minute, func() error {
+			if st := vmStatus(t, a); !st.Healthy {
+				return fmt.Errorf("A not healthy again after start")
+			}
+			return nil
+		})
+	})
+
 	step(t, "on B a corrupted backup and a wrong passphrase are refused, nothing changed", func(t *testing.T) {
 		for _, c := range []struct{ file, pass, want string }{
 			{"/root/corrupt.cbk", "/root/pass", "corrupt"},
@@ -85,6 +103,20 @@ func TestBackupRestoreInFreshVMs(t *testing.T) {
 				t.Errorf("restore %s with %s: exit %d\n%s", c.file, c.pass, code, errOut)
 			}
 			untouched(t)
+		}
+	})
+
+	step(t, "a restore failing once begun (B does not trust the registry) is undone", func(t *testing.T) {
+		ca := "/etc/docker/certs.d/" + regHost + "/ca.crt"
+		b.MustExec(t, "mv", ca, "/root/registry-ca.crt")
+		_, errOut, code, _ := b.Exec(ctx, "carto-appliance", "restore", "/root/a.cbk", "--passphrase-file", "/root/pass")
+		b.MustExec(t, "mv", "/root/registry-ca.crt", ca)
+		if code == 0 || !strings.Contains(errOut, "the restore was undone") {
+			t.Errorf("restore without the registry's CA: exit %d\n%s", code, errOut)
+		}
+		untouched(t)
+		if out := b.MustExec(t, "sh", "-c", "docker volume ls -q; ls -A /opt/carto 2>/dev/null; ls -A /var/lib/carto-appliance 2>/dev/null; iptables -S 2>/dev/null | grep -c CARTO- || true"); strings.TrimSpace(out) != "0" {
+			t.Errorf("the undone restore left volumes, files or firewall rules:\n%s", out)
 		}
 	})
 

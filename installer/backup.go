@@ -125,7 +125,11 @@ func dumpForBackup(ctx context.Context, paths config.Paths, cfg config.Config, d
 		res.Notes = append(res.Notes, note)
 		return nil
 	}
-	if err := u.dumpDatabase(ctx, dir); err != nil {
+	if err := u.dumpDatabase(ctx, dir); errors.Is(err, stack.ErrNotRunning) {
+		// The dump is taken by the database itself, consistent while
+		// CARTO runs: it must be up.
+		return fmt.Errorf("backing up the database: %w: start it (carto-appliance start %s) and take the backup again", err, databaseService)
+	} else if err != nil {
 		return fmt.Errorf("backing up the database: %w", err)
 	}
 	if err := u.dumpGlobals(ctx, dir); err != nil {
@@ -198,8 +202,13 @@ type RestoreOptions struct {
 // Restore brings a fresh node to a backup's state: the same settings,
 // certificates, licence, CARTO release and database rows. The whole file
 // is checked first (format, integrity, passphrase, versions): a backup
-// refused changes nothing. A node already installed is refused too: a
-// restore replaces nothing an operator did not remove (uninstall --purge).
+// refused changes nothing. A node already installed is refused too, and
+// an engine holding the backup's project (an uninstall that kept its
+// volumes): a restore replaces nothing an operator did not remove
+// (uninstall --purge). A restore that fails once it has begun (an image
+// that cannot be pulled, a database that does not restore) is undone: its
+// files, containers, volumes and firewall rules removed, the node fresh
+// again for the next try.
 func Restore(ctx context.Context, opts RestoreOptions) (*Result, error) {
 	paths := opts.Paths.WithDefaults()
 	if _, err := os.Stat(paths.File(config.ConfigFileName)); err == nil {
@@ -215,22 +224,130 @@ func Restore(ctx context.Context, opts RestoreOptions) (*Result, error) {
 		return nil, err
 	}
 	defer os.RemoveAll(staging)
-	if err := placeBackup(paths, staging); err != nil {
+	undo, err := beginRestore(ctx, paths, staging, createdState)
+	if err != nil {
+		if createdState {
+			os.RemoveAll(paths.StateDir)
+		}
 		return nil, err
+	}
+	if err := placeBackup(paths, staging); err != nil {
+		return nil, undo.run(ctx, err)
 	}
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
-		return nil, err
+		return nil, undo.run(ctx, err)
 	}
 	defer unlock()
 	dump := filepath.Join(staging, strings.TrimSuffix(backupDBPrefix, "/"))
 	if _, err := os.Stat(filepath.Join(dump, backupDumpFile)); err == nil {
 		if err := restoreDumpAlone(ctx, opts.Options, paths, dump); err != nil {
-			return nil, fmt.Errorf("restoring the database of the backup of %s (CARTO %s, %s): %w; the settings are in place: run `carto-appliance restore` again on a fresh VM, or fix the cause and run `carto-appliance config apply`",
-				h.Host, h.CartoVersion, h.Created.Format(time.RFC3339), err)
+			return nil, undo.run(ctx, fmt.Errorf("restoring the database of the backup of %s (CARTO %s, %s): %w",
+				h.Host, h.CartoVersion, h.Created.Format(time.RFC3339), err))
 		}
 	}
-	return convergeInstalled(ctx, opts.Options, paths, "restore")
+	res, err := convergeInstalled(ctx, opts.Options, paths, "restore")
+	if err != nil {
+		return res, undo.run(ctx, err)
+	}
+	return res, nil
+}
+
+// restoreUndo puts a node back as it was before a restore began.
+type restoreUndo struct {
+	paths   config.Paths
+	project string
+	// before holds every path below the config and state dirs before the
+	// restore placed anything; createdState: the restore made the state
+	// dir.
+	before       map[string]bool
+	createdState bool
+}
+
+// beginRestore refuses a restore onto an engine that holds the backup's
+// project already, and notes what the config and state dirs hold, for the
+// undo.
+func beginRestore(ctx context.Context, paths config.Paths, staging string, createdState bool) (*restoreUndo, error) {
+	cfg, _, err := config.Load(filepath.Join(staging, strings.TrimSuffix(backupConfigPrefix, "/"), config.ConfigFileName))
+	if err != nil {
+		return nil, &InputError{Input: InputBackup, Err: fmt.Errorf("the backup's settings: %w; nothing was changed", err)}
+	}
+	u := &restoreUndo{paths: paths, project: cfg.Defaults().Project, before: map[string]bool{}, createdState: createdState}
+	eng, err := connectEngine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	left, err := eng.Leftovers(ctx, u.project)
+	eng.Close()
+	if err != nil {
+		return nil, fmt.Errorf("looking for what the engine holds of project %s: %w", u.project, err)
+	}
+	if len(left) > 0 {
+		return nil, inputErrorf(InputBackup, "the Docker engine holds project %s already (%s), as an uninstall that kept its data leaves it: a restore would write the backup over it; remove it (carto-appliance uninstall, purging its data; or docker rm and docker volume rm) or restore on a fresh VM; nothing was changed", u.project, strings.Join(left, ", "))
+	}
+	for _, root := range []string{paths.ConfigDir, paths.StateDir} {
+		err := filepath.WalkDir(root, func(path string, _ fs.DirEntry, err error) error {
+			if errors.Is(err, fs.ErrNotExist) && path == root {
+				return nil
+			}
+			u.before[path] = true
+			return err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("noting what %s holds before the restore: %w", root, err)
+		}
+	}
+	return u, nil
+}
+
+// run undoes the restore after cause, whatever ctx does (a half-undone
+// node is the worst outcome): the project's containers, networks and
+// volumes (all the restore's: beginRestore refused any already there), its
+// firewall rules, and every file and directory it added.
+func (u *restoreUndo) run(ctx context.Context, cause error) error {
+	ctx = context.WithoutCancel(ctx)
+	var errs []error
+	if eng, err := connectEngine(ctx); err != nil {
+		errs = append(errs, err)
+	} else {
+		var stale *stack.StaleNetworksError
+		if err := eng.Down(ctx, u.project, nil, stack.DownOptions{RemoveVolumes: true}); err != nil && !errors.As(err, &stale) {
+			errs = append(errs, fmt.Errorf("removing the restored stack: %w", err))
+		}
+		eng.Close()
+	}
+	if err := firewallClear(ctx, firewallHost(u.paths), u.project); err != nil {
+		errs = append(errs, fmt.Errorf("removing the firewall rules: %w", err))
+	}
+	roots := []string{u.paths.ConfigDir}
+	if u.createdState {
+		if err := os.RemoveAll(u.paths.StateDir); err != nil {
+			errs = append(errs, err)
+		}
+	} else {
+		roots = append(roots, u.paths.StateDir)
+	}
+	for _, root := range roots {
+		var added []string
+		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && !u.before[path] {
+				added = append(added, path)
+			}
+			return nil
+		})
+		// Deepest first: a directory is empty of what was added by the
+		// time it is removed.
+		slices.Reverse(added)
+		for _, path := range added {
+			if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w; undoing the restore failed too (%v): remove what is left of it (carto-appliance uninstall, purging) before restoring again", cause, errors.Join(errs...))
+	}
+	return fmt.Errorf("%w; the restore was undone (its files, containers and volumes removed): fix the cause and restore again", cause)
 }
 
 // openBackup checks and unpacks the backup into a staging dir of the

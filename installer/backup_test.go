@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,55 @@ func TestScheduledBackupRefusesAnEmptyPassphrase(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
 		t.Errorf("files left in backup.dir: %v", entries)
+	}
+}
+
+// A restore onto an engine that holds the backup's project (an uninstall
+// that kept its volumes) is refused with nothing changed; one that fails
+// once begun (here its converge: the backup lacks the customer package)
+// is undone: the stack and its volumes removed, the firewall rules
+// cleared, the config and state dirs as they were.
+func TestRestoreUndo(t *testing.T) {
+	prev := ApplianceVersion
+	t.Cleanup(func() { ApplianceVersion = prev })
+	ApplianceVersion = "1.0.0"
+	f, _ := fakes(t)
+	file := writeBackupFile(t, "1.0.0")
+	dir := t.TempDir()
+	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	// A config dir with a file of the operator's in it, before the
+	// restore: it stays, and so does the dir.
+	os.MkdirAll(paths.ConfigDir, 0o755)
+	os.WriteFile(filepath.Join(paths.ConfigDir, "notes.txt"), []byte("mine"), 0o600)
+	gone := func(t *testing.T) {
+		t.Helper()
+		entries, _ := os.ReadDir(paths.ConfigDir)
+		if len(entries) != 1 || entries[0].Name() != "notes.txt" {
+			t.Errorf("the config dir holds %v, want only notes.txt", entries)
+		}
+		if _, err := os.Stat(paths.StateDir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the state dir the restore made is still there (%v)", err)
+		}
+	}
+
+	f.LeftoverNames = []string{"volume carto_workspace-db"}
+	_, err := Restore(t.Context(), RestoreOptions{Options: Options{Paths: paths}, File: file})
+	var in *InputError
+	if !errors.As(err, &in) || in.Input != InputBackup || !strings.Contains(err.Error(), "volume carto_workspace-db") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Fatalf("a restore onto a kept project: %v", err)
+	}
+	gone(t)
+	if len(f.Downs) != 0 {
+		t.Errorf("a refused restore removed the kept project: %v", f.Log)
+	}
+
+	f.LeftoverNames = nil
+	_, err = Restore(t.Context(), RestoreOptions{Options: Options{Paths: paths}, File: file})
+	if err == nil || !strings.Contains(err.Error(), "the restore was undone") {
+		t.Fatalf("a restore failing at its converge: %v", err)
+	}
+	gone(t)
+	if len(f.Downs) != 1 || !f.Downs[0].RemoveVolumes || f.DownOf[0] != "carto" || !slices.Contains(f.Log, "firewall clear") {
+		t.Errorf("the undo did not remove the stack with its volumes and the firewall rules: %v", f.Log)
 	}
 }

@@ -71,6 +71,8 @@ type fakeStack struct {
 	running map[string]string // service -> its configuration, as applied
 	// DiagnoseEnv is the environment of every container Diagnose shows.
 	DiagnoseEnv []string
+	// LeftoverNames answers Leftovers.
+	LeftoverNames []string
 }
 
 // fakes puts a fakeStack in place of the Docker engine, a host.FakeEngine
@@ -272,6 +274,13 @@ func (f *fakeStack) Down(_ context.Context, project string, _ *types.Project, op
 	}
 	clear(f.running)
 	return nil
+}
+
+func (f *fakeStack) Leftovers(_ context.Context, project string) ([]string, error) {
+	f.record("leftovers " + project)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.LeftoverNames, f.Fail["leftovers"]
 }
 
 // Exec records the command; Execs answers it (by its first word: its

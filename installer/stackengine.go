@@ -28,6 +28,7 @@ type stackEngine interface {
 	ImageID(ctx context.Context, ref string) (string, error)
 	UntagImage(ctx context.Context, ref string) error
 	Diagnose(ctx context.Context, project string) (*stack.Diagnostics, error)
+	Leftovers(ctx context.Context, project string) ([]string, error)
 	Close() error
 }
 

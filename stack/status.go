@@ -272,6 +272,31 @@ func (e *Engine) Down(ctx context.Context, project string, p *types.Project, opt
 	return joined()
 }
 
+// Leftovers names the project's containers and volumes on the engine
+// (volumes as "volume NAME"): what an uninstall that kept the data, or a
+// stack brought up by other means, leaves behind.
+func (e *Engine) Leftovers(ctx context.Context, project string) ([]string, error) {
+	have, extras, err := e.projectContainers(ctx, project)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range append(slices.Collect(maps.Values(have)), extras...) {
+		if len(c.Names) > 0 {
+			out = append(out, strings.TrimPrefix(c.Names[0], "/"))
+		}
+	}
+	vols, err := e.api.VolumeList(ctx, client.VolumeListOptions{Filters: make(client.Filters).Add("label", labelProject+"="+project)})
+	if err != nil {
+		return nil, fmt.Errorf("listing volumes: %w", err)
+	}
+	for _, v := range vols.Items {
+		out = append(out, "volume "+v.Name)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 // errStaleEndpoint marks a network removal refused for an endpoint no
 // container holds.
 var errStaleEndpoint = errors.New("the Docker engine still records an endpoint on it although no container is attached (an engine fault)")

@@ -114,8 +114,11 @@ whole file is checked first (format, integrity, passphrase, the carto-appliance
 that wrote it), and a backup refused changes nothing. Then the settings and
 state are put in place, the installed release's images pulled, the database
 started alone and restored with its roles, the stack converged, and the agent
-registered. A node that is installed already is refused: restore replaces
-nothing (uninstall with --purge first).`,
+registered. A node that is installed already is refused, and one whose Docker
+engine holds the backup's project (an uninstall that kept its volumes): restore
+replaces nothing (uninstall with --purge first). A restore that fails once it
+has begun (an image not pulled, a database not restored) is undone: its files,
+containers, volumes and firewall rules removed, ready for the next try.`,
 		Args: cobra.ExactArgs(1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if noService {
