@@ -116,10 +116,17 @@ func TestTier1InFreshVMs(t *testing.T) {
 				t.Errorf("the app node does not reach the data node's port %d", p)
 			}
 		}
-		// The peer API answers only the layout's nodes.
-		code := outside.MustExec(t, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", fmt.Sprintf("http://%s:9710/v1/status", data.IP()))
-		if code != "401" {
-			t.Errorf("the data node's peer API answered a third host %s, want 401", code)
+		// The peer API answers only the layout's nodes (a request
+		// without the layout's secret: 401), and a third host not at all.
+		peerStatus := func(from *vm.VM) string {
+			code, _, _, _ := from.Exec(ctx, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", fmt.Sprintf("http://%s:9710/v1/status", data.IP()))
+			return code
+		}
+		if code := peerStatus(app); code != "401" {
+			t.Errorf("the data node's peer API answered the app node's unsigned request %s, want 401", code)
+		}
+		if code := peerStatus(outside); code != "000" {
+			t.Errorf("the data node's peer API answered a third host %s, want no answer", code)
 		}
 	})
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -267,22 +268,39 @@ func NodeStatus(ctx context.Context, paths config.Paths) (*peer.Status, error) {
 	return out, nil
 }
 
-// PeerAPI is what the agent of a tier layout's node serves its peers on:
-// the address and the handler; ok is false on a standard node.
-func PeerAPI(paths config.Paths) (addr string, secret []byte, ok bool, err error) {
+// PeerEndpoint is what the agent of a tier layout's node serves its peers
+// on.
+type PeerEndpoint struct {
+	// Addr is this node's private address and the peer port.
+	Addr string
+	// Secret is the layout's, from the join token.
+	Secret []byte
+	// From are the layout's nodes' addresses: the only ones answered.
+	From []netip.Addr
+}
+
+// PeerAPI is where and to whom the agent of a tier layout's node serves
+// its peers; ok is false on a standard node.
+func PeerAPI(paths config.Paths) (ep PeerEndpoint, ok bool, err error) {
 	paths = paths.WithDefaults()
 	cfg, found, err := config.Load(paths.File(config.ConfigFileName))
 	if err != nil || !found || !cfg.Distributed() {
-		return "", nil, false, err
+		return PeerEndpoint{}, false, err
 	}
 	join, err := readJoin(paths)
 	if err != nil {
-		return "", nil, false, err
+		return PeerEndpoint{}, false, err
 	}
 	if join == nil {
-		return "", nil, false, fmt.Errorf("this %s node has no join token (%s): install it again with the data node's", cfg.Role, JoinTokenPath(paths))
+		return PeerEndpoint{}, false, fmt.Errorf("this %s node has no join token (%s): install it again with the data node's", cfg.Role, JoinTokenPath(paths))
 	}
-	return fmt.Sprintf("%s:%d", cfg.Address(), cfg.PeerPort()), join.Secret, true, nil
+	ep = PeerEndpoint{Addr: fmt.Sprintf("%s:%d", cfg.Address(), cfg.PeerPort()), Secret: join.Secret}
+	for _, a := range cfg.Nodes {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			ep.From = append(ep.From, ip)
+		}
+	}
+	return ep, true, nil
 }
 
 // nodeRole is the role status and the role label name: stack.RoleAll on

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/cartodb/carto-appliance/installer"
@@ -24,12 +26,12 @@ const peerRetry = 5 * time.Second
 func (s *sup) servePeers(ctx context.Context) {
 	logged := ""
 	for {
-		addr, secret, ok, err := installer.PeerAPI(s.opts.Paths)
+		ep, ok, err := installer.PeerAPI(s.opts.Paths)
 		if ok && err == nil {
 			var ln net.Listener
-			if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", addr); err == nil {
-				s.opts.Logf("event=peer-api-listening addr=%s", addr)
-				s.servePeerAPI(ctx, ln, secret)
+			if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", ep.Addr); err == nil {
+				s.opts.Logf("event=peer-api-listening addr=%s", ep.Addr)
+				s.servePeerAPI(ctx, &nodesOnly{Listener: ln, from: ep.From, logf: s.opts.Logf}, ep.Secret)
 				return
 			}
 		}
@@ -76,4 +78,38 @@ func (s *sup) servePeerAPI(ctx context.Context, ln net.Listener, secret []byte) 
 	defer cancel()
 	srv.Shutdown(shutdown)
 	<-done
+}
+
+// nodesOnly accepts connections from the layout's nodes only: every
+// request is authenticated anyway, but nothing else on the network need
+// reach the peer API at all (its port is the agent's own, which the
+// DOCKER-USER rules of the stack's ports do not cover).
+type nodesOnly struct {
+	net.Listener
+	from []netip.Addr
+	logf func(string, ...any)
+	// logged are the addresses refused so far, logged once each.
+	logged map[netip.Addr]bool
+}
+
+func (l *nodesOnly) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ap, perr := netip.ParseAddrPort(c.RemoteAddr().String())
+		ip := ap.Addr().Unmap()
+		if perr == nil && slices.Contains(l.from, ip) {
+			return c, nil
+		}
+		if l.logged == nil {
+			l.logged = map[netip.Addr]bool{}
+		}
+		if !l.logged[ip] && len(l.logged) < 100 {
+			l.logged[ip] = true
+			l.logf("event=peer-api-refused from=%s reason=%q", ip, "not a node of the layout")
+		}
+		c.Close()
+	}
 }
