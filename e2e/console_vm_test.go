@@ -41,7 +41,8 @@ const screenshotDir = "../.cache/screenshots"
 // services healthy; a killed container turns unhealthy and healthy again
 // on the page without a reload; a setting changed through the page lands
 // in appliance.yaml, while a form posted without the CSRF token is
-// refused; a support bundle downloads; an upgrade runs with its steps
+// refused; a service's log shows, and new lines come while followed; a
+// support bundle downloads; an upgrade runs with its steps
 // shown. Screenshots of each page are kept.
 func TestConsoleInFreshVM(t *testing.T) {
 	t.Parallel()
@@ -319,6 +320,27 @@ func TestConsoleInFreshVM(t *testing.T) {
 		}
 	})
 
+	step(t, "a service's logs: the tail, then followed as lines come", func(t *testing.T) {
+		run(t, 30*time.Second, chromedp.Navigate(base+"/logs?service=maps-api&lines=50"), chromedp.WaitVisible(chromedp.ID("log")))
+		if s := pageText(t, "#log"); !strings.Contains(s, "image=") {
+			t.Errorf("maps-api's log tail does not show its start line:\n%s", s)
+		}
+		run(t, 10*time.Second, chromedp.Click(chromedp.ID("follow")))
+		ip := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "carto-maps-api-1"))
+		// The stand-in logs every request but /health: a request with
+		// a path of its own is a line that comes after the page.
+		marker := fmt.Sprintf("/followed-by-the-console-%d", time.Now().UnixNano())
+		waitPage(t, time.Minute, "#log", func(s string) error {
+			node.Exec(ctx, "curl", "-s", "-o", "/dev/null", "--max-time", "3", "http://"+ip+":3000"+marker)
+			if !strings.Contains(s, marker) {
+				return fmt.Errorf("the followed log does not show %s yet", marker)
+			}
+			return nil
+		})
+		shot(t, "logs")
+		run(t, 10*time.Second, chromedp.Click(chromedp.ID("follow"))) // stop following
+	})
+
 	step(t, "a support bundle downloads", func(t *testing.T) {
 		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
 			_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
@@ -381,6 +403,9 @@ func TestConsoleInFreshVM(t *testing.T) {
 		}
 		if same := eval(t, `String(window.__notReloaded === true)`); same != "true" {
 			t.Error("the page was reloaded")
+		}
+		if v := pageText(t, "#installed"); v != testbed.NextVersion {
+			t.Errorf("the page says %q is installed after the upgrade, want %s", v, testbed.NextVersion)
 		}
 		shot(t, "upgrade")
 		eventually(t, 5*time.Minute, func() error {

@@ -115,6 +115,9 @@
     es.addEventListener('done', function (e) {
       var run = JSON.parse(e.data);
       state.textContent = run.error ? 'Failed: ' + run.error : 'Finished ' + when(run.ended) + '.';
+      // The facts above came with the page, before the upgrade.
+      var installed = document.getElementById('installed');
+      if (installed && !run.error) installed.textContent = run.to;
       es.close();
       var button = document.querySelector('form[action="/upgrade"] button');
       if (button) button.disabled = false;
