@@ -34,15 +34,22 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
+// planFixture is a fresh node's paths and a customer package for
+// planInstall.
+func planFixture(t *testing.T) (paths config.Paths, customer, key string) {
+	t.Helper()
+	dir := t.TempDir()
+	paths = config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
+	key = filepath.Join(dir, "key.json")
+	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
+	return paths, writeCustomer(t, ""), key
+}
+
 // The plans of a first install and of a later apply, as text: what is
 // written, what changes in .env (keys only), the certificates, the
 // allow-list, the services and the steps.
 func TestPlanGolden(t *testing.T) {
-	dir := t.TempDir()
-	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
-	customer := writeCustomer(t, "")
-	key := filepath.Join(dir, "key.json")
-	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
+	paths, customer, key := planFixture(t)
 
 	d, err := planInstall(paths, InstallOptions{Options: Options{Paths: paths}, CustomerEnv: customer, KeyFile: key,
 		AllowedSources: []string{"10.0.0.0/8"}}, nil)
@@ -153,11 +160,7 @@ func TestCommitUndo(t *testing.T) {
 // hash, never the password; an empty or a short one is the operator's
 // input error, naming the console password.
 func TestPlanInstallConsolePassword(t *testing.T) {
-	dir := t.TempDir()
-	paths := config.Paths{ConfigDir: filepath.Join(dir, "config"), StateDir: filepath.Join(dir, "state")}
-	customer := writeCustomer(t, "")
-	key := filepath.Join(dir, "key.json")
-	os.WriteFile(key, []byte(`{"type":"service_account","private_key":"-----BEGIN PRIVATE KEY-----\nX\n-----END PRIVATE KEY-----\n"}`), 0o600)
+	paths, customer, key := planFixture(t)
 	plan := func(password string) (*desired, error) {
 		file := filepath.Join(t.TempDir(), "pw")
 		os.WriteFile(file, []byte(password), 0o600)
