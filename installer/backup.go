@@ -128,7 +128,7 @@ func dumpForBackup(ctx context.Context, paths config.Paths, cfg config.Config, d
 	if err := u.dumpDatabase(ctx, dir); errors.Is(err, stack.ErrNotRunning) {
 		// The dump is taken by the database itself, consistent while
 		// CARTO runs: it must be up.
-		return fmt.Errorf("backing up the database: %w: start it (carto-appliance start %s) and take the backup again", err, databaseService)
+		return fmt.Errorf("backing up the database: %w: start the stack (carto-appliance start) and take the backup again", err)
 	} else if err != nil {
 		return fmt.Errorf("backing up the database: %w", err)
 	}
