@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 )
 
@@ -90,6 +93,21 @@ func TestConfigApplyRollsWithoutFailedRequests(t *testing.T) {
 		t.Errorf("compose ps lists %d services, want 17:\n%s", len(seen), ps)
 	}
 	after := n.containers()
+	// A rolled container is created without a restart policy (until it
+	// is ready) and given its service's once ready.
+	for svc, id := range after {
+		insp, err := docker.ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := container.RestartPolicyUnlessStopped
+		if svc == "workspace-migrations" {
+			want = container.RestartPolicyDisabled
+		}
+		if got := insp.Container.HostConfig.RestartPolicy.Name; got != want {
+			t.Errorf("%s's restart policy after the roll: %q, want %q", svc, got, want)
+		}
+	}
 	compose(t, n, "up", "-d")
 	if again := changedServices(after, n.containers()); len(again) > 0 {
 		t.Errorf("docker compose up -d recreated %v after the roll", again)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -99,6 +100,34 @@ func ClearFences(ctx context.Context, pid int) error {
 }
 
 // nsIptables runs iptables in the network namespace of process pid.
+// Neighbours are the IPv4 addresses the network namespace of process pid
+// has link-layer entries for: the hosts it has talked to lately, among
+// them an address that went away while it was talking to it (a container
+// that died before anyone read its address, whose stale entry now sends
+// connection attempts nowhere).
+func Neighbours(ctx context.Context, pid int) ([]netip.Addr, error) {
+	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(pid), "--net", "--", "ip", "-4", "neigh", "show").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("ip neigh in the network namespace of process %d: %s", pid, strings.TrimSpace(string(out)+" "+err.Error()))
+	}
+	return parseNeighbours(string(out)), nil
+}
+
+// parseNeighbours reads `ip -4 neigh show`: "ADDR dev IF [lladdr MAC] STATE".
+func parseNeighbours(out string) []netip.Addr {
+	var addrs []netip.Addr
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		if a, err := netip.ParseAddr(f[0]); err == nil && a.Is4() && !slices.Contains(addrs, a) {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
 func nsIptables(ctx context.Context, pid int, args ...string) (string, error) {
 	cmd := append([]string{"--target", strconv.Itoa(pid), "--net", "--", "iptables", "-w"}, args...)
 	out, err := exec.CommandContext(ctx, "nsenter", cmd...).CombinedOutput()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -118,4 +119,19 @@ func TestFenceRefusesNewConnectionsOnly(t *testing.T) {
 			t.Error("an IPv6 address was fenced")
 		}
 	})
+}
+
+// `ip -4 neigh show` lines, whatever their state, give their addresses
+// once each; anything else is skipped.
+func TestParseNeighbours(t *testing.T) {
+	out := "172.28.0.14 dev eth0 lladdr 02:42:ac:1c:00:0e STALE\n" +
+		"172.28.0.1 dev eth0 lladdr 02:42:7e:aa:bb:cc REACHABLE\n" +
+		"172.28.0.9 dev eth0  FAILED\n" +
+		"172.28.0.14 dev eth1 lladdr 02:42:ac:1c:00:0e DELAY\n" +
+		"fe80::1 dev eth0 lladdr 02:42:7e:aa:bb:cc router STALE\n\n"
+	got := parseNeighbours(out)
+	want := []netip.Addr{netip.MustParseAddr("172.28.0.14"), netip.MustParseAddr("172.28.0.1"), netip.MustParseAddr("172.28.0.9")}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
 }

@@ -127,3 +127,7 @@ func (rollFirewall) Unfence(ctx context.Context, pid int, addr netip.Addr) error
 func (rollFirewall) ClearFences(ctx context.Context, pid int) error {
 	return firewall.ClearFences(ctx, pid)
 }
+
+func (rollFirewall) Neighbours(ctx context.Context, pid int) ([]netip.Addr, error) {
+	return firewall.Neighbours(ctx, pid)
+}

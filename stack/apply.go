@@ -414,6 +414,11 @@ func (c *converger) ensureContainer(ctx context.Context, s types.ServiceConfig) 
 		// removal and the rename leaves the new one under its temporary
 		// name: compose and the operator know it by the service's.
 		if name := containerName(c.p.Name, s.Name); !slices.Contains(have.Names, "/"+name) {
+			// A roll's new container may not have its restart policy yet
+			// (roll.go): given again, whatever it has.
+			if err := c.e.restartPolicy(ctx, have.ID, restartPolicy(s.Restart)); err != nil {
+				return outcomeNone, "", fmt.Errorf("service %s: %w", s.Name, err)
+			}
 			if _, err := c.e.api.ContainerRename(ctx, have.ID, client.ContainerRenameOptions{NewName: name}); err != nil {
 				return outcomeNone, "", fmt.Errorf("naming service %s's container %s: %w", s.Name, name, err)
 			}

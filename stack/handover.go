@@ -30,6 +30,9 @@ type Firewall interface {
 	// Unfence lifts one fence, ClearFences every fence in a namespace.
 	Unfence(ctx context.Context, pid int, addr netip.Addr) error
 	ClearFences(ctx context.Context, pid int) error
+	// Neighbours are the IPv4 addresses the namespace of process pid has
+	// link-layer entries for.
+	Neighbours(ctx context.Context, pid int) ([]netip.Addr, error)
 }
 
 // PortRedirect is one published TCP port handed to a container address.

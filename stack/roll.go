@@ -60,7 +60,18 @@ func rollable(s types.ServiceConfig) bool {
 func (c *converger) roll(ctx context.Context, s types.ServiceConfig, have container.Summary, cfg *createConfig, name string) (outcome, string, error) {
 	c.rep.Report(Event{Service: s.Name, Action: ActionRecreating, Detail: "new container first, beside the old one"})
 	tmp := have.ID[:12] + "_" + name
-	id, err := c.e.create(ctx, tmp, cfg)
+	// Until it is ready, the new container is not restarted by the
+	// engine: one that fails exits once, with the one address read below,
+	// and is seen to fail at once. Restarted, it would come back again
+	// and again, each time under the service's name in Docker's DNS with
+	// another address, which a router could learn and no fence covers.
+	// It gets the service's restart policy once ready (and from the next
+	// converge, should this one be cut short before: rename below).
+	trial := *cfg
+	hc := *cfg.HostConfig
+	hc.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyDisabled}
+	trial.HostConfig = &hc
+	id, err := c.e.create(ctx, tmp, &trial)
 	if err != nil {
 		return outcomeNone, "", fmt.Errorf("recreating service %s: %w (the old container is still serving)", s.Name, err)
 	}
@@ -79,6 +90,10 @@ func (c *converger) roll(ctx context.Context, s types.ServiceConfig, have contai
 	if err := c.awaitReady(ctx, s, id); err != nil {
 		discard()
 		return outcomeNone, "", fmt.Errorf("%w (its new container was removed; the old one is still serving)", err)
+	}
+	if err := c.e.restartPolicy(ctx, id, cfg.HostConfig.RestartPolicy); err != nil {
+		discard()
+		return outcomeNone, "", fmt.Errorf("recreating service %s: %w (its new container was removed; the old one is still serving)", s.Name, err)
 	}
 	if err := c.retire(ctx, s, have); err != nil {
 		return outcomeRecreated, id, err
@@ -101,14 +116,57 @@ func (c *converger) discard(ctx context.Context, s types.ServiceConfig, id strin
 		routers = nil
 	}
 	if c.e.Firewall != nil {
-		for _, addr := range addrs {
-			for _, r := range routers {
+		for _, r := range routers {
+			fenced := addrs
+			if len(fenced) == 0 {
+				// It died before its address could be read, yet a router
+				// may have learnt it meanwhile: what the router talked to
+				// that nothing holds now.
+				fenced = c.deadNeighbours(ctx, r)
+			}
+			for _, addr := range fenced {
 				c.fences.add(ctx, c.e.Firewall, r, addr)
 			}
 		}
 	}
 	c.e.api.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
 	c.reloadRouters(ctx, s, routers)
+}
+
+// deadNeighbours are the addresses on the project's networks that router r
+// has talked to lately (its link-layer entries) and that neither a running
+// container nor a gateway holds now: a container that died before its
+// address was read. Any doubt fences nothing.
+func (c *converger) deadNeighbours(ctx context.Context, r router) []netip.Addr {
+	seen, err := c.e.Firewall.Neighbours(ctx, r.pid)
+	if err != nil || len(seen) == 0 {
+		return nil
+	}
+	var subnets []netip.Prefix
+	held := map[netip.Addr]bool{}
+	for _, id := range c.netIDs {
+		insp, err := c.e.api.NetworkInspect(ctx, id, client.NetworkInspectOptions{})
+		if err != nil {
+			return nil
+		}
+		for _, cfg := range insp.Network.IPAM.Config {
+			if cfg.Subnet.IsValid() {
+				subnets = append(subnets, cfg.Subnet)
+				held[cfg.Subnet.Masked().Addr().Next()] = true // the default gateway
+			}
+			held[cfg.Gateway] = true
+		}
+		for _, ep := range insp.Network.Containers {
+			held[ep.IPv4Address.Addr()] = true
+		}
+	}
+	var dead []netip.Addr
+	for _, a := range seen {
+		if !held[a] && slices.ContainsFunc(subnets, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			dead = append(dead, a)
+		}
+	}
+	return dead
 }
 
 // addresses are a container's IPv4 addresses, as it runs now.
@@ -376,6 +434,14 @@ func (e *Engine) endRollsCutShort(ctx context.Context, project string) error {
 		if err := e.Firewall.ClearFences(ctx, r.pid); err != nil {
 			return fmt.Errorf("lifting the fences left in router %s: %w", r.service, err)
 		}
+	}
+	return nil
+}
+
+// restartPolicy gives a container its restart policy.
+func (e *Engine) restartPolicy(ctx context.Context, id string, p container.RestartPolicy) error {
+	if _, err := e.api.ContainerUpdate(ctx, id, client.ContainerUpdateOptions{RestartPolicy: &p}); err != nil {
+		return fmt.Errorf("setting the restart policy of %s: %w", id[:min(12, len(id))], err)
 	}
 	return nil
 }
