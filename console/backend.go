@@ -122,3 +122,14 @@ type SettingView struct {
 	Set    bool
 	Secret bool
 }
+
+// ChangeNotifier is a Backend that also says when the status may have
+// changed (a container started, died or changed health): the page's live
+// status is sent at once then, not at its next tick, so that a moment
+// shorter than the tick (a killed container brought back within a second)
+// still shows.
+type ChangeNotifier interface {
+	// Changes receives after each change until ctx ends; changes that
+	// come while one is pending make one.
+	Changes(ctx context.Context) <-chan struct{}
+}

@@ -65,13 +65,18 @@ func (e *eventStream) flush() {
 	_ = e.rc.Flush()
 }
 
-// statusEvents streams the status every statusEvery until the client
-// leaves or the session ends (the stream does not keep it alive).
+// statusEvents streams the status every statusEvery, and at once after
+// each change the backend tells of, until the client leaves or the session
+// ends (the stream does not keep it alive).
 func (c *console) statusEvents(w http.ResponseWriter, r *http.Request, s session) {
 	ctx := r.Context()
 	ev := startEvents(w)
 	tick := time.NewTicker(c.statusEvery)
 	defer tick.Stop()
+	var changes <-chan struct{} // nil: the tick alone
+	if n, ok := c.backend.(ChangeNotifier); ok {
+		changes = n.Changes(ctx)
+	}
 	for {
 		if !c.sessions.alive(s.id, c.now()) {
 			ev.send("expired", []byte("{}"))
@@ -93,6 +98,7 @@ func (c *console) statusEvents(w http.ResponseWriter, r *http.Request, s session
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-changes:
 		}
 	}
 }

@@ -186,3 +186,41 @@ func TestLineEvents(t *testing.T) {
 		t.Errorf("got %q\nwant %q", got, want)
 	}
 }
+
+// notifyingBackend tells of changes when told to.
+type notifyingBackend struct {
+	*fakeBackend
+	changes chan struct{}
+}
+
+func (n notifyingBackend) Changes(ctx context.Context) <-chan struct{} { return n.changes }
+
+// A backend that tells of a change has the status sent at once, not at
+// the next tick.
+func TestStatusEventsOnChange(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, false)
+	nb := notifyingBackend{fakeBackend: h.backend, changes: make(chan struct{}, 1)}
+	h.c.backend = nb
+	h.c.statusEvery = time.Hour
+	srv := h.serve()
+	s := h.login()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	r := openEvents(ctx, t, srv, "/events/status", s)
+	if _, err := nextEvent(r); err != nil {
+		t.Fatal(err)
+	}
+	h.backend.mu.Lock()
+	h.backend.status.Services[1].Restarts = 8
+	h.backend.mu.Unlock()
+	nb.changes <- struct{}{}
+	ev, err := nextEvent(r)
+	if err != nil {
+		t.Fatalf("no status after the change (the tick is an hour): %v", err)
+	}
+	var st StatusView
+	if err := json.Unmarshal([]byte(ev.data), &st); err != nil || st.Services[1].Restarts != 8 {
+		t.Errorf("the status sent after the change: %v %+v", err, st.Services)
+	}
+}

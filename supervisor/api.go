@@ -221,6 +221,9 @@ type ServeOptions struct {
 	// again on the new binary. nil: the agent runs on, on the old one.
 	Restart   func(reason string)
 	Workflows Workflows
+	// Notices are the loop's, which the console's live status follows;
+	// nil: its tick alone.
+	Notices *Notices
 }
 
 // Serve answers the CLI on ln until ctx ends, then drains: operations
@@ -280,7 +283,7 @@ func Serve(ctx context.Context, ln net.Listener, opts ServeOptions) error {
 			w.Header().Set("X-Error", err.Error())
 		}
 	})
-	srvOps := serverOps{wf: wf, paths: paths, ctx: opsCtx, ops: ops, changed: changed, logf: logf, restart: opts.Restart}
+	srvOps := serverOps{wf: wf, paths: paths, ctx: opsCtx, ops: ops, changed: changed, logf: logf, restart: opts.Restart, notices: opts.Notices}
 	if opts.Front != nil {
 		srvOps.release = opts.Front.Release
 	}
@@ -415,6 +418,8 @@ type serverOps struct {
 	// cont is the upgrade a self-update left, continued by this agent;
 	// nil when there is none.
 	cont *relay
+	// notices are the loop's (ServeOptions.Notices).
+	notices *Notices
 }
 
 // start logs the op, tracks it for the drain and returns what ends it:

@@ -59,6 +59,14 @@ func (b consoleBackend) Status(ctx context.Context) (*console.StatusView, error)
 	return v, nil
 }
 
+// Changes are the loop's notices: the page's status is sent at once after
+// a container event.
+func (b consoleBackend) Changes(ctx context.Context) <-chan struct{} {
+	return b.ops.notices.Subscribe(ctx)
+}
+
+var _ console.ChangeNotifier = consoleBackend{}
+
 func (b consoleBackend) Logs(ctx context.Context, service string, lines int, follow bool, w io.Writer) error {
 	return b.ops.wf.Logs(ctx, b.ops.paths, w, stack.LogsOptions{Services: []string{service}, Tail: strconv.Itoa(lines), Follow: follow})
 }

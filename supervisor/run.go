@@ -54,6 +54,9 @@ type Options struct {
 	// Front answers the HTTP port in acme mode, shared with the API;
 	// nil: Run makes its own.
 	Front *Front
+	// Notices, when set, is told of each container event and healthy
+	// probe (the console shows the stack live with it).
+	Notices *Notices
 }
 
 // DefaultStopBound leaves room in systemd's TimeoutStopSec (30 s) for the
@@ -358,6 +361,7 @@ func (s *sup) watch(ctx context.Context, eng engine) error {
 			if !ok {
 				return errEngineGone
 			}
+			s.opts.Notices.Notify()
 			switch {
 			case ev.Action == "die", ev.Action == "oom", strings.HasPrefix(ev.Action, "health_status: unhealthy"):
 				s.opts.Logf("event=container-%s service=%s", strings.ReplaceAll(ev.Action, ": ", "-"), ev.Service)
@@ -370,6 +374,7 @@ func (s *sup) watch(ctx context.Context, eng engine) error {
 			s.probed[p.service] = p.run
 			s.opts.Logf("event=probed-healthy service=%s took=%s", p.service, time.Since(p.run.StartedAt).Round(time.Millisecond))
 			s.save(time.Now())
+			s.opts.Notices.Notify()
 		case <-retry.C:
 			s.resync(ctx, eng, retry)
 		case <-tick.C:

@@ -131,11 +131,14 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 	// The HTTP port's front in acme mode: the loop keeps it in line with
 	// the settings, the operations the API runs release it at once.
 	front := supervisor.NewFront(paths, log.Logf)
+	// The loop's container events reach the console's live status.
+	notices := supervisor.NewNotices()
 	opts := supervisor.Options{
 		Paths:   paths,
 		Logf:    log.Logf,
 		Changed: changed,
 		Front:   front,
+		Notices: notices,
 		Ready: func() {
 			ready.Do(func() {
 				notify(log, daemon.SdNotifyReady+"\nSTATUS=supervising the stack")
@@ -161,6 +164,7 @@ func runAgent(ctx context.Context, paths config.Paths, log *agentLog) error {
 				Version: version,
 				Logf:    log.Logf,
 				Front:   front,
+				Notices: notices,
 				// The binary was replaced: exit, and systemd starts the
 				// new one (RestartForceExitStatus in the unit).
 				Restart: func(reason string) { cancelCause(fmt.Errorf("%w: %s", errAgentRestart, reason)) },
