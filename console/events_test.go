@@ -1,6 +1,7 @@
 package console
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"net/http"
@@ -40,14 +41,7 @@ func TestStatusEvents(t *testing.T) {
 func TestStatusEventsEndWithTheSession(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, false)
-	srv := h.serve()
-	s := h.login()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	r := openEvents(ctx, t, srv, "/events/status", s)
-	if _, err := nextEvent(r); err != nil {
-		t.Fatal(err)
-	}
+	r := statusStream(t, h)
 	// The stream does not keep the session alive: idle, it ends.
 	h.clock.advance(sessionIdle)
 	for {
@@ -203,14 +197,7 @@ func TestStatusEventsOnChange(t *testing.T) {
 	nb := notifyingBackend{fakeBackend: h.backend, changes: make(chan struct{}, 1)}
 	h.c.backend = nb
 	h.c.statusEvery = time.Hour
-	srv := h.serve()
-	s := h.login()
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-	defer cancel()
-	r := openEvents(ctx, t, srv, "/events/status", s)
-	if _, err := nextEvent(r); err != nil {
-		t.Fatal(err)
-	}
+	r := statusStream(t, h)
 	h.backend.mu.Lock()
 	h.backend.status.Services[1].Restarts = 8
 	h.backend.mu.Unlock()
@@ -223,4 +210,19 @@ func TestStatusEventsOnChange(t *testing.T) {
 	if err := json.Unmarshal([]byte(ev.data), &st); err != nil || st.Services[1].Restarts != 8 {
 		t.Errorf("the status sent after the change: %v %+v", err, st.Services)
 	}
+}
+
+// statusStream logs in to h's console and opens its status stream (for
+// the test's duration, at most 5 s), past its first status.
+func statusStream(t *testing.T, h *harness) *bufio.Reader {
+	t.Helper()
+	srv := h.serve()
+	s := h.login()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	t.Cleanup(cancel)
+	r := openEvents(ctx, t, srv, "/events/status", s)
+	if _, err := nextEvent(r); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
