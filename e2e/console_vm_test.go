@@ -205,6 +205,13 @@ func TestConsoleInFreshVM(t *testing.T) {
 		eventually(t, within, func() error { return check(pageText(t, sel)) })
 	}
 
+	// mapsAPI is maps-api's container address in the VM (its stand-in's
+	// control and logged requests are reached there).
+	mapsAPI := func(t *testing.T) string {
+		t.Helper()
+		return strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "carto-maps-api-1"))
+	}
+
 	step(t, "the replaced password is refused; the new one shows the 17 services healthy", func(t *testing.T) {
 		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("password")),
 			chromedp.SendKeys(chromedp.ID("password"), installPassword), chromedp.Submit(chromedp.ID("password")),
@@ -248,42 +255,37 @@ func TestConsoleInFreshVM(t *testing.T) {
 			return n
 		}
 		healthy := func(f []string) bool { return f != nil && f[1] == "running" && f[2] == "healthy" }
-		before := restarts(row(pageText(t, "#services")))
 		// The page, polled every half second, shows each status the
 		// server sends (at each container event, and every 2 s):
 		// maps-api not healthy in one of them.
 		sawDown := map[string]bool{}
+		// comesBack waits for the page to show maps-api restarted once
+		// more and healthy, noting whether it showed it not healthy.
+		comesBack := func(phase string, within time.Duration) {
+			t.Helper()
+			before := restarts(row(pageText(t, "#services")))
+			waitPage(t, within, "#services", func(s string) error {
+				f := row(s)
+				if f != nil && !healthy(f) {
+					sawDown[phase] = true
+				}
+				if restarts(f) <= before || !healthy(f) {
+					return fmt.Errorf("maps-api %s: its restart not on the page (%d before): %q", phase, before, f)
+				}
+				return nil
+			})
+		}
 		// Docker's restart policy and the agent's own check bring it back
 		// within a second or two: the page shows the restart.
 		node.MustExec(t, "docker", "kill", "carto-maps-api-1")
-		waitPage(t, 60*time.Second, "#services", func(s string) error {
-			f := row(s)
-			if f != nil && !healthy(f) {
-				sawDown["killed"] = true
-			}
-			if restarts(f) <= before || !healthy(f) {
-				return fmt.Errorf("maps-api's restart not on the page (%d before): %q", before, f)
-			}
-			return nil
-		})
+		comesBack("killed", 60*time.Second)
 		// A service whose healthcheck fails: the engine marks it
 		// unhealthy after its retries, and the agent replaces it at once
 		// (a status sent at each container event shows the moment in
 		// between, which one every 2 s alone could miss);
 		// the page shows the restart and the service healthy again.
-		before = restarts(row(pageText(t, "#services")))
-		ip := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "carto-maps-api-1"))
-		node.MustExec(t, "curl", "-sf", "-X", "POST", "http://"+ip+":3000/control/unhealthy")
-		waitPage(t, 180*time.Second, "#services", func(s string) error {
-			f := row(s)
-			if f != nil && !healthy(f) {
-				sawDown["unhealthy"] = true
-			}
-			if restarts(f) <= before || !healthy(f) {
-				return fmt.Errorf("maps-api's replacement not on the page (%d restarts before): %q", before, f)
-			}
-			return nil
-		})
+		node.MustExec(t, "curl", "-sf", "-X", "POST", "http://"+mapsAPI(t)+":3000/control/unhealthy")
+		comesBack("unhealthy", 180*time.Second)
 		t.Logf("the page showed maps-api not healthy: %v", sawDown)
 		if len(sawDown) == 0 {
 			t.Error("the page never showed maps-api other than healthy while it was killed, then replaced")
@@ -337,7 +339,7 @@ func TestConsoleInFreshVM(t *testing.T) {
 			t.Errorf("maps-api's log tail does not show its start line:\n%s", s)
 		}
 		run(t, 10*time.Second, chromedp.Click(chromedp.ID("follow")))
-		ip := strings.TrimSpace(node.MustExec(t, "docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", "carto-maps-api-1"))
+		ip := mapsAPI(t)
 		// The stand-in logs every request but /health: a request with
 		// a path of its own is a line that comes after the page.
 		marker := fmt.Sprintf("/followed-by-the-console-%d", time.Now().UnixNano())
