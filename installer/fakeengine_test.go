@@ -55,6 +55,8 @@ type fakeStack struct {
 	// set, answers first (ok false: Execs answers).
 	Execs    map[string]fakeExec
 	ExecFunc func(project string, cmd []string) (a fakeExec, ok bool)
+	// ExecErr, when set, fails the Execs it returns an error for.
+	ExecErr func(cmd []string) error
 	// DigestsFor answers RepoDigests.
 	DigestsFor func(ref string) []string
 	// ApplyErrs are the results of the next Applies, in turn (nil:
@@ -289,6 +291,11 @@ func (f *fakeStack) Exec(_ context.Context, project, service string, opts stack.
 	f.record("exec " + service + " " + strings.Join(opts.Cmd, " "))
 	if err := f.Fail["exec"]; err != nil {
 		return 0, err
+	}
+	if f.ExecErr != nil {
+		if err := f.ExecErr(opts.Cmd); err != nil {
+			return 0, err
+		}
 	}
 	if opts.Stdin != nil {
 		io.Copy(io.Discard, opts.Stdin)

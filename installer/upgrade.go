@@ -194,7 +194,10 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	defer c.close()
 	u := &upgradeRun{convergeRun: c, skipDB: in.SkipDatabaseBackup, from: from}
 	action := "upgrade " + u.from.Manifest.Version + " -> " + next.Manifest.Version
-	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details, Observe: observeSteps(in.Reporter, action)}
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, upgradeJournalFileName), Redact: d.redactor(), Details: u.details, Observe: observeSteps(in.Reporter, action),
+		// An undo the engine's absence cut (past engineBackWait) is the
+		// recovery's, once the engine answers.
+		UndoLater: stack.Transient}
 	err = steps.Run(ctx, j, action, u.steps(), steps.Undo)
 	if u.backup != "" {
 		sum.Backups = append(sum.Backups, u.backup)
@@ -206,6 +209,9 @@ func upgradeTo(ctx context.Context, in UpgradeOptions, paths config.Paths, next 
 	res.Warnings = append(c.warnings(), u.notes...)
 	var rb *steps.RollbackError
 	switch {
+	case errors.As(err, &rb) && rb.Later:
+		return res, fmt.Errorf("%w: upgrading %s to %s: %v; the Docker engine did not answer for %s: the rollback to %s goes on once it does (the agent does it, as does the next carto-appliance install, config apply or upgrade); see %s, and the backup in %s",
+			ErrRollbackFailed, u.from.Manifest.Version, next.Manifest.Version, rb, engineBackWait, u.from.Manifest.Version, j.Path, u.backupOrNone())
 	case errors.As(err, &rb):
 		return res, fmt.Errorf("%w: upgrading %s to %s: %v; the node is neither on %s nor on %s: see %s, and the backup in %s",
 			ErrRollbackFailed, u.from.Manifest.Version, next.Manifest.Version, rb, u.from.Manifest.Version, next.Manifest.Version, j.Path, u.backupOrNone())
@@ -278,7 +284,7 @@ func (u *upgradeRun) steps() []steps.Step {
 			}
 			return do(ctx)
 		}
-		s.Undo = u.engineBack(s.Undo)
+		s.Undo = u.engineBack(s.Name, s.Undo)
 		return s
 	}
 	var first []steps.Step
@@ -305,34 +311,61 @@ func (u *upgradeRun) steps() []steps.Step {
 // Before an undo the engine must answer: an upgrade that failed because
 // the engine restarted under it (systemctl restart docker, an engine
 // crash) is rolled back once the engine is back, rather than failing its
-// rollback too.
+// rollback too. The engine may also go away during the undo (a restart
+// begun as the converge failed): an undo puts a whole state back (files,
+// the database from its DROP, a converge), so it runs again from its
+// start, all within engineBackWait.
 var (
 	engineBackWait = 3 * time.Minute
 	engineBackPoll = 2 * time.Second
 )
 
-// engineBack is undo, run once the engine answers.
-func (u *upgradeRun) engineBack(undo func(context.Context) error) func(context.Context) error {
+// engineBack is the undo of step name, run once the engine answers, and
+// again when the engine went away under it.
+func (u *upgradeRun) engineBack(name string, undo func(context.Context) error) func(context.Context) error {
 	if undo == nil {
 		return nil
 	}
 	return func(ctx context.Context) error {
 		deadline := time.Now().Add(engineBackWait)
 		for {
-			_, err := u.eng.Info(ctx)
-			if err == nil {
-				break
+			if err := u.waitEngine(ctx, deadline); err != nil {
+				return err
 			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("the Docker engine has not answered for %s (%v): nothing could be put back", engineBackWait, err)
+			err := undo(ctx)
+			if err == nil || !stack.Transient(err) || time.Now().After(deadline) {
+				return err
 			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(engineBackPoll):
+			u.notes = append(u.notes, fmt.Sprintf("the Docker engine went away while the %s step was undone (%v): it was undone again once the engine answered", name, err))
+			if err := sleepCtx(ctx, engineBackPoll); err != nil {
+				return err
 			}
 		}
-		return undo(ctx)
+	}
+}
+
+// waitEngine waits until the engine answers, until deadline.
+func (u *upgradeRun) waitEngine(ctx context.Context, deadline time.Time) error {
+	for {
+		_, err := u.eng.Info(ctx)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the Docker engine has not answered for %s (%w): nothing could be put back", engineBackWait, err)
+		}
+		if err := sleepCtx(ctx, engineBackPoll); err != nil {
+			return err
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
 	}
 }
 

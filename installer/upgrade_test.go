@@ -5,6 +5,7 @@ package installer
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
@@ -209,6 +210,55 @@ func TestUpgradeRollsBackSettingsReleaseAndDatabase(t *testing.T) {
 	}
 	if f.InfoFailures != 0 {
 		t.Errorf("the rollback did not wait for the engine (%d failures left)", f.InfoFailures)
+	}
+
+	// The engine restarting during the undo's database restore: the undo
+	// runs again once the engine answers, from the DROP.
+	interrupted := fmt.Errorf("service workspace-postgres: %w (psql exited 2)", stack.ErrInterrupted)
+	f.ApplyErrs = []error{errors.New("service maps-api: is unhealthy")}
+	// dropFails makes the next n DROPs fail as the engine's restart does.
+	dropFails := func(n int) {
+		f.ExecErr = func(cmd []string) error {
+			if n > 0 && strings.Contains(strings.Join(cmd, " "), "DROP DATABASE") {
+				n--
+				return interrupted
+			}
+			return nil
+		}
+	}
+	dropFails(1)
+	drops := func() int { return strings.Count(strings.Join(f.calls(""), "\n"), "DROP DATABASE") }
+	before := drops()
+	res, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
+	if !errors.Is(err, ErrUpgradeRolledBack) || drops()-before != 2 || !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "undone again once the engine answered") }) {
+		t.Errorf("an undo the engine cut once: %v; %d DROPs; warnings %q", err, drops()-before, res.Warnings)
+	}
+
+	// An engine away for longer than engineBackWait: the rollback is
+	// left to the next converge (the agent's), which finishes it.
+	prevWait := engineBackWait
+	engineBackWait = 20 * time.Millisecond
+	f.ApplyErrs = []error{errors.New("service maps-api: is unhealthy")}
+	dropFails(1000)
+	_, err = Upgrade(t.Context(), UpgradeOptions{Options: Options{Paths: paths}})
+	engineBackWait = prevWait
+	if !errors.Is(err, ErrRollbackFailed) || !strings.Contains(err.Error(), "the rollback to 2025.11.3 goes on once it does") || !UndoLeftForLater(paths) {
+		t.Fatalf("an undo the engine's absence cut: %v (left for later: %v)", err, UndoLeftForLater(paths))
+	}
+	if j := upgradeJournal(t, paths); !j.Unfinished() || j.Interrupted() != "converge" {
+		t.Errorf("journal: outcome %q, interrupted %q", j.Outcome, j.Interrupted())
+	}
+	f.ExecErr = nil
+	before = drops()
+	res, err = Apply(t.Context(), Options{Paths: paths})
+	if err != nil || len(res.Warnings) == 0 || !strings.Contains(res.Warnings[0], "its rollback was cut in the converge step while the Docker engine did not answer: it was rolled back now") || drops()-before != 1 {
+		t.Fatalf("the converge after: %v, %d DROPs, warnings %q", err, drops()-before, res.Warnings)
+	}
+	if j := upgradeJournal(t, paths); j.Outcome != steps.RolledBack || UndoLeftForLater(paths) {
+		t.Errorf("journal after the recovery: %q", j.Outcome)
+	}
+	if st, _ := loadState(paths.StateDir); st.Release.Version != "2025.11.3" {
+		t.Errorf("pinned after the recovery: %s", st.Release.Version)
 	}
 
 	// A rollback that fails too: exit 6's error, naming the journal.

@@ -62,6 +62,9 @@ type Recovered struct {
 	// Rollback says the run was a rollback (From is the release it went
 	// back to), which is always completed.
 	Rollback bool `json:"rollback,omitempty"`
+	// EngineAway says the run's own rollback was cut by the Docker
+	// engine's absence (not a stopped process) and is finished here.
+	EngineAway bool `json:"engine_away,omitempty"`
 }
 
 func (r *Recovered) String() string {
@@ -71,7 +74,25 @@ func (r *Recovered) String() string {
 	if r.Finished {
 		return fmt.Sprintf("the upgrade %s -> %s stopped during its %s step, after CARTO %s was verified healthy: it was completed", r.From, r.To, r.Step, r.To)
 	}
+	if r.EngineAway {
+		return fmt.Sprintf("the upgrade %s -> %s failed and its rollback was cut in the %s step while the Docker engine did not answer: it was rolled back now, CARTO %s runs again (%s)", r.From, r.To, r.Step, r.From, r.Restored)
+	}
 	return fmt.Sprintf("the upgrade %s -> %s stopped during its %s step (the process was killed, crashed, or the machine restarted): it was rolled back, CARTO %s runs again (%s)", r.From, r.To, r.Step, r.From, r.Restored)
+}
+
+// UndoLeftForLater reports whether the last upgrade failed and its
+// rollback, cut while the Docker engine did not answer, waits for a
+// recovery (RecoverUpgrade, which any apply runs): the agent runs one
+// when it finds this.
+func UndoLeftForLater(paths config.Paths) bool {
+	r, err := upgradeJournalOf(paths.WithDefaults()).Load()
+	return err == nil && r != nil && undoCut(r)
+}
+
+// undoCut reports whether r is a run left unfinished by an undo that
+// failed (steps.Journal.UndoLater), not by a process that stopped.
+func undoCut(r *steps.Record) bool {
+	return r.Unfinished() && slices.ContainsFunc(r.Steps, func(s steps.StepRecord) bool { return s.State == steps.UndoFailed })
 }
 
 // RecoverUpgrade finishes or rolls back an upgrade whose process stopped
@@ -109,8 +130,11 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 		return nil, fmt.Errorf("the upgrade journal %s records no upgrade this carto-appliance can recover (%v): restore the node from a backup in %s by hand",
 			j.Path, err, filepath.Join(paths.StateDir, backupsDirName))
 	}
-	rec := &Recovered{From: det.From, To: det.To, Step: r.Interrupted(), Rollback: det.Kind == rollbackKind}
+	rec := &Recovered{From: det.From, To: det.To, Step: r.Interrupted(), Rollback: det.Kind == rollbackKind, EngineAway: undoCut(r)}
 	why := fmt.Sprintf("the process stopped during the %s step (killed, crashed, or the machine restarted)", rec.Step)
+	if rec.EngineAway {
+		why = fmt.Sprintf("the rollback was cut in the %s step while the Docker engine did not answer (%s)", rec.Step, r.Error)
+	}
 	fail := func(err error) (*Recovered, error) {
 		err = fmt.Errorf("recovering the upgrade %s -> %s that stopped during its %s step: %w", det.From, det.To, rec.Step, err)
 		j.Note(r, err.Error()+"; it is tried again at the agent's next start or the next upgrade")
@@ -125,8 +149,10 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 		}
 		rec.Finished = true
 		return rec, j.Resolve(r, steps.Succeeded, why+"; completed afterwards")
-	case stepDone(r, "verify"):
+	case stepDone(r, "verify") && !rec.EngineAway:
 		// Verified healthy on the new release: only its record was left.
+		// (A rollback cut midway is finished, whatever step failed: it
+		// may have put the database back already.)
 		if _, err := convergeInstalled(ctx, opts, paths, "upgrade"); err != nil {
 			return fail(err)
 		}

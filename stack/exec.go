@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/client"
@@ -24,6 +25,11 @@ type ExecOptions struct {
 // running.
 var ErrNotRunning = errors.New("not running")
 
+// ErrInterrupted is returned by Exec when the service's container stopped
+// or restarted while the command ran (the engine restarting, say): the
+// command's outcome, or its exit code, says nothing of the command.
+var ErrInterrupted = errors.New("the container stopped under the command")
+
 // Exec runs a command in the running container of a service and returns
 // its exit code once it ended (what `docker compose exec -T` does).
 func (e *Engine) Exec(ctx context.Context, project, service string, opts ExecOptions) (int, error) {
@@ -35,7 +41,44 @@ func (e *Engine) Exec(ctx context.Context, project, service string, opts ExecOpt
 	if !ok || c.State != "running" {
 		return 0, fmt.Errorf("service %s: %w", service, ErrNotRunning)
 	}
-	created, err := e.api.ExecCreate(ctx, c.ID, client.ExecCreateOptions{
+	started, err := e.startedAt(ctx, c.ID)
+	if err != nil {
+		return 0, fmt.Errorf("service %s: %w", service, err)
+	}
+	code, err := e.exec(ctx, c.ID, service, opts)
+	if (err != nil || code != 0) && ctx.Err() == nil {
+		// Whatever the engine answered, a container that is not the one
+		// the command started in means the command was cut.
+		if now, ierr := e.startedAt(ctx, c.ID); ierr != nil || !now.Equal(started) {
+			cause := err
+			if cause == nil {
+				cause = fmt.Errorf("%s exited %d", opts.Cmd[0], code)
+			}
+			return 0, fmt.Errorf("service %s: %w (%v)", service, ErrInterrupted, cause)
+		}
+	}
+	return code, err
+}
+
+// startedAt is when the running container id last started; an error
+// wrapping ErrNotRunning when it is not running.
+func (e *Engine) startedAt(ctx context.Context, id string) (time.Time, error) {
+	insp, err := e.api.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return time.Time{}, fmt.Errorf("inspecting its container: %w", err)
+	}
+	if !insp.Container.State.Running {
+		return time.Time{}, ErrNotRunning
+	}
+	t, err := time.Parse(time.RFC3339Nano, insp.Container.State.StartedAt)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("reading its container's start %q: %w", insp.Container.State.StartedAt, err)
+	}
+	return t, nil
+}
+
+func (e *Engine) exec(ctx context.Context, id, service string, opts ExecOptions) (int, error) {
+	created, err := e.api.ExecCreate(ctx, id, client.ExecCreateOptions{
 		Cmd: opts.Cmd, Env: opts.Env, AttachStdin: opts.Stdin != nil, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {

@@ -425,8 +425,10 @@ type serverOps struct {
 // start logs the op, tracks it for the drain and returns what ends it:
 // the agent's loop then looks at what the op changed at once.
 func (s serverOps) start(name, event string) (end func()) {
-	s.logf("event=api-%s", event)
+	// Tracked before it is logged: whoever sees the line may stop the
+	// agent at once, and the drain must then wait for this op.
 	remove := s.ops.add(name)
+	s.logf("event=api-%s", event)
 	return func() {
 		remove()
 		s.changed()

@@ -90,3 +90,19 @@ func (t *tracker) crashLoop(now time.Time) bool {
 	t.prune(now)
 	return len(t.restarts) >= crashLoopAfter
 }
+
+// backoffTimer says when a thing that keeps failing is due again: at once
+// the first time, then 10 s later, doubling up to 5 min.
+type backoffTimer struct {
+	next  time.Time
+	delay time.Duration
+}
+
+func (b *backoffTimer) due(now time.Time) bool {
+	if now.Before(b.next) {
+		return false
+	}
+	b.delay = min(max(2*b.delay, 10*time.Second), 5*time.Minute)
+	b.next = now.Add(b.delay)
+	return true
+}

@@ -192,10 +192,12 @@ func TestRunnerStopAbandonsAJobThatIgnoresCancellation(t *testing.T) {
 
 func eventuallyTrue(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	// Generous: only a failing test waits it out, and a loaded CI
+	// machine once took longer than 5 s.
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
+			t.Fatal("condition not met within 15s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

@@ -171,6 +171,9 @@ type sup struct {
 	convergeAgain bool
 	ready         bool // Ready was called; owned by the loop
 	certPending   bool // a certificate check waits for the converge; owned by the loop
+	// undoRetry paces the converges that finish an upgrade's rollback the
+	// engine's absence cut (installer.UndoLeftForLater); owned by the loop.
+	undoRetry backoffTimer
 
 	dial  func(context.Context) (engine, error)
 	apply func(context.Context, installer.Options) (*installer.Result, error)
@@ -414,6 +417,16 @@ func (s *sup) resync(ctx context.Context, eng engine, retry *time.Timer) {
 		return
 	}
 	defer unlock()
+	if installer.UndoLeftForLater(s.opts.Paths) {
+		// A converge recovers it first (installer.RecoverUpgrade); one
+		// that fails is tried again ever further apart.
+		if s.undoRetry.due(time.Now()) {
+			s.opts.Logf("event=upgrade-rollback-resumed")
+			s.startConverge(ctx)
+		}
+		return
+	}
+	s.undoRetry = backoffTimer{}
 	cfgProject, err := s.loadProject(ctx)
 	if err != nil {
 		s.opts.Logf("event=resync-failed err=%q", oneLine(err))

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/internal/steps"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -177,6 +178,32 @@ func TestLoopReconnectsDuringAConvergeAndConvergesAgain(t *testing.T) {
 	close(l.release) // lets this converge and the next one end
 	eventuallyTrue(t, func() bool { return l.applies.Load() == 2 })
 	eventuallyTrue(t, l.ready.Load)
+}
+
+// An upgrade whose rollback the engine's absence cut is finished by a
+// converge of the agent's (installer.RecoverUpgrade runs first in it);
+// while it keeps failing, the converges come ever further apart.
+func TestLoopResumesARollbackTheEngineCut(t *testing.T) {
+	l := startLoop(t, time.Second)
+	l.engines <- &fakeEngine{}
+	<-l.applyCtx
+	close(l.release)
+	eventuallyTrue(t, l.ready.Load)
+	paths := l.sup.opts.Paths
+	os.MkdirAll(paths.StateDir, 0o700)
+	j := steps.Journal{Path: filepath.Join(paths.StateDir, "upgrade-journal.json"), UndoLater: func(error) bool { return true }}
+	cut := errors.New("the engine is away")
+	steps.Run(t.Context(), j, "upgrade 1 -> 2", []steps.Step{{Name: "converge",
+		Do: func(context.Context) error { return cut }, Undo: func(context.Context) error { return cut }}}, steps.Undo)
+	if !installer.UndoLeftForLater(paths) {
+		t.Fatal("the journal written is not a cut rollback")
+	}
+	eventuallyTrue(t, func() bool { return l.log.has("event=upgrade-rollback-resumed") && l.applies.Load() == 2 })
+	// This apply is a fake: the journal stays; the next try waits.
+	time.Sleep(300 * time.Millisecond)
+	if n := l.applies.Load(); n != 2 {
+		t.Errorf("%d converges, want 2: the retry is not paced", n)
+	}
 }
 
 // Stopping during a converge waits for it up to the bound, then cancels

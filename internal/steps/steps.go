@@ -179,6 +179,11 @@ type Journal struct {
 	// Observe, when set, is told each step's new state as it is
 	// journaled: progress for the operator and the agent's log.
 	Observe func(step, state string)
+	// UndoLater, when set, says of an undo's error that the undo may
+	// succeed later (what it needed did not answer): the run is then
+	// left unfinished, as a process that stopped in it would leave it,
+	// for the next process to roll back; the RollbackError says Later.
+	UndoLater func(error) bool
 }
 
 // Load reads the last run's record; nil when there is none.
@@ -221,6 +226,9 @@ type RollbackError struct {
 	Err     error  // why the run failed
 	Step    string // the step whose undo failed
 	UndoErr error
+	// Later says the run was left unfinished for another process to
+	// roll back (Journal.UndoLater).
+	Later bool
 }
 
 func (e *RollbackError) Error() string {
@@ -299,8 +307,15 @@ func Run(ctx context.Context, j Journal, action string, steps []Step, on OnFailu
 				return mark(k, state, uerr)
 			}
 			if uerr := undo(ctx, steps[:i+1], undoMark); uerr != nil {
+				rb := uerr.withCause(err)
+				if j.UndoLater != nil && j.UndoLater(uerr.err) {
+					rb.Later = true
+					r.Error = j.errText(rb)
+					save()
+					return rb
+				}
 				end(Broken, uerr)
-				return uerr.withCause(err)
+				return rb
 			}
 			end(RolledBack, err)
 			return err
@@ -322,7 +337,7 @@ type undoFailure struct {
 
 func (u *undoFailure) Error() string { return u.err.Error() }
 
-func (u *undoFailure) withCause(err error) error {
+func (u *undoFailure) withCause(err error) *RollbackError {
 	return &RollbackError{Err: err, Step: u.step, UndoErr: u.err}
 }
 

@@ -270,6 +270,33 @@ func TestResumeLeavesTheRunUnfinished(t *testing.T) {
 	}
 }
 
+// An undo whose error UndoLater accepts leaves the run unfinished, at the
+// step whose undo failed, for the next process to roll back; any other
+// undo error ends it rollback-failed.
+func TestUndoLaterLeavesTheRunUnfinished(t *testing.T) {
+	later := func(err error) bool { return strings.Contains(err.Error(), "cannot undo files") }
+	for _, failUndo := range []string{"files", "converge"} {
+		j := Journal{Path: filepath.Join(t.TempDir(), "journal.json"), UndoLater: later}
+		var tr trace
+		err := Run(t.Context(), j, "upgrade 1 -> 2", []Step{tr.step("files", false, failUndo == "files"), tr.step("converge", true, failUndo == "converge")}, Undo)
+		var rb *RollbackError
+		if !errors.As(err, &rb) || rb.Later != (failUndo == "files") {
+			t.Fatalf("undo of %s failing: %v (later %v)", failUndo, err, rb != nil && rb.Later)
+		}
+		r, _ := j.Load()
+		if failUndo == "converge" {
+			if r.Outcome != Broken {
+				t.Errorf("an undo error UndoLater refuses: outcome %q", r.Outcome)
+			}
+			continue
+		}
+		if !r.Unfinished() || r.Interrupted() != "files" || !strings.Contains(r.Error, "cannot undo files") ||
+			!slices.Equal(states(r), []string{"files:undo-failed", "converge:failed-undone"}) {
+			t.Errorf("left for later: %v %q %q", states(r), r.Outcome, r.Error)
+		}
+	}
+}
+
 // Observe is told every state each step takes, in order, undo included.
 func TestObserveSeesEveryState(t *testing.T) {
 	var seen []string
