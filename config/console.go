@@ -2,6 +2,9 @@ package config
 
 import (
 	"net"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -37,6 +40,39 @@ func (c ConsoleConfig) Address() string {
 		return "127.0.0.1"
 	}
 	return c.BindAddress
+}
+
+// ConsoleEndpoint is where and how the console is served.
+type ConsoleEndpoint struct {
+	Addr string // host:port
+	// TLS says it is served over HTTPS, with CertFile and KeyFile (the
+	// router's certificate); without one (TLS offloaded) it is plain
+	// HTTP, which the agent serves on loopback only.
+	TLS               bool
+	CertFile, KeyFile string
+}
+
+// Endpoint is where and how the agent serves the console, with the
+// router's certificate as it is now in paths' config dir: one answer for
+// the server and for what status prints.
+func (c ConsoleConfig) Endpoint(paths Paths) ConsoleEndpoint {
+	dir := filepath.Join(paths.WithDefaults().ConfigDir, CertsDirName)
+	e := ConsoleEndpoint{
+		Addr:     net.JoinHostPort(c.Address(), strconv.Itoa(c.PortNumber())),
+		CertFile: filepath.Join(dir, ServerCertFile), KeyFile: filepath.Join(dir, ServerKeyFile),
+	}
+	_, err := os.Stat(e.CertFile)
+	e.TLS = err == nil
+	return e
+}
+
+// URL is the console's address for a browser.
+func (e ConsoleEndpoint) URL() string {
+	scheme := "https"
+	if !e.TLS {
+		scheme = "http"
+	}
+	return scheme + "://" + e.Addr + "/"
 }
 
 func validateConsole(c ConsoleConfig) error {

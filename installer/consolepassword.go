@@ -3,10 +3,6 @@ package installer
 import (
 	"context"
 	"errors"
-	"net"
-	"os"
-	"path/filepath"
-	"strconv"
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/console"
@@ -52,11 +48,7 @@ func consoleURL(paths config.Paths, c config.ConsoleConfig) string {
 	if c.PasswordHash == "" {
 		return ""
 	}
-	scheme := "https"
-	if _, err := os.Stat(filepath.Join(paths.ConfigDir, config.CertsDirName, config.ServerCertFile)); err != nil {
-		scheme = "http"
-	}
-	return scheme + "://" + net.JoinHostPort(c.Address(), strconv.Itoa(c.PortNumber())) + "/"
+	return c.Endpoint(paths).URL()
 }
 
 // hashConsolePassword is the bcrypt hash appliance.yaml keeps of the

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -216,16 +215,14 @@ func serveConsole(ctx context.Context, ops serverOps) {
 }
 
 func newConsoleServer(ops serverOps, c config.ConsoleConfig) (*http.Server, net.Listener, error) {
-	addr := net.JoinHostPort(c.Address(), strconv.Itoa(c.PortNumber()))
-	certs := filepath.Join(ops.paths.ConfigDir, config.CertsDirName)
-	certFile, keyFile := filepath.Join(certs, config.ServerCertFile), filepath.Join(certs, config.ServerKeyFile)
-	_, noCert := os.Stat(certFile)
-	if ip := net.ParseIP(c.Address()); noCert != nil && (ip == nil || !ip.IsLoopback()) {
+	end := c.Endpoint(ops.paths)
+	addr, certFile, keyFile := end.Addr, end.CertFile, end.KeyFile
+	if ip := net.ParseIP(c.Address()); !end.TLS && (ip == nil || !ip.IsLoopback()) {
 		return nil, nil, fmt.Errorf("no certificate at %s to serve the console on %s with: set console.bind_address to 127.0.0.1 (reach it through an SSH tunnel)", certFile, addr)
 	}
 	// Plain HTTP only on loopback without a certificate (TLS offloaded):
 	// its cookies then cannot be Secure.
-	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: noCert == nil})
+	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: end.TLS})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -234,7 +231,7 @@ func newConsoleServer(ops serverOps, c config.ConsoleConfig) (*http.Server, net.
 	if err != nil {
 		return nil, nil, fmt.Errorf("listening on %s for the console: %w", addr, err)
 	}
-	if noCert != nil {
+	if !end.TLS {
 		return srv, ln, nil
 	}
 	var mu sync.Mutex
