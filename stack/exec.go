@@ -46,18 +46,41 @@ func (e *Engine) Exec(ctx context.Context, project, service string, opts ExecOpt
 		return 0, fmt.Errorf("service %s: %w", service, err)
 	}
 	code, err := e.exec(ctx, c.ID, service, opts)
-	if (err != nil || code != 0) && ctx.Err() == nil {
-		// Whatever the engine answered, a container that is not the one
-		// the command started in means the command was cut.
-		if now, ierr := e.startedAt(ctx, c.ID); ierr != nil || !now.Equal(started) {
-			cause := err
-			if cause == nil {
-				cause = fmt.Errorf("%s exited %d", opts.Cmd[0], code)
-			}
-			return 0, fmt.Errorf("service %s: %w (%v)", service, ErrInterrupted, cause)
+	if (err != nil || code != 0) && ctx.Err() == nil && e.restartedSince(ctx, c.ID, started, err == nil) {
+		cause := err
+		if cause == nil {
+			cause = fmt.Errorf("%s exited %d", opts.Cmd[0], code)
 		}
+		return 0, fmt.Errorf("service %s: %w (%v)", service, ErrInterrupted, cause)
 	}
 	return code, err
+}
+
+// execSettle is how long a command's failure is watched for its
+// container stopping: a command killed as its container is (an engine
+// restart stops every container) ends before the engine says the
+// container stopped.
+var execSettle = 3 * time.Second
+
+// restartedSince reports whether container id stopped or restarted since
+// started (an engine that does not answer counts). settle watches it for
+// execSettle; otherwise one look.
+func (e *Engine) restartedSince(ctx context.Context, id string, started time.Time, settle bool) bool {
+	deadline := time.Now().Add(execSettle)
+	for {
+		now, err := e.startedAt(ctx, id)
+		if err != nil || !now.Equal(started) {
+			return true
+		}
+		if !settle || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // startedAt is when the running container id last started; an error
