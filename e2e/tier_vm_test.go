@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -161,6 +162,28 @@ func TestTier1InFreshVMs(t *testing.T) {
 		}
 		if text := app.MustExec(t, "carto-appliance", "status"); !strings.Contains(text, "VERSION SKEW") {
 			t.Errorf("status:\n%s", text)
+		}
+	})
+
+	step(t, "upgrade --rehearse on the app node runs on the data node, which holds the database: the migration adds its column to the copy, nothing live changes", func(t *testing.T) {
+		before := columns(t)
+		out, errOut, code, err := app.Exec(ctx, "carto-appliance", "upgrade", "--rehearse", "--json", "--to", testbed.NextVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var r installer.Rehearsal
+		if err := json.Unmarshal([]byte(out), &r); err != nil || code != 0 || !r.OK || r.DataNode != data.IP() || r.From != version || r.DumpBytes == 0 ||
+			len(r.Steps) != 1 || !slices.Contains(r.Steps[0].Added, "carto_migrations."+testbed.NextColumn) {
+			t.Errorf("rehearsal on the app node: exit %d %v %+v\n%s", code, err, r, errOut)
+		}
+		if after := columns(t); after != before {
+			t.Errorf("the live schema changed: %q, was %q", after, before)
+		}
+		if left := data.MustExec(t, "sh", "-c", "docker ps -aq --filter label=com.docker.compose.project=carto-rehearsal; docker volume ls -q --filter label=com.docker.compose.project=carto-rehearsal"); strings.TrimSpace(left) != "" {
+			t.Errorf("the rehearsal left containers or volumes on the data node:\n%s", left)
+		}
+		if j := data.MustExec(t, "journalctl", "-u", "carto-appliance", "-o", "cat", "--no-pager"); !strings.Contains(j, "event=peer-rehearse from="+version+" to="+testbed.NextVersion) {
+			t.Errorf("the data node's agent logged no rehearsal")
 		}
 	})
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -148,8 +149,12 @@ func dataPeer(paths config.Paths, cfg config.Config) (*peer.Client, string, erro
 	if join == nil {
 		return nil, "", fmt.Errorf("this %s node has no join token (%s): it cannot ask the data node", cfg.Role, JoinTokenPath(paths))
 	}
-	return &peer.Client{Secret: join.Secret, Port: cfg.PeerPort()}, cfg.Nodes[config.RoleData], nil
+	return &peer.Client{Secret: join.Secret, Port: cfg.PeerPort(), OpsHTTP: peerOpsHTTP}, cfg.Nodes[config.RoleData], nil
 }
+
+// peerOpsHTTP sends the requests to the data node's ops; nil: the peer
+// package's. Unit tests route them to a peer API of their own.
+var peerOpsHTTP *http.Client
 
 // databaseOnDataNode says whether the database of u's node runs on the
 // layout's data node.

@@ -128,6 +128,13 @@ func (s *upgradeSource) fetch(ctx context.Context, i int) (*release.Release, err
 // installed release to target (empty: the latest) and the licence's
 // judgement, changing nothing.
 func resolveUpgrade(ctx context.Context, paths config.Paths, target string) (*UpgradeCheck, *upgradeSource, error) {
+	return resolveUpgradeFrom(ctx, paths, "", target)
+}
+
+// resolveUpgradeFrom is resolveUpgrade from the release from rather than
+// the installed one (empty: the installed one): the data node rehearses
+// the app node's path.
+func resolveUpgradeFrom(ctx context.Context, paths config.Paths, from, target string) (*UpgradeCheck, *upgradeSource, error) {
 	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return nil, nil, err
@@ -141,7 +148,7 @@ func resolveUpgrade(ctx context.Context, paths config.Paths, target string) (*Up
 	if err != nil {
 		return nil, nil, &config.FieldError{Field: "upgrade.channel_url", Err: fmt.Errorf("appliance.yaml upgrade.channel_url: %w", err)}
 	}
-	chk := &UpgradeCheck{Installed: installed.Manifest.Version, Channel: up.ChannelName(), ChannelURL: config.RedactURL(base)}
+	chk := &UpgradeCheck{Installed: orText(from, installed.Manifest.Version), Channel: up.ChannelName(), ChannelURL: config.RedactURL(base)}
 	chk.License = judgeUpgradeLicense(paths, chk.Channel)
 
 	client, err := upgradeClient(paths, cfg)

@@ -3,6 +3,7 @@ package installer
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,8 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/peer"
+	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -34,6 +37,10 @@ type Rehearsal struct {
 	Steps []RehearsalStep `json:"steps"`
 	// OK says every release's migrations succeeded.
 	OK bool `json:"ok"`
+	// DataNode is the data node that rehearsed, on its copy of the
+	// database, for this app or web node of a tier layout; "" when this
+	// node did.
+	DataNode string `json:"data_node,omitempty"`
 }
 
 // RehearsalStep is one release's migrations run on the copy.
@@ -64,13 +71,76 @@ const (
 // services (its migrations) run on it in turn, timed, and the columns they
 // add and remove are reported. The throwaway stack is removed at the end,
 // whatever happened.
+//
+// On a tier layout the database is the data node's: another node has the
+// data node rehearse its own upgrade path (over the peer API), where the
+// dump and the copy stay; only the findings travel.
 func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error) {
 	paths := in.Paths.WithDefaults()
 	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
 		return nil, err
 	}
-	chk, src, err := resolveUpgrade(ctx, paths, in.To)
+	if cfg.Distributed() && cfg.Role != config.RoleData {
+		return rehearseOnDataNode(ctx, paths, cfg, in.To)
+	}
+	return rehearse(ctx, in.Options, paths, cfg, "", in.To)
+}
+
+// RehearseForPeer is the data node's part of another node's rehearsal
+// (RehearseUpgrade): the path from r.From, that node's release, to r.To,
+// on a copy of this node's database. What the peer API's rehearse runs.
+func RehearseForPeer(ctx context.Context, paths config.Paths, r peer.RehearseRequest) (json.RawMessage, error) {
+	paths = paths.WithDefaults()
+	for _, v := range []string{r.From, r.To} {
+		if _, err := release.ParseVersion(v); err != nil {
+			return nil, fmt.Errorf("a rehearsal of the upgrade %q -> %q: %w", r.From, r.To, err)
+		}
+	}
+	cfg, err := loadInstalledConfig(paths)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Role != config.RoleData {
+		return nil, fmt.Errorf("this is not the data node of a tier layout: the database is not here")
+	}
+	reh, err := rehearse(ctx, Options{Paths: paths}, paths, cfg, r.From, r.To)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(reh)
+}
+
+// rehearseOnDataNode has the layout's data node rehearse this node's
+// upgrade path.
+func rehearseOnDataNode(ctx context.Context, paths config.Paths, cfg config.Config, to string) (*Rehearsal, error) {
+	chk, src, err := resolveUpgrade(ctx, paths, to)
+	if err != nil {
+		return nil, err
+	}
+	if len(src.path) == 0 {
+		return nil, fmt.Errorf("CARTO %s is installed: nothing newer in the %s channel to rehearse an upgrade to", chk.Installed, chk.Channel)
+	}
+	client, addr, err := dataPeer(paths, cfg)
+	if err != nil {
+		return nil, err
+	}
+	found, err := client.Rehearse(ctx, addr, peer.RehearseRequest{From: chk.Installed, To: chk.Target})
+	if err != nil {
+		return nil, fmt.Errorf("rehearsing on the data node, which holds the database: %w", err)
+	}
+	var reh Rehearsal
+	if err := json.Unmarshal(found, &reh); err != nil {
+		return nil, fmt.Errorf("reading the data node's rehearsal: %w", err)
+	}
+	reh.DataNode = addr
+	return &reh, nil
+}
+
+// rehearse rehearses the path from from (empty: the installed release)
+// to to (empty: the channel's latest) on a copy of this node's database.
+func rehearse(ctx context.Context, opts Options, paths config.Paths, cfg config.Config, from, to string) (*Rehearsal, error) {
+	chk, src, err := resolveUpgradeFrom(ctx, paths, from, to)
 	if err != nil {
 		return nil, err
 	}
@@ -85,7 +155,7 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 	if err != nil {
 		return nil, err
 	}
-	c, err := newConvergeRun(ctx, in.Options, paths, d, "rehearse")
+	c, err := newConvergeRun(ctx, opts, paths, d, "rehearse")
 	if err != nil {
 		return nil, err
 	}
@@ -130,7 +200,7 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 		if err != nil {
 			return out, err
 		}
-		hop, err := planRelease(paths, cfg, paths.File(config.CustomerEnvFileName), paths.KeyFile(), TLSInput{}, rel)
+		hop, err := planRelease(paths, standalone(cfg), paths.File(config.CustomerEnvFileName), paths.KeyFile(), TLSInput{}, rel)
 		if err != nil {
 			return out, fmt.Errorf("planning CARTO %s: %w", rel.Manifest.Version, err)
 		}
@@ -146,7 +216,7 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 		if err != nil {
 			return out, fmt.Errorf("CARTO %s: %w", rel.Manifest.Version, err)
 		}
-		step, err := u.rehearse(ctx, p, i == 0)
+		step, err := u.rehearseOn(ctx, p, i == 0)
 		step.To = rel.Manifest.Version
 		out.Steps = append(out.Steps, step)
 		if err != nil {
@@ -160,10 +230,19 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 	return out, nil
 }
 
-// rehearse runs one release's one-shot services on the copy: the database
+// standalone is cfg as a standard node's: a rehearsal renders each
+// release whole, so that the copy runs the database and the migrations
+// side by side, whichever node of a layout this is (a data node renders
+// no migrations of its own).
+func standalone(cfg config.Config) config.Config {
+	cfg.Layout, cfg.Role, cfg.Nodes = "", "", nil
+	return cfg
+}
+
+// rehearseOn runs one release's one-shot services on the copy: the database
 // first, alone (restored from the dump at the first release), then the
 // rest. A migration that fails is the step's Error, not an error.
-func (u *upgradeRun) rehearse(ctx context.Context, p *types.Project, restore bool) (RehearsalStep, error) {
+func (u *upgradeRun) rehearseOn(ctx context.Context, p *types.Project, restore bool) (RehearsalStep, error) {
 	var others []string
 	for _, name := range p.ServiceNames() {
 		if name != databaseService {

@@ -3,7 +3,13 @@
 package installer
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,6 +17,8 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 
+	"github.com/cartodb/carto-appliance/config"
+	"github.com/cartodb/carto-appliance/peer"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -126,5 +134,82 @@ func TestRehearseUpgrade(t *testing.T) {
 	}
 	if !slices.Contains(f.calls(""), "down carto-rehearsal") {
 		t.Error("the copy was not removed after an engine failure")
+	}
+}
+
+// On a tier layout the data node rehearses with each release rendered
+// whole (its own rendering has no migrations: a rehearsal of that would
+// prove nothing); an app node has the data node rehearse its path, over
+// the peer API, and shows the findings as the data node's.
+func TestRehearseOnATierLayout(t *testing.T) {
+	paths, f := upgradeNode(t, channelRelease(t, "2026.1.0", "2025.11.3", "", ""))
+	join, err := peer.NewJoin(config.LayoutTier1, map[string]string{config.RoleData: "10.0.0.3", config.RoleApp: "10.0.0.2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.WriteTokenFile(JoinTokenPath(paths), join); err != nil {
+		t.Fatal(err)
+	}
+	be := func(role string, port int) {
+		cfg, err := loadInstalledConfig(paths)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Layout, cfg.Role, cfg.Nodes, cfg.Peer.Port = config.LayoutTier1, role, join.Nodes, port
+		if err := config.Save(paths.File(config.ConfigFileName), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The data node, asked by the app node on 2025.11.3.
+	be(config.RoleData, 0)
+	var rehearsed []string
+	f.OnApply = func(p *types.Project, o stack.ApplyOptions) {
+		if len(o.Held) == 0 {
+			rehearsed = p.ServiceNames()
+		}
+	}
+	found, err := RehearseForPeer(t.Context(), paths, peer.RehearseRequest{From: "2025.11.3", To: "2026.1.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Rehearsal
+	if err := json.Unmarshal(found, &r); err != nil || !r.OK || r.From != "2025.11.3" || len(r.Steps) != 1 || r.Steps[0].To != "2026.1.0" {
+		t.Errorf("the data node's rehearsal: %s %v", found, err)
+	}
+	if !slices.Contains(rehearsed, "workspace-migrations") {
+		t.Errorf("the data node's copy ran %v: no migrations", rehearsed)
+	}
+	if _, err := RehearseForPeer(t.Context(), paths, peer.RehearseRequest{From: "2025.11.3", To: "latest; rm -rf /"}); err == nil {
+		t.Error("a request naming no version was rehearsed")
+	}
+
+	// The app node: the data node answers on the peer API.
+	var asked []peer.RehearseRequest
+	srv := httptest.NewServer(peer.Serve(join.Secret, peer.Ops{Rehearse: func(_ context.Context, r peer.RehearseRequest) (json.RawMessage, error) {
+		asked = append(asked, r)
+		return found, nil
+	}}))
+	defer srv.Close()
+	// 10.0.0.3:9710 is this test's server.
+	prev := peerOpsHTTP
+	t.Cleanup(func() { peerOpsHTTP = prev })
+	peerOpsHTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != "10.0.0.3:9710" {
+			return nil, fmt.Errorf("dialled %s, not the data node", addr)
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, srv.Listener.Addr().String())
+	}}}
+	be(config.RoleApp, 0)
+	f.Log = nil
+	got, err := RehearseUpgrade(t.Context(), RehearseOptions{Options: Options{Paths: paths}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !got.OK || got.DataNode != "10.0.0.3" || len(got.Steps) != 1 || len(asked) != 1 || asked[0] != (peer.RehearseRequest{From: "2025.11.3", To: "2026.1.0"}) {
+		t.Errorf("the app node's rehearsal: %+v; the data node was asked %+v", got, asked)
+	}
+	if calls := f.calls(""); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "exec ") || strings.HasPrefix(c, "apply ") }) {
+		t.Errorf("the app node ran things itself: %q", calls)
 	}
 }

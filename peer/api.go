@@ -20,8 +20,9 @@ import (
 // by the join secret: the secret never travels, and a host without the
 // token gets nothing but 401. A request's MAC covers its body, and an
 // answer's MAC binds it to the request's nonce. Nothing is encrypted: what
-// travels (a status, a backup's name and size) is no secret. A request that
-// changes something (any method but GET and HEAD) is accepted once: a
+// travels (a status, a backup's name and size, a rehearsal's findings) is
+// no secret, and no more than the app node's own Postgres connection to
+// the data node carries on that network. A request that changes something (any method but GET and HEAD) is accepted once: a
 // replay of it within the clock window is refused, so that an
 // eavesdropper cannot restore a database again. A status may be replayed:
 // it is read-only and what a replay returns is what the eavesdropper
@@ -38,6 +39,10 @@ const (
 	// RestorePath takes a POSTed RestoreRequest and restores the node's
 	// database from that backup.
 	RestorePath = "/v1/database/restore"
+	// RehearsePath takes a POSTed RehearseRequest, rehearses the upgrade
+	// on a throwaway copy of the node's database and answers what the
+	// rehearsal found (JSON the asking node's carto-appliance reads).
+	RehearsePath = "/v1/database/rehearse"
 )
 
 const (
@@ -102,6 +107,14 @@ type RestoreRequest struct {
 	Name string `json:"name"` // a Backup.Name the node answered
 }
 
+// RehearseRequest asks the data node to rehearse the app node's upgrade
+// from From to To on a copy of its database: the copy and the dump stay
+// on that node, only the findings travel.
+type RehearseRequest struct {
+	From string `json:"from"`
+	To   string `json:"to"`
+}
+
 // Ops are what a node does for its peers. A nil op is not served: its
 // path answers 404, to authenticated peers only. Requests are decoded
 // strictly (unknown fields are refused) but their values are not judged:
@@ -118,6 +131,9 @@ type Ops struct {
 	// Restore restores the node's database from the named backup; ctx is
 	// as Backup's.
 	Restore func(ctx context.Context, r RestoreRequest) error
+	// Rehearse rehearses an upgrade on a copy of the node's database and
+	// answers its findings as a JSON object; ctx is as Backup's.
+	Rehearse func(ctx context.Context, r RehearseRequest) (json.RawMessage, error)
 }
 
 // requestMAC authenticates a request: its time, nonce, method, path and
@@ -154,8 +170,8 @@ func Handler(secret []byte, status func(ctx context.Context) (*Status, error)) h
 	return Serve(secret, Ops{Status: status})
 }
 
-// Serve serves the peer API: GET StatusPath, POST BackupPath and POST
-// RestorePath call ops. secret is the join secret; with a secret shorter
+// Serve serves the peer API: GET StatusPath, POST BackupPath, POST
+// RestorePath and POST RehearsePath call ops. secret is the join secret; with a secret shorter
 // than a join token's, every request is refused. Backup and Restore run
 // as long as the asking node waits: the http.Server serving them must
 // not set ReadTimeout or WriteTimeout, which would cut them.
@@ -206,6 +222,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case RestorePath:
 		if h.ops.Restore != nil {
 			method, op = http.MethodPost, h.restore
+		}
+	case RehearsePath:
+		if h.ops.Rehearse != nil {
+			method, op = http.MethodPost, h.rehearse
 		}
 	}
 	switch {
@@ -333,6 +353,22 @@ func (h *handler) restore(ctx context.Context, body []byte) (int, string, []byte
 	// the peer tells success by this signed JSON, which no error's text
 	// can pass for.
 	return http.StatusOK, "application/json", []byte("{}\n")
+}
+
+func (h *handler) rehearse(ctx context.Context, body []byte) (int, string, []byte) {
+	var req RehearseRequest
+	if err := decodeRequest(body, &req); err != nil {
+		return badRequest(err)
+	}
+	found, err := h.ops.Rehearse(ctx, req)
+	if err == nil && (len(found) == 0 || found[0] != '{' || !json.Valid(found)) {
+		// Never a bare error text: see restore.
+		err = errors.New("the rehearsal's findings are not a JSON object")
+	}
+	if err != nil {
+		return failed("rehearsal failed", err)
+	}
+	return http.StatusOK, "application/json", found
 }
 
 // decodeRequest decodes an op's request into v. Unknown fields are

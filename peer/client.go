@@ -102,6 +102,17 @@ func (c *Client) Restore(ctx context.Context, addr string, r RestoreRequest) err
 	return c.do(ctx, c.opsHTTP(), addr, fmt.Sprintf("to restore its backup %q", r.Name), http.MethodPost, RestorePath, r, &ok)
 }
 
+// Rehearse has the node at addr rehearse an upgrade on a copy of its
+// database and returns its findings (a JSON object). As with Backup,
+// nothing but ctx bounds the wait.
+func (c *Client) Rehearse(ctx context.Context, addr string, r RehearseRequest) (json.RawMessage, error) {
+	var found json.RawMessage
+	if err := c.do(ctx, c.opsHTTP(), addr, fmt.Sprintf("to rehearse the upgrade %s -> %s", r.From, r.To), http.MethodPost, RehearsePath, r, &found); err != nil {
+		return nil, err
+	}
+	return found, nil
+}
+
 func (c *Client) opsHTTP() *http.Client {
 	if c.OpsHTTP != nil {
 		return c.OpsHTTP

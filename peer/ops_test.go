@@ -7,6 +7,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
@@ -103,6 +104,28 @@ func TestRestoreRoundTrip(t *testing.T) {
 	}
 	if rec.deadline {
 		t.Error("the restore op's ctx has a deadline")
+	}
+}
+
+// A rehearsal's findings come back as the node wrote them; findings that
+// are not a JSON object are an error, not an answer.
+func TestRehearseRoundTrip(t *testing.T) {
+	t.Parallel()
+	var asked []RehearseRequest
+	found := json.RawMessage(`{"from":"2025.10.1","ok":true}`)
+	ops := Ops{Rehearse: func(ctx context.Context, r RehearseRequest) (json.RawMessage, error) {
+		asked = append(asked, r)
+		return found, nil
+	}}
+	c, addr := serve(t, Serve(testSecret(1), ops), testSecret(1))
+	req := RehearseRequest{From: "2025.10.1", To: "2025.11.1"}
+	got, err := c.Rehearse(context.Background(), addr, req)
+	if err != nil || string(got) != string(found) || len(asked) != 1 || asked[0] != req {
+		t.Fatalf("got %s %v; the node was asked %+v", got, err, asked)
+	}
+	found = json.RawMessage(`"rehearsed"`)
+	if _, err := c.Rehearse(context.Background(), addr, req); err == nil || !strings.Contains(err.Error(), "not a JSON object") {
+		t.Errorf("findings that are not an object: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -61,6 +62,12 @@ func (s *sup) servePeerAPI(ctx context.Context, ln net.Listener, secret []byte) 
 			Restore: func(ctx context.Context, r peer.RestoreRequest) error {
 				s.opts.Logf("event=peer-database-restore backup=%s", r.Name)
 				return installer.RestoreDatabaseForPeer(ctx, paths, r)
+			},
+			// An app or web node's upgrade --rehearse runs here, where
+			// the database is.
+			Rehearse: func(ctx context.Context, r peer.RehearseRequest) (json.RawMessage, error) {
+				s.opts.Logf("event=peer-rehearse from=%s to=%s", r.From, r.To)
+				return installer.RehearseForPeer(ctx, paths, r)
 			},
 		}),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -191,7 +191,11 @@ func printUpgradeCheck(w io.Writer, c *installer.UpgradeCheck) {
 }
 
 func printRehearsal(w io.Writer, r *installer.Rehearsal) {
-	fmt.Fprintf(w, "Rehearsed upgrading CARTO %s on a copy of the database (a fresh dump of %d KiB); nothing live was touched:\n", r.From, (r.DumpBytes+1023)/1024)
+	where := "the database"
+	if r.DataNode != "" {
+		where = "the data node's database (on " + r.DataNode + ", which holds it)"
+	}
+	fmt.Fprintf(w, "Rehearsed upgrading CARTO %s on a copy of %s (a fresh dump of %d KiB); nothing live was touched:\n", r.From, where, (r.DumpBytes+1023)/1024)
 	for _, s := range r.Steps {
 		if s.Error != "" {
 			fmt.Fprintf(w, "  %s: migrations FAILED after %s: %s\n", s.To, s.Took, s.Error)
