@@ -19,6 +19,10 @@ const (
 	LicenseFileName = "license.json"
 )
 
+// ConsoleSessionsFileName (state dir) keeps the admin console's logins
+// across the agent's restarts: session ids only hashed.
+const ConsoleSessionsFileName = "console-sessions.json"
+
 // The router's TLS files in the config dir's certs/, and the CA's in the
 // state dir: its key never goes where containers can read it.
 const (

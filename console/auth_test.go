@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -380,5 +382,65 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	}
 	if _, err := New(Options{Password: testHash(), Backend: newFakeBackend()}); err != nil {
 		t.Errorf("New: %v", err)
+	}
+}
+
+// With a sessions file, a login outlives the server (the agent's
+// restart): same cookie, same CSRF token. The file holds no cookie value;
+// a new password, a logout or the idle limit ends the session all the same.
+func TestSessionsOutliveTheServer(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "console-sessions.json")
+	h := newHarness(t, true)
+	restart := func(password []byte) *harness {
+		t.Helper()
+		c, err := newConsole(Options{Password: password, Backend: h.backend, Logf: h.audit.logf, Now: h.clock.Now, Secure: true, SessionsFile: file})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &harness{t: t, c: c, handler: c.routes(), backend: h.backend, clock: h.clock, audit: h.audit}
+	}
+	h = restart(testHash())
+	s := h.login()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Errorf("the sessions file is %v", fi.Mode().Perm())
+	}
+	if strings.Contains(string(b), s.cookie.Value) {
+		t.Error("the sessions file holds the session's cookie")
+	}
+
+	h = restart(testHash())
+	if resp := h.get("/", s.cookie); resp.StatusCode != http.StatusOK {
+		t.Fatalf("after a restart: %d, want 200", resp.StatusCode)
+	}
+	if resp := h.post("/settings", url.Values{"set": {"a=b"}}, s); resp.StatusCode == http.StatusForbidden {
+		t.Errorf("the CSRF token after a restart: %d", resp.StatusCode)
+	}
+
+	// Idle past the limit while the server was down.
+	h.clock.advance(sessionIdle + time.Minute)
+	if resp := restart(testHash()).get("/", s.cookie); resp.StatusCode == http.StatusOK {
+		t.Error("an idle session came back after a restart")
+	}
+
+	// A new password ends every session.
+	h.clock.advance(-sessionIdle - time.Minute)
+	h = restart(testHash())
+	s = h.login()
+	other, _ := bcrypt.GenerateFromPassword([]byte("another-password-42"), bcrypt.MinCost)
+	if resp := restart(other).get("/", s.cookie); resp.StatusCode == http.StatusOK {
+		t.Error("a session outlived a new password")
+	}
+
+	// A logout is kept too.
+	h = restart(testHash())
+	s = h.login()
+	h.post("/logout", nil, s)
+	if resp := restart(testHash()).get("/", s.cookie); resp.StatusCode == http.StatusOK {
+		t.Error("a session came back after its logout and a restart")
 	}
 }

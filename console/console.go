@@ -35,6 +35,9 @@ type Options struct {
 	// Secure marks the session cookie Secure (and names it __Host-...);
 	// set it when the console is served over HTTPS.
 	Secure bool
+	// SessionsFile keeps the sessions (0600) across restarts of the
+	// server; "" keeps them in memory only.
+	SessionsFile string
 }
 
 // statusEvery is how often /events/status sends the status.
@@ -97,6 +100,9 @@ func newConsole(opts Options) (*console, error) {
 		c.cookie = "__Host-" + c.cookie
 	}
 	c.sessions = newSessions()
+	if opts.SessionsFile != "" {
+		c.sessions = loadSessions(opts.SessionsFile, opts.Password, c.now(), c.logf)
+	}
 	c.limiter = newLimiter()
 	c.upgrades = &upgrades{}
 	pages, err := parsePages()

@@ -296,6 +296,23 @@ func TestConsoleInFreshVM(t *testing.T) {
 		}
 	})
 
+	step(t, "the login outlives the agent's restart", func(t *testing.T) {
+		node.MustExec(t, "systemctl", "restart", "carto-appliance")
+		eventually(t, 60*time.Second, func() error {
+			if got, _, _, _ := outside.Exec(ctx, "curl", "-ks", "-o", "/dev/null", "-w", "%{http_code}", base+"/login"); got != "200" {
+				return fmt.Errorf("the console after the agent's restart answers %q", got)
+			}
+			return nil
+		})
+		run(t, 30*time.Second, chromedp.Navigate(base+"/"), chromedp.WaitVisible(chromedp.ID("services")))
+		if loc := get(t, 10*time.Second, chromedp.Location()); strings.Contains(loc, "/login") {
+			t.Errorf("the agent's restart logged the operator out: %s", loc)
+		}
+		if mode := node.MustExec(t, "stat", "-c", "%a", "/var/lib/carto-appliance/console-sessions.json"); strings.TrimSpace(mode) != "600" {
+			t.Errorf("the sessions file's mode: %s", mode)
+		}
+	})
+
 	step(t, "a setting changed on the page lands in appliance.yaml; a form without the CSRF token is refused", func(t *testing.T) {
 		run(t, 30*time.Second, chromedp.Navigate(base+"/settings"), chromedp.WaitVisible(chromedp.ID("pairs")),
 			chromedp.SendKeys(chromedp.ID("pairs"), "backup.keep=3"), chromedp.Submit(chromedp.ID("pairs")),

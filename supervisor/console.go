@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -222,7 +223,10 @@ func newConsoleServer(ops serverOps, c config.ConsoleConfig) (*http.Server, net.
 	}
 	// Plain HTTP only on loopback without a certificate (TLS offloaded):
 	// its cookies then cannot be Secure.
-	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: end.TLS})
+	h, err := console.New(console.Options{Password: []byte(c.PasswordHash), Backend: consoleBackend{ops: ops}, Logf: ops.logf, Secure: end.TLS,
+		// Logins outlive the agent (a self-update during an upgrade run
+		// from the console restarts it).
+		SessionsFile: filepath.Join(ops.paths.StateDir, config.ConsoleSessionsFileName)})
 	if err != nil {
 		return nil, nil, err
 	}
