@@ -133,7 +133,8 @@ func recoverUpgradeLocked(ctx context.Context, opts Options, paths config.Paths)
 	rec := &Recovered{From: det.From, To: det.To, Step: r.Interrupted(), Rollback: det.Kind == rollbackKind, EngineAway: undoCut(r)}
 	why := fmt.Sprintf("the process stopped during the %s step (killed, crashed, or the machine restarted)", rec.Step)
 	if rec.EngineAway {
-		why = fmt.Sprintf("the rollback was cut in the %s step while the Docker engine did not answer (%s)", rec.Step, r.Error)
+		// The step's own record keeps the engine's error.
+		why = fmt.Sprintf("the rollback was cut in the %s step while the Docker engine did not answer", rec.Step)
 	}
 	fail := func(err error) (*Recovered, error) {
 		err = fmt.Errorf("recovering the upgrade %s -> %s that stopped during its %s step: %w", det.From, det.To, rec.Step, err)
