@@ -101,6 +101,9 @@ type UpgradeRunView struct {
 	// Interrupted says no process runs it any more: the next converge
 	// finishes or rolls it back.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// RollbackCut says its rollback was cut while the Docker engine did
+	// not answer: the agent rolls it back once it does.
+	RollbackCut bool `json:"rollback_cut,omitempty"`
 }
 
 // UpgradeView is what an upgrade check found.

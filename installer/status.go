@@ -83,6 +83,9 @@ type UpgradeStatus struct {
 	// next converge (the agent's, config apply) finishes or rolls it
 	// back.
 	Interrupted bool `json:"interrupted,omitempty"`
+	// RollbackCut says the run failed and its rollback was cut while the
+	// Docker engine did not answer: the agent rolls it back once it does.
+	RollbackCut bool `json:"rollback_cut,omitempty"`
 }
 
 // upgradeStatus reads the upgrade journal; nil when no upgrade ran.
@@ -98,7 +101,7 @@ func upgradeStatus(paths config.Paths) *UpgradeStatus {
 		}
 	}
 	if r.Unfinished() {
-		us.Step = r.Interrupted()
+		us.Step, us.RollbackCut = r.Interrupted(), undoCut(r)
 		// A run under way holds the lock for its whole length.
 		if unlock, ok, err := tryLockConverge(paths); err == nil && ok {
 			unlock()

@@ -248,6 +248,9 @@ func TestUpgradeRollsBackSettingsReleaseAndDatabase(t *testing.T) {
 	if j := upgradeJournal(t, paths); !j.Unfinished() || j.Interrupted() != "converge" {
 		t.Errorf("journal: outcome %q, interrupted %q", j.Outcome, j.Interrupted())
 	}
+	if us := upgradeStatus(paths); us == nil || !us.Interrupted || !us.RollbackCut || us.Step != "converge" {
+		t.Errorf("status's upgrade with the rollback cut: %+v", us)
+	}
 	f.ExecErr = nil
 	before = drops()
 	res, err = Apply(t.Context(), Options{Paths: paths})

@@ -54,7 +54,7 @@ func (b consoleBackend) Status(ctx context.Context) (*console.StatusView, error)
 		v.Certificate = cv
 	}
 	if u := st.Upgrade; u != nil {
-		v.Upgrade = &console.UpgradeRunView{What: u.What, StartedAt: u.StartedAt, EndedAt: u.EndedAt, Outcome: u.Outcome, Step: u.Step, Error: u.Error, Interrupted: u.Interrupted}
+		v.Upgrade = &console.UpgradeRunView{What: u.What, StartedAt: u.StartedAt, EndedAt: u.EndedAt, Outcome: u.Outcome, Step: u.Step, Error: u.Error, Interrupted: u.Interrupted, RollbackCut: u.RollbackCut}
 	}
 	return v, nil
 }

@@ -109,6 +109,8 @@ func printStatus(w io.Writer, st *installer.Status) {
 	}
 	if u := st.Upgrade; u != nil {
 		switch {
+		case u.Interrupted && u.RollbackCut:
+			fmt.Fprintf(w, "Upgrade: %s FAILED, and its rollback was cut at step %s while the Docker engine did not answer: the agent rolls it back once the engine answers (or run carto-appliance config apply)%s\n", u.What, orDash(u.Step), orEmpty("; last try: ", u.Error))
 		case u.Interrupted:
 			fmt.Fprintf(w, "Upgrade: %s STOPPED during step %s (its process ended): the agent finishes or rolls it back at its next converge (systemctl restart carto-appliance, or carto-appliance config apply)%s\n", u.What, orDash(u.Step), orEmpty("; last try: ", u.Error))
 		case u.Outcome == "":
