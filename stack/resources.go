@@ -16,6 +16,7 @@ import (
 	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -61,10 +62,16 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project) (map[stri
 		if err != nil {
 			return nil, fmt.Errorf("listing networks: %w", err)
 		}
-		found := ""
+		var same []network.Summary
 		for _, have := range list.Items {
 			if have.Name == n.Name {
-				found = have.ID
+				same = append(same, have)
+			}
+		}
+		found := ""
+		if len(same) > 0 {
+			if found, err = e.oneNetwork(ctx, n.Name, same); err != nil {
+				return nil, err
 			}
 		}
 		if found == "" {
@@ -87,6 +94,43 @@ func (e *Engine) ensureNetworks(ctx context.Context, p *types.Project) (map[stri
 	}
 	return ids, nil
 }
+
+// oneNetwork is the network of those named name to use. The engine lets
+// two networks share a name (two creations racing, or a leftover beside
+// one made again: moby/moby#20648), and then refuses to start a container
+// on it as ambiguous: the empty ones go, keeping one in use, else the
+// newest.
+func (e *Engine) oneNetwork(ctx context.Context, name string, same []network.Summary) (string, error) {
+	if len(same) == 1 {
+		return same[0].ID, nil
+	}
+	keep, used := same[0], false
+	for _, n := range same {
+		insp, err := e.api.NetworkInspect(ctx, n.ID, client.NetworkInspectOptions{})
+		if err != nil {
+			return "", fmt.Errorf("inspecting network %s (%s): %w", name, n.ID, err)
+		}
+		inUse := len(insp.Network.Containers) > 0
+		switch {
+		case inUse && used:
+			return "", fmt.Errorf("networks %s and %s are both named %s and both in use: the engine cannot tell them apart; stop the containers on one (docker network inspect) and remove it (docker network rm ID), then run the command again", shortID(keep.ID), shortID(n.ID), name)
+		case inUse, !used && n.Created.After(keep.Created):
+			keep, used = n, inUse
+		}
+	}
+	for _, n := range same {
+		if n.ID == keep.ID {
+			continue
+		}
+		if _, err := e.api.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !cerrdefs.IsNotFound(err) {
+			return "", fmt.Errorf("removing network %s, a duplicate of %s (%s): %w; remove it (docker network rm %s), then run the command again", shortID(n.ID), name, shortID(keep.ID), err, shortID(n.ID))
+		}
+	}
+	return keep.ID, nil
+}
+
+// shortID is a Docker ID as docker ls shows it.
+func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // ensureVolumes creates the project's missing named volumes. Existing
 // volumes are used as they are: their data is the customer's. Like networks,
