@@ -22,11 +22,7 @@ import (
 func TestExecInterruptedByARestart(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	eng, err := stack.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
+	eng := localEngine(t)
 	project := "e2e-exec-" + randHex(4)
 	created, err := docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Config: &container.Config{Image: images.Base, Cmd: []string{"sleep", "600"},

@@ -30,6 +30,7 @@ import (
 
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/installer"
+	"github.com/cartodb/carto-appliance/stack"
 )
 
 // The test bed shared by every scenario, set up once by TestMain.
@@ -449,4 +450,16 @@ func agentLookedSince(stateJSON []byte, since time.Time) error {
 		return fmt.Errorf("the agent last looked at the stack at %s, not since %s", st.UpdatedAt.Format(time.RFC3339Nano), since.Format(time.RFC3339Nano))
 	}
 	return nil
+}
+
+// localEngine is this host's Docker engine as the appliance connects to
+// it, closed at the test's end.
+func localEngine(t *testing.T) *stack.Engine {
+	t.Helper()
+	eng, err := stack.Connect(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
 }

@@ -15,8 +15,6 @@ import (
 	"testing"
 
 	"github.com/moby/moby/client"
-
-	"github.com/cartodb/carto-appliance/stack"
 )
 
 // An air-gap install loads its bundle's images through the Engine API:
@@ -25,11 +23,7 @@ import (
 // holds another image than the bundle says is refused, leaving nothing.
 func TestLoadImageFromASavedFile(t *testing.T) {
 	ctx := context.Background()
-	eng, err := stack.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
+	eng := localEngine(t)
 	// Two tiny images of their own, saved by ID (no tag in the file, as
 	// a bundle holds them), then removed from the engine.
 	saved := func(t *testing.T) (id, file string) {

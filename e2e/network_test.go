@@ -21,11 +21,7 @@ import (
 func TestApplyOverDuplicateNetworks(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	eng, err := stack.Connect(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
+	eng := localEngine(t)
 	project := "e2e-dupnet-" + randHex(4)
 	name := project + "_default"
 	labels := map[string]string{"com.docker.compose.project": project, "com.docker.compose.network": "default"}
