@@ -99,10 +99,7 @@ func newConsole(opts Options) (*console, error) {
 		// Secure, for this host only and for every path.
 		c.cookie = "__Host-" + c.cookie
 	}
-	c.sessions = newSessions()
-	if opts.SessionsFile != "" {
-		c.sessions = loadSessions(opts.SessionsFile, opts.Password, c.now(), c.logf)
-	}
+	c.sessions = loadSessions(opts.SessionsFile, opts.Password, c.now(), c.logf)
 	c.limiter = newLimiter()
 	c.upgrades = &upgrades{}
 	pages, err := parsePages()

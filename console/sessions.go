@@ -84,9 +84,12 @@ type savedSession struct {
 
 // loadSessions is the store kept in file for the password hash password:
 // empty when there is none, it cannot be read, or it was kept for
-// another password.
+// another password; in memory only when file is "".
 func loadSessions(file string, password []byte, now time.Time, logf func(string, ...any)) *sessions {
 	ss := newSessions()
+	if file == "" {
+		return ss
+	}
 	sum := sha256.Sum256(password)
 	ss.file, ss.pass, ss.logf = file, hex.EncodeToString(sum[:]), logf
 	b, err := os.ReadFile(file)

@@ -99,18 +99,17 @@ func ClearFences(ctx context.Context, pid int) error {
 	return nil
 }
 
-// nsIptables runs iptables in the network namespace of process pid.
 // Neighbours are the IPv4 addresses the network namespace of process pid
 // has link-layer entries for: the hosts it has talked to lately, among
 // them an address that went away while it was talking to it (a container
 // that died before anyone read its address, whose stale entry now sends
 // connection attempts nowhere).
 func Neighbours(ctx context.Context, pid int) ([]netip.Addr, error) {
-	out, err := exec.CommandContext(ctx, "nsenter", "--target", strconv.Itoa(pid), "--net", "--", "ip", "-4", "neigh", "show").CombinedOutput()
+	out, err := nsRun(ctx, pid, "ip", "-4", "neigh", "show")
 	if err != nil {
-		return nil, fmt.Errorf("ip neigh in the network namespace of process %d: %s", pid, strings.TrimSpace(string(out)+" "+err.Error()))
+		return nil, err
 	}
-	return parseNeighbours(string(out)), nil
+	return parseNeighbours(out), nil
 }
 
 // parseNeighbours reads `ip -4 neigh show`: "ADDR dev IF [lladdr MAC] STATE".
@@ -128,11 +127,16 @@ func parseNeighbours(out string) []netip.Addr {
 	return addrs
 }
 
+// nsIptables runs iptables in the network namespace of process pid.
 func nsIptables(ctx context.Context, pid int, args ...string) (string, error) {
-	cmd := append([]string{"--target", strconv.Itoa(pid), "--net", "--", "iptables", "-w"}, args...)
-	out, err := exec.CommandContext(ctx, "nsenter", cmd...).CombinedOutput()
+	return nsRun(ctx, pid, append([]string{"iptables", "-w"}, args...)...)
+}
+
+// nsRun runs a command in the network namespace of process pid.
+func nsRun(ctx context.Context, pid int, cmd ...string) (string, error) {
+	out, err := exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(pid), "--net", "--"}, cmd...)...).CombinedOutput()
 	if err != nil {
-		return "", fmt.Errorf("iptables %s in the network namespace of process %d: %s", strings.Join(args, " "), pid, strings.TrimSpace(string(out)+" "+err.Error()))
+		return "", fmt.Errorf("%s in the network namespace of process %d: %s", strings.Join(cmd, " "), pid, strings.TrimSpace(string(out)+" "+err.Error()))
 	}
 	return string(out), nil
 }

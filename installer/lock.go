@@ -41,19 +41,26 @@ func TryLockConverge(paths config.Paths) (unlock func(), ok bool, err error) {
 }
 
 func tryLockConverge(paths config.Paths) (func(), bool, error) {
+	return tryLockFile(paths, convergeLockName, "the converge lock")
+}
+
+// tryLockFile takes the lock file name of the state dir (what names it in
+// errors) if no process holds it; ok is false when one does. A killed
+// holder lets it go with its file descriptor.
+func tryLockFile(paths config.Paths, name, what string) (func(), bool, error) {
 	if err := os.MkdirAll(paths.StateDir, 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating the state dir: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(paths.StateDir, convergeLockName), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(paths.StateDir, name), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, false, fmt.Errorf("opening the converge lock: %w", err)
+		return nil, false, fmt.Errorf("opening %s: %w", what, err)
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if err == syscall.EWOULDBLOCK {
 			return nil, false, nil
 		}
-		return nil, false, fmt.Errorf("taking the converge lock: %w", err)
+		return nil, false, fmt.Errorf("taking %s: %w", what, err)
 	}
 	return func() { f.Close() }, true, nil
 }

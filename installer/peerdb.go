@@ -46,10 +46,8 @@ const peerBackupSuffix = "-for-app"
 // r.To, and reads it back: what the peer API's backup runs.
 func BackupDatabaseForPeer(ctx context.Context, paths config.Paths, r peer.BackupRequest) (*peer.Backup, error) {
 	paths = paths.WithDefaults()
-	for _, v := range []string{r.From, r.To} {
-		if _, err := release.ParseVersion(v); err != nil {
-			return nil, fmt.Errorf("a database backup for the upgrade %q -> %q: %w", r.From, r.To, err)
-		}
+	if err := checkPeerVersions("a database backup", r.From, r.To); err != nil {
+		return nil, err
 	}
 	unlock, err := lockConverge(ctx, paths)
 	if err != nil {
@@ -92,6 +90,17 @@ func BackupDatabaseForPeer(ctx context.Context, paths config.Paths, r peer.Backu
 		return nil, err
 	}
 	return &peer.Backup{Name: filepath.Base(dir), Bytes: fi.Size()}, nil
+}
+
+// checkPeerVersions refuses a peer's request for what (a backup, a
+// rehearsal) of the upgrade from -> to unless both are release versions.
+func checkPeerVersions(what, from, to string) error {
+	for _, v := range []string{from, to} {
+		if _, err := release.ParseVersion(v); err != nil {
+			return fmt.Errorf("%s for the upgrade %q -> %q: %w", what, from, to, err)
+		}
+	}
+	return nil
 }
 
 // RestoreDatabaseForPeer puts this (data) node's database back from the

@@ -29,7 +29,7 @@ var (
 	configOwnedDirs  = []string{config.CertsDirName}
 	// agent.sock and agent.lock are the supervisor's and the agent
 	// command's (which import this package): named here, not imported.
-	stateOwnedFiles = []string{stateFileName, agentStateFileName, journalFileName, upgradeJournalFileName, selfUpdateJournalFileName, upgradeIntentFileName, upgradeIntentFileName + ".taken", config.LicenseCheckFileName, convergeLockName, firewall.FileName, "agent.sock", "agent.lock", JoinTokenFileName, config.ConsoleSessionsFileName}
+	stateOwnedFiles = []string{stateFileName, agentStateFileName, journalFileName, upgradeJournalFileName, selfUpdateJournalFileName, upgradeIntentFileName, upgradeIntentFileName + ".taken", config.LicenseCheckFileName, convergeLockName, firewall.FileName, "agent.sock", "agent.lock", JoinTokenFileName, config.ConsoleSessionsFileName, rehearsalLockName}
 	stateOwnedDirs  = []string{config.CADirName, config.ACMEDirName, releasesDirName, backupsDirName, previousBinaryDir}
 )
 

@@ -16,7 +16,6 @@ import (
 
 	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/peer"
-	"github.com/cartodb/carto-appliance/release"
 	"github.com/cartodb/carto-appliance/stack"
 )
 
@@ -61,6 +60,7 @@ type RehearsalStep struct {
 const (
 	rehearsalSuffix    = "-rehearsal"
 	rehearsalDirPrefix = "rehearsal-"
+	rehearsalLockName  = "rehearsal.lock"
 )
 
 // RehearseUpgrade runs the migrations of each release of the upgrade path
@@ -92,10 +92,8 @@ func RehearseUpgrade(ctx context.Context, in RehearseOptions) (*Rehearsal, error
 // on a copy of this node's database. What the peer API's rehearse runs.
 func RehearseForPeer(ctx context.Context, paths config.Paths, r peer.RehearseRequest) (json.RawMessage, error) {
 	paths = paths.WithDefaults()
-	for _, v := range []string{r.From, r.To} {
-		if _, err := release.ParseVersion(v); err != nil {
-			return nil, fmt.Errorf("a rehearsal of the upgrade %q -> %q: %w", r.From, r.To, err)
-		}
+	if err := checkPeerVersions("a rehearsal", r.From, r.To); err != nil {
+		return nil, err
 	}
 	cfg, err := loadInstalledConfig(paths)
 	if err != nil {
@@ -114,12 +112,9 @@ func RehearseForPeer(ctx context.Context, paths config.Paths, r peer.RehearseReq
 // rehearseOnDataNode has the layout's data node rehearse this node's
 // upgrade path.
 func rehearseOnDataNode(ctx context.Context, paths config.Paths, cfg config.Config, to string) (*Rehearsal, error) {
-	chk, src, err := resolveUpgrade(ctx, paths, to)
+	chk, _, err := resolveRehearsal(ctx, paths, "", to)
 	if err != nil {
 		return nil, err
-	}
-	if len(src.path) == 0 {
-		return nil, fmt.Errorf("CARTO %s is installed: nothing newer in the %s channel to rehearse an upgrade to", chk.Installed, chk.Channel)
 	}
 	client, addr, err := dataPeer(paths, cfg)
 	if err != nil {
@@ -140,12 +135,9 @@ func rehearseOnDataNode(ctx context.Context, paths config.Paths, cfg config.Conf
 // rehearse rehearses the path from from (empty: the installed release)
 // to to (empty: the channel's latest) on a copy of this node's database.
 func rehearse(ctx context.Context, opts Options, paths config.Paths, cfg config.Config, from, to string) (*Rehearsal, error) {
-	chk, src, err := resolveUpgradeFrom(ctx, paths, from, to)
+	chk, src, err := resolveRehearsal(ctx, paths, from, to)
 	if err != nil {
 		return nil, err
-	}
-	if len(src.path) == 0 {
-		return nil, fmt.Errorf("CARTO %s is installed: nothing newer in the %s channel to rehearse an upgrade to", chk.Installed, chk.Channel)
 	}
 	if a := chk.Appliance; a.Needed != "" {
 		// The rehearsal renders and runs the new release with this binary.
@@ -167,8 +159,20 @@ func rehearse(ctx context.Context, opts Options, paths config.Paths, cfg config.
 	if _, ok := live.Services[databaseService]; !ok {
 		return nil, fmt.Errorf("the database is external (%s): the appliance cannot copy it to rehearse the upgrade; rehearse on a copy of your own", d.env.Get("WORKSPACE_POSTGRES_HOST"))
 	}
-	// A rehearsal a killed process left holds a dump and a .env: gone.
-	// (Not the stage dirs: a converge may be using one.)
+	// One rehearsal at a time on a node: they share the throwaway
+	// project, and a tier layout's app and web nodes may both ask the
+	// data node.
+	unlock, ok, err := tryLockFile(paths, rehearsalLockName, "the rehearsal lock")
+	if err != nil {
+		return nil, err
+	}
+	if !ok {
+		return nil, fmt.Errorf("another upgrade rehearsal runs on this node (run here, or asked by another node of the layout): run this one again when it ends")
+	}
+	defer unlock()
+	// A rehearsal a killed process left holds a dump and a .env: gone
+	// (none other runs: the lock). Not the stage dirs: a converge may be
+	// using one.
 	if stale, _ := filepath.Glob(filepath.Join(paths.StateDir, rehearsalDirPrefix+"*")); len(stale) > 0 {
 		for _, dir := range stale {
 			os.RemoveAll(dir)
@@ -228,6 +232,16 @@ func rehearse(ctx context.Context, opts Options, paths config.Paths, cfg config.
 	}
 	out.OK = true
 	return out, nil
+}
+
+// resolveRehearsal is the upgrade path from from (empty: the installed
+// release) to to; an error when there is nothing newer to rehearse.
+func resolveRehearsal(ctx context.Context, paths config.Paths, from, to string) (*UpgradeCheck, *upgradeSource, error) {
+	chk, src, err := resolveUpgradeFrom(ctx, paths, from, to)
+	if err == nil && len(src.path) == 0 {
+		err = fmt.Errorf("CARTO %s is installed: nothing newer in the %s channel to rehearse an upgrade to", chk.Installed, chk.Channel)
+	}
+	return chk, src, err
 }
 
 // standalone is cfg as a standard node's: a rehearsal renders each

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -134,6 +135,28 @@ func TestRehearseUpgrade(t *testing.T) {
 	}
 	if !slices.Contains(f.calls(""), "down carto-rehearsal") {
 		t.Error("the copy was not removed after an engine failure")
+	}
+
+	// Another rehearsal under way (the web node's, asked of the data
+	// node): refused at once, its work dir and copy left alone.
+	unlock, ok, err := tryLockFile(paths, rehearsalLockName, "the rehearsal lock")
+	if err != nil || !ok {
+		t.Fatalf("taking the rehearsal lock: %v %v", ok, err)
+	}
+	defer unlock()
+	running := filepath.Join(paths.StateDir, rehearsalDirPrefix+"running")
+	if err := os.Mkdir(running, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f.Log = nil
+	if _, err := RehearseUpgrade(t.Context(), RehearseOptions{Options: Options{Paths: paths}}); err == nil || !strings.Contains(err.Error(), "another upgrade rehearsal runs on this node") {
+		t.Errorf("a second rehearsal at once: %v", err)
+	}
+	if _, err := os.Stat(running); err != nil {
+		t.Errorf("the running rehearsal's work dir: %v", err)
+	}
+	if calls := f.calls(""); slices.ContainsFunc(calls, func(c string) bool { return strings.Contains(c, "rehearsal") }) {
+		t.Errorf("the second rehearsal touched the copy: %q", calls)
 	}
 }
 

@@ -22,9 +22,10 @@ import (
 // answer's MAC binds it to the request's nonce. Nothing is encrypted: what
 // travels (a status, a backup's name and size, a rehearsal's findings) is
 // no secret, and no more than the app node's own Postgres connection to
-// the data node carries on that network. A request that changes something (any method but GET and HEAD) is accepted once: a
-// replay of it within the clock window is refused, so that an
-// eavesdropper cannot restore a database again. A status may be replayed:
+// the data node carries on that network. A request that changes something
+// (any method but GET and HEAD) is accepted once: a replay of it within
+// the clock window is refused, so that an eavesdropper cannot restore a
+// database again. A status may be replayed:
 // it is read-only and what a replay returns is what the eavesdropper
 // already saw.
 
@@ -171,10 +172,11 @@ func Handler(secret []byte, status func(ctx context.Context) (*Status, error)) h
 }
 
 // Serve serves the peer API: GET StatusPath, POST BackupPath, POST
-// RestorePath and POST RehearsePath call ops. secret is the join secret; with a secret shorter
-// than a join token's, every request is refused. Backup and Restore run
-// as long as the asking node waits: the http.Server serving them must
-// not set ReadTimeout or WriteTimeout, which would cut them.
+// RestorePath and POST RehearsePath call ops. secret is the join secret;
+// with a secret shorter than a join token's, every request is refused.
+// Backup, Restore and Rehearse run as long as the asking node waits: the
+// http.Server serving them must not set ReadTimeout or WriteTimeout,
+// which would cut them.
 func Serve(secret []byte, ops Ops) http.Handler {
 	return &handler{secret: bytes.Clone(secret), ops: ops, now: time.Now, bodyTimeout: bodyTimeout}
 }

@@ -441,7 +441,7 @@ func (e *Engine) endRollsCutShort(ctx context.Context, project string) error {
 // restartPolicy gives a container its restart policy.
 func (e *Engine) restartPolicy(ctx context.Context, id string, p container.RestartPolicy) error {
 	if _, err := e.api.ContainerUpdate(ctx, id, client.ContainerUpdateOptions{RestartPolicy: &p}); err != nil {
-		return fmt.Errorf("setting the restart policy of %s: %w", id[:min(12, len(id))], err)
+		return fmt.Errorf("setting the restart policy of %s: %w", shortID(id), err)
 	}
 	return nil
 }
