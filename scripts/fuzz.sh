@@ -16,7 +16,10 @@ for pkg in $($go list ./...); do
 				echo "$out" | tail -n 1
 				break
 			fi
-			echo "$out" | tail -n 15
+			# The failure's message first (its values can be long enough
+			# that the tail shows only their end), then how it ended.
+			echo "$out" | grep -m 1 -A 8 -e '--- FAIL' || true
+			echo "$out" | tail -n 6
 			if [[ $attempt == 1 && $out == *"context deadline exceeded"* && $out != *"Failing input written"* ]]; then
 				echo "fuzz: $t stopped by the toolchain while minimizing (no failing input); running it again"
 				continue
