@@ -261,6 +261,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			if _, _, why, _ := journal(); byRecovery && wantOutcome == "rolled-back" && !strings.Contains(why, "stopped during the "+at+" step") {
 				t.Errorf("stopped at %s: the journal says %q", at, why)
 			}
+			routesServe(t, node)
 			t.Logf("stopped at %s: recovered in %s", at, time.Since(start).Round(time.Second))
 		}
 
@@ -287,6 +288,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			if got := rows(t); got != beforeRows {
 				t.Errorf("rows after the upgrade that ended first: %q, before %q", got, beforeRows)
 			}
+			routesServe(t, node)
 			t.Log("the upgrade ended before it could be interrupted")
 			if out, errOut, code, err := node.Exec(ctx, "carto-appliance", "rollback", "--yes", "--restore-database"); err != nil || code != 0 {
 				t.Fatalf("rollback: exit %d %v\n%s\n%s", code, err, out, errOut)
@@ -299,8 +301,8 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		// its own: the previous one stays.
 		dropIn := "/etc/systemd/system/carto-appliance.service.d/stop-at.conf"
 		stopAt := []string{"backup", "firewall", "commit", "converge", "reload-router", "verify"}
-		if only := os.Getenv("E2E_UPGRADE_STOP_AT"); only != "" {
-			stopAt = strings.Split(only, ",") // to reproduce one
+		if only, ok := os.LookupEnv("E2E_UPGRADE_STOP_AT"); ok {
+			stopAt = strings.Fields(strings.ReplaceAll(only, ",", " ")) // to reproduce one; "" for none
 		}
 		for _, at := range stopAt {
 			before, _, _, _ := journal()
@@ -316,14 +318,18 @@ func TestUpgradeInFreshVM(t *testing.T) {
 			}
 			recovered(t, at, want, true)
 		}
-		node.MustExec(t, "rm", dropIn)
+		node.MustExec(t, "rm", "-f", dropIn)
 		node.MustExec(t, "systemctl", "daemon-reload")
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 
 		// A real kill -9 of the agent, a reboot, and a restart of the
 		// Docker engine, in the middle of the converge (the new
 		// release's migration may have run).
-		for _, how := range []string{"kill -9", "reboot", "docker restart"} {
+		hows := []string{"kill -9", "reboot", "docker restart"}
+		if only := os.Getenv("E2E_UPGRADE_STOP_HOW"); only != "" {
+			hows = strings.Split(only, ",") // to reproduce one, maybe again and again
+		}
+		for _, how := range hows {
 			type answer struct {
 				code   int
 				errOut string
@@ -443,7 +449,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if out, errOut, code := upgrade(t, "--to", testbed.NextVersion); code == 0 {
 			t.Fatalf("an upgrade whose agent was killed at the swap succeeded:\n%s\n%s", out, errOut)
 		}
-		node.MustExec(t, "rm", dropIn)
+		node.MustExec(t, "rm", "-f", dropIn)
 		node.MustExec(t, "systemctl", "daemon-reload")
 		node.MustExec(t, "systemctl", "restart", "carto-appliance")
 		agentRuns(t, testbed.OldApplianceVersion)
@@ -462,6 +468,7 @@ func TestUpgradeInFreshVM(t *testing.T) {
 		if err := json.Unmarshal([]byte(node.MustExec(t, "cat", "/var/lib/carto-appliance/self-update-journal.json")), &j); err != nil || j.Interrupted() != "replace" {
 			t.Errorf("self-update journal: %+v %v", j, err)
 		}
+		routesServe(t, node)
 	})
 
 	step(t, "upgrade to the next version under 100 requests a second from another host, none failed: carto-appliance updated first, the agent restarted on it and the CLI following; new images and service, the migration ran, rows kept, backup taken", func(t *testing.T) {
@@ -652,4 +659,50 @@ func TestUpgradeInFreshVM(t *testing.T) {
 func waitOverride() time.Duration {
 	d, _ := time.ParseDuration(os.Getenv("E2E_UPGRADE_WAIT"))
 	return d
+}
+
+// routesServe waits (30 s at most) until every route of the test router
+// answers 200 through the VM's own port 443. Past that it fails the test
+// with what the router sees: its upstreams' addresses in Docker's DNS, the
+// fences in its network namespace, its neighbours, the project network's
+// endpoints and its error log. status can say healthy while a route is
+// dead (health is each container's own): this is what a user sees.
+func routesServe(t *testing.T, node *vm.VM) {
+	t.Helper()
+	var probe strings.Builder
+	for _, p := range testbed.RouterPaths {
+		fmt.Fprintf(&probe, "echo %s $(curl -sk -o /dev/null -m 5 -w '%%{http_code}' --resolve carto.vm.test:443:127.0.0.1 https://carto.vm.test%s); ", p, p)
+	}
+	var last string
+	err := waitFor(30*time.Second, func() error {
+		out, _, _, err := node.Exec(context.Background(), "sh", "-c", probe.String())
+		if err != nil {
+			return err
+		}
+		last = out
+		for line := range strings.Lines(out) {
+			if !strings.HasSuffix(strings.TrimSpace(line), " 200") {
+				return fmt.Errorf("a route of the router does not answer:\n%s", out)
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return
+	}
+	const diagnosis = `r=carto-router-http-1
+pid=$(docker inspect -f '{{.State.Pid}}' $r)
+echo "== the router's upstreams in Docker's DNS"
+for n in workspace-www accounts-www workspace-api http-cache maps-api import-api lds-api notifier; do
+	echo "$n: $(docker exec $r getent ahostsv4 $n | awk '{print $1}' | sort -u | tr '\n' ' ')"
+done
+echo "== the project network's endpoints"
+docker network inspect carto_default -f '{{range .Containers}}{{println .Name .IPv4Address}}{{end}}'
+echo "== fences and neighbours in the router (pid $pid)"
+nsenter -t "$pid" -n iptables -S OUTPUT
+nsenter -t "$pid" -n ip -4 neigh show
+echo "== the router's log, but its 200s"
+docker logs --tail 200 $r 2>&1 | grep -v '" 200 ' | tail -n 30`
+	diag, _, _, _ := node.Exec(context.Background(), "bash", "-c", diagnosis)
+	t.Errorf("%v\n(last probe:\n%s)\n%s", err, last, diag)
 }

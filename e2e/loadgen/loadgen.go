@@ -17,6 +17,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"time"
@@ -249,15 +250,17 @@ func (l *Load) get(path string, half int) (kind, detail string) {
 	if l.opts.Host != "" {
 		req.Host = l.opts.Host
 	}
+	var tr progress
+	req = req.WithContext(httptrace.WithClientTrace(ctx, tr.trace()))
 	resp, err := l.clients[half].Do(req)
 	if err != nil {
-		return Classify(err), err.Error()
+		return Classify(err), err.Error() + tr.String()
 	}
 	defer resp.Body.Close()
 	// Read to the end: a body cut short is a failure the user sees, and
 	// only a drained connection is reused.
 	if _, err := io.Copy(io.Discard, resp.Body); err != nil {
-		return Classify(err), fmt.Sprintf("reading the answer: %v", err)
+		return Classify(err), fmt.Sprintf("reading the answer: %v%s", err, tr.String())
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 399 {
 		return fmt.Sprint(resp.StatusCode), resp.Status
@@ -269,4 +272,49 @@ func (l *Load) record(o outcome) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.rec.add(o)
+}
+
+// progress is how far a request got, for a failure's detail: which hop
+// a request that hung was waiting on (the connection to the router, its
+// TLS handshake, or the router's answer, i.e. its upstream).
+type progress struct {
+	mu    sync.Mutex
+	steps []string
+	start time.Time
+}
+
+func (p *progress) trace() *httptrace.ClientTrace {
+	p.start = time.Now()
+	note := func(format string, args ...any) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.steps = append(p.steps, fmt.Sprintf("+%s ", time.Since(p.start).Round(time.Millisecond))+fmt.Sprintf(format, args...))
+	}
+	return &httptrace.ClientTrace{
+		GotConn: func(i httptrace.GotConnInfo) {
+			note("connection from %s (reused %t)", i.Conn.LocalAddr(), i.Reused)
+		},
+		ConnectDone: func(_, addr string, err error) {
+			if err != nil {
+				note("connect to %s: %v", addr, err)
+			}
+		},
+		TLSHandshakeDone: func(_ tls.ConnectionState, err error) {
+			if err != nil {
+				note("TLS: %v", err)
+			} else {
+				note("TLS done")
+			}
+		},
+		WroteRequest:         func(i httptrace.WroteRequestInfo) { note("request sent") },
+		GotFirstResponseByte: func() { note("first byte of the answer") },
+	}
+}
+
+// String is the steps reached, with the wall-clock time the request
+// began (to match the router's and the appliance's logs).
+func (p *progress) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return fmt.Sprintf(" [began %s; %s]", p.start.Format("15:04:05.000"), strings.Join(p.steps, ", "))
 }

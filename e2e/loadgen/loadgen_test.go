@@ -134,6 +134,13 @@ func TestRefusedAndTimedOut(t *testing.T) {
 	if res.MaxLatency < 100*time.Millisecond {
 		t.Errorf("max latency %s, below the timeout", res.MaxLatency)
 	}
+	// A request that hung says how far it got: sent, never answered.
+	if d := res.Samples[0].Detail; !strings.Contains(d, "request sent") || strings.Contains(d, "first byte") || !strings.Contains(d, "connection from 127.0.0.1:") {
+		t.Errorf("a timed-out request's detail: %q", d)
+	}
+	if d := fmt.Sprint(run(t, Options{BaseURL: closed, Rate: 100}, 100*time.Millisecond).Samples[0]); !strings.Contains(d, "connect to "+strings.TrimPrefix(closed, "http://")) || strings.Contains(d, "request sent") {
+		t.Errorf("a refused request's detail: %q", d)
+	}
 }
 
 func TestOverloadedIsCountedNotQueued(t *testing.T) {
