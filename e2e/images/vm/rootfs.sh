@@ -73,24 +73,9 @@ if docker image inspect "$ref" >/dev/null 2>&1; then
 	exit 0
 fi
 
-# find_mirror prints the first Debian archive URI that serves $SUITE, from
-# deb822 .sources files and one-line sources.list entries.
-find_mirror() {
-	local f
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[[ -e $f ]] || continue
-		awk -v suite="$SUITE" '
-			function flush() { if (uris != "" && suites ~ "(^| )" suite "( |$)") { n = split(uris, u, " "); for (i = 1; i <= n; i++) if (u[i] ~ /\/debian\/?$/) { print u[i]; found = 1; exit } } uris = ""; suites = "" }
-			/^[ \t]*$/ { flush(); next }
-			/^URIs:/ { sub(/^URIs:[ \t]*/, ""); uris = $0 }
-			/^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
-			END { if (!found) flush() }
-		' "$f"
-	done
-	cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-		awk -v suite="$SUITE" '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ } if ($(i+1) == suite && $i ~ /\/debian\/?$/) print $i }'
-}
-mirror=${DEBIAN_MIRROR:-$(find_mirror 2>/dev/null | head -n1 || true)}
+# shellcheck source=e2e/images/debian-mirror.sh
+source "$(dirname "$script")/../debian-mirror.sh"
+mirror=$(debian_mirror "$SUITE")
 [[ -n $mirror ]] || die "no Debian $SUITE mirror in /etc/apt/sources.list{,.d}; set DEBIAN_MIRROR"
 
 work=$(mktemp -d /var/tmp/carto-vm-rootfs.XXXXXX)
