@@ -81,6 +81,19 @@ func refusal(name string) string {
 	return ""
 }
 
+// liveSections are the sections read where they are used, each time: by
+// the agent's scheduled backups (backup.), its console listener (console.,
+// looked at every few seconds), each licence check (license.) and each
+// upgrade or upgrade check (upgrade.). The others reach the stack, its
+// firewall or the router only through `config apply`.
+var liveSections = []string{"backup.", "console.", "license.", "upgrade."}
+
+// Live says a change of the setting name takes effect by itself, with no
+// `config apply`.
+func Live(name string) bool {
+	return slices.ContainsFunc(liveSections, func(section string) bool { return strings.HasPrefix(name, section) })
+}
+
 // Settable says whether Set may change name: a known setting that no
 // other command sets.
 func Settable(name string) bool {

@@ -322,6 +322,10 @@ func TestConsoleInFreshVM(t *testing.T) {
 		if cfg := node.MustExec(t, "cat", "/opt/carto/appliance.yaml"); !strings.Contains(cfg, "keep: 3") {
 			t.Errorf("appliance.yaml after the change:\n%s", cfg)
 		}
+		// The agent reads the backup section where it uses it.
+		if flash := pageText(t, "pre.flash"); !strings.Contains(flash, "backup.keep") || !strings.Contains(flash, "by itself") {
+			t.Errorf("the page after the change says:\n%s", flash)
+		}
 		// The browser's session, in a client that posts no token.
 		var cookies []*network.Cookie
 		run(t, 10*time.Second, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {

@@ -29,6 +29,9 @@ type SettingChange struct {
 	Name string  `json:"name"`
 	Old  Setting `json:"old"`
 	New  Setting `json:"new"`
+	// Live: the change takes effect by itself (config.Live); the others
+	// wait for `config apply`.
+	Live bool `json:"live"`
 }
 
 // SetResult is what SetConfig did.
@@ -36,6 +39,18 @@ type SetResult struct {
 	File    string          `json:"file"`    // the appliance.yaml written
 	Changes []SettingChange `json:"changes"` // in the order given; none when nothing changed
 	Changed bool            `json:"changed"` // false: the file was left as it was
+}
+
+// AwaitingApply are the names of the changes that take effect only with
+// `config apply`, in the order given.
+func (r *SetResult) AwaitingApply() []string {
+	var names []string
+	for _, c := range r.Changes {
+		if !c.Live {
+			names = append(names, c.Name)
+		}
+	}
+	return names
 }
 
 // ShowConfig is every setting of the installed appliance.yaml, by name.
@@ -160,7 +175,7 @@ func setPairs(paths config.Paths, names []string, values map[string]string) (*Se
 		b, bset, _ := old.Get(name)
 		a, aset, _ := cfg.Get(name)
 		if a != b || aset != bset {
-			res.Changes = append(res.Changes, SettingChange{Name: name, Old: before, New: after})
+			res.Changes = append(res.Changes, SettingChange{Name: name, Old: before, New: after, Live: config.Live(name)})
 		}
 	}
 	res.Changed = len(res.Changes) > 0

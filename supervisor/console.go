@@ -92,10 +92,16 @@ func (b consoleBackend) SetSettings(ctx context.Context, pairs []string, apply b
 	for _, c := range res.Changes {
 		fmt.Fprintf(&text, "%s: %s -> %s\n", c.Name, c.Old.Value, c.New.Value)
 	}
-	if !res.Changed {
+	waiting := res.AwaitingApply()
+	switch {
+	case !res.Changed:
 		text.WriteString("nothing changed\n")
+	case len(waiting) == 0:
+		text.WriteString("the agent takes it by itself (no apply needed)\n")
+	case !apply:
+		text.WriteString("saved; apply to use " + strings.Join(waiting, ", ") + "\n")
 	}
-	if apply && res.Changed {
+	if apply && len(waiting) > 0 {
 		if _, err := b.runOp(ctx, ApplyOp{}, nil); err != nil {
 			return text.String(), fmt.Errorf("the settings are saved, but applying them failed: %w", err)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -126,7 +127,8 @@ func newConfigSetCmd() *cobra.Command {
 VALUE puts the default back, a list is comma-separated. Every setting given is
 checked, then the result as a whole, and the file is written once: an unknown
 name or a bad value changes nothing. The change takes effect with config apply
-(or --apply, which runs it). The layout, role, nodes and peer port are set at
+(or --apply, which runs it), except in the backup, console, license and upgrade
+sections, which the agent reads where it uses them. The layout, role, nodes and peer port are set at
 install; the TLS mode and ACME settings by certs, the proxy's CA by proxy set,
 which check the certificates.`,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
@@ -138,7 +140,7 @@ which check the certificates.`,
 				return settingError(err)
 			}
 			printSetResult(cmd.OutOrStdout(), res, apply)
-			if !apply {
+			if !apply || len(res.AwaitingApply()) == 0 {
 				return nil
 			}
 			return runApply(cmd, pull, yes)
@@ -189,9 +191,15 @@ func printSetResult(w io.Writer, res *installer.SetResult, applying bool) {
 	for _, c := range res.Changes {
 		fmt.Fprintf(w, "%s: %s -> %s\n", c.Name, settingValue(c.Old), settingValue(c.New))
 	}
-	if applying {
+	waiting := res.AwaitingApply()
+	switch {
+	case len(waiting) == 0:
+		fmt.Fprintf(w, "Saved %s; the agent takes it by itself (no apply needed).\n", res.File)
+	case applying:
 		fmt.Fprintf(w, "Saved %s; applying it.\n", res.File)
-		return
+	case len(waiting) == len(res.Changes):
+		fmt.Fprintf(w, "Saved %s. Run `carto-appliance config apply` to apply it.\n", res.File)
+	default:
+		fmt.Fprintf(w, "Saved %s. Run `carto-appliance config apply` to apply %s; the agent takes the rest by itself.\n", res.File, strings.Join(waiting, ", "))
 	}
-	fmt.Fprintf(w, "Saved %s. Run `carto-appliance config apply` to apply it.\n", res.File)
 }

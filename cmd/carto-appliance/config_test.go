@@ -61,6 +61,10 @@ func TestConfigSetShowGet(t *testing.T) {
 	if code := cli("config", "set", "--apply", "--yes", "domain=other.example.com"); code != exitOK || applied != 1 {
 		t.Errorf("set --apply: exit %d, applied %d times", code, applied)
 	}
+	// The agent reads the backup section where it uses it: nothing to apply.
+	if code := cli("config", "set", "--apply", "backup.keep=3"); code != exitOK || applied != 1 {
+		t.Errorf("set --apply of a live setting: exit %d, applied %d times", code, applied)
+	}
 	cfg, _, err := config.Load(file)
 	if err != nil || cfg.Router.HTTPSPort != 8443 || cfg.Domain != "other.example.com" {
 		t.Errorf("appliance.yaml: %+v %v", cfg, err)
@@ -91,6 +95,24 @@ func TestPrintSettings(t *testing.T) {
 	}}, false)
 	want = "router.https_port: 443 (default) -> 8443\n" +
 		"Saved /opt/carto/appliance.yaml. Run `carto-appliance config apply` to apply it.\n"
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	console := installer.SettingChange{Name: "console.port", Old: installer.Setting{Value: "9443"}, New: installer.Setting{Value: "9444", Set: true}, Live: true}
+	b.Reset()
+	printSetResult(&b, &installer.SetResult{File: "/opt/carto/appliance.yaml", Changed: true, Changes: []installer.SettingChange{console}}, false)
+	want = "console.port: 9443 (default) -> 9444\n" +
+		"Saved /opt/carto/appliance.yaml; the agent takes it by itself (no apply needed).\n"
+	if b.String() != want {
+		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
+	}
+	b.Reset()
+	printSetResult(&b, &installer.SetResult{File: "/opt/carto/appliance.yaml", Changed: true, Changes: []installer.SettingChange{
+		console, {Name: "domain", Old: installer.Setting{Value: "a.example.com", Set: true}, New: installer.Setting{Value: "b.example.com", Set: true}},
+	}}, false)
+	want = "console.port: 9443 (default) -> 9444\n" +
+		"domain: a.example.com -> b.example.com\n" +
+		"Saved /opt/carto/appliance.yaml. Run `carto-appliance config apply` to apply domain; the agent takes the rest by itself.\n"
 	if b.String() != want {
 		t.Errorf("got:\n%s\nwant:\n%s", b.String(), want)
 	}
