@@ -3,16 +3,22 @@
 // the test bed (stand-in images in a registry with `_json_key` auth), a
 // release served over HTTPS like any static site, starts the VM, runs the
 // curl installer in it, and ends with the URL answering over HTTPS and
-// `carto-appliance status`. The VM keeps running after the demo ends;
-// `-down` removes it.
+// `carto-appliance status`. The admin console is on too, with a random
+// password kept in a 0600 file beside the demo's other files (never
+// printed), and listening on the VM's address so that a browser on this
+// machine reaches it (an install's default is the VM's loopback only).
+// The VM keeps running after the demo ends; `-down` removes it.
 package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/base64"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,11 +128,15 @@ func run(ctx context.Context, dir string, down bool) error {
 	if err := node.CopyFile(ctx, reg.KeyJSONPath, "/root/package/key.json", 0o600); err != nil {
 		return err
 	}
+	consolePass, err := demoConsolePassword(ctx, node, dir)
+	if err != nil {
+		return err
+	}
 	if _, errOut, code, err := node.Exec(ctx, "update-ca-certificates"); err != nil || code != 0 {
 		return fmt.Errorf("update-ca-certificates in the VM: %v %s", err, errOut)
 	}
 
-	install := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s", release.URL, reg.Host)
+	install := fmt.Sprintf("curl -fsSL %s/install.sh | sh -s -- --yes --customer-env /root/package/customer.env --key /root/package/key.json --registry %s --console-password-file %s", release.URL, reg.Host, vmConsolePassword)
 	say("In the VM, as root: %s", install)
 	if err := vmRun(ctx, node, "sh", "-c", install); err != nil {
 		return err
@@ -139,12 +149,21 @@ func run(ctx context.Context, dir string, down bool) error {
 		return err
 	}
 	fmt.Printf("  %s\n", strings.TrimSpace(body))
+	console := "https://" + net.JoinHostPort(domain, "9443") + "/"
+	say("Opening the admin console to this machine: carto-appliance config set console.bind_address=%s", domain)
+	if err := vmRun(ctx, node, "carto-appliance", "config", "set", "console.bind_address="+domain); err != nil {
+		return err
+	}
+	if err := answers(ctx, console+"login", time.Minute); err != nil {
+		return err
+	}
 	say("carto-appliance status (in the VM)")
 	if err := vmRun(ctx, node, "carto-appliance", "status"); err != nil {
 		return err
 	}
 	say("CARTO (stand-in stack) is up at %s", url)
 	fmt.Printf("  the router's certificate is self-signed: curl -k %sworkspace-api/whoami\n", url)
+	fmt.Printf("  the admin console: %s (the password is in %s)\n", console, consolePass)
 	fmt.Printf("  a shell in the VM: docker exec -it %s bash; remove it with: make demo-down\n", node.Container)
 	return nil
 }
@@ -158,6 +177,45 @@ func vmRun(ctx context.Context, node *vm.VM, cmd ...string) error {
 		return fmt.Errorf("%s in the VM: %w", strings.Join(cmd, " "), err)
 	}
 	return nil
+}
+
+// vmConsolePassword is where the demo puts the console's password in the VM.
+const vmConsolePassword = "/root/package/console-password"
+
+// demoConsolePassword makes the console's password, writes it into the VM
+// for the installer and beside the demo's files for the operator, and
+// says where the latter is. A new demo makes a new one.
+func demoConsolePassword(ctx context.Context, node *vm.VM, dir string) (string, error) {
+	b := make([]byte, 18)
+	rand.Read(b)
+	pw := base64.RawURLEncoding.EncodeToString(b) + "\n"
+	file := filepath.Join(dir, "console-password")
+	if err := os.WriteFile(file, []byte(pw), 0o600); err != nil {
+		return "", fmt.Errorf("keeping the console's password: %w", err)
+	}
+	if err := node.WriteFile(ctx, vmConsolePassword, []byte(pw), 0o600); err != nil {
+		return "", err
+	}
+	return file, nil
+}
+
+// answers waits, up to within, for url to answer 200.
+func answers(ctx context.Context, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		_, err := get(ctx, url)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w (waited %s)", err, within)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // get fetches url, skipping verification: the demo router's certificate is
