@@ -242,16 +242,3 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
-
-func TestLiveSettings(t *testing.T) {
-	for _, name := range SettingNames() {
-		want := strings.HasPrefix(name, "backup.") || strings.HasPrefix(name, "console.") ||
-			strings.HasPrefix(name, "license.") || strings.HasPrefix(name, "upgrade.")
-		if got := Live(name); got != want {
-			t.Errorf("Live(%q) = %t", name, got)
-		}
-	}
-	if Live("domain") || Live("router.https_port") || Live("backupx") {
-		t.Error("a setting the stack uses is called live")
-	}
-}

@@ -36,6 +36,15 @@ var notInEnv = map[string]string{
 	"upgrade.keep_backups":    "the upgrade's backup retention",
 }
 
+// appliedOtherwise are the settings of notInEnv that `config apply` still
+// applies (the compose project, the host firewall, the certificate, the
+// node's place in a layout); the rest of notInEnv is read where it is used
+// and takes effect by itself (config.Live).
+var appliedOtherwise = []string{
+	"layout", "role", "nodes", "peer.port", "project", "network.allowed_sources",
+	"tls.acme.directory", "tls.acme.email", "tls.acme.ca_cert",
+}
+
 // samples are values that must change .env, for the fields where any
 // other value would not (a mode, a list of known names).
 var samples = map[string]any{
@@ -177,5 +186,17 @@ func TestTierAppNodeEnv(t *testing.T) {
 	kv, _ = envSettings(data, nil)
 	if slices.Contains(kv, "WORKSPACE_POSTGRES_HOST") {
 		t.Errorf("data node's .env names a database host: %v", kv)
+	}
+}
+
+// Drift guard: config set tells the operator a live setting needs no
+// apply, so none may reach .env or anything else config apply renders.
+func TestLiveSettingsAreTheOnesApplyLeavesAlone(t *testing.T) {
+	for _, name := range config.SettingNames() {
+		_, outside := notInEnv[name]
+		want := outside && !slices.Contains(appliedOtherwise, name)
+		if got := config.Live(name); got != want {
+			t.Errorf("config.Live(%q) = %t; want %t (in notInEnv: %t; applied otherwise: %t)", name, got, want, outside, slices.Contains(appliedOtherwise, name))
+		}
 	}
 }
