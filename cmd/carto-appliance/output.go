@@ -126,6 +126,8 @@ func printStatus(w io.Writer, st *installer.Status) {
 	}
 	if st.Console != "" {
 		fmt.Fprintf(w, "Admin console: %s\n", st.Console)
+	} else {
+		fmt.Fprintln(w, "Admin console: off (`carto-appliance console set-password` turns it on)")
 	}
 	if st.AgentPID != 0 {
 		fmt.Fprintf(w, "Agent: supervising (pid %d, carto-appliance %s)\n", st.AgentPID, st.AgentVersion)
