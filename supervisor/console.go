@@ -99,7 +99,9 @@ func (b consoleBackend) SetSettings(ctx context.Context, pairs []string, apply b
 	case len(waiting) == 0:
 		text.WriteString("the agent takes it by itself (no apply needed)\n")
 	case !apply:
-		text.WriteString("saved; apply to use " + strings.Join(waiting, ", ") + "\n")
+		// Saving the same values again changes nothing and applies
+		// nothing: the console has no apply of its own to point to.
+		text.WriteString("saved; run `carto-appliance config apply` to put " + strings.Join(waiting, ", ") + " to use\n")
 	}
 	if apply && len(waiting) > 0 {
 		if _, err := b.runOp(ctx, ApplyOp{}, nil); err != nil {

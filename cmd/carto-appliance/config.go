@@ -128,9 +128,9 @@ VALUE puts the default back, a list is comma-separated. Every setting given is
 checked, then the result as a whole, and the file is written once: an unknown
 name or a bad value changes nothing. The change takes effect with config apply
 (or --apply, which runs it), except in the backup, console, license and upgrade
-sections, which the agent reads where it uses them. The layout, role, nodes and peer port are set at
-install; the TLS mode and ACME settings by certs, the proxy's CA by proxy set,
-which check the certificates.`,
+sections, which the agent reads where it uses them. The layout, role, nodes and
+peer port are set at install; the TLS mode and ACME settings by certs, the
+proxy's CA by proxy set, which check the certificates.`,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			return validatePull(pull)
 		},

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cartodb/carto-appliance/config"
 	"github.com/cartodb/carto-appliance/e2e/testbed"
 	"github.com/cartodb/carto-appliance/e2e/vm"
 )
@@ -149,7 +150,7 @@ func run(ctx context.Context, dir string, down bool) error {
 		return err
 	}
 	fmt.Printf("  %s\n", strings.TrimSpace(body))
-	console := "https://" + net.JoinHostPort(domain, "9443") + "/"
+	console := "https://" + net.JoinHostPort(domain, strconv.Itoa(config.DefaultConsolePort)) + "/"
 	say("Opening the admin console to this machine: carto-appliance config set console.bind_address=%s", domain)
 	if err := vmRun(ctx, node, "carto-appliance", "config", "set", "console.bind_address="+domain); err != nil {
 		return err
